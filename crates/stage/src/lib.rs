@@ -1,0 +1,118 @@
+//! The contract between the engine and a stage kind.
+//!
+//! A stage kind (align, train, …) implements [`Stage`]: it declares its name, a version string
+//! (bump it whenever its output for the same inputs changes, so caches are invalidated), its
+//! typed params with defaults, and its named inputs; then [`Stage::run`] turns input artifact
+//! directories into files in an empty output directory. Everything about ordering, caching,
+//! hashing and concurrency belongs to the engine; a stage only sees a [`StageContext`].
+
+mod params;
+mod progress;
+
+pub use params::{ParamError, ParamSpec, ParamType, Params};
+pub use progress::{CancelToken, Cancelled, Progress, ProgressSink};
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// How many artifacts an input takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Arity {
+    /// Exactly one artifact or dataset.
+    One,
+    /// One or more (for example every matrix expansion of an upstream stage).
+    Many,
+}
+
+/// A named input a stage kind expects.
+#[derive(Debug, Clone)]
+pub struct InputSpec {
+    pub name: &'static str,
+    pub arity: Arity,
+    /// Optional inputs may be left out of the pipeline file.
+    pub optional: bool,
+    pub doc: &'static str,
+}
+
+impl InputSpec {
+    pub const fn one(name: &'static str, doc: &'static str) -> Self {
+        InputSpec { name, arity: Arity::One, optional: false, doc }
+    }
+    pub const fn many(name: &'static str, doc: &'static str) -> Self {
+        InputSpec { name, arity: Arity::Many, optional: false, doc }
+    }
+    pub const fn optional(mut self) -> Self {
+        self.optional = true;
+        self
+    }
+}
+
+/// Directories of the resolved inputs, by input name. A dataset input is the dataset's own
+/// directory (read-only by convention); a stage input is the upstream artifact's directory.
+#[derive(Debug, Clone, Default)]
+pub struct Inputs {
+    map: BTreeMap<String, Vec<PathBuf>>,
+}
+
+impl Inputs {
+    pub fn new(map: BTreeMap<String, Vec<PathBuf>>) -> Self {
+        Inputs { map }
+    }
+    /// The single directory bound to `name`.
+    pub fn one(&self, name: &str) -> anyhow::Result<&Path> {
+        match self.map.get(name).map(Vec::as_slice) {
+            Some([p]) => Ok(p),
+            Some(ps) => anyhow::bail!("input `{name}` has {} artifacts, expected exactly one", ps.len()),
+            None => anyhow::bail!("input `{name}` is not bound in the pipeline file"),
+        }
+    }
+    /// Every directory bound to `name` (empty when an optional input is absent).
+    pub fn many(&self, name: &str) -> &[PathBuf] {
+        self.map.get(name).map(Vec::as_slice).unwrap_or(&[])
+    }
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.map.keys().map(String::as_str)
+    }
+}
+
+/// Everything a running stage may touch.
+pub struct StageContext<'a> {
+    /// The stage's name in the pipeline (for messages), e.g. `train@patch=eyes`.
+    pub stage_name: &'a str,
+    /// Resolved params: every declared param, defaults filled in, types checked.
+    pub params: &'a Params,
+    pub inputs: &'a Inputs,
+    /// An empty directory; everything written here becomes the artifact.
+    pub out_dir: &'a Path,
+    pub progress: &'a Progress,
+    pub cancel: &'a CancelToken,
+    /// The pipeline's seed (only part of the fingerprint when [`Stage::uses_seed`]).
+    pub seed: u64,
+}
+
+/// A stage kind. Implementations must be deterministic given params, inputs and seed, or the
+/// cache and early cutoff lose their meaning.
+pub trait Stage: Send + Sync {
+    /// The name used as `kind:` in pipeline files.
+    fn kind(&self) -> &'static str;
+    /// Part of every fingerprint: change it whenever outputs change for the same inputs.
+    fn version(&self) -> &'static str;
+    /// One line for `spherepipe kinds` and error messages.
+    fn doc(&self) -> &'static str {
+        ""
+    }
+    fn params(&self) -> Vec<ParamSpec>;
+    fn inputs(&self) -> Vec<InputSpec>;
+    /// Whether the pipeline seed affects the output (and so enters the fingerprint).
+    fn uses_seed(&self) -> bool {
+        false
+    }
+    /// Checks across params that single-param types cannot express. The message should say
+    /// how to fix it.
+    fn validate(&self, _params: &Params) -> Result<(), String> {
+        Ok(())
+    }
+    /// Produces the artifact in `ctx.out_dir`. Return an error (never panic) on bad input, and
+    /// poll `ctx.cancel` between units of work.
+    fn run(&self, ctx: &StageContext<'_>) -> anyhow::Result<()>;
+}

@@ -1,0 +1,79 @@
+//! Progress reporting and cooperative cancellation, as seen from inside a stage.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+/// Where progress goes (a terminal bar, log lines, nothing). Implemented by the front end.
+pub trait ProgressSink: Send + Sync {
+    fn set_length(&self, len: u64);
+    fn set_position(&self, pos: u64);
+    fn message(&self, msg: &str);
+}
+
+struct Silent;
+impl ProgressSink for Silent {
+    fn set_length(&self, _: u64) {}
+    fn set_position(&self, _: u64) {}
+    fn message(&self, _: &str) {}
+}
+
+/// A cheap, cloneable handle a stage uses to report item counts. `inc` is safe to call from
+/// many rayon threads at once.
+#[derive(Clone)]
+pub struct Progress {
+    sink: Arc<dyn ProgressSink>,
+    pos: Arc<AtomicU64>,
+}
+
+impl Progress {
+    pub fn new(sink: Arc<dyn ProgressSink>) -> Self {
+        Progress { sink, pos: Arc::new(AtomicU64::new(0)) }
+    }
+    /// A handle that reports nowhere (tests, library use).
+    pub fn silent() -> Self {
+        Self::new(Arc::new(Silent))
+    }
+    /// Announces how many items the stage will process.
+    pub fn set_length(&self, len: u64) {
+        self.sink.set_length(len);
+    }
+    pub fn inc(&self, n: u64) {
+        let pos = self.pos.fetch_add(n, Ordering::Relaxed) + n;
+        self.sink.set_position(pos);
+    }
+    pub fn message(&self, msg: &str) {
+        self.sink.message(msg);
+    }
+    pub fn position(&self) -> u64 {
+        self.pos.load(Ordering::Relaxed)
+    }
+}
+
+/// Returned (through `anyhow`) by a stage that stopped because it was asked to.
+#[derive(Debug, thiserror::Error)]
+#[error("cancelled")]
+pub struct Cancelled;
+
+/// Set by the engine on Ctrl-C; a stage polls it between units of work.
+#[derive(Clone, Default, Debug)]
+pub struct CancelToken(Arc<AtomicBool>);
+
+impl CancelToken {
+    pub fn new() -> Self {
+        Self::default()
+    }
+    pub fn cancel(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+    pub fn is_cancelled(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+    /// `Err(Cancelled)` once cancellation was requested: use with `?` inside loops.
+    pub fn check(&self) -> Result<(), Cancelled> {
+        if self.is_cancelled() {
+            Err(Cancelled)
+        } else {
+            Ok(())
+        }
+    }
+}

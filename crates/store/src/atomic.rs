@@ -1,0 +1,46 @@
+//! Durable, atomic file writes: write a sibling temporary file, fsync, rename, fsync the dir.
+
+use crate::{io_at, Result};
+use std::fs;
+use std::io::Write;
+use std::path::Path;
+
+pub fn fsync_dir(dir: &Path) -> Result<()> {
+    fs::File::open(dir).and_then(|f| f.sync_all()).map_err(io_at(dir))
+}
+
+/// Replaces `path` with `bytes` so that readers see the old or the new content, never a mix.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let parent = path.parent().unwrap_or(Path::new("."));
+    fs::create_dir_all(parent).map_err(io_at(parent))?;
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = parent.join(format!(".{name}.{}.tmp", std::process::id()));
+    {
+        let mut f = fs::File::create(&tmp).map_err(io_at(&tmp))?;
+        f.write_all(bytes).map_err(io_at(&tmp))?;
+        f.sync_all().map_err(io_at(&tmp))?;
+    }
+    fs::rename(&tmp, path).map_err(io_at(path))?;
+    fsync_dir(parent)
+}
+
+/// fsyncs every file and directory under `root` (before it is renamed into place).
+pub(crate) fn fsync_tree(root: &Path) -> Result<()> {
+    use rayon::prelude::*;
+    let mut dirs = vec![root.to_path_buf()];
+    let mut files = Vec::new();
+    let mut i = 0;
+    while i < dirs.len() {
+        let d = dirs[i].clone();
+        for e in fs::read_dir(&d).map_err(io_at(&d))? {
+            let p = e.map_err(io_at(&d))?.path();
+            if p.is_dir() {
+                dirs.push(p);
+            } else {
+                files.push(p);
+            }
+        }
+        i += 1;
+    }
+    files.par_iter().chain(dirs.par_iter()).try_for_each(|p| fs::File::open(p).and_then(|f| f.sync_all()).map_err(io_at(p)))
+}

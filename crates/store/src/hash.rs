@@ -1,0 +1,202 @@
+//! Hashing files and directory trees with blake3, in parallel.
+
+use crate::statcache::StatCache;
+use crate::{io_at, Result, StoreError, MANIFEST};
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+use std::fs;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+/// One file of a tree: its path relative to the root (with `/`), size and blake3 (hex).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct FileEntry {
+    pub path: String,
+    pub size: u64,
+    pub blake3: String,
+}
+
+/// The result of hashing a tree.
+#[derive(Debug, Clone)]
+pub struct TreeHash {
+    /// blake3 over the sorted (path, size, file hash) list: the tree's content hash.
+    pub hash: String,
+    pub files: Vec<FileEntry>,
+    pub bytes: u64,
+    /// How many files had to be read (the rest came from the stat cache).
+    pub files_read: usize,
+}
+
+/// What is being hashed decides how links are treated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TreeKind {
+    /// A stage's output: symlinks and special files are refused (they could point outside
+    /// the cache), and the manifest at the root is not part of the content.
+    Artifact,
+    /// A user's dataset (a directory or one file): symlinks are followed.
+    Dataset,
+}
+
+const BIG_FILE: u64 = 16 << 20;
+
+/// blake3 of one file's contents, hex. Large files are memory-mapped and hashed in parallel.
+pub fn hash_file(path: &Path) -> Result<String> {
+    let meta = fs::metadata(path).map_err(io_at(path))?;
+    let mut hasher = blake3::Hasher::new();
+    if meta.len() >= BIG_FILE {
+        hasher.update_mmap_rayon(path).map_err(io_at(path))?;
+    } else {
+        let mut f = fs::File::open(path).map_err(io_at(path))?;
+        let mut buf = Vec::with_capacity(meta.len() as usize);
+        f.read_to_end(&mut buf).map_err(io_at(path))?;
+        hasher.update(&buf);
+    }
+    Ok(hasher.finalize().to_hex().to_string())
+}
+
+struct Found {
+    rel: String,
+    abs: PathBuf,
+    meta: fs::Metadata,
+}
+
+fn walk(root: &Path, rel: &str, kind: TreeKind, out: &mut Vec<Found>) -> Result<()> {
+    let dir = if rel.is_empty() { root.to_path_buf() } else { root.join(rel) };
+    let entries = fs::read_dir(&dir).map_err(io_at(&dir))?;
+    for e in entries {
+        let e = e.map_err(io_at(&dir))?;
+        let name = e.file_name();
+        let name = name.to_str().ok_or_else(|| StoreError::Invalid(format!("{}: file name is not valid UTF-8", e.path().display())))?;
+        if rel.is_empty() && kind == TreeKind::Artifact && name == MANIFEST {
+            continue;
+        }
+        let child_rel = if rel.is_empty() { name.to_owned() } else { format!("{rel}/{name}") };
+        let abs = e.path();
+        let lmeta = fs::symlink_metadata(&abs).map_err(io_at(&abs))?;
+        let meta = if lmeta.file_type().is_symlink() {
+            if kind == TreeKind::Artifact {
+                return Err(StoreError::Invalid(format!(
+                    "{child_rel} is a symbolic link; an artifact must hold plain files only, since a link could point outside the cache (copy the file instead)"
+                )));
+            }
+            fs::metadata(&abs).map_err(io_at(&abs))?
+        } else {
+            lmeta
+        };
+        if meta.is_dir() {
+            walk(root, &child_rel, kind, out)?;
+        } else if meta.is_file() {
+            out.push(Found { rel: child_rel, abs, meta });
+        } else {
+            return Err(StoreError::Invalid(format!("{}: not a regular file or directory", abs.display())));
+        }
+    }
+    Ok(())
+}
+
+/// Hashes every file under `root` (or `root` itself, if it is a file) in parallel. With a
+/// stat cache, files whose (size, mtime, inode) are unchanged are not read again.
+pub fn hash_tree(root: &Path, kind: TreeKind, cache: Option<&StatCache>) -> Result<TreeHash> {
+    let meta = fs::metadata(root).map_err(io_at(root))?;
+    let mut found = Vec::new();
+    if meta.is_file() {
+        let name = root.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        found.push(Found { rel: name, abs: root.to_path_buf(), meta });
+    } else {
+        walk(root, "", kind, &mut found)?;
+    }
+    found.sort_by(|a, b| a.rel.cmp(&b.rel));
+    let read = std::sync::atomic::AtomicUsize::new(0);
+    let files = found
+        .par_iter()
+        .map(|f| {
+            let cached = cache.and_then(|c| c.get(&f.abs, &f.meta));
+            let blake3 = match cached {
+                Some(h) => h,
+                None => {
+                    read.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let h = hash_file(&f.abs)?;
+                    if let Some(c) = cache {
+                        c.put(&f.abs, &f.meta, &h);
+                    }
+                    h
+                }
+            };
+            Ok(FileEntry { path: f.rel.clone(), size: f.meta.len(), blake3 })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let bytes = files.iter().map(|f| f.size).sum();
+    let hash = listing_hash(&files);
+    Ok(TreeHash { hash, files, bytes, files_read: read.into_inner() })
+}
+
+/// The content hash of a file list. Paths are unique and contain no NUL, so the encoding is
+/// unambiguous.
+fn listing_hash(files: &[FileEntry]) -> String {
+    let mut h = blake3::Hasher::new();
+    h.update(b"spherepipe-tree-v1\n");
+    for f in files {
+        h.update(f.path.as_bytes());
+        h.update(b"\0");
+        h.update(f.size.to_string().as_bytes());
+        h.update(b"\0");
+        h.update(f.blake3.as_bytes());
+        h.update(b"\n");
+    }
+    h.finalize().to_hex().to_string()
+}
+
+/// Total size of the files under `dir` (best effort; for reports).
+pub fn dir_size(dir: &Path) -> u64 {
+    let mut found = Vec::new();
+    if walk(dir, "", TreeKind::Dataset, &mut found).is_err() {
+        return 0;
+    }
+    found.iter().map(|f| f.meta.len()).sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tree_hash_depends_on_names_and_contents_not_on_creation_order() {
+        let a = tempfile::tempdir().unwrap();
+        let b = tempfile::tempdir().unwrap();
+        fs::write(a.path().join("1"), b"x").unwrap();
+        fs::write(a.path().join("2"), b"y").unwrap();
+        fs::write(b.path().join("2"), b"y").unwrap();
+        fs::write(b.path().join("1"), b"x").unwrap();
+        let ha = hash_tree(a.path(), TreeKind::Dataset, None).unwrap();
+        let hb = hash_tree(b.path(), TreeKind::Dataset, None).unwrap();
+        assert_eq!(ha.hash, hb.hash);
+        fs::rename(b.path().join("2"), b.path().join("3")).unwrap();
+        assert_ne!(ha.hash, hash_tree(b.path(), TreeKind::Dataset, None).unwrap().hash);
+    }
+
+    #[test]
+    fn listing_hash_matches_a_hand_built_encoding() {
+        let d = tempfile::tempdir().unwrap();
+        fs::write(d.path().join("a.txt"), b"abc").unwrap();
+        let t = hash_tree(d.path(), TreeKind::Dataset, None).unwrap();
+        let fh = blake3::hash(b"abc").to_hex().to_string();
+        let expect = blake3::hash(format!("spherepipe-tree-v1\na.txt\x003\x00{fh}\n").as_bytes());
+        assert_eq!(t.hash, expect.to_hex().to_string());
+    }
+
+    #[test]
+    fn artifacts_refuse_symlinks() {
+        let d = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", d.path().join("leak")).unwrap();
+        let e = hash_tree(d.path(), TreeKind::Artifact, None).unwrap_err().to_string();
+        assert!(e.contains("symbolic link"), "{e}");
+    }
+
+    #[test]
+    fn big_files_hash_like_small_ones() {
+        let d = tempfile::tempdir().unwrap();
+        let data: Vec<u8> = (0..(BIG_FILE as usize + 12345)).map(|i| (i * 31 % 251) as u8).collect();
+        fs::write(d.path().join("big"), &data).unwrap();
+        assert_eq!(hash_file(&d.path().join("big")).unwrap(), blake3::hash(&data).to_hex().to_string());
+    }
+}

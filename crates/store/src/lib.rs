@@ -1,0 +1,351 @@
+//! The content-addressed store under a cache directory.
+//!
+//! ```text
+//! cache/
+//!   LOCK                 held by the process that writes (run, verify, gc)
+//!   artifacts/<hash>/    one finished artifact: its files plus `.manifest.json`
+//!   index/<fp>.json      stage fingerprint -> artifact hash (+ provenance)
+//!   tmp/                 artifacts being written; anything here is garbage after a crash
+//!   quarantine/          artifacts that `verify` found corrupted
+//!   stat-cache.tsv       (path, size, mtime, inode) -> blake3, so unchanged files are not re-read
+//! ```
+//!
+//! A directory under `artifacts/` only ever appears by an atomic rename of a fully written
+//! and fsynced directory, so a killed writer leaves at most junk in `tmp/`, never something a
+//! later run would accept.
+
+mod atomic;
+mod hash;
+mod lock;
+mod statcache;
+
+pub use atomic::{fsync_dir, write_atomic};
+pub use hash::{hash_file, hash_tree, FileEntry, TreeHash, TreeKind};
+pub use lock::{CacheLock, LockMode};
+pub use statcache::StatCache;
+
+use serde::{Deserialize, Serialize};
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+/// Name of the manifest inside each artifact directory; stages may not write it.
+pub const MANIFEST: &str = ".manifest.json";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// Attaches the path to an io error.
+pub(crate) fn io_at(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
+    move |source| StoreError::Io { path: path.to_path_buf(), source }
+}
+
+/// The manifest of an artifact: every file with its size and hash, and the artifact's hash.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Manifest {
+    pub hash: String,
+    pub files: Vec<FileEntry>,
+}
+
+/// What the index says about one stage fingerprint.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct IndexEntry {
+    pub fingerprint: String,
+    pub artifact: String,
+    /// Free-form provenance written by the engine (stage, kind, params, inputs, time).
+    #[serde(default)]
+    pub provenance: serde_json::Value,
+}
+
+/// One verified-or-quarantined artifact, as `verify` reports it.
+#[derive(Debug, Clone, Serialize)]
+pub struct VerifyProblem {
+    pub artifact: String,
+    pub problem: String,
+    pub moved_to: PathBuf,
+}
+
+/// An artifact `gc` removes (or would remove).
+#[derive(Debug, Clone, Serialize)]
+pub struct GcEntry {
+    pub artifact: String,
+    pub bytes: u64,
+}
+
+/// A handle on a cache directory. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Store {
+    root: PathBuf,
+}
+
+impl Store {
+    /// Opens (creating if needed) the store at `root`.
+    pub fn open(root: impl Into<PathBuf>) -> Result<Self> {
+        let root: PathBuf = root.into();
+        for sub in ["artifacts", "index", "tmp", "quarantine"] {
+            let p = root.join(sub);
+            fs::create_dir_all(&p).map_err(io_at(&p))?;
+        }
+        let root = fs::canonicalize(&root).map_err(io_at(&root))?;
+        Ok(Store { root })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn artifact_dir(&self, hash: &str) -> PathBuf {
+        self.root.join("artifacts").join(hash)
+    }
+
+    fn index_path(&self, fingerprint: &str) -> PathBuf {
+        self.root.join("index").join(format!("{fingerprint}.json"))
+    }
+
+    /// Removes leftovers of interrupted writers. Call only while holding the lock.
+    pub fn clean_tmp(&self) -> Result<usize> {
+        let tmp = self.root.join("tmp");
+        let mut n = 0;
+        for e in fs::read_dir(&tmp).map_err(io_at(&tmp))? {
+            let e = e.map_err(io_at(&tmp))?;
+            let p = e.path();
+            let r = if p.is_dir() { fs::remove_dir_all(&p) } else { fs::remove_file(&p) };
+            r.map_err(io_at(&p))?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    /// A fresh empty directory for a stage to write into, on the store's filesystem.
+    pub fn new_staging_dir(&self, label: &str) -> Result<PathBuf> {
+        let safe: String = label.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect();
+        for attempt in 0..1000u32 {
+            let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+            let p = self.root.join("tmp").join(format!("{safe}.{}.{nanos}.{attempt}", std::process::id()));
+            match fs::create_dir(&p) {
+                Ok(()) => return Ok(p),
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(StoreError::Io { path: p, source: e }),
+            }
+        }
+        Err(StoreError::Invalid("could not create a staging directory".into()))
+    }
+
+    /// Hashes a finished staging directory, fsyncs it and moves it into `artifacts/`.
+    /// Returns the artifact hash. If an identical artifact exists, the staging copy is dropped.
+    pub fn commit(&self, staging: &Path) -> Result<Manifest> {
+        if staging.join(MANIFEST).exists() {
+            return Err(StoreError::Invalid(format!("the stage wrote `{MANIFEST}`, a name reserved for the store; rename that file")));
+        }
+        let tree = hash_tree(staging, TreeKind::Artifact, None)?;
+        let manifest = Manifest { hash: tree.hash.clone(), files: tree.files };
+        let bytes = serde_json::to_vec_pretty(&manifest).map_err(|e| StoreError::Invalid(e.to_string()))?;
+        let mpath = staging.join(MANIFEST);
+        fs::write(&mpath, &bytes).map_err(io_at(&mpath))?;
+        atomic::fsync_tree(staging)?;
+        let dest = self.artifact_dir(&manifest.hash);
+        if self.read_manifest(&manifest.hash).is_ok() {
+            fs::remove_dir_all(staging).map_err(io_at(staging))?;
+        } else {
+            if dest.exists() {
+                // A directory without a readable manifest is not an artifact: set it aside.
+                self.quarantine(&manifest.hash)?;
+            }
+            fs::rename(staging, &dest).map_err(io_at(&dest))?;
+            fsync_dir(&self.root.join("artifacts"))?;
+        }
+        Ok(manifest)
+    }
+
+    pub fn read_manifest(&self, hash: &str) -> Result<Manifest> {
+        let p = self.artifact_dir(hash).join(MANIFEST);
+        let bytes = fs::read(&p).map_err(io_at(&p))?;
+        serde_json::from_slice(&bytes).map_err(|e| StoreError::Invalid(format!("{}: {e}", p.display())))
+    }
+
+    /// Records that `fingerprint` produced `artifact` (atomically).
+    pub fn record(&self, entry: &IndexEntry) -> Result<()> {
+        let bytes = serde_json::to_vec_pretty(entry).map_err(|e| StoreError::Invalid(e.to_string()))?;
+        write_atomic(&self.index_path(&entry.fingerprint), &bytes)
+    }
+
+    /// The index entry for `fingerprint`, if there is one *and* its artifact is present.
+    pub fn lookup(&self, fingerprint: &str) -> Option<IndexEntry> {
+        let bytes = fs::read(self.index_path(fingerprint)).ok()?;
+        let entry: IndexEntry = serde_json::from_slice(&bytes).ok()?;
+        self.artifact_dir(&entry.artifact).join(MANIFEST).is_file().then_some(entry)
+    }
+
+    /// Every artifact hash present.
+    pub fn artifacts(&self) -> Result<Vec<String>> {
+        let dir = self.root.join("artifacts");
+        let mut out = Vec::new();
+        for e in fs::read_dir(&dir).map_err(io_at(&dir))? {
+            let e = e.map_err(io_at(&dir))?;
+            if e.path().is_dir() {
+                out.push(e.file_name().to_string_lossy().into_owned());
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    /// Every index entry (unreadable ones are skipped).
+    pub fn index_entries(&self) -> Result<Vec<IndexEntry>> {
+        let dir = self.root.join("index");
+        let mut out = Vec::new();
+        for e in fs::read_dir(&dir).map_err(io_at(&dir))? {
+            let p = e.map_err(io_at(&dir))?.path();
+            if let Some(entry) = fs::read(&p).ok().and_then(|b| serde_json::from_slice::<IndexEntry>(&b).ok()) {
+                out.push(entry);
+            }
+        }
+        Ok(out)
+    }
+
+    fn quarantine(&self, hash: &str) -> Result<PathBuf> {
+        let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        let to = self.root.join("quarantine").join(format!("{hash}.{stamp}.{}", std::process::id()));
+        let from = self.artifact_dir(hash);
+        fs::rename(&from, &to).map_err(io_at(&from))?;
+        Ok(to)
+    }
+
+    /// Re-hashes every artifact; corrupted ones (changed, missing or extra files, unreadable
+    /// manifest) are moved to `quarantine/`, so the next run rebuilds them. Hold the lock.
+    pub fn verify(&self) -> Result<(usize, Vec<VerifyProblem>)> {
+        let all = self.artifacts()?;
+        let mut problems = Vec::new();
+        for hash in &all {
+            let problem = match self.read_manifest(hash) {
+                Err(e) => Some(format!("manifest unreadable: {e}")),
+                Ok(m) => match hash_tree(&self.artifact_dir(hash), TreeKind::Artifact, None) {
+                    Err(e) => Some(format!("cannot re-hash: {e}")),
+                    Ok(t) => describe_mismatch(hash, &m, &t),
+                },
+            };
+            if let Some(problem) = problem {
+                let moved_to = self.quarantine(hash)?;
+                problems.push(VerifyProblem { artifact: hash.clone(), problem, moved_to });
+            }
+        }
+        Ok((all.len(), problems))
+    }
+
+    /// Artifacts not in `live`; with `delete`, removes them and the index entries naming them.
+    pub fn gc(&self, live: &std::collections::BTreeSet<String>, delete: bool) -> Result<Vec<GcEntry>> {
+        let mut out = Vec::new();
+        for hash in self.artifacts()? {
+            if live.contains(&hash) {
+                continue;
+            }
+            let dir = self.artifact_dir(&hash);
+            let bytes = hash::dir_size(&dir);
+            if delete {
+                fs::remove_dir_all(&dir).map_err(io_at(&dir))?;
+            }
+            out.push(GcEntry { artifact: hash, bytes });
+        }
+        if delete {
+            for e in self.index_entries()? {
+                if !live.contains(&e.artifact) {
+                    let p = self.index_path(&e.fingerprint);
+                    fs::remove_file(&p).map_err(io_at(&p))?;
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn describe_mismatch(hash: &str, m: &Manifest, t: &TreeHash) -> Option<String> {
+    if t.hash == *hash && m.hash == *hash {
+        return None;
+    }
+    let listed: std::collections::BTreeMap<_, _> = m.files.iter().map(|f| (&f.path, f)).collect();
+    let found: std::collections::BTreeMap<_, _> = t.files.iter().map(|f| (&f.path, f)).collect();
+    let mut what = Vec::new();
+    for (p, f) in &listed {
+        match found.get(p) {
+            None => what.push(format!("{p} is missing")),
+            Some(g) if g.blake3 != f.blake3 => what.push(format!("{p} changed")),
+            _ => {}
+        }
+    }
+    for p in found.keys().filter(|p| !listed.contains_key(*p)) {
+        what.push(format!("{p} is not in the manifest"));
+    }
+    if what.is_empty() {
+        what.push(format!("manifest hash {} does not match its directory name", m.hash));
+    }
+    Some(what.join("; "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commit_is_content_addressed_and_verify_catches_a_flipped_byte() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path().join("cache")).unwrap();
+        let stage = store.new_staging_dir("a").unwrap();
+        fs::write(stage.join("x.txt"), b"hello").unwrap();
+        fs::create_dir(stage.join("sub")).unwrap();
+        fs::write(stage.join("sub/y.bin"), [1u8, 2, 3]).unwrap();
+        let m = store.commit(&stage).unwrap();
+        assert!(!stage.exists());
+        assert_eq!(m.files.len(), 2);
+        assert_eq!(m.files[1].path, "x.txt");
+        assert_eq!(m.files[1].blake3, blake3::hash(b"hello").to_hex().to_string());
+
+        // Same content again: same hash, staging dropped.
+        let stage2 = store.new_staging_dir("b").unwrap();
+        fs::write(stage2.join("x.txt"), b"hello").unwrap();
+        fs::create_dir(stage2.join("sub")).unwrap();
+        fs::write(stage2.join("sub/y.bin"), [1u8, 2, 3]).unwrap();
+        assert_eq!(store.commit(&stage2).unwrap().hash, m.hash);
+        assert_eq!(store.artifacts().unwrap(), vec![m.hash.clone()]);
+
+        let (n, problems) = store.verify().unwrap();
+        assert_eq!((n, problems.len()), (1, 0));
+
+        let y = store.artifact_dir(&m.hash).join("sub/y.bin");
+        fs::write(&y, [1u8, 2, 4]).unwrap();
+        let (_, problems) = store.verify().unwrap();
+        assert_eq!(problems.len(), 1);
+        assert_eq!(problems[0].problem, "sub/y.bin changed");
+        assert!(!store.artifact_dir(&m.hash).exists());
+        assert!(problems[0].moved_to.join("sub/y.bin").exists());
+    }
+
+    #[test]
+    fn lookup_needs_the_artifact_to_exist() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let stage = store.new_staging_dir("a").unwrap();
+        fs::write(stage.join("x"), b"1").unwrap();
+        let m = store.commit(&stage).unwrap();
+        let e = IndexEntry { fingerprint: "f".repeat(64), artifact: m.hash.clone(), provenance: serde_json::Value::Null };
+        store.record(&e).unwrap();
+        assert_eq!(store.lookup(&e.fingerprint), Some(e.clone()));
+        fs::remove_dir_all(store.artifact_dir(&m.hash)).unwrap();
+        assert_eq!(store.lookup(&e.fingerprint), None);
+    }
+
+    #[test]
+    fn the_manifest_name_is_reserved() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let stage = store.new_staging_dir("a").unwrap();
+        fs::write(stage.join(MANIFEST), b"{}").unwrap();
+        assert!(store.commit(&stage).unwrap_err().to_string().contains("reserved"));
+    }
+}
