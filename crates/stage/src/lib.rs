@@ -9,7 +9,7 @@
 mod params;
 mod progress;
 
-pub use params::{ParamError, ParamSpec, ParamType, Params};
+pub use params::{edit_distance, nearest, ParamError, ParamSpec, ParamType, Params};
 pub use progress::{CancelToken, Cancelled, Progress, ProgressSink};
 
 use std::collections::BTreeMap;
@@ -115,4 +115,32 @@ pub trait Stage: Send + Sync {
     /// Produces the artifact in `ctx.out_dir`. Return an error (never panic) on bad input, and
     /// poll `ctx.cancel` between units of work.
     fn run(&self, ctx: &StageContext<'_>) -> anyhow::Result<()>;
+}
+
+/// The stage kinds a program knows, by `kind` name. The binary fills it; the engine and the
+/// pipeline loader only look kinds up.
+#[derive(Clone, Default)]
+pub struct Registry {
+    kinds: BTreeMap<&'static str, std::sync::Arc<dyn Stage>>,
+}
+
+impl Registry {
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// Adds a kind; a later registration of the same name replaces the earlier one.
+    pub fn register(&mut self, stage: impl Stage + 'static) -> &mut Self {
+        self.kinds.insert(stage.kind(), std::sync::Arc::new(stage));
+        self
+    }
+    pub fn get(&self, kind: &str) -> Option<std::sync::Arc<dyn Stage>> {
+        self.kinds.get(kind).cloned()
+    }
+    /// Kind names, sorted.
+    pub fn kinds(&self) -> Vec<&'static str> {
+        self.kinds.keys().copied().collect()
+    }
+    pub fn iter(&self) -> impl Iterator<Item = &std::sync::Arc<dyn Stage>> {
+        self.kinds.values()
+    }
 }

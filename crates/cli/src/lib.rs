@@ -1,0 +1,362 @@
+//! The `spherepipe` command line. [`main_with`] takes the registry of stage kinds, so the
+//! shipped binary and test binaries share every command.
+//!
+//! Exit status: 0 success, 1 a stage failed (or `verify` found corruption), 2 a problem with
+//! the command or the pipeline file, 130 interrupted.
+
+mod progress;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use serde_json::json;
+use spherepipe_engine::{execute, hash_datasets, open_store, plan, records, RunOptions, StageState, Status};
+use spherepipe_pipeline::{load, parse_override, Pipeline, Source};
+use spherepipe_stage::{CancelToken, Registry};
+use spherepipe_store::{CacheLock, LockMode, Store};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "spherepipe", version, about = "Reproducible face-recognition experiments as cached, incremental pipelines")]
+struct Cli {
+    /// No progress output (errors and results are still printed).
+    #[arg(long, short, global = true)]
+    quiet: bool,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run every stage that is not cached.
+    Run {
+        pipeline: PathBuf,
+        /// Override a param for this run: STAGE.PARAM=VALUE (VALUE is YAML).
+        #[arg(long = "set", value_name = "STAGE.PARAM=VALUE")]
+        set: Vec<String>,
+        /// Rerun this stage (or every expansion of a matrix stage) even if cached.
+        #[arg(long, value_name = "STAGE")]
+        force: Vec<String>,
+        /// Stages run at once (default: number of cores).
+        #[arg(long, short)]
+        jobs: Option<usize>,
+        /// Say what would run, run nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// After a failure, finish stages that do not depend on it.
+        #[arg(long)]
+        keep_going: bool,
+        /// Stop instead of waiting when another run holds the cache.
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// Each stage: cached, stale (and why) or never run.
+    Status {
+        pipeline: PathBuf,
+        #[arg(long = "set", value_name = "STAGE.PARAM=VALUE")]
+        set: Vec<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The DAG as text, or as Graphviz with --dot.
+    Dag {
+        pipeline: PathBuf,
+        #[arg(long)]
+        dot: bool,
+    },
+    /// A stage's fingerprint, params, artifact directory, files and last run.
+    Show {
+        pipeline: PathBuf,
+        stage: String,
+        #[arg(long = "set", value_name = "STAGE.PARAM=VALUE")]
+        set: Vec<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Re-hash every artifact; set corrupted ones aside so the next run rebuilds them.
+    Verify {
+        #[arg(long, default_value = "cache")]
+        cache: PathBuf,
+    },
+    /// List (with --yes, delete) artifacts that none of the given pipelines uses.
+    Gc {
+        #[arg(required = true)]
+        pipelines: Vec<PathBuf>,
+        #[arg(long)]
+        yes: bool,
+    },
+    /// The stage kinds this binary knows, with their params and inputs.
+    Kinds,
+}
+
+/// An error with its exit status.
+struct Fail(u8, String);
+
+impl From<anyhow::Error> for Fail {
+    fn from(e: anyhow::Error) -> Self {
+        Fail(2, format!("error: {e:#}"))
+    }
+}
+
+pub fn main_with(registry: Registry) -> ExitCode {
+    let cli = Cli::parse();
+    // One rayon pool for the whole process: concurrent stages share it.
+    let _ = rayon::ThreadPoolBuilder::new().num_threads(std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)).build_global();
+    match dispatch(cli, &registry) {
+        Ok(code) => ExitCode::from(code),
+        Err(Fail(code, msg)) => {
+            eprint!("{msg}");
+            if !msg.ends_with('\n') {
+                eprintln!();
+            }
+            ExitCode::from(code)
+        }
+    }
+}
+
+fn load_pipeline(file: &Path, registry: &Registry, set: &[String]) -> Result<Pipeline, Fail> {
+    let overrides = set.iter().map(|s| parse_override(s)).collect::<Result<Vec<_>, _>>().map_err(|e| Fail(2, format!("error: {e}")))?;
+    load(file, registry, &overrides).map_err(|d| Fail(2, d.to_string()))
+}
+
+fn dispatch(cli: Cli, registry: &Registry) -> Result<u8, Fail> {
+    match cli.cmd {
+        Cmd::Run { pipeline, set, force, jobs, dry_run, keep_going, no_wait } => {
+            let p = load_pipeline(&pipeline, registry, &set)?;
+            for f in &force {
+                if p.select(f).is_empty() {
+                    return Err(Fail(2, format!("error: --force {f}: no such stage in {}", pipeline.display())));
+                }
+            }
+            let store = open_store(&p)?;
+            if dry_run {
+                return dry(&p, &store, &force);
+            }
+            let cancel = CancelToken::new();
+            let c = cancel.clone();
+            let _ = ctrlc::set_handler(move || {
+                if c.is_cancelled() {
+                    eprintln!("\ninterrupted again: exiting now (unfinished artifacts are discarded by the next run)");
+                    std::process::exit(130);
+                }
+                eprintln!("\ninterrupt: stopping running stages; nothing unfinished will be kept (Ctrl-C again to exit at once)");
+                c.cancel();
+            });
+            let opts = RunOptions {
+                jobs: jobs.unwrap_or_else(|| RunOptions::default().jobs),
+                force: force.into_iter().collect(),
+                keep_going,
+                lock: if no_wait { LockMode::Fail } else { LockMode::Wait },
+                cancel,
+                overrides: set,
+            };
+            let reporter = progress::Reporter::new(p.nodes.len(), cli.quiet);
+            let report = execute(&p, &store, &opts, &reporter)?;
+            reporter.finish();
+            println!("{:<32} {:<9} {:>9}  ARTIFACT / REASON", "STAGE", "STATE", "TIME");
+            for o in &report.outcomes {
+                let detail = match o.state {
+                    StageState::Ran | StageState::Cached => o.artifact.as_deref().map(|a| store.artifact_dir(a).display().to_string()).unwrap_or_default(),
+                    _ => o.reason.clone().unwrap_or_default(),
+                };
+                println!("{:<32} {:<9} {:>8.2}s  {detail}", o.stage, o.state.as_str(), o.wall.as_secs_f64());
+            }
+            println!(
+                "{}: {} ran, {} cached, {} failed, {} skipped in {:.2}s",
+                p.name,
+                report.count(StageState::Ran),
+                report.count(StageState::Cached),
+                report.count(StageState::Failed),
+                report.count(StageState::Skipped),
+                report.wall.as_secs_f64()
+            );
+            if report.cancelled {
+                return Err(Fail(130, "interrupted: finished stages are cached, unfinished ones were discarded".into()));
+            }
+            Ok(if report.ok() { 0 } else { 1 })
+        }
+        Cmd::Status { pipeline, set, json } => {
+            let p = load_pipeline(&pipeline, registry, &set)?;
+            let store = open_store(&p)?;
+            let st = plan(&p, &store, &hash_datasets(&p, &store)?);
+            if json {
+                let rows: Vec<_> = st.iter().map(|s| json!({"stage": s.stage, "state": s.state.as_str(), "reason": s.reason, "fingerprint": s.fingerprint, "artifact": s.artifact})).collect();
+                println!("{}", serde_json::to_string_pretty(&rows).context("encoding JSON")?);
+            } else {
+                println!("{:<32} {:<10} REASON", "STAGE", "STATE");
+                for s in &st {
+                    println!("{:<32} {:<10} {}", s.stage, s.state.as_str(), s.reason);
+                }
+            }
+            Ok(0)
+        }
+        Cmd::Dag { pipeline, dot } => {
+            let p = load_pipeline(&pipeline, registry, &[])?;
+            print!("{}", if dot { dag_dot(&p) } else { dag_text(&p) });
+            Ok(0)
+        }
+        Cmd::Show { pipeline, stage, set, json } => show(&load_pipeline(&pipeline, registry, &set)?, &stage, json),
+        Cmd::Verify { cache } => {
+            if !cache.join("artifacts").is_dir() {
+                return Err(Fail(2, format!("error: {} is not a spherepipe cache (no artifacts/ directory); pass --cache DIR", cache.display())));
+            }
+            let store = Store::open(&cache).context("opening the cache")?;
+            let _lock = CacheLock::acquire(store.root(), LockMode::Wait, |who| eprintln!("waiting for {who} to release the cache")).context("locking the cache")?;
+            let (n, problems) = store.verify().context("verifying")?;
+            for pr in &problems {
+                println!("corrupted: {} ({}); moved to {}", pr.artifact, pr.problem, pr.moved_to.display());
+            }
+            println!("verified {n} artifacts: {} corrupted{}", problems.len(), if problems.is_empty() { "" } else { "; the next run rebuilds them" });
+            Ok(if problems.is_empty() { 0 } else { 1 })
+        }
+        Cmd::Gc { pipelines, yes } => gc(&pipelines, registry, yes),
+        Cmd::Kinds => {
+            for k in registry.iter() {
+                println!("{} (version {}): {}", k.kind(), k.version(), k.doc());
+                for i in k.inputs() {
+                    println!("  input  {:<16} {}{}", i.name, i.doc, if i.optional { " (optional)" } else { "" });
+                }
+                for p in k.params() {
+                    let default = p.default.map(|d| format!(" = {d}")).unwrap_or_else(|| " (required)".into());
+                    println!("  param  {:<16} {}{default}: {}", p.name, p.ty, p.doc);
+                }
+            }
+            Ok(0)
+        }
+    }
+}
+
+fn dry(p: &Pipeline, store: &Store, force: &[String]) -> Result<u8, Fail> {
+    let st = plan(p, store, &hash_datasets(p, store)?);
+    let forced: BTreeSet<usize> = force.iter().flat_map(|f| p.select(f)).collect();
+    let mut would = 0;
+    for (i, s) in st.iter().enumerate() {
+        let (what, why) = if forced.contains(&i) {
+            ("run", "forced".to_owned())
+        } else if s.state == Status::Cached {
+            ("cached", String::new())
+        } else {
+            ("run", s.reason.clone())
+        };
+        if what == "run" {
+            would += 1;
+        }
+        println!("{:<32} would {what:<7} {why}", s.stage);
+    }
+    println!("dry run: {would} of {} stages would run (a stage after one that runs may turn out cached)", st.len());
+    Ok(0)
+}
+
+fn source_name(p: &Pipeline, s: &Source) -> String {
+    match s {
+        Source::Dataset(d) => format!("dataset {d}"),
+        Source::Stage(j) => p.nodes[*j].name.clone(),
+    }
+}
+
+fn dag_text(p: &Pipeline) -> String {
+    let mut out = format!("pipeline {} ({} stages)\n", p.name, p.nodes.len());
+    for (name, d) in &p.datasets {
+        out += &format!("dataset {name}: {}\n", d.path.display());
+    }
+    for n in &p.nodes {
+        out += &format!("{} [{}]\n", n.name, n.kind.kind());
+        for (input, srcs) in &n.inputs {
+            let from: Vec<String> = srcs.iter().map(|s| source_name(p, s)).collect();
+            out += &format!("  {input} <- {}\n", from.join(", "));
+        }
+    }
+    out
+}
+
+fn dag_dot(p: &Pipeline) -> String {
+    let q = |s: &str| format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""));
+    let mut out = format!("digraph {} {{\n  rankdir=LR;\n", q(&p.name));
+    for name in p.datasets.keys() {
+        out += &format!("  {} [shape=cylinder];\n", q(&format!("dataset {name}")));
+    }
+    for n in &p.nodes {
+        out += &format!("  {} [shape=box, label={}];\n", q(&n.name), q(&format!("{}\\n({})", n.name, n.kind.kind())));
+        for (input, srcs) in &n.inputs {
+            for s in srcs {
+                out += &format!("  {} -> {} [label={}];\n", q(&source_name(p, s)), q(&n.name), q(input));
+            }
+        }
+    }
+    out + "}\n"
+}
+
+fn show(p: &Pipeline, stage: &str, as_json: bool) -> Result<u8, Fail> {
+    let Some(i) = p.index_of(stage) else {
+        let names: Vec<&str> = p.nodes.iter().map(|n| n.name.as_str()).collect();
+        let hint = spherepipe_stage::nearest(stage, names.iter().copied()).map(|n| format!("did you mean `{n}`? ")).unwrap_or_default();
+        return Err(Fail(2, format!("error: no stage `{stage}` in {}\n  fix: {hint}stages: {}", p.file.display(), names.join(", "))));
+    };
+    let store = open_store(p)?;
+    let st = plan(p, &store, &hash_datasets(p, &store)?);
+    let s = &st[i];
+    let dir = s.artifact.as_ref().map(|a| store.artifact_dir(a));
+    let files = s.artifact.as_ref().and_then(|a| store.read_manifest(a).ok()).map(|m| m.files).unwrap_or_default();
+    let last_run = records::read_runs(&store).into_iter().rev().find_map(|r| {
+        let rec = r.stages.into_iter().find(|x| x.stage == stage && x.state != "skipped")?;
+        Some(json!({"run_id": r.run_id, "started_unix": r.started_unix, "state": rec.state, "wall_s": rec.wall_s, "artifact": rec.artifact, "error": rec.error}))
+    });
+    let node = &p.nodes[i];
+    let v = json!({
+        "stage": node.name,
+        "kind": node.kind.kind(),
+        "version": node.kind.version(),
+        "state": s.state.as_str(),
+        "reason": s.reason,
+        "fingerprint": s.fingerprint,
+        "params": node.params.0,
+        "artifact": dir.as_ref().map(|d| d.display().to_string()),
+        "files": files,
+        "last_run": last_run,
+    });
+    if as_json {
+        println!("{}", serde_json::to_string_pretty(&v).context("encoding JSON")?);
+        return Ok(0);
+    }
+    println!("stage        {} [{} v{}]", node.name, node.kind.kind(), node.kind.version());
+    println!("state        {}{}", s.state.as_str(), if s.reason.is_empty() { String::new() } else { format!(" ({})", s.reason) });
+    println!("fingerprint  {}", s.fingerprint.as_deref().unwrap_or("(unknown until its inputs are built)"));
+    println!("artifact     {}", dir.map(|d| d.display().to_string()).unwrap_or_else(|| "(none)".into()));
+    println!("params");
+    for (k, v) in &node.params.0 {
+        println!("  {k}: {v}");
+    }
+    println!("files");
+    for f in &files {
+        println!("  {:>12}  {}  {}", f.size, &f.blake3[..16], f.path);
+    }
+    match &last_run {
+        Some(r) => println!("last run     {} ({}, {:.2}s)", r["run_id"].as_str().unwrap_or(""), r["state"].as_str().unwrap_or(""), r["wall_s"].as_f64().unwrap_or(0.0)),
+        None => println!("last run     (none recorded)"),
+    }
+    Ok(0)
+}
+
+fn gc(files: &[PathBuf], registry: &Registry, yes: bool) -> Result<u8, Fail> {
+    // Pipelines may use different caches: collect live artifacts per cache.
+    let mut live: BTreeMap<PathBuf, (Store, BTreeSet<String>)> = BTreeMap::new();
+    for f in files {
+        let p = load_pipeline(f, registry, &[])?;
+        let store = open_store(&p)?;
+        let st = plan(&p, &store, &hash_datasets(&p, &store)?);
+        let entry = live.entry(store.root().to_path_buf()).or_insert_with(|| (store.clone(), BTreeSet::new()));
+        entry.1.extend(st.into_iter().filter_map(|s| s.artifact));
+    }
+    let mut total = 0u64;
+    for (root, (store, keep)) in &live {
+        let _lock = if yes { Some(CacheLock::acquire(root, LockMode::Wait, |who| eprintln!("waiting for {who}")).context("locking the cache")?) } else { None };
+        let gone = store.gc(keep, yes).context("collecting garbage")?;
+        for g in &gone {
+            println!("{} {} ({} bytes)", if yes { "deleted" } else { "unused " }, store.artifact_dir(&g.artifact).display(), g.bytes);
+            total += g.bytes;
+        }
+        println!("{}: {} artifacts kept, {} {} ({total} bytes)", root.display(), keep.len(), gone.len(), if yes { "deleted" } else { "unused; rerun with --yes to delete them" });
+    }
+    Ok(0)
+}

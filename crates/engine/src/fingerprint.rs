@@ -1,0 +1,81 @@
+//! Stage fingerprints: blake3 over a canonical JSON encoding of everything that determines
+//! a stage's output.
+
+use serde_json::Value;
+use spherepipe_pipeline::Node;
+use std::collections::BTreeMap;
+
+/// JSON with object keys sorted and no whitespace, whatever serde_json's map ordering is.
+pub fn canonical_json(v: &Value) -> String {
+    let mut out = String::new();
+    write_canonical(v, &mut out);
+    out
+}
+
+fn write_canonical(v: &Value, out: &mut String) {
+    match v {
+        Value::Object(m) => {
+            let mut keys: Vec<&String> = m.keys().collect();
+            keys.sort();
+            out.push('{');
+            for (i, k) in keys.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str(&Value::String((*k).clone()).to_string());
+                out.push(':');
+                write_canonical(&m[k.as_str()], out);
+            }
+            out.push('}');
+        }
+        Value::Array(a) => {
+            out.push('[');
+            for (i, x) in a.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_canonical(x, out);
+            }
+            out.push(']');
+        }
+        other => out.push_str(&other.to_string()),
+    }
+}
+
+/// What a fingerprint covers: kind, kind version, resolved params, the content hashes of
+/// the inputs (in binding order), and the seed when the kind uses it.
+pub fn material(node: &Node, input_hashes: &BTreeMap<String, Vec<String>>, seed: u64) -> Value {
+    serde_json::json!({
+        "kind": node.kind.kind(),
+        "version": node.kind.version(),
+        "params": node.params.0,
+        "inputs": input_hashes,
+        "seed": if node.kind.uses_seed() { Value::from(seed) } else { Value::Null },
+    })
+}
+
+pub fn fingerprint(material: &Value) -> String {
+    let mut h = blake3::Hasher::new();
+    h.update(b"spherepipe-fingerprint-v1\n");
+    h.update(canonical_json(material).as_bytes());
+    h.finalize().to_hex().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn canonical_json_sorts_keys_at_every_depth() {
+        let v = json!({"b": 1, "a": {"z": [1, {"y": 2, "x": 1.5}], "c": "s"}});
+        assert_eq!(canonical_json(&v), r#"{"a":{"c":"s","z":[1,{"x":1.5,"y":2}]},"b":1}"#);
+    }
+
+    #[test]
+    fn fingerprint_is_blake3_of_the_prefixed_canonical_text() {
+        let v = json!({"kind": "k"});
+        let expect = blake3::hash(b"spherepipe-fingerprint-v1\n{\"kind\":\"k\"}").to_hex().to_string();
+        assert_eq!(fingerprint(&v), expect);
+    }
+}

@@ -1,0 +1,20 @@
+//! The engine: decides what is cached and what must run, runs stages concurrently, commits
+//! their artifacts and keeps a record. It sees stages only through the `Stage` trait.
+//!
+//! - [`fingerprint`]: what identifies a stage's output.
+//! - [`plan()`]: cached / stale (and why) / never run, for `status`, `show`, `gc`, `--dry-run`.
+//! - [`execute()`]: the crossbeam worker pool that runs what is not cached.
+//! - [`records`]: `runs.jsonl` and the last state of every stage.
+
+pub mod fingerprint;
+mod plan;
+pub mod records;
+mod run;
+
+pub use plan::{hash_datasets, plan, NodeStatus, Status};
+pub use run::{execute, Observer, Outcome, RunOptions, RunReport, StageState};
+
+/// The store of a pipeline, opened where the pipeline file says.
+pub fn open_store(p: &spherepipe_pipeline::Pipeline) -> anyhow::Result<spherepipe_store::Store> {
+    spherepipe_store::Store::open(&p.cache).map_err(|e| anyhow::anyhow!("cannot open the cache {}: {e}", p.cache.display()))
+}

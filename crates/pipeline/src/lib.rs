@@ -1,0 +1,75 @@
+//! Pipeline files: parsing (serde_yaml), checking against the registered stage kinds, matrix
+//! expansion, and the resulting DAG in topological order.
+//!
+//! Every problem becomes a [`Diagnostic`] with the file, line, column, stage and a fix; all
+//! problems found are reported together.
+
+mod diag;
+mod locate;
+mod resolve;
+
+pub use diag::{Diagnostic, Diagnostics};
+pub use locate::{locate, Locations, Pos};
+pub use resolve::{load, parse_override, Dataset, Node, Override, Pipeline, Source};
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+
+/// The pipeline file as written. Unknown keys are errors.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineFile {
+    pub name: String,
+    /// Directory that relative paths (datasets, cache) are resolved against, itself relative
+    /// to the pipeline file's directory. Default: the pipeline file's directory.
+    #[serde(default)]
+    pub root: Option<String>,
+    /// The cache directory (default `cache`, under `root`).
+    #[serde(default)]
+    pub cache: Option<String>,
+    #[serde(default)]
+    pub seed: u64,
+    #[serde(default)]
+    pub datasets: BTreeMap<String, DatasetSpec>,
+    pub stages: BTreeMap<String, StageSpec>,
+}
+
+/// An external input, hashed by content.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatasetSpec {
+    pub path: String,
+    /// Free text shown in `dag` and error messages (for example where to get the data).
+    #[serde(default)]
+    pub about: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StageSpec {
+    pub kind: String,
+    #[serde(default)]
+    pub inputs: BTreeMap<String, InputRef>,
+    #[serde(default)]
+    pub params: BTreeMap<String, serde_yaml::Value>,
+    /// Param name -> values: the stage is expanded once per combination.
+    #[serde(default)]
+    pub matrix: BTreeMap<String, Vec<serde_yaml::Value>>,
+}
+
+/// `inputs: {x: a}` or `inputs: {x: [a, b]}`.
+#[derive(Debug, Deserialize, Clone)]
+#[serde(untagged)]
+pub enum InputRef {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl InputRef {
+    pub fn names(&self) -> Vec<&str> {
+        match self {
+            InputRef::One(s) => vec![s.as_str()],
+            InputRef::Many(v) => v.iter().map(String::as_str).collect(),
+        }
+    }
+}

@@ -1,0 +1,454 @@
+//! From a parsed pipeline file to a checked, expanded DAG.
+
+use crate::diag::{Diagnostic, Diagnostics};
+use crate::locate::{locate, Locations};
+use crate::{InputRef, PipelineFile, StageSpec};
+use serde_json::Value;
+use spherepipe_stage::{nearest, Arity, Params, Registry, Stage};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// A `--set STAGE.PARAM=VALUE` from the command line. The value is read as YAML, so `3` is a
+/// number, `[112, 112]` a list and `a-softmax` a string.
+#[derive(Debug, Clone)]
+pub struct Override {
+    pub stage: String,
+    pub param: String,
+    pub value: serde_yaml::Value,
+    pub text: String,
+}
+
+pub fn parse_override(text: &str) -> Result<Override, String> {
+    let (lhs, rhs) = text.split_once('=').ok_or_else(|| format!("`--set {text}`: expected STAGE.PARAM=VALUE, for example `--set train.m=3`"))?;
+    let (stage, param) = lhs.trim().split_once('.').ok_or_else(|| format!("`--set {text}`: expected STAGE.PARAM=VALUE, for example `--set train.m=3`"))?;
+    let value = serde_yaml::from_str(rhs).map_err(|e| format!("`--set {text}`: the value is not valid YAML: {e}"))?;
+    Ok(Override { stage: stage.to_owned(), param: param.to_owned(), value, text: text.to_owned() })
+}
+
+/// A named external input.
+#[derive(Debug, Clone)]
+pub struct Dataset {
+    pub name: String,
+    pub path: PathBuf,
+    pub about: Option<String>,
+}
+
+/// Where an input comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    Dataset(String),
+    /// Index into [`Pipeline::nodes`].
+    Stage(usize),
+}
+
+/// One runnable stage (after matrix expansion).
+#[derive(Clone)]
+pub struct Node {
+    /// `train`, or `train@patch=eyes` for a matrix expansion.
+    pub name: String,
+    /// The stage's name in the file (`train`).
+    pub base: String,
+    pub kind: Arc<dyn Stage>,
+    pub params: Params,
+    pub matrix: BTreeMap<String, Value>,
+    pub inputs: BTreeMap<String, Vec<Source>>,
+}
+
+/// A checked pipeline: nodes in an order where every input comes before its users.
+#[derive(Clone)]
+pub struct Pipeline {
+    pub name: String,
+    pub file: PathBuf,
+    pub root: PathBuf,
+    pub cache: PathBuf,
+    pub seed: u64,
+    pub datasets: BTreeMap<String, Dataset>,
+    pub nodes: Vec<Node>,
+}
+
+impl Pipeline {
+    pub fn index_of(&self, name: &str) -> Option<usize> {
+        self.nodes.iter().position(|n| n.name == name)
+    }
+    /// Nodes whose name or base name is `name` (all expansions of a matrix stage).
+    pub fn select(&self, name: &str) -> Vec<usize> {
+        (0..self.nodes.len()).filter(|&i| self.nodes[i].name == name || self.nodes[i].base == name).collect()
+    }
+    /// Direct upstream stage indices of node `i`.
+    pub fn upstream(&self, i: usize) -> BTreeSet<usize> {
+        self.nodes[i].inputs.values().flatten().filter_map(|s| if let Source::Stage(j) = s { Some(*j) } else { None }).collect()
+    }
+    /// `i` and everything that depends on it, transitively.
+    pub fn descendants(&self, i: usize) -> BTreeSet<usize> {
+        let mut out = BTreeSet::from([i]);
+        for j in i + 1..self.nodes.len() {
+            if self.upstream(j).iter().any(|u| out.contains(u)) {
+                out.insert(j);
+            }
+        }
+        out
+    }
+}
+
+struct Ctx<'a> {
+    file: &'a Path,
+    loc: Locations,
+    diags: Vec<Diagnostic>,
+}
+
+impl Ctx<'_> {
+    fn err(&mut self, at: &[&str], value: bool, stage: Option<&str>, message: String, fix: impl Into<Option<String>>) {
+        let pos = if value { self.loc.value(at) } else { self.loc.key(at) };
+        self.diags.push(Diagnostic { file: self.file.to_path_buf(), pos, stage: stage.map(str::to_owned), message, fix: fix.into() });
+    }
+}
+
+fn valid_name(s: &str) -> bool {
+    let mut chars = s.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphanumeric()) && chars.all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+}
+
+const NAME_FIX: &str = "use letters, digits, `_`, `-` and `.`, starting with a letter or digit (names become file names in the cache, so they may not contain `/`)";
+
+fn to_json(v: &serde_yaml::Value) -> Result<Value, String> {
+    serde_json::to_value(v).map_err(|e| format!("cannot be used as a param value: {e}"))
+}
+
+/// How a matrix value appears in an expanded stage name.
+fn label(v: &Value, index: usize) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Number(n) => n.to_string(),
+        Value::Bool(b) => b.to_string(),
+        Value::Object(m) => m.get("name").and_then(Value::as_str).map(str::to_owned).unwrap_or_else(|| index.to_string()),
+        _ => index.to_string(),
+    }
+}
+
+/// Reads, checks and expands a pipeline file. `overrides` are `--set` values.
+pub fn load(file: &Path, registry: &Registry, overrides: &[Override]) -> Result<Pipeline, Diagnostics> {
+    let one = |message: String, fix: &str| Diagnostics(vec![Diagnostic { file: file.to_path_buf(), pos: None, stage: None, message, fix: Some(fix.to_owned()) }]);
+    let text = std::fs::read_to_string(file).map_err(|e| one(format!("cannot read the pipeline file: {e}"), "check the path; the pipelines/ directory holds the shipped pipelines"))?;
+    let mut cx = Ctx { file, loc: locate(&text), diags: Vec::new() };
+    for (path, pos, first) in std::mem::take(&mut cx.loc.duplicates) {
+        let key = path.last().cloned().unwrap_or_default();
+        cx.diags.push(Diagnostic {
+            file: file.to_path_buf(),
+            pos: Some(pos),
+            stage: (path.first().map(String::as_str) == Some("stages") && path.len() == 2).then(|| key.clone()),
+            message: format!("duplicate key `{key}` (first defined at line {})", first.line),
+            fix: Some("rename or remove one of the two".into()),
+        });
+    }
+    let spec: PipelineFile = match serde_yaml::from_str(&text) {
+        Ok(s) => s,
+        Err(e) => {
+            let msg = e.to_string();
+            let msg = msg.split(" at line ").next().unwrap_or(&msg).to_owned();
+            let pos = e.location().map(|l| crate::Pos { line: l.line(), col: l.column() });
+            let fix = if msg.contains("unknown field") {
+                "remove or rename the key: the allowed keys are listed in the message"
+            } else {
+                "fix the YAML at that position; README.md shows the pipeline file format"
+            };
+            cx.diags.push(Diagnostic { file: file.to_path_buf(), pos, stage: None, message: format!("invalid pipeline file: {msg}"), fix: Some(fix.into()) });
+            return Err(Diagnostics(cx.diags));
+        }
+    };
+    if !cx.diags.is_empty() {
+        return Err(Diagnostics(cx.diags));
+    }
+    let pipeline = resolve(spec, &mut cx, registry, overrides);
+    match pipeline {
+        Some(p) if cx.diags.is_empty() => Ok(p),
+        _ => Err(Diagnostics(cx.diags)),
+    }
+}
+
+fn resolve(mut spec: PipelineFile, cx: &mut Ctx<'_>, registry: &Registry, overrides: &[Override]) -> Option<Pipeline> {
+    let file = cx.file.to_path_buf();
+    if !valid_name(&spec.name) {
+        cx.err(&["name"], true, None, format!("pipeline name `{}` is not allowed", spec.name), NAME_FIX.to_owned());
+    }
+    // Names: one namespace for datasets and stages.
+    for name in spec.datasets.keys() {
+        if !valid_name(name) {
+            cx.err(&["datasets", name], false, None, format!("dataset name `{name}` is not allowed"), NAME_FIX.to_owned());
+        }
+        if spec.stages.contains_key(name) {
+            cx.err(&["stages", name], false, Some(name), format!("`{name}` names both a dataset and a stage"), "rename one of them: inputs refer to either by name".to_owned());
+        }
+    }
+    for name in spec.stages.keys() {
+        if !valid_name(name) {
+            cx.err(&["stages", name], false, Some(name), format!("stage name `{name}` is not allowed"), format!("{NAME_FIX}; `@` is reserved for matrix expansions"));
+        }
+    }
+
+    // Overrides from the command line.
+    for o in overrides {
+        let Some(st) = spec.stages.get_mut(&o.stage) else {
+            let hint = nearest(&o.stage, spec.stages.keys().map(String::as_str)).map(|n| format!("did you mean `{n}`? ")).unwrap_or_default();
+            cx.err(&["stages"], false, None, format!("`--set {}`: there is no stage `{}`", o.text, o.stage), format!("{hint}stages: {}", spec.stages.keys().cloned().collect::<Vec<_>>().join(", ")));
+            continue;
+        };
+        if let Some(axis) = st.matrix.get_mut(&o.param) {
+            *axis = vec![o.value.clone()];
+        } else {
+            st.params.insert(o.param.clone(), o.value.clone());
+        }
+    }
+
+    let base = cx.file.parent().unwrap_or(Path::new(".")).to_path_buf();
+    let root = base.join(spec.root.as_deref().unwrap_or("."));
+    let root = std::fs::canonicalize(&root).unwrap_or(root);
+    let cache = root.join(spec.cache.as_deref().unwrap_or("cache"));
+
+    let mut datasets = BTreeMap::new();
+    for (name, d) in &spec.datasets {
+        let path = root.join(&d.path);
+        if !path.exists() {
+            let about = d.about.as_deref().map(|a| format!(" ({a})")).unwrap_or_default();
+            cx.err(&["datasets", name, "path"], true, None, format!("dataset `{name}`: path {} does not exist", path.display()), format!("create it or correct `path`{about}; relative paths are resolved against {}", root.display()));
+        }
+        datasets.insert(name.clone(), Dataset { name: name.clone(), path, about: d.about.clone() });
+    }
+
+    // Expand each stage.
+    let mut order: Vec<(&String, &StageSpec)> = spec.stages.iter().collect();
+    order.sort_by_key(|(n, _)| cx.loc.key(&["stages", n]).map(|p| (p.line, p.col)));
+    let mut nodes: Vec<Node> = Vec::new();
+    let mut refs: Vec<BTreeMap<String, InputRef>> = Vec::new();
+    for (name, st) in &order {
+        let Some(kind) = registry.get(&st.kind) else {
+            let kinds = registry.kinds();
+            let hint = nearest(&st.kind, kinds.iter().copied()).map(|n| format!("did you mean `{n}`? ")).unwrap_or_default();
+            cx.err(&["stages", name, "kind"], true, Some(name), format!("unknown stage kind `{}`", st.kind), format!("{hint}valid kinds: {}", kinds.join(", ")));
+            continue;
+        };
+        let specs = kind.params();
+        let declared: Vec<&str> = specs.iter().map(|p| p.name).collect();
+        let mut ok = true;
+        for key in st.params.keys().chain(st.matrix.keys()) {
+            if !declared.contains(&key.as_str()) {
+                let hint = nearest(key, declared.iter().copied()).map(|n| format!("did you mean `{n}`? ")).unwrap_or_default();
+                let section = if st.params.contains_key(key) { "params" } else { "matrix" };
+                cx.err(&["stages", name, section, key], false, Some(name), format!("stage kind `{}` has no param `{key}`", st.kind), format!("{hint}its params: {}", declared.join(", ")));
+                ok = false;
+            }
+        }
+        for key in st.matrix.keys().filter(|k| st.params.contains_key(*k)) {
+            cx.err(&["stages", name, "matrix", key], false, Some(name), format!("`{key}` is set both in `params` and in `matrix`"), "keep it in one place: the matrix sets the param for each expansion".to_owned());
+            ok = false;
+        }
+        for (key, values) in &st.matrix {
+            if values.is_empty() {
+                cx.err(&["stages", name, "matrix", key], false, Some(name), format!("matrix axis `{key}` has no values"), "give at least one value".to_owned());
+                ok = false;
+            }
+        }
+        // Fixed params, coerced and defaulted.
+        let mut fixed = BTreeMap::new();
+        for p in &specs {
+            if st.matrix.contains_key(p.name) {
+                continue;
+            }
+            let raw = match st.params.get(p.name) {
+                Some(v) => match to_json(v) {
+                    Ok(j) => Some(j),
+                    Err(e) => {
+                        cx.err(&["stages", name, "params", p.name], true, Some(name), format!("param `{}` {e}", p.name), format!("expected {}", p.ty));
+                        ok = false;
+                        continue;
+                    }
+                },
+                None => p.default.clone(),
+            };
+            match raw {
+                None => {
+                    cx.err(&["stages", name, "params"], false, Some(name), format!("required param `{}` is missing", p.name), format!("add `{}: <{}>` under params ({})", p.name, p.ty, p.doc));
+                    ok = false;
+                }
+                Some(v) => match p.ty.coerce(&v) {
+                    Ok(c) => {
+                        fixed.insert(p.name.to_owned(), c);
+                    }
+                    Err(e) => {
+                        cx.err(&["stages", name, "params", p.name], true, Some(name), format!("param `{}`: {e}", p.name), format!("expected {} ({})", p.ty, p.doc));
+                        ok = false;
+                    }
+                },
+            }
+        }
+        // Matrix axes, coerced.
+        let mut axes: Vec<(String, Vec<Value>)> = Vec::new();
+        for (key, values) in &st.matrix {
+            let Some(p) = specs.iter().find(|p| p.name == key) else { continue };
+            let mut coerced = Vec::new();
+            for (i, v) in values.iter().enumerate() {
+                match to_json(v).and_then(|j| p.ty.coerce(&j)) {
+                    Ok(c) => coerced.push(c),
+                    Err(e) => {
+                        let idx = i.to_string();
+                        cx.err(&["stages", name, "matrix", key, &idx], true, Some(name), format!("matrix value {i} of `{key}`: {e}"), format!("expected {}", p.ty));
+                        ok = false;
+                    }
+                }
+            }
+            axes.push((key.clone(), coerced));
+        }
+        if !ok {
+            continue;
+        }
+        // Cross product of the axes.
+        let mut combos: Vec<Vec<(String, Value, usize)>> = vec![Vec::new()];
+        for (key, values) in &axes {
+            combos = combos.into_iter().flat_map(|c| values.iter().enumerate().map(move |(i, v)| {
+                let mut c = c.clone();
+                c.push((key.clone(), v.clone(), i));
+                c
+            })).collect();
+        }
+        for combo in combos {
+            let mut params = fixed.clone();
+            let mut matrix = BTreeMap::new();
+            let mut labels = Vec::new();
+            for (k, v, i) in combo {
+                labels.push(format!("{k}={}", label(&v, i)));
+                params.insert(k.clone(), v.clone());
+                matrix.insert(k, v);
+            }
+            let node_name = if labels.is_empty() { (*name).clone() } else { format!("{name}@{}", labels.join(",")) };
+            if !labels.is_empty() && !node_name.chars().all(|c| c.is_ascii_alphanumeric() || "_.-@=,+".contains(c)) {
+                cx.err(&["stages", name, "matrix"], false, Some(name), format!("matrix expansion `{node_name}` is not a usable stage name"), "use matrix values made of letters, digits, `_`, `-`, `.` (or mappings with such a `name`)".to_owned());
+                continue;
+            }
+            let params = Params(params);
+            if let Err(e) = kind.validate(&params) {
+                cx.err(&["stages", name, "params"], false, Some(&node_name), format!("invalid params: {e}"), "adjust the params as the message says".to_owned());
+                continue;
+            }
+            nodes.push(Node { name: node_name, base: (*name).clone(), kind: kind.clone(), params, matrix, inputs: BTreeMap::new() });
+            refs.push(st.inputs.clone());
+        }
+    }
+    if !cx.diags.is_empty() {
+        return None;
+    }
+
+    // Inputs.
+    let by_base: HashMap<&str, Vec<usize>> = nodes.iter().enumerate().fold(HashMap::new(), |mut m, (i, n)| {
+        m.entry(n.base.as_str()).or_default().push(i);
+        m
+    });
+    let by_name: HashMap<&str, usize> = nodes.iter().enumerate().map(|(i, n)| (n.name.as_str(), i)).collect();
+    let mut bound: Vec<BTreeMap<String, Vec<Source>>> = Vec::new();
+    for (i, node) in nodes.iter().enumerate() {
+        let declared = node.kind.inputs();
+        let names: Vec<&str> = declared.iter().map(|d| d.name).collect();
+        let mut inputs = BTreeMap::new();
+        for (input, r) in &refs[i] {
+            let Some(d) = declared.iter().find(|d| d.name == input) else {
+                let hint = nearest(input, names.iter().copied()).map(|n| format!("did you mean `{n}`? ")).unwrap_or_default();
+                cx.err(&["stages", &node.base, "inputs", input], false, Some(&node.name), format!("stage kind `{}` has no input `{input}`", node.kind.kind()), format!("{hint}its inputs: {}", names.join(", ")));
+                continue;
+            };
+            let mut sources = Vec::new();
+            for target in r.names() {
+                let at = ["stages", node.base.as_str(), "inputs", input.as_str()];
+                if datasets.contains_key(target) {
+                    sources.push(Source::Dataset(target.to_owned()));
+                } else if let Some(&j) = by_name.get(target).filter(|_| target.contains('@')) {
+                    sources.push(Source::Stage(j));
+                } else if let Some(exps) = by_base.get(target) {
+                    // Same-matrix stages pair up expansion by expansion.
+                    let matching: Vec<usize> = exps
+                        .iter()
+                        .copied()
+                        .filter(|&j| nodes[j].matrix.iter().all(|(k, v)| node.matrix.get(k).is_none_or(|mine| mine == v)))
+                        .collect();
+                    sources.extend(matching.into_iter().map(Source::Stage));
+                } else {
+                    let all = datasets.keys().map(String::as_str).chain(by_base.keys().copied());
+                    let hint = nearest(target, all).map(|n| format!("did you mean `{n}`? ")).unwrap_or_default();
+                    cx.err(&at, true, Some(&node.name), format!("input `{input}` refers to `{target}`, which is neither a dataset nor a stage"), format!("{hint}declare it under `datasets:` or `stages:`"));
+                }
+            }
+            if d.arity == Arity::One && sources.len() > 1 {
+                let names: Vec<String> = sources.iter().map(|s| match s { Source::Stage(j) => nodes[*j].name.clone(), Source::Dataset(d) => d.clone() }).collect();
+                cx.err(&["stages", &node.base, "inputs", input], true, Some(&node.name), format!("input `{input}` takes one artifact but gets {}: {}", names.len(), names.join(", ")), "name one expansion (like `train@patch=eyes`), or give this stage the same matrix so expansions pair up".to_owned());
+            }
+            inputs.insert(input.clone(), sources);
+        }
+        for d in declared.iter().filter(|d| !d.optional && !refs[i].contains_key(d.name)) {
+            cx.err(&["stages", &node.base], false, Some(&node.name), format!("required input `{}` is not bound", d.name), format!("add `inputs: {{{}: <dataset or stage>}}` ({})", d.name, d.doc));
+        }
+        bound.push(inputs);
+    }
+    for (node, inputs) in nodes.iter_mut().zip(bound) {
+        node.inputs = inputs;
+    }
+    if !cx.diags.is_empty() {
+        return None;
+    }
+    let nodes = toposort(nodes, cx)?;
+    Some(Pipeline { name: spec.name, file, root, cache, seed: spec.seed, datasets, nodes })
+}
+
+/// Orders nodes so inputs come first (ties keep file order); reports a cycle if there is one.
+fn toposort(nodes: Vec<Node>, cx: &mut Ctx<'_>) -> Option<Vec<Node>> {
+    let n = nodes.len();
+    let deps: Vec<BTreeSet<usize>> = nodes.iter().map(|nd| nd.inputs.values().flatten().filter_map(|s| if let Source::Stage(j) = s { Some(*j) } else { None }).collect()).collect();
+    let mut indeg: Vec<usize> = deps.iter().map(BTreeSet::len).collect();
+    let mut ready: BTreeSet<usize> = (0..n).filter(|&i| indeg[i] == 0).collect();
+    let mut order = Vec::with_capacity(n);
+    while let Some(&i) = ready.iter().next() {
+        ready.remove(&i);
+        order.push(i);
+        for j in 0..n {
+            if deps[j].contains(&i) {
+                indeg[j] -= 1;
+                if indeg[j] == 0 {
+                    ready.insert(j);
+                }
+            }
+        }
+    }
+    if order.len() < n {
+        // Walk upstream from a node left over until a node repeats: that loop is a cycle.
+        let left: BTreeSet<usize> = (0..n).filter(|i| !order.contains(i)).collect();
+        let mut path = vec![*left.iter().next()?];
+        loop {
+            let last = *path.last()?;
+            let next = *deps[last].iter().find(|d| left.contains(d))?;
+            if let Some(pos) = path.iter().position(|&p| p == next) {
+                let mut cycle: Vec<&str> = path[pos..].iter().rev().map(|&k| nodes[k].name.as_str()).collect();
+                cycle.push(cycle[0]);
+                let first = nodes[path[pos]].base.clone();
+                cx.err(&["stages", &first, "inputs"], false, Some(&first), format!("the stages form a cycle: {}", cycle.join(" -> ")), "break the cycle: a stage cannot depend, even indirectly, on its own output".to_owned());
+                return None;
+            }
+            path.push(next);
+        }
+    }
+    // Renumber Source::Stage indices to the new order.
+    let mut new_index = vec![0; n];
+    for (new, &old) in order.iter().enumerate() {
+        new_index[old] = new;
+    }
+    let mut slots: Vec<Option<Node>> = nodes.into_iter().map(Some).collect();
+    let mut out = Vec::with_capacity(n);
+    for &old in &order {
+        let mut node = slots[old].take()?;
+        for sources in node.inputs.values_mut() {
+            for s in sources.iter_mut() {
+                if let Source::Stage(j) = s {
+                    *j = new_index[*j];
+                }
+            }
+        }
+        out.push(node);
+    }
+    Some(out)
+}
