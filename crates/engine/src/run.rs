@@ -218,7 +218,8 @@ pub fn execute(p: &Pipeline, store: &Store, opts: &RunOptions, obs: &dyn Observe
                             continue;
                         }
                     }
-                    if stop {
+                    // Only as many stages in flight as workers, so a failure can still stop the rest.
+                    if stop || running >= opts.jobs.max(1) {
                         continue;
                     }
                     let node = &p.nodes[i];

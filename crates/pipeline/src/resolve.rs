@@ -423,9 +423,14 @@ fn toposort(nodes: Vec<Node>, cx: &mut Ctx<'_>) -> Option<Vec<Node>> {
             let last = *path.last()?;
             let next = *deps[last].iter().find(|d| left.contains(d))?;
             if let Some(pos) = path.iter().position(|&p| p == next) {
-                let mut cycle: Vec<&str> = path[pos..].iter().rev().map(|&k| nodes[k].name.as_str()).collect();
+                // path runs downstream -> upstream; print it upstream -> downstream, starting
+                // from the stage that comes first in the file.
+                let mut ring: Vec<usize> = path[pos..].iter().rev().copied().collect();
+                let start = ring.iter().enumerate().min_by_key(|(_, &k)| k).map(|(i, _)| i).unwrap_or(0);
+                ring.rotate_left(start);
+                let mut cycle: Vec<&str> = ring.iter().map(|&k| nodes[k].name.as_str()).collect();
                 cycle.push(cycle[0]);
-                let first = nodes[path[pos]].base.clone();
+                let first = nodes[ring[0]].base.clone();
                 cx.err(&["stages", &first, "inputs"], false, Some(&first), format!("the stages form a cycle: {}", cycle.join(" -> ")), "break the cycle: a stage cannot depend, even indirectly, on its own output".to_owned());
                 return None;
             }

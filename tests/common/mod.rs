@@ -1,0 +1,137 @@
+//! Helpers for the end-to-end tests: a scratch directory with a pipeline file and its cache,
+//! and a way to run the test binary there and read back what it did.
+#![allow(dead_code)] // each test file uses a different part of this module
+
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_spherepipe-test");
+
+pub struct Sandbox {
+    pub dir: tempfile::TempDir,
+}
+
+/// The result of one command.
+pub struct Ran {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl From<Output> for Ran {
+    fn from(o: Output) -> Self {
+        Ran { code: o.status.code().unwrap_or(-1), stdout: String::from_utf8_lossy(&o.stdout).into_owned(), stderr: String::from_utf8_lossy(&o.stderr).into_owned() }
+    }
+}
+
+impl Default for Sandbox {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Sandbox {
+    pub fn new() -> Self {
+        Sandbox { dir: tempfile::tempdir().expect("tempdir") }
+    }
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+    pub fn pipeline(&self) -> PathBuf {
+        self.path().join("p.yaml")
+    }
+    pub fn cache(&self) -> PathBuf {
+        self.path().join("cache")
+    }
+    /// Writes the pipeline file `p.yaml`.
+    pub fn write(&self, yaml: &str) -> &Self {
+        std::fs::write(self.pipeline(), yaml).expect("write pipeline");
+        self
+    }
+    pub fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(BIN);
+        c.args(args).current_dir(self.path()).env_remove("RUST_BACKTRACE");
+        c
+    }
+    /// Runs `spherepipe-test ARGS` in the sandbox.
+    pub fn sp(&self, args: &[&str]) -> Ran {
+        self.cmd(args).output().expect("spawn").into()
+    }
+    /// `run p.yaml EXTRA...`, quietly.
+    pub fn run(&self, extra: &[&str]) -> Ran {
+        let mut a = vec!["run", "p.yaml", "--quiet"];
+        a.extend_from_slice(extra);
+        self.sp(&a)
+    }
+    /// Every run record in `runs.jsonl`.
+    pub fn runs(&self) -> Vec<Value> {
+        std::fs::read_to_string(self.cache().join("runs.jsonl")).unwrap_or_default().lines().map(|l| serde_json::from_str(l).expect("runs.jsonl line is JSON")).collect()
+    }
+    /// stage -> state of the last run.
+    pub fn last_states(&self) -> BTreeMap<String, String> {
+        let runs = self.runs();
+        let last = runs.last().expect("a run was recorded");
+        last["stages"].as_array().expect("stages").iter().map(|s| (s["stage"].as_str().unwrap_or("").to_owned(), s["state"].as_str().unwrap_or("").to_owned())).collect()
+    }
+    /// stage -> artifact hash of the last run.
+    pub fn last_artifacts(&self) -> BTreeMap<String, String> {
+        let runs = self.runs();
+        let last = runs.last().expect("a run was recorded");
+        last["stages"].as_array().expect("stages").iter().filter_map(|s| Some((s["stage"].as_str()?.to_owned(), s["artifact"].as_str()?.to_owned()))).collect()
+    }
+    pub fn artifact_file(&self, hash: &str, file: &str) -> String {
+        std::fs::read_to_string(self.cache().join("artifacts").join(hash).join(file)).expect("artifact file")
+    }
+    /// Names of everything under `cache/artifacts` with their file contents, for "untouched" checks.
+    pub fn snapshot(&self) -> BTreeMap<String, Vec<u8>> {
+        let mut out = BTreeMap::new();
+        fn walk(base: &Path, dir: &Path, out: &mut BTreeMap<String, Vec<u8>>) {
+            let Ok(rd) = std::fs::read_dir(dir) else { return };
+            for e in rd.flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    walk(base, &p, out);
+                } else {
+                    out.insert(p.strip_prefix(base).map(|r| r.display().to_string()).unwrap_or_default(), std::fs::read(&p).unwrap_or_default());
+                }
+            }
+        }
+        for sub in ["artifacts", "index"] {
+            walk(&self.cache(), &self.cache().join(sub), &mut out);
+        }
+        out
+    }
+}
+
+/// A diamond: draw -> (half, double) -> total, plus an independent word count.
+pub const DIAMOND: &str = r#"
+name: diamond
+seed: 11
+datasets:
+  notes: {path: notes}
+stages:
+  draw: {kind: numbers, params: {count: 50}}
+  half: {kind: scale, inputs: {numbers: draw}, params: {factor: 0.5}}
+  double: {kind: scale, inputs: {numbers: draw}, params: {factor: 2}}
+  total: {kind: sum, inputs: {parts: [half, double]}}
+  words: {kind: wordcount, inputs: {text: notes}}
+"#;
+
+impl Sandbox {
+    /// A sandbox holding the diamond pipeline and its `notes` dataset.
+    pub fn diamond() -> Self {
+        let s = Sandbox::new();
+        std::fs::create_dir(s.path().join("notes")).expect("mkdir");
+        std::fs::write(s.path().join("notes/a.txt"), "the cat and the hat").expect("write");
+        std::fs::write(s.path().join("notes/b.txt"), "The end").expect("write");
+        s.write(DIAMOND);
+        s
+    }
+}
+
+/// Parses numbers.txt content.
+pub fn numbers(text: &str) -> Vec<f64> {
+    text.lines().map(|l| l.parse().expect("number")).collect()
+}
