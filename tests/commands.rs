@@ -1,0 +1,140 @@
+//! status, dag, show, verify, gc and --dry-run, checked against what is on disk.
+
+mod common;
+use common::Sandbox;
+use serde_json::Value;
+
+fn json(r: &common::Ran) -> Value {
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    serde_json::from_str(&r.stdout).expect("JSON output")
+}
+
+fn state_of(rows: &Value, stage: &str) -> (String, String) {
+    let row = rows.as_array().unwrap().iter().find(|r| r["stage"] == stage).expect("stage listed");
+    (row["state"].as_str().unwrap().to_owned(), row["reason"].as_str().unwrap().to_owned())
+}
+
+#[test]
+fn status_says_never_run_cached_and_stale_with_the_reason() {
+    let s = Sandbox::diamond();
+    let rows = json(&s.sp(&["status", "p.yaml", "--json"]));
+    assert_eq!(state_of(&rows, "draw").0, "never-run");
+    assert_eq!(state_of(&rows, "total"), ("never-run".into(), "upstream `half` is never-run".into()));
+
+    assert_eq!(s.run(&[]).code, 0);
+    let rows = json(&s.sp(&["status", "p.yaml", "--json"]));
+    assert!(rows.as_array().unwrap().iter().all(|r| r["state"] == "cached"));
+
+    let rows = json(&s.sp(&["status", "p.yaml", "--json", "--set", "draw.count=7"]));
+    assert_eq!(state_of(&rows, "draw"), ("stale".into(), "param count: 50 -> 7".into()));
+    assert_eq!(state_of(&rows, "half"), ("stale".into(), "upstream `draw` is stale".into()));
+    assert_eq!(state_of(&rows, "words").0, "cached");
+
+    std::fs::write(s.path().join("notes/a.txt"), "changed words").unwrap();
+    let rows = json(&s.sp(&["status", "p.yaml", "--json"]));
+    assert_eq!(state_of(&rows, "words"), ("stale".into(), "input `text` changed (dataset `notes`)".into()));
+}
+
+#[test]
+fn dry_run_runs_nothing() {
+    let s = Sandbox::diamond();
+    let r = s.sp(&["run", "p.yaml", "--dry-run"]);
+    assert_eq!(r.code, 0);
+    assert!(r.stdout.contains("dry run: 5 of 5 stages would run"), "{}", r.stdout);
+    assert!(s.runs().is_empty());
+    assert_eq!(std::fs::read_dir(s.cache().join("artifacts")).unwrap().count(), 0);
+}
+
+#[test]
+fn dag_prints_text_and_graphviz() {
+    let s = Sandbox::diamond();
+    let r = s.sp(&["dag", "p.yaml"]);
+    assert!(r.stdout.contains("total [sum]\n  parts <- half, double\n"), "{}", r.stdout);
+    assert!(r.stdout.contains("words [wordcount]\n  text <- dataset notes\n"), "{}", r.stdout);
+    let r = s.sp(&["dag", "p.yaml", "--dot"]);
+    assert!(r.stdout.starts_with("digraph \"diamond\" {"));
+    assert!(r.stdout.contains("\"half\" -> \"total\" [label=\"parts\"];"), "{}", r.stdout);
+    assert!(r.stdout.contains("\"dataset notes\" -> \"words\" [label=\"text\"];"));
+}
+
+#[test]
+fn show_gives_fingerprint_artifact_and_files() {
+    let s = Sandbox::diamond();
+    assert_eq!(s.run(&[]).code, 0);
+    let v = json(&s.sp(&["show", "p.yaml", "total", "--json"]));
+    let dir = std::path::PathBuf::from(v["artifact"].as_str().unwrap());
+    assert!(dir.is_absolute());
+    assert_eq!(dir.file_name().unwrap().to_str().unwrap(), s.last_artifacts()["total"]);
+    assert_eq!(v["fingerprint"].as_str().unwrap().len(), 64);
+    let files = v["files"].as_array().unwrap();
+    assert_eq!(files.len(), 1);
+    assert_eq!(files[0]["path"], "total.txt");
+    let content = std::fs::read(dir.join("total.txt")).unwrap();
+    assert_eq!(files[0]["blake3"].as_str().unwrap(), blake3_hex(&content));
+    assert_eq!(files[0]["size"].as_u64().unwrap(), content.len() as u64);
+    assert_eq!(v["last_run"]["state"], "ran");
+    assert_eq!(v["params"], serde_json::json!({}));
+    let r = s.sp(&["show", "p.yaml", "totl"]);
+    assert_eq!(r.code, 2);
+    assert!(r.stderr.contains("did you mean `total`?"));
+}
+
+/// blake3 of the bytes as re-read from disk, computed here rather than by the store.
+fn blake3_hex(bytes: &[u8]) -> String {
+    blake3::hash(bytes).to_hex().to_string()
+}
+
+#[test]
+fn verify_finds_a_flipped_byte_and_the_next_run_rebuilds_it() {
+    let s = Sandbox::diamond();
+    assert_eq!(s.run(&[]).code, 0);
+    let a = s.last_artifacts();
+    let path = s.cache().join("artifacts").join(&a["double"]).join("numbers.txt");
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[0] ^= 0x01;
+    std::fs::write(&path, bytes).unwrap();
+
+    let r = s.sp(&["verify", "--cache", "cache"]);
+    assert_eq!(r.code, 1);
+    assert!(r.stdout.contains(&format!("corrupted: {} (numbers.txt changed)", a["double"])), "{}", r.stdout);
+    assert!(r.stdout.contains("verified 5 artifacts: 1 corrupted"), "{}", r.stdout);
+
+    let rows = json(&s.sp(&["status", "p.yaml", "--json"]));
+    assert_eq!(state_of(&rows, "double").0, "stale");
+    assert!(state_of(&rows, "double").1.contains("no longer in the cache"));
+    assert_eq!(s.run(&[]).code, 0);
+    assert_eq!(s.last_states()["double"], "ran");
+    assert_eq!(s.last_states()["total"], "cached");
+    assert_eq!(s.last_artifacts(), a);
+    assert_eq!(s.sp(&["verify", "--cache", "cache"]).code, 0);
+}
+
+#[test]
+fn gc_lists_then_deletes_what_no_pipeline_uses() {
+    let s = Sandbox::diamond();
+    assert_eq!(s.run(&[]).code, 0);
+    let old = s.last_artifacts();
+    assert_eq!(s.run(&["--set", "half.factor=0.25"]).code, 0);
+    let new = s.last_artifacts();
+    // The file still says 0.5, so the 0.25 results are the unused ones.
+    let r = s.sp(&["gc", "p.yaml"]);
+    assert_eq!(r.code, 0);
+    assert!(r.stdout.contains(&new["half"]) && r.stdout.contains(&new["total"]), "{}", r.stdout);
+    assert!(!r.stdout.contains(&old["half"]));
+    assert!(r.stdout.contains("5 artifacts kept, 2 unused"), "{}", r.stdout);
+    assert!(s.cache().join("artifacts").join(&new["half"]).exists());
+    let r = s.sp(&["gc", "p.yaml", "--yes"]);
+    assert!(r.stdout.contains("5 artifacts kept, 2 deleted"), "{}", r.stdout);
+    assert!(!s.cache().join("artifacts").join(&new["half"]).exists());
+    assert!(s.cache().join("artifacts").join(&old["half"]).exists());
+    assert_eq!(s.run(&[]).code, 0);
+    assert!(s.last_states().values().all(|v| v == "cached"));
+}
+
+#[test]
+fn kinds_lists_params_with_defaults() {
+    let s = Sandbox::new();
+    let r = s.sp(&["kinds"]);
+    assert!(r.stdout.contains("scale (version 1)"));
+    assert!(r.stdout.contains("param  factor           number = 2.0: multiplier"), "{}", r.stdout);
+}
