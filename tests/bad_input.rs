@@ -38,19 +38,43 @@ fn malformed_yaml_points_at_the_line() {
 #[test]
 fn unknown_kind_lists_kinds_and_suggests_the_nearest() {
     let r = rejected(&DIAMOND.replace("kind: sum", "kind: summ"), &[]);
-    has(&r, &["unknown stage kind `summ`", "p.yaml:10:17", "stage: total", "did you mean `sum`?", "valid kinds: fail, numbers, panic, scale, sum, wordcount"]);
+    has(
+        &r,
+        &[
+            "unknown stage kind `summ`",
+            "p.yaml:10:17",
+            "stage: total",
+            "did you mean `sum`?",
+            "valid kinds: fail, numbers, panic, scale, sum, wordcount",
+        ],
+    );
 }
 
 #[test]
 fn unknown_param_suggests_the_nearest() {
     let r = rejected(&DIAMOND.replace("params: {factor: 0.5}", "params: {facter: 0.5}"), &[]);
-    has(&r, &["stage kind `scale` has no param `facter`", "p.yaml:8:", "stage: half", "did you mean `factor`?"]);
+    has(
+        &r,
+        &[
+            "stage kind `scale` has no param `facter`",
+            "p.yaml:8:",
+            "stage: half",
+            "did you mean `factor`?",
+        ],
+    );
 }
 
 #[test]
 fn mistyped_param_says_what_was_expected() {
     let r = rejected(&DIAMOND.replace("params: {count: 50}", "params: {count: fifty}"), &[]);
-    has(&r, &["param `count`: expected an integer, found the string \"fifty\"", "p.yaml:7:41", "stage: draw"]);
+    has(
+        &r,
+        &[
+            "param `count`: expected an integer, found the string \"fifty\"",
+            "p.yaml:7:41",
+            "stage: draw",
+        ],
+    );
 }
 
 #[test]
@@ -64,7 +88,14 @@ fn a_mistyped_override_is_rejected_too() {
 #[test]
 fn missing_reference_names_what_exists() {
     let r = rejected(&DIAMOND.replace("parts: [half, double]", "parts: [half, duble]"), &[]);
-    has(&r, &["input `parts` refers to `duble`, which is neither a dataset nor a stage", "p.yaml:10:", "did you mean `double`?"]);
+    has(
+        &r,
+        &[
+            "input `parts` refers to `duble`, which is neither a dataset nor a stage",
+            "p.yaml:10:",
+            "did you mean `double`?",
+        ],
+    );
 }
 
 #[test]
@@ -106,9 +137,18 @@ fn unknown_keys_are_errors() {
 
 #[test]
 fn missing_required_input_and_wrong_arity() {
-    let r = rejected(&DIAMOND.replace("inputs: {numbers: draw}, params: {factor: 0.5}", "params: {factor: 0.5}"), &[]);
+    let r = rejected(
+        &DIAMOND.replace("inputs: {numbers: draw}, params: {factor: 0.5}", "params: {factor: 0.5}"),
+        &[],
+    );
     has(&r, &["required input `numbers` is not bound", "stage: half"]);
-    let r = rejected(&DIAMOND.replace("inputs: {numbers: draw}, params: {factor: 0.5}", "inputs: {numbers: [draw, double]}, params: {factor: 0.5}"), &[]);
+    let r = rejected(
+        &DIAMOND.replace(
+            "inputs: {numbers: draw}, params: {factor: 0.5}",
+            "inputs: {numbers: [draw, double]}, params: {factor: 0.5}",
+        ),
+        &[],
+    );
     has(&r, &["input `numbers` takes one artifact but gets 2"]);
 }
 
@@ -117,5 +157,9 @@ fn a_missing_pipeline_file_is_reported() {
     let s = Sandbox::new();
     let r = s.sp(&["run", "nope.yaml"]);
     assert_eq!(r.code, 2);
-    assert!(r.stderr.contains("cannot read the pipeline file") && r.stderr.contains("nope.yaml"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("cannot read the pipeline file") && r.stderr.contains("nope.yaml"),
+        "{}",
+        r.stderr
+    );
 }

@@ -11,7 +11,10 @@ fn json(r: &common::Ran) -> Value {
 
 fn state_of(rows: &Value, stage: &str) -> (String, String) {
     let row = rows.as_array().unwrap().iter().find(|r| r["stage"] == stage).expect("stage listed");
-    (row["state"].as_str().unwrap().to_owned(), row["reason"].as_str().unwrap().to_owned())
+    (
+        row["state"].as_str().unwrap().to_owned(),
+        row["reason"].as_str().unwrap().to_owned(),
+    )
 }
 
 #[test]
@@ -19,7 +22,10 @@ fn status_says_never_run_cached_and_stale_with_the_reason() {
     let s = Sandbox::diamond();
     let rows = json(&s.sp(&["status", "p.yaml", "--json"]));
     assert_eq!(state_of(&rows, "draw").0, "never-run");
-    assert_eq!(state_of(&rows, "total"), ("never-run".into(), "upstream `half` is never-run".into()));
+    assert_eq!(
+        state_of(&rows, "total"),
+        ("never-run".into(), "upstream `half` is never-run".into())
+    );
 
     assert_eq!(s.run(&[]).code, 0);
     let rows = json(&s.sp(&["status", "p.yaml", "--json"]));
@@ -32,7 +38,10 @@ fn status_says_never_run_cached_and_stale_with_the_reason() {
 
     std::fs::write(s.path().join("notes/a.txt"), "changed words").unwrap();
     let rows = json(&s.sp(&["status", "p.yaml", "--json"]));
-    assert_eq!(state_of(&rows, "words"), ("stale".into(), "input `text` changed (dataset `notes`)".into()));
+    assert_eq!(
+        state_of(&rows, "words"),
+        ("stale".into(), "input `text` changed (dataset `notes`)".into())
+    );
 }
 
 #[test]
@@ -96,7 +105,11 @@ fn verify_finds_a_flipped_byte_and_the_next_run_rebuilds_it() {
 
     let r = s.sp(&["verify", "--cache", "cache"]);
     assert_eq!(r.code, 1);
-    assert!(r.stdout.contains(&format!("corrupted: {} (numbers.txt changed)", a["double"])), "{}", r.stdout);
+    assert!(
+        r.stdout.contains(&format!("corrupted: {} (numbers.txt changed)", a["double"])),
+        "{}",
+        r.stdout
+    );
     assert!(r.stdout.contains("verified 5 artifacts: 1 corrupted"), "{}", r.stdout);
 
     let rows = json(&s.sp(&["status", "p.yaml", "--json"]));
@@ -136,5 +149,9 @@ fn kinds_lists_params_with_defaults() {
     let s = Sandbox::new();
     let r = s.sp(&["kinds"]);
     assert!(r.stdout.contains("scale (version 1)"));
-    assert!(r.stdout.contains("param  factor           number = 2.0: multiplier"), "{}", r.stdout);
+    assert!(
+        r.stdout.contains("param  factor           number = 2.0: multiplier"),
+        "{}",
+        r.stdout
+    );
 }

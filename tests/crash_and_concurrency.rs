@@ -21,7 +21,10 @@ fn wait_mid_write(cache: &Path) {
     while Instant::now() < deadline {
         if let Ok(rd) = std::fs::read_dir(cache.join("tmp")) {
             for d in rd.flatten() {
-                if std::fs::metadata(d.path().join("numbers.txt")).map(|m| m.len() > 0).unwrap_or(false) {
+                if std::fs::metadata(d.path().join("numbers.txt"))
+                    .map(|m| m.len() > 0)
+                    .unwrap_or(false)
+                {
                     return;
                 }
             }
@@ -94,7 +97,14 @@ fn two_runs_on_one_cache_take_turns() {
     // The first ran everything; the second found it all cached.
     let runs = s.runs();
     assert_eq!(runs.len(), 2);
-    let states = |r: &serde_json::Value| r["stages"].as_array().unwrap().iter().map(|x| x["state"].as_str().unwrap().to_owned()).collect::<Vec<_>>();
+    let states = |r: &serde_json::Value| {
+        r["stages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x["state"].as_str().unwrap().to_owned())
+            .collect::<Vec<_>>()
+    };
     assert_eq!(states(&runs[0]), ["ran", "ran"]);
     assert_eq!(states(&runs[1]), ["cached", "cached"]);
     assert_eq!(s.sp(&["verify", "--cache", "cache"]).code, 0);

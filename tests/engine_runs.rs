@@ -14,7 +14,16 @@ fn a_diamond_runs_each_stage_once_then_nothing() {
     let s = Sandbox::diamond();
     let r = s.run(&[]);
     assert_eq!(r.code, 0, "{}", r.stderr);
-    assert_eq!(s.last_states(), states(&[("draw", "ran"), ("half", "ran"), ("double", "ran"), ("total", "ran"), ("words", "ran")]));
+    assert_eq!(
+        s.last_states(),
+        states(&[
+            ("draw", "ran"),
+            ("half", "ran"),
+            ("double", "ran"),
+            ("total", "ran"),
+            ("words", "ran")
+        ])
+    );
 
     // The artifacts hold what the stages should compute: total = sum(x/2) + sum(2x).
     let a = s.last_artifacts();
@@ -24,7 +33,10 @@ fn a_diamond_runs_each_stage_once_then_nothing() {
     let expect: f64 = xs.iter().map(|x| x * 0.5 + x * 2.0).sum();
     let total: f64 = s.artifact_file(&a["total"], "total.txt").trim().parse().unwrap();
     assert!((total - expect).abs() < 1e-9, "{total} vs {expect}");
-    assert_eq!(s.artifact_file(&a["words"], "counts.tsv"), "and\t1\ncat\t1\nend\t1\nhat\t1\nthe\t3\n");
+    assert_eq!(
+        s.artifact_file(&a["words"], "counts.tsv"),
+        "and\t1\ncat\t1\nend\t1\nhat\t1\nthe\t3\n"
+    );
 
     let r = s.run(&[]);
     assert_eq!(r.code, 0, "{}", r.stderr);
@@ -39,7 +51,16 @@ fn a_param_change_reruns_exactly_that_stage_and_its_descendants() {
     let before = s.last_artifacts();
     let r = s.run(&["--set", "double.factor=3"]);
     assert_eq!(r.code, 0, "{}", r.stderr);
-    assert_eq!(s.last_states(), states(&[("draw", "cached"), ("half", "cached"), ("double", "ran"), ("total", "ran"), ("words", "cached")]));
+    assert_eq!(
+        s.last_states(),
+        states(&[
+            ("draw", "cached"),
+            ("half", "cached"),
+            ("double", "ran"),
+            ("total", "ran"),
+            ("words", "cached")
+        ])
+    );
     let after = s.last_artifacts();
     assert_ne!(before["double"], after["double"]);
     let xs = numbers(&s.artifact_file(&after["draw"], "numbers.txt"));
@@ -106,7 +127,17 @@ stages:
     let r = s.run(&[]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     let names: Vec<String> = s.last_states().into_keys().collect();
-    assert_eq!(names, ["again@factor=1.0", "again@factor=10.0", "draw", "scale@factor=1.0", "scale@factor=10.0", "total"]);
+    assert_eq!(
+        names,
+        [
+            "again@factor=1.0",
+            "again@factor=10.0",
+            "draw",
+            "scale@factor=1.0",
+            "scale@factor=10.0",
+            "total"
+        ]
+    );
     let a = s.last_artifacts();
     let xs = numbers(&s.artifact_file(&a["draw"], "numbers.txt"));
     // Paired: factor 1 with 1 and 10 with 10, so the total is sum(x) + sum(100 x).
@@ -114,7 +145,11 @@ stages:
     assert!((total - xs.iter().map(|x| x * 101.0).sum::<f64>()).abs() < 1e-6, "{total}");
     // `--set` on a matrix param narrows the axis.
     let r = s.sp(&["dag", "p.yaml"]);
-    assert!(r.stdout.contains("again@factor=10.0 [scale]\n  numbers <- scale@factor=10.0\n"), "{}", r.stdout);
+    assert!(
+        r.stdout.contains("again@factor=10.0 [scale]\n  numbers <- scale@factor=10.0\n"),
+        "{}",
+        r.stdout
+    );
 }
 
 #[test]
@@ -133,7 +168,10 @@ stages:
     assert_eq!(r.code, 1);
     assert!(r.stdout.contains("the disk is made of cheese"), "{}", r.stdout);
     let st = s.last_states();
-    assert_eq!((st["broken"].as_str(), st["after"].as_str(), st["other"].as_str()), ("failed", "skipped", "skipped"));
+    assert_eq!(
+        (st["broken"].as_str(), st["after"].as_str(), st["other"].as_str()),
+        ("failed", "skipped", "skipped")
+    );
     // The failed stage left nothing behind.
     assert_eq!(std::fs::read_dir(s.cache().join("tmp")).unwrap().count(), 0);
     assert_eq!(std::fs::read_dir(s.cache().join("artifacts")).unwrap().count(), 0);
@@ -141,7 +179,10 @@ stages:
     let r = s.run(&["--jobs", "1", "--keep-going"]);
     assert_eq!(r.code, 1);
     let st = s.last_states();
-    assert_eq!((st["broken"].as_str(), st["after"].as_str(), st["other"].as_str()), ("failed", "skipped", "ran"));
+    assert_eq!(
+        (st["broken"].as_str(), st["after"].as_str(), st["other"].as_str()),
+        ("failed", "skipped", "ran")
+    );
     assert!(r.stdout.contains("upstream `broken` failed"), "{}", r.stdout);
 }
 
@@ -151,7 +192,11 @@ fn a_panicking_stage_is_a_failure_not_a_crash() {
     s.write("name: p\nstages:\n  boom: {kind: panic}\n  fine: {kind: numbers}\n");
     let r = s.run(&["--keep-going"]);
     assert_eq!(r.code, 1, "{}", r.stderr);
-    assert!(r.stdout.contains("the stage panicked (a bug in stage kind `panic`)"), "{}", r.stdout);
+    assert!(
+        r.stdout.contains("the stage panicked (a bug in stage kind `panic`)"),
+        "{}",
+        r.stdout
+    );
     assert_eq!(s.last_states()["fine"], "ran");
 }
 

@@ -22,7 +22,11 @@ pub struct Ran {
 
 impl From<Output> for Ran {
     fn from(o: Output) -> Self {
-        Ran { code: o.status.code().unwrap_or(-1), stdout: String::from_utf8_lossy(&o.stdout).into_owned(), stderr: String::from_utf8_lossy(&o.stderr).into_owned() }
+        Ran {
+            code: o.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
     }
 }
 
@@ -34,7 +38,9 @@ impl Default for Sandbox {
 
 impl Sandbox {
     pub fn new() -> Self {
-        Sandbox { dir: tempfile::tempdir().expect("tempdir") }
+        Sandbox {
+            dir: tempfile::tempdir().expect("tempdir"),
+        }
     }
     pub fn path(&self) -> &Path {
         self.dir.path()
@@ -67,19 +73,38 @@ impl Sandbox {
     }
     /// Every run record in `runs.jsonl`.
     pub fn runs(&self) -> Vec<Value> {
-        std::fs::read_to_string(self.cache().join("runs.jsonl")).unwrap_or_default().lines().map(|l| serde_json::from_str(l).expect("runs.jsonl line is JSON")).collect()
+        std::fs::read_to_string(self.cache().join("runs.jsonl"))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("runs.jsonl line is JSON"))
+            .collect()
     }
     /// stage -> state of the last run.
     pub fn last_states(&self) -> BTreeMap<String, String> {
         let runs = self.runs();
         let last = runs.last().expect("a run was recorded");
-        last["stages"].as_array().expect("stages").iter().map(|s| (s["stage"].as_str().unwrap_or("").to_owned(), s["state"].as_str().unwrap_or("").to_owned())).collect()
+        last["stages"]
+            .as_array()
+            .expect("stages")
+            .iter()
+            .map(|s| {
+                (
+                    s["stage"].as_str().unwrap_or("").to_owned(),
+                    s["state"].as_str().unwrap_or("").to_owned(),
+                )
+            })
+            .collect()
     }
     /// stage -> artifact hash of the last run.
     pub fn last_artifacts(&self) -> BTreeMap<String, String> {
         let runs = self.runs();
         let last = runs.last().expect("a run was recorded");
-        last["stages"].as_array().expect("stages").iter().filter_map(|s| Some((s["stage"].as_str()?.to_owned(), s["artifact"].as_str()?.to_owned()))).collect()
+        last["stages"]
+            .as_array()
+            .expect("stages")
+            .iter()
+            .filter_map(|s| Some((s["stage"].as_str()?.to_owned(), s["artifact"].as_str()?.to_owned())))
+            .collect()
     }
     pub fn artifact_file(&self, hash: &str, file: &str) -> String {
         std::fs::read_to_string(self.cache().join("artifacts").join(hash).join(file)).expect("artifact file")
@@ -94,7 +119,10 @@ impl Sandbox {
                 if p.is_dir() {
                     walk(base, &p, out);
                 } else {
-                    out.insert(p.strip_prefix(base).map(|r| r.display().to_string()).unwrap_or_default(), std::fs::read(&p).unwrap_or_default());
+                    out.insert(
+                        p.strip_prefix(base).map(|r| r.display().to_string()).unwrap_or_default(),
+                        std::fs::read(&p).unwrap_or_default(),
+                    );
                 }
             }
         }

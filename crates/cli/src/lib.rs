@@ -18,7 +18,11 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "spherepipe", version, about = "Reproducible face-recognition experiments as cached, incremental pipelines")]
+#[command(
+    name = "spherepipe",
+    version,
+    about = "Reproducible face-recognition experiments as cached, incremental pipelines"
+)]
 struct Cli {
     /// No progress output (errors and results are still printed).
     #[arg(long, short, global = true)]
@@ -102,7 +106,9 @@ impl From<anyhow::Error> for Fail {
 pub fn main_with(registry: Registry) -> ExitCode {
     let cli = Cli::parse();
     // One rayon pool for the whole process: concurrent stages share it.
-    let _ = rayon::ThreadPoolBuilder::new().num_threads(std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)).build_global();
+    let _ = rayon::ThreadPoolBuilder::new()
+        .num_threads(std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2))
+        .build_global();
     match dispatch(cli, &registry) {
         Ok(code) => ExitCode::from(code),
         Err(Fail(code, msg)) => {
@@ -116,13 +122,25 @@ pub fn main_with(registry: Registry) -> ExitCode {
 }
 
 fn load_pipeline(file: &Path, registry: &Registry, set: &[String]) -> Result<Pipeline, Fail> {
-    let overrides = set.iter().map(|s| parse_override(s)).collect::<Result<Vec<_>, _>>().map_err(|e| Fail(2, format!("error: {e}")))?;
+    let overrides = set
+        .iter()
+        .map(|s| parse_override(s))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| Fail(2, format!("error: {e}")))?;
     load(file, registry, &overrides).map_err(|d| Fail(2, d.to_string()))
 }
 
 fn dispatch(cli: Cli, registry: &Registry) -> Result<u8, Fail> {
     match cli.cmd {
-        Cmd::Run { pipeline, set, force, jobs, dry_run, keep_going, no_wait } => {
+        Cmd::Run {
+            pipeline,
+            set,
+            force,
+            jobs,
+            dry_run,
+            keep_going,
+            no_wait,
+        } => {
             let p = load_pipeline(&pipeline, registry, &set)?;
             for f in &force {
                 if p.select(f).is_empty() {
@@ -157,7 +175,11 @@ fn dispatch(cli: Cli, registry: &Registry) -> Result<u8, Fail> {
             println!("{:<32} {:<9} {:>9}  ARTIFACT / REASON", "STAGE", "STATE", "TIME");
             for o in &report.outcomes {
                 let detail = match o.state {
-                    StageState::Ran | StageState::Cached => o.artifact.as_deref().map(|a| store.artifact_dir(a).display().to_string()).unwrap_or_default(),
+                    StageState::Ran | StageState::Cached => o
+                        .artifact
+                        .as_deref()
+                        .map(|a| store.artifact_dir(a).display().to_string())
+                        .unwrap_or_default(),
                     _ => o.reason.clone().unwrap_or_default(),
                 };
                 println!("{:<32} {:<9} {:>8.2}s  {detail}", o.stage, o.state.as_str(), o.wall.as_secs_f64());
@@ -172,7 +194,10 @@ fn dispatch(cli: Cli, registry: &Registry) -> Result<u8, Fail> {
                 report.wall.as_secs_f64()
             );
             if report.cancelled {
-                return Err(Fail(130, "interrupted: finished stages are cached, unfinished ones were discarded".into()));
+                return Err(Fail(
+                    130,
+                    "interrupted: finished stages are cached, unfinished ones were discarded".into(),
+                ));
             }
             Ok(if report.ok() { 0 } else { 1 })
         }
@@ -196,18 +221,36 @@ fn dispatch(cli: Cli, registry: &Registry) -> Result<u8, Fail> {
             print!("{}", if dot { dag_dot(&p) } else { dag_text(&p) });
             Ok(0)
         }
-        Cmd::Show { pipeline, stage, set, json } => show(&load_pipeline(&pipeline, registry, &set)?, &stage, json),
+        Cmd::Show {
+            pipeline,
+            stage,
+            set,
+            json,
+        } => show(&load_pipeline(&pipeline, registry, &set)?, &stage, json),
         Cmd::Verify { cache } => {
             if !cache.join("artifacts").is_dir() {
-                return Err(Fail(2, format!("error: {} is not a spherepipe cache (no artifacts/ directory); pass --cache DIR", cache.display())));
+                return Err(Fail(
+                    2,
+                    format!(
+                        "error: {} is not a spherepipe cache (no artifacts/ directory); pass --cache DIR",
+                        cache.display()
+                    ),
+                ));
             }
             let store = Store::open(&cache).context("opening the cache")?;
-            let _lock = CacheLock::acquire(store.root(), LockMode::Wait, |who| eprintln!("waiting for {who} to release the cache")).context("locking the cache")?;
+            let _lock = CacheLock::acquire(store.root(), LockMode::Wait, |who| {
+                eprintln!("waiting for {who} to release the cache")
+            })
+            .context("locking the cache")?;
             let (n, problems) = store.verify().context("verifying")?;
             for pr in &problems {
                 println!("corrupted: {} ({}); moved to {}", pr.artifact, pr.problem, pr.moved_to.display());
             }
-            println!("verified {n} artifacts: {} corrupted{}", problems.len(), if problems.is_empty() { "" } else { "; the next run rebuilds them" });
+            println!(
+                "verified {n} artifacts: {} corrupted{}",
+                problems.len(),
+                if problems.is_empty() { "" } else { "; the next run rebuilds them" }
+            );
             Ok(if problems.is_empty() { 0 } else { 1 })
         }
         Cmd::Gc { pipelines, yes } => gc(&pipelines, registry, yes),
@@ -244,7 +287,10 @@ fn dry(p: &Pipeline, store: &Store, force: &[String]) -> Result<u8, Fail> {
         }
         println!("{:<32} would {what:<7} {why}", s.stage);
     }
-    println!("dry run: {would} of {} stages would run (a stage after one that runs may turn out cached)", st.len());
+    println!(
+        "dry run: {would} of {} stages would run (a stage after one that runs may turn out cached)",
+        st.len()
+    );
     Ok(0)
 }
 
@@ -277,7 +323,11 @@ fn dag_dot(p: &Pipeline) -> String {
         out += &format!("  {} [shape=cylinder];\n", q(&format!("dataset {name}")));
     }
     for n in &p.nodes {
-        out += &format!("  {} [shape=box, label={}];\n", q(&n.name), q(&format!("{}\\n({})", n.name, n.kind.kind())));
+        out += &format!(
+            "  {} [shape=box, label={}];\n",
+            q(&n.name),
+            q(&format!("{}\\n({})", n.name, n.kind.kind()))
+        );
         for (input, srcs) in &n.inputs {
             for s in srcs {
                 out += &format!("  {} -> {} [label={}];\n", q(&source_name(p, s)), q(&n.name), q(input));
@@ -290,14 +340,28 @@ fn dag_dot(p: &Pipeline) -> String {
 fn show(p: &Pipeline, stage: &str, as_json: bool) -> Result<u8, Fail> {
     let Some(i) = p.index_of(stage) else {
         let names: Vec<&str> = p.nodes.iter().map(|n| n.name.as_str()).collect();
-        let hint = spherepipe_stage::nearest(stage, names.iter().copied()).map(|n| format!("did you mean `{n}`? ")).unwrap_or_default();
-        return Err(Fail(2, format!("error: no stage `{stage}` in {}\n  fix: {hint}stages: {}", p.file.display(), names.join(", "))));
+        let hint = spherepipe_stage::nearest(stage, names.iter().copied())
+            .map(|n| format!("did you mean `{n}`? "))
+            .unwrap_or_default();
+        return Err(Fail(
+            2,
+            format!(
+                "error: no stage `{stage}` in {}\n  fix: {hint}stages: {}",
+                p.file.display(),
+                names.join(", ")
+            ),
+        ));
     };
     let store = open_store(p)?;
     let st = plan(p, &store, &hash_datasets(p, &store)?);
     let s = &st[i];
     let dir = s.artifact.as_ref().map(|a| store.artifact_dir(a));
-    let files = s.artifact.as_ref().and_then(|a| store.read_manifest(a).ok()).map(|m| m.files).unwrap_or_default();
+    let files = s
+        .artifact
+        .as_ref()
+        .and_then(|a| store.read_manifest(a).ok())
+        .map(|m| m.files)
+        .unwrap_or_default();
     let last_run = records::read_runs(&store).into_iter().rev().find_map(|r| {
         let rec = r.stages.into_iter().find(|x| x.stage == stage && x.state != "skipped")?;
         Some(json!({"run_id": r.run_id, "started_unix": r.started_unix, "state": rec.state, "wall_s": rec.wall_s, "artifact": rec.artifact, "error": rec.error}))
@@ -320,9 +384,23 @@ fn show(p: &Pipeline, stage: &str, as_json: bool) -> Result<u8, Fail> {
         return Ok(0);
     }
     println!("stage        {} [{} v{}]", node.name, node.kind.kind(), node.kind.version());
-    println!("state        {}{}", s.state.as_str(), if s.reason.is_empty() { String::new() } else { format!(" ({})", s.reason) });
-    println!("fingerprint  {}", s.fingerprint.as_deref().unwrap_or("(unknown until its inputs are built)"));
-    println!("artifact     {}", dir.map(|d| d.display().to_string()).unwrap_or_else(|| "(none)".into()));
+    println!(
+        "state        {}{}",
+        s.state.as_str(),
+        if s.reason.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", s.reason)
+        }
+    );
+    println!(
+        "fingerprint  {}",
+        s.fingerprint.as_deref().unwrap_or("(unknown until its inputs are built)")
+    );
+    println!(
+        "artifact     {}",
+        dir.map(|d| d.display().to_string()).unwrap_or_else(|| "(none)".into())
+    );
     println!("params");
     for (k, v) in &node.params.0 {
         println!("  {k}: {v}");
@@ -332,7 +410,12 @@ fn show(p: &Pipeline, stage: &str, as_json: bool) -> Result<u8, Fail> {
         println!("  {:>12}  {}  {}", f.size, &f.blake3[..16], f.path);
     }
     match &last_run {
-        Some(r) => println!("last run     {} ({}, {:.2}s)", r["run_id"].as_str().unwrap_or(""), r["state"].as_str().unwrap_or(""), r["wall_s"].as_f64().unwrap_or(0.0)),
+        Some(r) => println!(
+            "last run     {} ({}, {:.2}s)",
+            r["run_id"].as_str().unwrap_or(""),
+            r["state"].as_str().unwrap_or(""),
+            r["wall_s"].as_f64().unwrap_or(0.0)
+        ),
         None => println!("last run     (none recorded)"),
     }
     Ok(0)
@@ -345,18 +428,39 @@ fn gc(files: &[PathBuf], registry: &Registry, yes: bool) -> Result<u8, Fail> {
         let p = load_pipeline(f, registry, &[])?;
         let store = open_store(&p)?;
         let st = plan(&p, &store, &hash_datasets(&p, &store)?);
-        let entry = live.entry(store.root().to_path_buf()).or_insert_with(|| (store.clone(), BTreeSet::new()));
+        let entry = live
+            .entry(store.root().to_path_buf())
+            .or_insert_with(|| (store.clone(), BTreeSet::new()));
         entry.1.extend(st.into_iter().filter_map(|s| s.artifact));
     }
     let mut total = 0u64;
     for (root, (store, keep)) in &live {
-        let _lock = if yes { Some(CacheLock::acquire(root, LockMode::Wait, |who| eprintln!("waiting for {who}")).context("locking the cache")?) } else { None };
+        let _lock = if yes {
+            Some(CacheLock::acquire(root, LockMode::Wait, |who| eprintln!("waiting for {who}")).context("locking the cache")?)
+        } else {
+            None
+        };
         let gone = store.gc(keep, yes).context("collecting garbage")?;
         for g in &gone {
-            println!("{} {} ({} bytes)", if yes { "deleted" } else { "unused " }, store.artifact_dir(&g.artifact).display(), g.bytes);
+            println!(
+                "{} {} ({} bytes)",
+                if yes { "deleted" } else { "unused " },
+                store.artifact_dir(&g.artifact).display(),
+                g.bytes
+            );
             total += g.bytes;
         }
-        println!("{}: {} artifacts kept, {} {} ({total} bytes)", root.display(), keep.len(), gone.len(), if yes { "deleted" } else { "unused; rerun with --yes to delete them" });
+        println!(
+            "{}: {} artifacts kept, {} {} ({total} bytes)",
+            root.display(),
+            keep.len(),
+            gone.len(),
+            if yes {
+                "deleted"
+            } else {
+                "unused; rerun with --yes to delete them"
+            }
+        );
     }
     Ok(0)
 }

@@ -21,11 +21,20 @@ impl Reporter {
         let bars = (!quiet && std::io::stderr().is_terminal()).then(|| {
             let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
             let overall = multi.add(ProgressBar::new(total as u64));
-            overall.set_style(ProgressStyle::with_template("{prefix:>12} [{bar:30}] {pos}/{len} stages  {elapsed_precise}").unwrap_or_else(|_| ProgressStyle::default_bar()).progress_chars("=> "));
+            overall.set_style(
+                ProgressStyle::with_template("{prefix:>12} [{bar:30}] {pos}/{len} stages  {elapsed_precise}")
+                    .unwrap_or_else(|_| ProgressStyle::default_bar())
+                    .progress_chars("=> "),
+            );
             overall.set_prefix("pipeline");
             (multi, overall)
         });
-        Reporter { quiet, bars, running: Mutex::new(HashMap::new()), start: Instant::now() }
+        Reporter {
+            quiet,
+            bars,
+            running: Mutex::new(HashMap::new()),
+            start: Instant::now(),
+        }
     }
 
     fn line(&self, msg: &str) {
@@ -81,7 +90,11 @@ impl Observer for Reporter {
         match &self.bars {
             Some((multi, _)) => {
                 let bar = multi.add(ProgressBar::new(0));
-                bar.set_style(ProgressStyle::with_template("{prefix:>12} [{bar:30}] {pos}/{len} {msg} eta {eta}").unwrap_or_else(|_| ProgressStyle::default_bar()).progress_chars("=> "));
+                bar.set_style(
+                    ProgressStyle::with_template("{prefix:>12} [{bar:30}] {pos}/{len} {msg} eta {eta}")
+                        .unwrap_or_else(|_| ProgressStyle::default_bar())
+                        .progress_chars("=> "),
+                );
                 bar.set_prefix(stage.to_owned());
                 if let Ok(mut r) = self.running.lock() {
                     r.insert(stage.to_owned(), bar.clone());
@@ -90,7 +103,11 @@ impl Observer for Reporter {
             }
             None => {
                 self.line(&format!("{stage}: started"));
-                Arc::new(LineSink { stage: stage.to_owned(), quiet: self.quiet, start: self.start })
+                Arc::new(LineSink {
+                    stage: stage.to_owned(),
+                    quiet: self.quiet,
+                    start: self.start,
+                })
             }
         }
     }

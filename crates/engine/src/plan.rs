@@ -51,7 +51,8 @@ pub fn hash_datasets(p: &Pipeline, store: &Store) -> anyhow::Result<BTreeMap<Str
                     continue;
                 }
                 let ds = &p.datasets[d];
-                let t = hash_tree(&ds.path, TreeKind::Dataset, Some(&stat)).map_err(|e| anyhow::anyhow!("dataset `{d}` ({}): {e}", ds.path.display()))?;
+                let t = hash_tree(&ds.path, TreeKind::Dataset, Some(&stat))
+                    .map_err(|e| anyhow::anyhow!("dataset `{d}` ({}): {e}", ds.path.display()))?;
                 out.insert(d.clone(), t.hash);
             }
         }
@@ -61,7 +62,12 @@ pub fn hash_datasets(p: &Pipeline, store: &Store) -> anyhow::Result<BTreeMap<Str
 }
 
 /// The input hashes of node `i`, or the name of the first input whose content is unknown.
-pub(crate) fn input_hashes(p: &Pipeline, i: usize, datasets: &BTreeMap<String, String>, artifacts: &[Option<String>]) -> Result<BTreeMap<String, Vec<String>>, String> {
+pub(crate) fn input_hashes(
+    p: &Pipeline,
+    i: usize,
+    datasets: &BTreeMap<String, String>,
+    artifacts: &[Option<String>],
+) -> Result<BTreeMap<String, Vec<String>>, String> {
     let mut out = BTreeMap::new();
     for (name, sources) in &p.nodes[i].inputs {
         let mut hashes = Vec::new();
@@ -85,8 +91,19 @@ pub fn plan(p: &Pipeline, store: &Store, datasets: &BTreeMap<String, String>) ->
         let st = match input_hashes(p, i, datasets, &artifacts) {
             Err(upstream) => {
                 let state = if last.is_some() { Status::Stale } else { Status::NeverRun };
-                let up_state = out.iter().find(|s| s.stage == upstream).map(|s| s.state.as_str()).unwrap_or("unknown");
-                NodeStatus { stage: node.name.clone(), state, reason: format!("upstream `{upstream}` is {up_state}"), fingerprint: None, artifact: None, material: None }
+                let up_state = out
+                    .iter()
+                    .find(|s| s.stage == upstream)
+                    .map(|s| s.state.as_str())
+                    .unwrap_or("unknown");
+                NodeStatus {
+                    stage: node.name.clone(),
+                    state,
+                    reason: format!("upstream `{upstream}` is {up_state}"),
+                    fingerprint: None,
+                    artifact: None,
+                    material: None,
+                }
             }
             Ok(hashes) => {
                 let m = material(node, &hashes, p.seed);
@@ -94,14 +111,28 @@ pub fn plan(p: &Pipeline, store: &Store, datasets: &BTreeMap<String, String>) ->
                 match store.lookup(&fp) {
                     Some(e) => {
                         artifacts[i] = Some(e.artifact.clone());
-                        NodeStatus { stage: node.name.clone(), state: Status::Cached, reason: String::new(), fingerprint: Some(fp), artifact: Some(e.artifact), material: Some(m) }
+                        NodeStatus {
+                            stage: node.name.clone(),
+                            state: Status::Cached,
+                            reason: String::new(),
+                            fingerprint: Some(fp),
+                            artifact: Some(e.artifact),
+                            material: Some(m),
+                        }
                     }
                     None => {
                         let (state, reason) = match &last {
                             None => (Status::NeverRun, "no run of this stage is recorded".to_owned()),
                             Some(l) => (Status::Stale, explain(p, i, l, &m)),
                         };
-                        NodeStatus { stage: node.name.clone(), state, reason, fingerprint: Some(fp), artifact: None, material: Some(m) }
+                        NodeStatus {
+                            stage: node.name.clone(),
+                            state,
+                            reason,
+                            fingerprint: Some(fp),
+                            artifact: None,
+                            material: Some(m),
+                        }
                     }
                 }
             }
@@ -121,7 +152,10 @@ fn explain(p: &Pipeline, i: usize, last: &LastState, now: &Value) -> String {
         why.push(format!("kind version changed from {} to {}", before["version"], now["version"]));
     }
     let empty = serde_json::Map::new();
-    let (bp, np) = (before["params"].as_object().unwrap_or(&empty), now["params"].as_object().unwrap_or(&empty));
+    let (bp, np) = (
+        before["params"].as_object().unwrap_or(&empty),
+        now["params"].as_object().unwrap_or(&empty),
+    );
     for (k, v) in np {
         match bp.get(k) {
             Some(old) if old == v => {}
@@ -135,13 +169,22 @@ fn explain(p: &Pipeline, i: usize, last: &LastState, now: &Value) -> String {
     if before["seed"] != now["seed"] {
         why.push(format!("seed: {} -> {}", before["seed"], now["seed"]));
     }
-    let (bi, ni) = (before["inputs"].as_object().unwrap_or(&empty), now["inputs"].as_object().unwrap_or(&empty));
+    let (bi, ni) = (
+        before["inputs"].as_object().unwrap_or(&empty),
+        now["inputs"].as_object().unwrap_or(&empty),
+    );
     for (k, v) in ni {
         if bi.get(k) != Some(v) {
-            let from: Vec<String> = p.nodes[i].inputs.get(k).into_iter().flatten().map(|s| match s {
-                Source::Dataset(d) => format!("dataset `{d}`"),
-                Source::Stage(j) => format!("stage `{}`", p.nodes[*j].name),
-            }).collect();
+            let from: Vec<String> = p.nodes[i]
+                .inputs
+                .get(k)
+                .into_iter()
+                .flatten()
+                .map(|s| match s {
+                    Source::Dataset(d) => format!("dataset `{d}`"),
+                    Source::Stage(j) => format!("stage `{}`", p.nodes[*j].name),
+                })
+                .collect();
             why.push(format!("input `{k}` changed ({})", from.join(", ")));
         }
     }

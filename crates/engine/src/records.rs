@@ -71,5 +71,7 @@ pub fn append_run(store: &Store, r: &RunRecord) -> anyhow::Result<()> {
 
 /// Every readable run record, oldest first.
 pub fn read_runs(store: &Store) -> Vec<RunRecord> {
-    std::fs::read_to_string(runs_path(store)).map(|t| t.lines().filter_map(|l| serde_json::from_str(l).ok()).collect()).unwrap_or_default()
+    std::fs::read_to_string(runs_path(store))
+        .map(|t| t.lines().filter_map(|l| serde_json::from_str(l).ok()).collect())
+        .unwrap_or_default()
 }

@@ -33,7 +33,14 @@ pub struct RunOptions {
 
 impl Default for RunOptions {
     fn default() -> Self {
-        RunOptions { jobs: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2), force: BTreeSet::new(), keep_going: false, lock: LockMode::Wait, cancel: CancelToken::new(), overrides: Vec::new() }
+        RunOptions {
+            jobs: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
+            force: BTreeSet::new(),
+            keep_going: false,
+            lock: LockMode::Wait,
+            cancel: CancelToken::new(),
+            overrides: Vec::new(),
+        }
     }
 }
 
@@ -79,7 +86,11 @@ pub struct RunReport {
 
 impl RunReport {
     pub fn ok(&self) -> bool {
-        !self.cancelled && self.outcomes.iter().all(|o| matches!(o.state, StageState::Ran | StageState::Cached))
+        !self.cancelled
+            && self
+                .outcomes
+                .iter()
+                .all(|o| matches!(o.state, StageState::Ran | StageState::Cached))
     }
     pub fn count(&self, s: StageState) -> usize {
         self.outcomes.iter().filter(|o| o.state == s).count()
@@ -106,30 +117,63 @@ struct Job {
 }
 
 enum JobResult {
-    Done { index: usize, manifest_hash: String, wall: Duration },
-    Failed { index: usize, error: String, cancelled: bool, wall: Duration },
+    Done {
+        index: usize,
+        manifest_hash: String,
+        wall: Duration,
+    },
+    Failed {
+        index: usize,
+        error: String,
+        cancelled: bool,
+        wall: Duration,
+    },
 }
 
 fn run_job(store: &Store, cancel: &CancelToken, job: Job) -> JobResult {
     let start = Instant::now();
-    let fail = |error: String, cancelled: bool| JobResult::Failed { index: job.index, error, cancelled, wall: start.elapsed() };
+    let fail = |error: String, cancelled: bool| JobResult::Failed {
+        index: job.index,
+        error,
+        cancelled,
+        wall: start.elapsed(),
+    };
     let staging = match store.new_staging_dir(&job.name) {
         Ok(d) => d,
         Err(e) => return fail(format!("cannot create a staging directory: {e}"), false),
     };
     let progress = Progress::new(job.sink.clone());
-    let ctx = StageContext { stage_name: &job.name, params: &job.params, inputs: &job.inputs, out_dir: &staging, progress: &progress, cancel, seed: job.seed };
+    let ctx = StageContext {
+        stage_name: &job.name,
+        params: &job.params,
+        inputs: &job.inputs,
+        out_dir: &staging,
+        progress: &progress,
+        cancel,
+        seed: job.seed,
+    };
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job.kind.run(&ctx)));
     let outcome = match result {
         Ok(Ok(())) => store.commit(&staging).map_err(|e| (format!("committing the artifact: {e}"), false)),
         Ok(Err(e)) => Err((format!("{e:#}"), e.downcast_ref::<Cancelled>().is_some())),
         Err(panic) => {
-            let msg = panic.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| panic.downcast_ref::<String>().cloned()).unwrap_or_else(|| "unknown panic".into());
-            Err((format!("the stage panicked (a bug in stage kind `{}`): {msg}", job.kind.kind()), false))
+            let msg = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".into());
+            Err((
+                format!("the stage panicked (a bug in stage kind `{}`): {msg}", job.kind.kind()),
+                false,
+            ))
         }
     };
     match outcome {
-        Ok(m) => JobResult::Done { index: job.index, manifest_hash: m.hash, wall: start.elapsed() },
+        Ok(m) => JobResult::Done {
+            index: job.index,
+            manifest_hash: m.hash,
+            wall: start.elapsed(),
+        },
         Err((error, cancelled)) => {
             // Nothing partial survives: the staging directory goes.
             let _ = std::fs::remove_dir_all(&staging);
@@ -148,8 +192,13 @@ enum Slot {
 /// Runs every stage of `p` that is not cached (plus forced ones), `jobs` at a time.
 pub fn execute(p: &Pipeline, store: &Store, opts: &RunOptions, obs: &dyn Observer) -> anyhow::Result<RunReport> {
     let started = Instant::now();
-    let started_unix = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
-    let _lock = CacheLock::acquire(store.root(), opts.lock, |who| obs.note(&format!("waiting for {who} to release the cache {}", store.root().display())))?;
+    let started_unix = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0);
+    let _lock = CacheLock::acquire(store.root(), opts.lock, |who| {
+        obs.note(&format!("waiting for {who} to release the cache {}", store.root().display()))
+    })?;
     let cleaned = store.clean_tmp()?;
     if cleaned > 0 {
         obs.note(&format!("removed {cleaned} unfinished artifact(s) left by an interrupted run"));
@@ -190,12 +239,22 @@ pub fn execute(p: &Pipeline, store: &Store, opts: &RunOptions, obs: &dyn Observe
                         continue;
                     }
                     let ups = p.upstream(i);
-                    let blocked: Vec<&Outcome> = ups.iter().filter_map(|&u| match &slots[u] {
-                        Slot::Done(o) if !matches!(o.state, StageState::Ran | StageState::Cached) => Some(o),
-                        _ => None,
-                    }).collect();
+                    let blocked: Vec<&Outcome> = ups
+                        .iter()
+                        .filter_map(|&u| match &slots[u] {
+                            Slot::Done(o) if !matches!(o.state, StageState::Ran | StageState::Cached) => Some(o),
+                            _ => None,
+                        })
+                        .collect();
                     if let Some(b) = blocked.first() {
-                        let o = Outcome { stage: p.nodes[i].name.clone(), state: StageState::Skipped, fingerprint: None, artifact: None, wall: Duration::ZERO, reason: Some(format!("upstream `{}` {}", b.stage, b.state.as_str())) };
+                        let o = Outcome {
+                            stage: p.nodes[i].name.clone(),
+                            state: StageState::Skipped,
+                            fingerprint: None,
+                            artifact: None,
+                            wall: Duration::ZERO,
+                            reason: Some(format!("upstream `{}` {}", b.stage, b.state.as_str())),
+                        };
                         obs.finished(&o);
                         slots[i] = Slot::Done(o);
                         progressed = true;
@@ -204,14 +263,31 @@ pub fn execute(p: &Pipeline, store: &Store, opts: &RunOptions, obs: &dyn Observe
                     if !ups.iter().all(|&u| matches!(slots[u], Slot::Done(_))) {
                         continue;
                     }
-                    let hashes = input_hashes(p, i, &datasets, &artifacts).map_err(|u| anyhow::anyhow!("internal: input `{u}` has no content hash"))?;
+                    let hashes = input_hashes(p, i, &datasets, &artifacts)
+                        .map_err(|u| anyhow::anyhow!("internal: input `{u}` has no content hash"))?;
                     let m = material(&p.nodes[i], &hashes, p.seed);
                     let fp = fingerprint(&m);
                     if !forced.contains(&i) {
                         if let Some(e) = store.lookup(&fp) {
                             artifacts[i] = Some(e.artifact.clone());
-                            save_state(store, &p.name, &p.nodes[i].name, &LastState { material: m, fingerprint: fp.clone(), artifact: e.artifact.clone() })?;
-                            let o = Outcome { stage: p.nodes[i].name.clone(), state: StageState::Cached, fingerprint: Some(fp), artifact: Some(e.artifact), wall: Duration::ZERO, reason: None };
+                            save_state(
+                                store,
+                                &p.name,
+                                &p.nodes[i].name,
+                                &LastState {
+                                    material: m,
+                                    fingerprint: fp.clone(),
+                                    artifact: e.artifact.clone(),
+                                },
+                            )?;
+                            let o = Outcome {
+                                stage: p.nodes[i].name.clone(),
+                                state: StageState::Cached,
+                                fingerprint: Some(fp),
+                                artifact: Some(e.artifact),
+                                wall: Duration::ZERO,
+                                reason: None,
+                            };
                             obs.finished(&o);
                             slots[i] = Slot::Done(o);
                             progressed = true;
@@ -223,16 +299,36 @@ pub fn execute(p: &Pipeline, store: &Store, opts: &RunOptions, obs: &dyn Observe
                         continue;
                     }
                     let node = &p.nodes[i];
-                    let inputs: BTreeMap<String, Vec<PathBuf>> = node.inputs.iter().map(|(k, srcs)| {
-                        let dirs = srcs.iter().map(|s| match s {
-                            Source::Dataset(d) => p.datasets[d].path.clone(),
-                            Source::Stage(j) => store.artifact_dir(artifacts[*j].as_deref().unwrap_or_default()),
-                        }).collect();
-                        (k.clone(), dirs)
-                    }).collect();
+                    let inputs: BTreeMap<String, Vec<PathBuf>> = node
+                        .inputs
+                        .iter()
+                        .map(|(k, srcs)| {
+                            let dirs = srcs
+                                .iter()
+                                .map(|s| match s {
+                                    Source::Dataset(d) => p.datasets[d].path.clone(),
+                                    Source::Stage(j) => store.artifact_dir(artifacts[*j].as_deref().unwrap_or_default()),
+                                })
+                                .collect();
+                            (k.clone(), dirs)
+                        })
+                        .collect();
                     let sink = obs.started(&node.name);
-                    job_tx.send(Job { index: i, name: node.name.clone(), kind: node.kind.clone(), params: node.params.clone(), inputs: Inputs::new(inputs), seed: p.seed, sink }).context("worker pool stopped")?;
-                    slots[i] = Slot::Running { fingerprint: fp, material: m };
+                    job_tx
+                        .send(Job {
+                            index: i,
+                            name: node.name.clone(),
+                            kind: node.kind.clone(),
+                            params: node.params.clone(),
+                            inputs: Inputs::new(inputs),
+                            seed: p.seed,
+                            sink,
+                        })
+                        .context("worker pool stopped")?;
+                    slots[i] = Slot::Running {
+                        fingerprint: fp,
+                        material: m,
+                    };
                     running += 1;
                 }
             }
@@ -246,22 +342,69 @@ pub fn execute(p: &Pipeline, store: &Store, opts: &RunOptions, obs: &dyn Observe
             };
             running -= 1;
             let (index, outcome) = match res {
-                JobResult::Done { index, manifest_hash, wall } => {
-                    let Slot::Running { fingerprint, material } = slots[index].clone() else { anyhow::bail!("internal: result for a stage that was not running") };
+                JobResult::Done {
+                    index,
+                    manifest_hash,
+                    wall,
+                } => {
+                    let Slot::Running { fingerprint, material } = slots[index].clone() else {
+                        anyhow::bail!("internal: result for a stage that was not running")
+                    };
                     let node = &p.nodes[index];
                     let provenance = json!({"stage": node.name, "pipeline": p.name, "material": material});
-                    store.record(&IndexEntry { fingerprint: fingerprint.clone(), artifact: manifest_hash.clone(), provenance })?;
-                    save_state(store, &p.name, &node.name, &LastState { material, fingerprint: fingerprint.clone(), artifact: manifest_hash.clone() })?;
+                    store.record(&IndexEntry {
+                        fingerprint: fingerprint.clone(),
+                        artifact: manifest_hash.clone(),
+                        provenance,
+                    })?;
+                    save_state(
+                        store,
+                        &p.name,
+                        &node.name,
+                        &LastState {
+                            material,
+                            fingerprint: fingerprint.clone(),
+                            artifact: manifest_hash.clone(),
+                        },
+                    )?;
                     artifacts[index] = Some(manifest_hash.clone());
-                    (index, Outcome { stage: node.name.clone(), state: StageState::Ran, fingerprint: Some(fingerprint), artifact: Some(manifest_hash), wall, reason: None })
+                    (
+                        index,
+                        Outcome {
+                            stage: node.name.clone(),
+                            state: StageState::Ran,
+                            fingerprint: Some(fingerprint),
+                            artifact: Some(manifest_hash),
+                            wall,
+                            reason: None,
+                        },
+                    )
                 }
-                JobResult::Failed { index, error, cancelled, wall } => {
-                    let fp = match &slots[index] { Slot::Running { fingerprint, .. } => Some(fingerprint.clone()), _ => None };
+                JobResult::Failed {
+                    index,
+                    error,
+                    cancelled,
+                    wall,
+                } => {
+                    let fp = match &slots[index] {
+                        Slot::Running { fingerprint, .. } => Some(fingerprint.clone()),
+                        _ => None,
+                    };
                     let state = if cancelled { StageState::Cancelled } else { StageState::Failed };
                     if !opts.keep_going || cancelled {
                         stop = true;
                     }
-                    (index, Outcome { stage: p.nodes[index].name.clone(), state, fingerprint: fp, artifact: None, wall, reason: Some(error) })
+                    (
+                        index,
+                        Outcome {
+                            stage: p.nodes[index].name.clone(),
+                            state,
+                            fingerprint: fp,
+                            artifact: None,
+                            wall,
+                            reason: Some(error),
+                        },
+                    )
                 }
             };
             obs.finished(&outcome);
@@ -272,16 +415,35 @@ pub fn execute(p: &Pipeline, store: &Store, opts: &RunOptions, obs: &dyn Observe
     })?;
 
     let cancelled = opts.cancel.is_cancelled();
-    let outcomes: Vec<Outcome> = slots.into_iter().enumerate().map(|(i, s)| match s {
-        Slot::Done(o) => o,
-        _ => {
-            let why = if cancelled { "not started: the run was interrupted" } else { "not started: an earlier stage failed (use --keep-going to run independent stages anyway)" };
-            let o = Outcome { stage: p.nodes[i].name.clone(), state: StageState::Skipped, fingerprint: None, artifact: None, wall: Duration::ZERO, reason: Some(why.into()) };
-            obs.finished(&o);
-            o
-        }
-    }).collect();
-    let report = RunReport { outcomes, wall: started.elapsed(), cancelled };
+    let outcomes: Vec<Outcome> = slots
+        .into_iter()
+        .enumerate()
+        .map(|(i, s)| match s {
+            Slot::Done(o) => o,
+            _ => {
+                let why = if cancelled {
+                    "not started: the run was interrupted"
+                } else {
+                    "not started: an earlier stage failed (use --keep-going to run independent stages anyway)"
+                };
+                let o = Outcome {
+                    stage: p.nodes[i].name.clone(),
+                    state: StageState::Skipped,
+                    fingerprint: None,
+                    artifact: None,
+                    wall: Duration::ZERO,
+                    reason: Some(why.into()),
+                };
+                obs.finished(&o);
+                o
+            }
+        })
+        .collect();
+    let report = RunReport {
+        outcomes,
+        wall: started.elapsed(),
+        cancelled,
+    };
     let record = RunRecord {
         run_id: format!("{:.0}-{}", started_unix * 1000.0, std::process::id()),
         pipeline: p.name.clone(),
@@ -289,15 +451,20 @@ pub fn execute(p: &Pipeline, store: &Store, opts: &RunOptions, obs: &dyn Observe
         started_unix,
         wall_s: report.wall.as_secs_f64(),
         overrides: opts.overrides.clone(),
-        stages: report.outcomes.iter().zip(&p.nodes).map(|(o, n)| StageRecord {
-            stage: o.stage.clone(),
-            kind: n.kind.kind().to_owned(),
-            state: o.state.as_str().to_owned(),
-            fingerprint: o.fingerprint.clone(),
-            artifact: o.artifact.clone(),
-            wall_s: o.wall.as_secs_f64(),
-            error: o.reason.clone(),
-        }).collect(),
+        stages: report
+            .outcomes
+            .iter()
+            .zip(&p.nodes)
+            .map(|(o, n)| StageRecord {
+                stage: o.stage.clone(),
+                kind: n.kind.kind().to_owned(),
+                state: o.state.as_str().to_owned(),
+                fingerprint: o.fingerprint.clone(),
+                artifact: o.artifact.clone(),
+                wall_s: o.wall.as_secs_f64(),
+                error: o.reason.clone(),
+            })
+            .collect(),
     };
     append_run(store, &record)?;
     Ok(report)

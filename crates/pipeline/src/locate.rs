@@ -46,8 +46,15 @@ impl Locations {
 }
 
 enum Frame {
-    Map { path: Vec<String>, pending_key: Option<String>, seen: HashMap<String, Pos> },
-    Seq { path: Vec<String>, next: usize },
+    Map {
+        path: Vec<String>,
+        pending_key: Option<String>,
+        seen: HashMap<String, Pos>,
+    },
+    Seq {
+        path: Vec<String>,
+        next: usize,
+    },
 }
 
 struct Recorder {
@@ -93,7 +100,10 @@ impl Recorder {
 
 impl MarkedEventReceiver for Recorder {
     fn on_event(&mut self, ev: Event, mark: Marker) {
-        let pos = Pos { line: mark.line(), col: mark.col() + 1 };
+        let pos = Pos {
+            line: mark.line(),
+            col: mark.col() + 1,
+        };
         match ev {
             Event::Scalar(v, ..) => {
                 if let Some(p) = self.node_path(pos, Some(&v)) {
@@ -108,7 +118,11 @@ impl MarkedEventReceiver for Recorder {
             Event::MappingStart(..) => {
                 let path = self.node_path(pos, None).unwrap_or_default();
                 self.out.values.entry(path.clone()).or_insert(pos);
-                self.stack.push(Frame::Map { path, pending_key: None, seen: HashMap::new() });
+                self.stack.push(Frame::Map {
+                    path,
+                    pending_key: None,
+                    seen: HashMap::new(),
+                });
             }
             Event::SequenceStart(..) => {
                 let path = self.node_path(pos, None).unwrap_or_default();
@@ -126,7 +140,10 @@ impl MarkedEventReceiver for Recorder {
 /// Records positions of every key and value. Returns an empty index on a syntax error
 /// (serde_yaml reports that one, with its own position).
 pub fn locate(text: &str) -> Locations {
-    let mut rec = Recorder { stack: Vec::new(), out: Locations::default() };
+    let mut rec = Recorder {
+        stack: Vec::new(),
+        out: Locations::default(),
+    };
     let mut parser = Parser::new_from_str(text);
     if parser.load(&mut rec, false).is_err() {
         return Locations::default();

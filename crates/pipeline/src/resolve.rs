@@ -20,10 +20,20 @@ pub struct Override {
 }
 
 pub fn parse_override(text: &str) -> Result<Override, String> {
-    let (lhs, rhs) = text.split_once('=').ok_or_else(|| format!("`--set {text}`: expected STAGE.PARAM=VALUE, for example `--set train.m=3`"))?;
-    let (stage, param) = lhs.trim().split_once('.').ok_or_else(|| format!("`--set {text}`: expected STAGE.PARAM=VALUE, for example `--set train.m=3`"))?;
+    let (lhs, rhs) = text
+        .split_once('=')
+        .ok_or_else(|| format!("`--set {text}`: expected STAGE.PARAM=VALUE, for example `--set train.m=3`"))?;
+    let (stage, param) = lhs
+        .trim()
+        .split_once('.')
+        .ok_or_else(|| format!("`--set {text}`: expected STAGE.PARAM=VALUE, for example `--set train.m=3`"))?;
     let value = serde_yaml::from_str(rhs).map_err(|e| format!("`--set {text}`: the value is not valid YAML: {e}"))?;
-    Ok(Override { stage: stage.to_owned(), param: param.to_owned(), value, text: text.to_owned() })
+    Ok(Override {
+        stage: stage.to_owned(),
+        param: param.to_owned(),
+        value,
+        text: text.to_owned(),
+    })
 }
 
 /// A named external input.
@@ -73,11 +83,18 @@ impl Pipeline {
     }
     /// Nodes whose name or base name is `name` (all expansions of a matrix stage).
     pub fn select(&self, name: &str) -> Vec<usize> {
-        (0..self.nodes.len()).filter(|&i| self.nodes[i].name == name || self.nodes[i].base == name).collect()
+        (0..self.nodes.len())
+            .filter(|&i| self.nodes[i].name == name || self.nodes[i].base == name)
+            .collect()
     }
     /// Direct upstream stage indices of node `i`.
     pub fn upstream(&self, i: usize) -> BTreeSet<usize> {
-        self.nodes[i].inputs.values().flatten().filter_map(|s| if let Source::Stage(j) = s { Some(*j) } else { None }).collect()
+        self.nodes[i]
+            .inputs
+            .values()
+            .flatten()
+            .filter_map(|s| if let Source::Stage(j) = s { Some(*j) } else { None })
+            .collect()
     }
     /// `i` and everything that depends on it, transitively.
     pub fn descendants(&self, i: usize) -> BTreeSet<usize> {
@@ -100,7 +117,13 @@ struct Ctx<'a> {
 impl Ctx<'_> {
     fn err(&mut self, at: &[&str], value: bool, stage: Option<&str>, message: String, fix: impl Into<Option<String>>) {
         let pos = if value { self.loc.value(at) } else { self.loc.key(at) };
-        self.diags.push(Diagnostic { file: self.file.to_path_buf(), pos, stage: stage.map(str::to_owned), message, fix: fix.into() });
+        self.diags.push(Diagnostic {
+            file: self.file.to_path_buf(),
+            pos,
+            stage: stage.map(str::to_owned),
+            message,
+            fix: fix.into(),
+        });
     }
 }
 
@@ -121,16 +144,37 @@ fn label(v: &Value, index: usize) -> String {
         Value::String(s) => s.clone(),
         Value::Number(n) => n.to_string(),
         Value::Bool(b) => b.to_string(),
-        Value::Object(m) => m.get("name").and_then(Value::as_str).map(str::to_owned).unwrap_or_else(|| index.to_string()),
+        Value::Object(m) => m
+            .get("name")
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+            .unwrap_or_else(|| index.to_string()),
         _ => index.to_string(),
     }
 }
 
 /// Reads, checks and expands a pipeline file. `overrides` are `--set` values.
 pub fn load(file: &Path, registry: &Registry, overrides: &[Override]) -> Result<Pipeline, Diagnostics> {
-    let one = |message: String, fix: &str| Diagnostics(vec![Diagnostic { file: file.to_path_buf(), pos: None, stage: None, message, fix: Some(fix.to_owned()) }]);
-    let text = std::fs::read_to_string(file).map_err(|e| one(format!("cannot read the pipeline file: {e}"), "check the path; the pipelines/ directory holds the shipped pipelines"))?;
-    let mut cx = Ctx { file, loc: locate(&text), diags: Vec::new() };
+    let one = |message: String, fix: &str| {
+        Diagnostics(vec![Diagnostic {
+            file: file.to_path_buf(),
+            pos: None,
+            stage: None,
+            message,
+            fix: Some(fix.to_owned()),
+        }])
+    };
+    let text = std::fs::read_to_string(file).map_err(|e| {
+        one(
+            format!("cannot read the pipeline file: {e}"),
+            "check the path; the pipelines/ directory holds the shipped pipelines",
+        )
+    })?;
+    let mut cx = Ctx {
+        file,
+        loc: locate(&text),
+        diags: Vec::new(),
+    };
     for (path, pos, first) in std::mem::take(&mut cx.loc.duplicates) {
         let key = path.last().cloned().unwrap_or_default();
         cx.diags.push(Diagnostic {
@@ -146,13 +190,22 @@ pub fn load(file: &Path, registry: &Registry, overrides: &[Override]) -> Result<
         Err(e) => {
             let msg = e.to_string();
             let msg = msg.split(" at line ").next().unwrap_or(&msg).to_owned();
-            let pos = e.location().map(|l| crate::Pos { line: l.line(), col: l.column() });
+            let pos = e.location().map(|l| crate::Pos {
+                line: l.line(),
+                col: l.column(),
+            });
             let fix = if msg.contains("unknown field") {
                 "remove or rename the key: the allowed keys are listed in the message"
             } else {
                 "fix the YAML at that position; README.md shows the pipeline file format"
             };
-            cx.diags.push(Diagnostic { file: file.to_path_buf(), pos, stage: None, message: format!("invalid pipeline file: {msg}"), fix: Some(fix.into()) });
+            cx.diags.push(Diagnostic {
+                file: file.to_path_buf(),
+                pos,
+                stage: None,
+                message: format!("invalid pipeline file: {msg}"),
+                fix: Some(fix.into()),
+            });
             return Err(Diagnostics(cx.diags));
         }
     };
@@ -169,28 +222,60 @@ pub fn load(file: &Path, registry: &Registry, overrides: &[Override]) -> Result<
 fn resolve(mut spec: PipelineFile, cx: &mut Ctx<'_>, registry: &Registry, overrides: &[Override]) -> Option<Pipeline> {
     let file = cx.file.to_path_buf();
     if !valid_name(&spec.name) {
-        cx.err(&["name"], true, None, format!("pipeline name `{}` is not allowed", spec.name), NAME_FIX.to_owned());
+        cx.err(
+            &["name"],
+            true,
+            None,
+            format!("pipeline name `{}` is not allowed", spec.name),
+            NAME_FIX.to_owned(),
+        );
     }
     // Names: one namespace for datasets and stages.
     for name in spec.datasets.keys() {
         if !valid_name(name) {
-            cx.err(&["datasets", name], false, None, format!("dataset name `{name}` is not allowed"), NAME_FIX.to_owned());
+            cx.err(
+                &["datasets", name],
+                false,
+                None,
+                format!("dataset name `{name}` is not allowed"),
+                NAME_FIX.to_owned(),
+            );
         }
         if spec.stages.contains_key(name) {
-            cx.err(&["stages", name], false, Some(name), format!("`{name}` names both a dataset and a stage"), "rename one of them: inputs refer to either by name".to_owned());
+            cx.err(
+                &["stages", name],
+                false,
+                Some(name),
+                format!("`{name}` names both a dataset and a stage"),
+                "rename one of them: inputs refer to either by name".to_owned(),
+            );
         }
     }
     for name in spec.stages.keys() {
         if !valid_name(name) {
-            cx.err(&["stages", name], false, Some(name), format!("stage name `{name}` is not allowed"), format!("{NAME_FIX}; `@` is reserved for matrix expansions"));
+            cx.err(
+                &["stages", name],
+                false,
+                Some(name),
+                format!("stage name `{name}` is not allowed"),
+                format!("{NAME_FIX}; `@` is reserved for matrix expansions"),
+            );
         }
     }
 
     // Overrides from the command line.
     for o in overrides {
         let Some(st) = spec.stages.get_mut(&o.stage) else {
-            let hint = nearest(&o.stage, spec.stages.keys().map(String::as_str)).map(|n| format!("did you mean `{n}`? ")).unwrap_or_default();
-            cx.err(&["stages"], false, None, format!("`--set {}`: there is no stage `{}`", o.text, o.stage), format!("{hint}stages: {}", spec.stages.keys().cloned().collect::<Vec<_>>().join(", ")));
+            let hint = nearest(&o.stage, spec.stages.keys().map(String::as_str))
+                .map(|n| format!("did you mean `{n}`? "))
+                .unwrap_or_default();
+            cx.err(
+                &["stages"],
+                false,
+                None,
+                format!("`--set {}`: there is no stage `{}`", o.text, o.stage),
+                format!("{hint}stages: {}", spec.stages.keys().cloned().collect::<Vec<_>>().join(", ")),
+            );
             continue;
         };
         if let Some(axis) = st.matrix.get_mut(&o.param) {
@@ -210,9 +295,25 @@ fn resolve(mut spec: PipelineFile, cx: &mut Ctx<'_>, registry: &Registry, overri
         let path = root.join(&d.path);
         if !path.exists() {
             let about = d.about.as_deref().map(|a| format!(" ({a})")).unwrap_or_default();
-            cx.err(&["datasets", name, "path"], true, None, format!("dataset `{name}`: path {} does not exist", path.display()), format!("create it or correct `path`{about}; relative paths are resolved against {}", root.display()));
+            cx.err(
+                &["datasets", name, "path"],
+                true,
+                None,
+                format!("dataset `{name}`: path {} does not exist", path.display()),
+                format!(
+                    "create it or correct `path`{about}; relative paths are resolved against {}",
+                    root.display()
+                ),
+            );
         }
-        datasets.insert(name.clone(), Dataset { name: name.clone(), path, about: d.about.clone() });
+        datasets.insert(
+            name.clone(),
+            Dataset {
+                name: name.clone(),
+                path,
+                about: d.about.clone(),
+            },
+        );
     }
 
     // Expand each stage.
@@ -223,8 +324,16 @@ fn resolve(mut spec: PipelineFile, cx: &mut Ctx<'_>, registry: &Registry, overri
     for (name, st) in &order {
         let Some(kind) = registry.get(&st.kind) else {
             let kinds = registry.kinds();
-            let hint = nearest(&st.kind, kinds.iter().copied()).map(|n| format!("did you mean `{n}`? ")).unwrap_or_default();
-            cx.err(&["stages", name, "kind"], true, Some(name), format!("unknown stage kind `{}`", st.kind), format!("{hint}valid kinds: {}", kinds.join(", ")));
+            let hint = nearest(&st.kind, kinds.iter().copied())
+                .map(|n| format!("did you mean `{n}`? "))
+                .unwrap_or_default();
+            cx.err(
+                &["stages", name, "kind"],
+                true,
+                Some(name),
+                format!("unknown stage kind `{}`", st.kind),
+                format!("{hint}valid kinds: {}", kinds.join(", ")),
+            );
             continue;
         };
         let specs = kind.params();
@@ -232,19 +341,39 @@ fn resolve(mut spec: PipelineFile, cx: &mut Ctx<'_>, registry: &Registry, overri
         let mut ok = true;
         for key in st.params.keys().chain(st.matrix.keys()) {
             if !declared.contains(&key.as_str()) {
-                let hint = nearest(key, declared.iter().copied()).map(|n| format!("did you mean `{n}`? ")).unwrap_or_default();
+                let hint = nearest(key, declared.iter().copied())
+                    .map(|n| format!("did you mean `{n}`? "))
+                    .unwrap_or_default();
                 let section = if st.params.contains_key(key) { "params" } else { "matrix" };
-                cx.err(&["stages", name, section, key], false, Some(name), format!("stage kind `{}` has no param `{key}`", st.kind), format!("{hint}its params: {}", declared.join(", ")));
+                cx.err(
+                    &["stages", name, section, key],
+                    false,
+                    Some(name),
+                    format!("stage kind `{}` has no param `{key}`", st.kind),
+                    format!("{hint}its params: {}", declared.join(", ")),
+                );
                 ok = false;
             }
         }
         for key in st.matrix.keys().filter(|k| st.params.contains_key(*k)) {
-            cx.err(&["stages", name, "matrix", key], false, Some(name), format!("`{key}` is set both in `params` and in `matrix`"), "keep it in one place: the matrix sets the param for each expansion".to_owned());
+            cx.err(
+                &["stages", name, "matrix", key],
+                false,
+                Some(name),
+                format!("`{key}` is set both in `params` and in `matrix`"),
+                "keep it in one place: the matrix sets the param for each expansion".to_owned(),
+            );
             ok = false;
         }
         for (key, values) in &st.matrix {
             if values.is_empty() {
-                cx.err(&["stages", name, "matrix", key], false, Some(name), format!("matrix axis `{key}` has no values"), "give at least one value".to_owned());
+                cx.err(
+                    &["stages", name, "matrix", key],
+                    false,
+                    Some(name),
+                    format!("matrix axis `{key}` has no values"),
+                    "give at least one value".to_owned(),
+                );
                 ok = false;
             }
         }
@@ -258,7 +387,13 @@ fn resolve(mut spec: PipelineFile, cx: &mut Ctx<'_>, registry: &Registry, overri
                 Some(v) => match to_json(v) {
                     Ok(j) => Some(j),
                     Err(e) => {
-                        cx.err(&["stages", name, "params", p.name], true, Some(name), format!("param `{}` {e}", p.name), format!("expected {}", p.ty));
+                        cx.err(
+                            &["stages", name, "params", p.name],
+                            true,
+                            Some(name),
+                            format!("param `{}` {e}", p.name),
+                            format!("expected {}", p.ty),
+                        );
                         ok = false;
                         continue;
                     }
@@ -267,7 +402,13 @@ fn resolve(mut spec: PipelineFile, cx: &mut Ctx<'_>, registry: &Registry, overri
             };
             match raw {
                 None => {
-                    cx.err(&["stages", name, "params"], false, Some(name), format!("required param `{}` is missing", p.name), format!("add `{}: <{}>` under params ({})", p.name, p.ty, p.doc));
+                    cx.err(
+                        &["stages", name, "params"],
+                        false,
+                        Some(name),
+                        format!("required param `{}` is missing", p.name),
+                        format!("add `{}: <{}>` under params ({})", p.name, p.ty, p.doc),
+                    );
                     ok = false;
                 }
                 Some(v) => match p.ty.coerce(&v) {
@@ -275,7 +416,13 @@ fn resolve(mut spec: PipelineFile, cx: &mut Ctx<'_>, registry: &Registry, overri
                         fixed.insert(p.name.to_owned(), c);
                     }
                     Err(e) => {
-                        cx.err(&["stages", name, "params", p.name], true, Some(name), format!("param `{}`: {e}", p.name), format!("expected {} ({})", p.ty, p.doc));
+                        cx.err(
+                            &["stages", name, "params", p.name],
+                            true,
+                            Some(name),
+                            format!("param `{}`: {e}", p.name),
+                            format!("expected {} ({})", p.ty, p.doc),
+                        );
                         ok = false;
                     }
                 },
@@ -291,7 +438,13 @@ fn resolve(mut spec: PipelineFile, cx: &mut Ctx<'_>, registry: &Registry, overri
                     Ok(c) => coerced.push(c),
                     Err(e) => {
                         let idx = i.to_string();
-                        cx.err(&["stages", name, "matrix", key, &idx], true, Some(name), format!("matrix value {i} of `{key}`: {e}"), format!("expected {}", p.ty));
+                        cx.err(
+                            &["stages", name, "matrix", key, &idx],
+                            true,
+                            Some(name),
+                            format!("matrix value {i} of `{key}`: {e}"),
+                            format!("expected {}", p.ty),
+                        );
                         ok = false;
                     }
                 }
@@ -304,11 +457,16 @@ fn resolve(mut spec: PipelineFile, cx: &mut Ctx<'_>, registry: &Registry, overri
         // Cross product of the axes.
         let mut combos: Vec<Vec<(String, Value, usize)>> = vec![Vec::new()];
         for (key, values) in &axes {
-            combos = combos.into_iter().flat_map(|c| values.iter().enumerate().map(move |(i, v)| {
-                let mut c = c.clone();
-                c.push((key.clone(), v.clone(), i));
-                c
-            })).collect();
+            combos = combos
+                .into_iter()
+                .flat_map(|c| {
+                    values.iter().enumerate().map(move |(i, v)| {
+                        let mut c = c.clone();
+                        c.push((key.clone(), v.clone(), i));
+                        c
+                    })
+                })
+                .collect();
         }
         for combo in combos {
             let mut params = fixed.clone();
@@ -319,17 +477,40 @@ fn resolve(mut spec: PipelineFile, cx: &mut Ctx<'_>, registry: &Registry, overri
                 params.insert(k.clone(), v.clone());
                 matrix.insert(k, v);
             }
-            let node_name = if labels.is_empty() { (*name).clone() } else { format!("{name}@{}", labels.join(",")) };
+            let node_name = if labels.is_empty() {
+                (*name).clone()
+            } else {
+                format!("{name}@{}", labels.join(","))
+            };
             if !labels.is_empty() && !node_name.chars().all(|c| c.is_ascii_alphanumeric() || "_.-@=,+".contains(c)) {
-                cx.err(&["stages", name, "matrix"], false, Some(name), format!("matrix expansion `{node_name}` is not a usable stage name"), "use matrix values made of letters, digits, `_`, `-`, `.` (or mappings with such a `name`)".to_owned());
+                cx.err(
+                    &["stages", name, "matrix"],
+                    false,
+                    Some(name),
+                    format!("matrix expansion `{node_name}` is not a usable stage name"),
+                    "use matrix values made of letters, digits, `_`, `-`, `.` (or mappings with such a `name`)".to_owned(),
+                );
                 continue;
             }
             let params = Params(params);
             if let Err(e) = kind.validate(&params) {
-                cx.err(&["stages", name, "params"], false, Some(&node_name), format!("invalid params: {e}"), "adjust the params as the message says".to_owned());
+                cx.err(
+                    &["stages", name, "params"],
+                    false,
+                    Some(&node_name),
+                    format!("invalid params: {e}"),
+                    "adjust the params as the message says".to_owned(),
+                );
                 continue;
             }
-            nodes.push(Node { name: node_name, base: (*name).clone(), kind: kind.clone(), params, matrix, inputs: BTreeMap::new() });
+            nodes.push(Node {
+                name: node_name,
+                base: (*name).clone(),
+                kind: kind.clone(),
+                params,
+                matrix,
+                inputs: BTreeMap::new(),
+            });
             refs.push(st.inputs.clone());
         }
     }
@@ -350,8 +531,16 @@ fn resolve(mut spec: PipelineFile, cx: &mut Ctx<'_>, registry: &Registry, overri
         let mut inputs = BTreeMap::new();
         for (input, r) in &refs[i] {
             let Some(d) = declared.iter().find(|d| d.name == input) else {
-                let hint = nearest(input, names.iter().copied()).map(|n| format!("did you mean `{n}`? ")).unwrap_or_default();
-                cx.err(&["stages", &node.base, "inputs", input], false, Some(&node.name), format!("stage kind `{}` has no input `{input}`", node.kind.kind()), format!("{hint}its inputs: {}", names.join(", ")));
+                let hint = nearest(input, names.iter().copied())
+                    .map(|n| format!("did you mean `{n}`? "))
+                    .unwrap_or_default();
+                cx.err(
+                    &["stages", &node.base, "inputs", input],
+                    false,
+                    Some(&node.name),
+                    format!("stage kind `{}` has no input `{input}`", node.kind.kind()),
+                    format!("{hint}its inputs: {}", names.join(", ")),
+                );
                 continue;
             };
             let mut sources = Vec::new();
@@ -372,17 +561,41 @@ fn resolve(mut spec: PipelineFile, cx: &mut Ctx<'_>, registry: &Registry, overri
                 } else {
                     let all = datasets.keys().map(String::as_str).chain(by_base.keys().copied());
                     let hint = nearest(target, all).map(|n| format!("did you mean `{n}`? ")).unwrap_or_default();
-                    cx.err(&at, true, Some(&node.name), format!("input `{input}` refers to `{target}`, which is neither a dataset nor a stage"), format!("{hint}declare it under `datasets:` or `stages:`"));
+                    cx.err(
+                        &at,
+                        true,
+                        Some(&node.name),
+                        format!("input `{input}` refers to `{target}`, which is neither a dataset nor a stage"),
+                        format!("{hint}declare it under `datasets:` or `stages:`"),
+                    );
                 }
             }
             if d.arity == Arity::One && sources.len() > 1 {
-                let names: Vec<String> = sources.iter().map(|s| match s { Source::Stage(j) => nodes[*j].name.clone(), Source::Dataset(d) => d.clone() }).collect();
-                cx.err(&["stages", &node.base, "inputs", input], true, Some(&node.name), format!("input `{input}` takes one artifact but gets {}: {}", names.len(), names.join(", ")), "name one expansion (like `train@patch=eyes`), or give this stage the same matrix so expansions pair up".to_owned());
+                let names: Vec<String> = sources
+                    .iter()
+                    .map(|s| match s {
+                        Source::Stage(j) => nodes[*j].name.clone(),
+                        Source::Dataset(d) => d.clone(),
+                    })
+                    .collect();
+                cx.err(
+                    &["stages", &node.base, "inputs", input],
+                    true,
+                    Some(&node.name),
+                    format!("input `{input}` takes one artifact but gets {}: {}", names.len(), names.join(", ")),
+                    "name one expansion (like `train@patch=eyes`), or give this stage the same matrix so expansions pair up".to_owned(),
+                );
             }
             inputs.insert(input.clone(), sources);
         }
         for d in declared.iter().filter(|d| !d.optional && !refs[i].contains_key(d.name)) {
-            cx.err(&["stages", &node.base], false, Some(&node.name), format!("required input `{}` is not bound", d.name), format!("add `inputs: {{{}: <dataset or stage>}}` ({})", d.name, d.doc));
+            cx.err(
+                &["stages", &node.base],
+                false,
+                Some(&node.name),
+                format!("required input `{}` is not bound", d.name),
+                format!("add `inputs: {{{}: <dataset or stage>}}` ({})", d.name, d.doc),
+            );
         }
         bound.push(inputs);
     }
@@ -393,13 +606,30 @@ fn resolve(mut spec: PipelineFile, cx: &mut Ctx<'_>, registry: &Registry, overri
         return None;
     }
     let nodes = toposort(nodes, cx)?;
-    Some(Pipeline { name: spec.name, file, root, cache, seed: spec.seed, datasets, nodes })
+    Some(Pipeline {
+        name: spec.name,
+        file,
+        root,
+        cache,
+        seed: spec.seed,
+        datasets,
+        nodes,
+    })
 }
 
 /// Orders nodes so inputs come first (ties keep file order); reports a cycle if there is one.
 fn toposort(nodes: Vec<Node>, cx: &mut Ctx<'_>) -> Option<Vec<Node>> {
     let n = nodes.len();
-    let deps: Vec<BTreeSet<usize>> = nodes.iter().map(|nd| nd.inputs.values().flatten().filter_map(|s| if let Source::Stage(j) = s { Some(*j) } else { None }).collect()).collect();
+    let deps: Vec<BTreeSet<usize>> = nodes
+        .iter()
+        .map(|nd| {
+            nd.inputs
+                .values()
+                .flatten()
+                .filter_map(|s| if let Source::Stage(j) = s { Some(*j) } else { None })
+                .collect()
+        })
+        .collect();
     let mut indeg: Vec<usize> = deps.iter().map(BTreeSet::len).collect();
     let mut ready: BTreeSet<usize> = (0..n).filter(|&i| indeg[i] == 0).collect();
     let mut order = Vec::with_capacity(n);
@@ -431,7 +661,13 @@ fn toposort(nodes: Vec<Node>, cx: &mut Ctx<'_>) -> Option<Vec<Node>> {
                 let mut cycle: Vec<&str> = ring.iter().map(|&k| nodes[k].name.as_str()).collect();
                 cycle.push(cycle[0]);
                 let first = nodes[ring[0]].base.clone();
-                cx.err(&["stages", &first, "inputs"], false, Some(&first), format!("the stages form a cycle: {}", cycle.join(" -> ")), "break the cycle: a stage cannot depend, even indirectly, on its own output".to_owned());
+                cx.err(
+                    &["stages", &first, "inputs"],
+                    false,
+                    Some(&first),
+                    format!("the stages form a cycle: {}", cycle.join(" -> ")),
+                    "break the cycle: a stage cannot depend, even indirectly, on its own output".to_owned(),
+                );
                 return None;
             }
             path.push(next);

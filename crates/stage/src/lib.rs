@@ -36,10 +36,20 @@ pub struct InputSpec {
 
 impl InputSpec {
     pub const fn one(name: &'static str, doc: &'static str) -> Self {
-        InputSpec { name, arity: Arity::One, optional: false, doc }
+        InputSpec {
+            name,
+            arity: Arity::One,
+            optional: false,
+            doc,
+        }
     }
     pub const fn many(name: &'static str, doc: &'static str) -> Self {
-        InputSpec { name, arity: Arity::Many, optional: false, doc }
+        InputSpec {
+            name,
+            arity: Arity::Many,
+            optional: false,
+            doc,
+        }
     }
     pub const fn optional(mut self) -> Self {
         self.optional = true;

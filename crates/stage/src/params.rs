@@ -13,8 +13,14 @@ use std::fmt;
 #[derive(Debug, Clone, PartialEq)]
 pub enum ParamType {
     Bool,
-    Int { min: Option<i64>, max: Option<i64> },
-    Float { min: Option<f64>, max: Option<f64> },
+    Int {
+        min: Option<i64>,
+        max: Option<i64>,
+    },
+    Float {
+        min: Option<f64>,
+        max: Option<f64>,
+    },
     Str,
     /// One of a fixed set of strings.
     Choice(&'static [&'static str]),
@@ -28,13 +34,19 @@ impl ParamType {
         ParamType::Int { min: None, max: None }
     }
     pub const fn int_range(min: i64, max: i64) -> Self {
-        ParamType::Int { min: Some(min), max: Some(max) }
+        ParamType::Int {
+            min: Some(min),
+            max: Some(max),
+        }
     }
     pub const fn float() -> Self {
         ParamType::Float { min: None, max: None }
     }
     pub const fn float_range(min: f64, max: f64) -> Self {
-        ParamType::Float { min: Some(min), max: Some(max) }
+        ParamType::Float {
+            min: Some(min),
+            max: Some(max),
+        }
     }
     pub fn list(of: ParamType) -> Self {
         ParamType::List(Box::new(of))
@@ -43,7 +55,10 @@ impl ParamType {
     /// Checks `v` against this type and returns its canonical form.
     pub fn coerce(&self, v: &Value) -> Result<Value, String> {
         match self {
-            ParamType::Bool => v.as_bool().map(Value::Bool).ok_or_else(|| format!("expected true or false, found {}", show(v))),
+            ParamType::Bool => v
+                .as_bool()
+                .map(Value::Bool)
+                .ok_or_else(|| format!("expected true or false, found {}", show(v))),
             ParamType::Int { min, max } => {
                 let i = match v {
                     Value::Number(n) if n.is_i64() => n.as_i64(),
@@ -71,15 +86,24 @@ impl ParamType {
                 if let Some(hi) = max.filter(|hi| f > *hi) {
                     return Err(format!("{f} is above the maximum {hi}"));
                 }
-                serde_json::Number::from_f64(f).map(Value::Number).ok_or_else(|| format!("{f} is not representable"))
+                serde_json::Number::from_f64(f)
+                    .map(Value::Number)
+                    .ok_or_else(|| format!("{f} is not representable"))
             }
-            ParamType::Str => v.as_str().map(|s| Value::String(s.to_owned())).ok_or_else(|| format!("expected a string, found {}", show(v))),
+            ParamType::Str => v
+                .as_str()
+                .map(|s| Value::String(s.to_owned()))
+                .ok_or_else(|| format!("expected a string, found {}", show(v))),
             ParamType::Choice(options) => {
-                let s = v.as_str().ok_or_else(|| format!("expected one of {}, found {}", options.join(", "), show(v)))?;
+                let s = v
+                    .as_str()
+                    .ok_or_else(|| format!("expected one of {}, found {}", options.join(", "), show(v)))?;
                 if options.contains(&s) {
                     Ok(Value::String(s.to_owned()))
                 } else {
-                    let hint = nearest(s, options.iter().copied()).map(|n| format!(" (did you mean `{n}`?)")).unwrap_or_default();
+                    let hint = nearest(s, options.iter().copied())
+                        .map(|n| format!(" (did you mean `{n}`?)"))
+                        .unwrap_or_default();
                     Err(format!("`{s}` is not one of {}{hint}", options.join(", ")))
                 }
             }
@@ -169,10 +193,20 @@ pub struct ParamSpec {
 
 impl ParamSpec {
     pub fn new(name: &'static str, ty: ParamType, default: impl Into<Value>, doc: &'static str) -> Self {
-        ParamSpec { name, ty, default: Some(default.into()), doc }
+        ParamSpec {
+            name,
+            ty,
+            default: Some(default.into()),
+            doc,
+        }
     }
     pub fn required(name: &'static str, ty: ParamType, doc: &'static str) -> Self {
-        ParamSpec { name, ty, default: None, doc }
+        ParamSpec {
+            name,
+            ty,
+            default: None,
+            doc,
+        }
     }
 }
 
@@ -191,11 +225,17 @@ pub struct Params(pub BTreeMap<String, Value>);
 
 impl Params {
     pub fn raw(&self, name: &str) -> Result<&Value, ParamError> {
-        self.0.get(name).ok_or_else(|| ParamError { name: name.into(), problem: "not declared by this stage kind".into() })
+        self.0.get(name).ok_or_else(|| ParamError {
+            name: name.into(),
+            problem: "not declared by this stage kind".into(),
+        })
     }
     /// Deserialises a param into any serde type.
     pub fn get<T: DeserializeOwned>(&self, name: &str) -> Result<T, ParamError> {
-        serde_json::from_value(self.raw(name)?.clone()).map_err(|e| ParamError { name: name.into(), problem: e.to_string() })
+        serde_json::from_value(self.raw(name)?.clone()).map_err(|e| ParamError {
+            name: name.into(),
+            problem: e.to_string(),
+        })
     }
     pub fn i64(&self, name: &str) -> Result<i64, ParamError> {
         self.get(name)
@@ -207,7 +247,10 @@ impl Params {
         self.get(name)
     }
     pub fn str(&self, name: &str) -> Result<&str, ParamError> {
-        self.raw(name)?.as_str().ok_or_else(|| ParamError { name: name.into(), problem: "is not a string".into() })
+        self.raw(name)?.as_str().ok_or_else(|| ParamError {
+            name: name.into(),
+            problem: "is not a string".into(),
+        })
     }
 }
 

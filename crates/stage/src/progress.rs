@@ -27,7 +27,10 @@ pub struct Progress {
 
 impl Progress {
     pub fn new(sink: Arc<dyn ProgressSink>) -> Self {
-        Progress { sink, pos: Arc::new(AtomicU64::new(0)) }
+        Progress {
+            sink,
+            pos: Arc::new(AtomicU64::new(0)),
+        }
     }
     /// A handle that reports nowhere (tests, library use).
     pub fn silent() -> Self {

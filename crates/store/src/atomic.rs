@@ -42,5 +42,8 @@ pub(crate) fn fsync_tree(root: &Path) -> Result<()> {
         }
         i += 1;
     }
-    files.par_iter().chain(dirs.par_iter()).try_for_each(|p| fs::File::open(p).and_then(|f| f.sync_all()).map_err(io_at(p)))
+    files
+        .par_iter()
+        .chain(dirs.par_iter())
+        .try_for_each(|p| fs::File::open(p).and_then(|f| f.sync_all()).map_err(io_at(p)))
 }

@@ -66,7 +66,9 @@ fn walk(root: &Path, rel: &str, kind: TreeKind, out: &mut Vec<Found>) -> Result<
     for e in entries {
         let e = e.map_err(io_at(&dir))?;
         let name = e.file_name();
-        let name = name.to_str().ok_or_else(|| StoreError::Invalid(format!("{}: file name is not valid UTF-8", e.path().display())))?;
+        let name = name
+            .to_str()
+            .ok_or_else(|| StoreError::Invalid(format!("{}: file name is not valid UTF-8", e.path().display())))?;
         if rel.is_empty() && kind == TreeKind::Artifact && name == MANIFEST {
             continue;
         }
@@ -101,7 +103,11 @@ pub fn hash_tree(root: &Path, kind: TreeKind, cache: Option<&StatCache>) -> Resu
     let mut found = Vec::new();
     if meta.is_file() {
         let name = root.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        found.push(Found { rel: name, abs: root.to_path_buf(), meta });
+        found.push(Found {
+            rel: name,
+            abs: root.to_path_buf(),
+            meta,
+        });
     } else {
         walk(root, "", kind, &mut found)?;
     }
@@ -122,12 +128,21 @@ pub fn hash_tree(root: &Path, kind: TreeKind, cache: Option<&StatCache>) -> Resu
                     h
                 }
             };
-            Ok(FileEntry { path: f.rel.clone(), size: f.meta.len(), blake3 })
+            Ok(FileEntry {
+                path: f.rel.clone(),
+                size: f.meta.len(),
+                blake3,
+            })
         })
         .collect::<Result<Vec<_>>>()?;
     let bytes = files.iter().map(|f| f.size).sum();
     let hash = listing_hash(&files);
-    Ok(TreeHash { hash, files, bytes, files_read: read.into_inner() })
+    Ok(TreeHash {
+        hash,
+        files,
+        bytes,
+        files_read: read.into_inner(),
+    })
 }
 
 /// The content hash of a file list. Paths are unique and contain no NUL, so the encoding is

@@ -44,7 +44,10 @@ pub type Result<T> = std::result::Result<T, StoreError>;
 
 /// Attaches the path to an io error.
 pub(crate) fn io_at(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
-    move |source| StoreError::Io { path: path.to_path_buf(), source }
+    move |source| StoreError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// The manifest of an artifact: every file with its size and hash, and the artifact's hash.
@@ -125,10 +128,25 @@ impl Store {
 
     /// A fresh empty directory for a stage to write into, on the store's filesystem.
     pub fn new_staging_dir(&self, label: &str) -> Result<PathBuf> {
-        let safe: String = label.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect();
+        let safe: String = label
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
         for attempt in 0..1000u32 {
-            let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
-            let p = self.root.join("tmp").join(format!("{safe}.{}.{nanos}.{attempt}", std::process::id()));
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.subsec_nanos())
+                .unwrap_or(0);
+            let p = self
+                .root
+                .join("tmp")
+                .join(format!("{safe}.{}.{nanos}.{attempt}", std::process::id()));
             match fs::create_dir(&p) {
                 Ok(()) => return Ok(p),
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
@@ -142,10 +160,15 @@ impl Store {
     /// Returns the artifact hash. If an identical artifact exists, the staging copy is dropped.
     pub fn commit(&self, staging: &Path) -> Result<Manifest> {
         if staging.join(MANIFEST).exists() {
-            return Err(StoreError::Invalid(format!("the stage wrote `{MANIFEST}`, a name reserved for the store; rename that file")));
+            return Err(StoreError::Invalid(format!(
+                "the stage wrote `{MANIFEST}`, a name reserved for the store; rename that file"
+            )));
         }
         let tree = hash_tree(staging, TreeKind::Artifact, None)?;
-        let manifest = Manifest { hash: tree.hash.clone(), files: tree.files };
+        let manifest = Manifest {
+            hash: tree.hash.clone(),
+            files: tree.files,
+        };
         let bytes = serde_json::to_vec_pretty(&manifest).map_err(|e| StoreError::Invalid(e.to_string()))?;
         let mpath = staging.join(MANIFEST);
         fs::write(&mpath, &bytes).map_err(io_at(&mpath))?;
@@ -211,7 +234,10 @@ impl Store {
     }
 
     fn quarantine(&self, hash: &str) -> Result<PathBuf> {
-        let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        let stamp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
         let to = self.root.join("quarantine").join(format!("{hash}.{stamp}.{}", std::process::id()));
         let from = self.artifact_dir(hash);
         fs::rename(&from, &to).map_err(io_at(&from))?;
@@ -233,7 +259,11 @@ impl Store {
             };
             if let Some(problem) = problem {
                 let moved_to = self.quarantine(hash)?;
-                problems.push(VerifyProblem { artifact: hash.clone(), problem, moved_to });
+                problems.push(VerifyProblem {
+                    artifact: hash.clone(),
+                    problem,
+                    moved_to,
+                });
             }
         }
         Ok((all.len(), problems))
@@ -333,7 +363,11 @@ mod tests {
         let stage = store.new_staging_dir("a").unwrap();
         fs::write(stage.join("x"), b"1").unwrap();
         let m = store.commit(&stage).unwrap();
-        let e = IndexEntry { fingerprint: "f".repeat(64), artifact: m.hash.clone(), provenance: serde_json::Value::Null };
+        let e = IndexEntry {
+            fingerprint: "f".repeat(64),
+            artifact: m.hash.clone(),
+            provenance: serde_json::Value::Null,
+        };
         store.record(&e).unwrap();
         assert_eq!(store.lookup(&e.fingerprint), Some(e.clone()));
         fs::remove_dir_all(store.artifact_dir(&m.hash)).unwrap();

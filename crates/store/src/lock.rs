@@ -25,13 +25,23 @@ impl CacheLock {
     /// description of the holder.
     pub fn acquire(root: &Path, mode: LockMode, on_wait: impl FnOnce(&str)) -> Result<CacheLock> {
         let path = root.join("LOCK");
-        let mut file = fs::OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path).map_err(io_at(&path))?;
+        let mut file = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(io_at(&path))?;
         match file.try_lock() {
             Ok(()) => {}
             Err(fs::TryLockError::WouldBlock) => {
                 let holder = fs::read_to_string(&path).unwrap_or_default();
                 let holder = holder.trim();
-                let who = if holder.is_empty() { "another spherepipe process".to_owned() } else { format!("another spherepipe process ({holder})") };
+                let who = if holder.is_empty() {
+                    "another spherepipe process".to_owned()
+                } else {
+                    format!("another spherepipe process ({holder})")
+                };
                 match mode {
                     LockMode::Fail => {
                         return Err(StoreError::Invalid(format!(
@@ -48,7 +58,10 @@ impl CacheLock {
             Err(fs::TryLockError::Error(e)) => return Err(StoreError::Io { path, source: e }),
         }
         // Best effort: say who holds it, for the next process's message.
-        let _ = file.set_len(0).and_then(|_| file.rewind()).and_then(|_| write!(file, "pid {}", std::process::id()));
+        let _ = file
+            .set_len(0)
+            .and_then(|_| file.rewind())
+            .and_then(|_| write!(file, "pid {}", std::process::id()));
         Ok(CacheLock { _file: file })
     }
 }

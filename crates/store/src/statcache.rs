@@ -18,7 +18,12 @@ struct Stamp {
 
 impl Stamp {
     fn of(meta: &fs::Metadata) -> Self {
-        Stamp { size: meta.len(), mtime_ns: meta.mtime() as i128 * 1_000_000_000 + meta.mtime_nsec() as i128, inode: meta.ino(), dev: meta.dev() }
+        Stamp {
+            size: meta.len(),
+            mtime_ns: meta.mtime() as i128 * 1_000_000_000 + meta.mtime_nsec() as i128,
+            inode: meta.ino(),
+            dev: meta.dev(),
+        }
     }
 }
 
@@ -48,14 +53,29 @@ impl StatCache {
                     let dev = it.next()?.parse().ok()?;
                     let hash = it.next()?.to_owned();
                     let p = PathBuf::from(it.next()?);
-                    Some((p, (Stamp { size, mtime_ns, inode, dev }, hash)))
+                    Some((
+                        p,
+                        (
+                            Stamp {
+                                size,
+                                mtime_ns,
+                                inode,
+                                dev,
+                            },
+                            hash,
+                        ),
+                    ))
                 })();
                 if let Some((p, v)) = parsed {
                     map.insert(p, v);
                 }
             }
         }
-        StatCache { path, map: Mutex::new(map), dirty: false.into() }
+        StatCache {
+            path,
+            map: Mutex::new(map),
+            dirty: false.into(),
+        }
     }
 
     pub fn get(&self, path: &Path, meta: &fs::Metadata) -> Option<String> {
@@ -66,7 +86,10 @@ impl StatCache {
 
     pub fn put(&self, path: &Path, meta: &fs::Metadata, hash: &str) {
         let stamp = Stamp::of(meta);
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as i128).unwrap_or(0);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as i128)
+            .unwrap_or(0);
         if now - stamp.mtime_ns < RACY_WINDOW_NS || path.to_str().is_none_or(|s| s.contains(['\n', '\t'])) {
             return;
         }

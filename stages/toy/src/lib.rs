@@ -18,7 +18,11 @@ fn read_numbers(dir: &Path) -> anyhow::Result<Vec<f64>> {
     let text = fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
     text.lines()
         .enumerate()
-        .map(|(i, l)| l.trim().parse::<f64>().with_context(|| format!("{}:{}: `{l}` is not a number", path.display(), i + 1)))
+        .map(|(i, l)| {
+            l.trim()
+                .parse::<f64>()
+                .with_context(|| format!("{}:{}: `{l}` is not a number", path.display(), i + 1))
+        })
         .collect()
 }
 
@@ -46,8 +50,21 @@ impl Stage for Numbers {
     }
     fn params(&self) -> Vec<ParamSpec> {
         vec![
-            ParamSpec::new("count", ParamType::Int { min: Some(0), max: Some(100_000_000) }, 10, "how many numbers"),
-            ParamSpec::new("delay_ms", ParamType::int_range(0, 60_000), 0, "pause after each line (to watch progress or interrupt a run)"),
+            ParamSpec::new(
+                "count",
+                ParamType::Int {
+                    min: Some(0),
+                    max: Some(100_000_000),
+                },
+                10,
+                "how many numbers",
+            ),
+            ParamSpec::new(
+                "delay_ms",
+                ParamType::int_range(0, 60_000),
+                0,
+                "pause after each line (to watch progress or interrupt a run)",
+            ),
         ]
     }
     fn inputs(&self) -> Vec<InputSpec> {
@@ -88,7 +105,10 @@ impl Stage for Scale {
         "numbers.txt -> numbers.txt, each min(x * factor, clamp_max)"
     }
     fn params(&self) -> Vec<ParamSpec> {
-        vec![ParamSpec::new("factor", ParamType::float(), 2.0, "multiplier"), ParamSpec::new("clamp_max", ParamType::float(), 1.0e9, "upper bound on the results")]
+        vec![
+            ParamSpec::new("factor", ParamType::float(), 2.0, "multiplier"),
+            ParamSpec::new("clamp_max", ParamType::float(), 1.0e9, "upper bound on the results"),
+        ]
     }
     fn inputs(&self) -> Vec<InputSpec> {
         vec![InputSpec::one("numbers", "a stage that wrote numbers.txt")]
@@ -143,7 +163,10 @@ impl Stage for WordCount {
         "counts.tsv: word -> occurrences over the *.txt files of `text`"
     }
     fn params(&self) -> Vec<ParamSpec> {
-        vec![ParamSpec::new("lowercase", ParamType::Bool, true, "fold case before counting"), ParamSpec::new("min_count", ParamType::Int { min: Some(1), max: None }, 1, "omit rarer words")]
+        vec![
+            ParamSpec::new("lowercase", ParamType::Bool, true, "fold case before counting"),
+            ParamSpec::new("min_count", ParamType::Int { min: Some(1), max: None }, 1, "omit rarer words"),
+        ]
     }
     fn inputs(&self) -> Vec<InputSpec> {
         vec![InputSpec::one("text", "a directory of .txt files")]
@@ -155,7 +178,11 @@ impl Stage for WordCount {
         let dir = ctx.inputs.one("text")?;
         let lower = ctx.params.bool("lowercase")?;
         let min = ctx.params.i64("min_count")? as u64;
-        let mut files: Vec<_> = fs::read_dir(dir).with_context(|| format!("listing {}", dir.display()))?.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.extension().is_some_and(|x| x == "txt")).collect();
+        let mut files: Vec<_> = fs::read_dir(dir)
+            .with_context(|| format!("listing {}", dir.display()))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "txt"))
+            .collect();
         files.sort();
         if files.is_empty() {
             bail!("{} holds no .txt files; point `text` at a directory of text files", dir.display());
@@ -179,7 +206,11 @@ impl Stage for WordCount {
                 }
                 Ok::<_, anyhow::Error>(a)
             })?;
-        let out: String = counts.iter().filter(|(_, &c)| c >= min).map(|(w, c)| format!("{w}\t{c}\n")).collect();
+        let out: String = counts
+            .iter()
+            .filter(|(_, &c)| c >= min)
+            .map(|(w, c)| format!("{w}\t{c}\n"))
+            .collect();
         fs::write(ctx.out_dir.join("counts.tsv"), out)?;
         Ok(())
     }

@@ -11,7 +11,12 @@ impl Stage for Fail {
         "1"
     }
     fn params(&self) -> Vec<ParamSpec> {
-        vec![ParamSpec::new("message", ParamType::Str, "deliberate failure", "the error to return")]
+        vec![ParamSpec::new(
+            "message",
+            ParamType::Str,
+            "deliberate failure",
+            "the error to return",
+        )]
     }
     fn inputs(&self) -> Vec<InputSpec> {
         vec![InputSpec::many("after", "anything").optional()]
