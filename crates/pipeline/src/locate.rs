@@ -161,9 +161,9 @@ mod tests {
         let l = locate(text);
         assert_eq!(l.key(&["stages", "a"]), Some(Pos { line: 3, col: 3 }));
         assert_eq!(l.value(&["stages", "a", "kind"]), Some(Pos { line: 3, col: 13 }));
-        assert_eq!(l.value(&["stages", "a", "params", "n"]), Some(Pos { line: 3, col: 34 }));
+        assert_eq!(l.value(&["stages", "a", "params", "n"]), Some(Pos { line: 3, col: 30 }));
         assert_eq!(l.value(&["stages", "b", "kind"]), Some(Pos { line: 5, col: 11 }));
-        assert_eq!(l.value(&["stages", "b", "inputs", "x"]), Some(Pos { line: 6, col: 18 }));
+        assert_eq!(l.value(&["stages", "b", "inputs", "x"]), Some(Pos { line: 6, col: 17 }));
         // Unknown paths fall back to the nearest ancestor key.
         assert_eq!(l.key(&["stages", "b", "params", "zzz"]), Some(Pos { line: 4, col: 3 }));
     }

@@ -693,3 +693,29 @@ fn toposort(nodes: Vec<Node>, cx: &mut Ctx<'_>) -> Option<Vec<Node>> {
     }
     Some(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overrides_read_their_value_as_yaml() {
+        let o = parse_override("train.m=3").unwrap();
+        assert_eq!((o.stage.as_str(), o.param.as_str(), o.value.as_i64()), ("train", "m", Some(3)));
+        let o = parse_override("align.size=[112, 112]").unwrap();
+        assert_eq!(to_json(&o.value).unwrap(), serde_json::json!([112, 112]));
+        let o = parse_override("train.loss=a-softmax").unwrap();
+        assert_eq!(o.value.as_str(), Some("a-softmax"));
+        assert!(parse_override("train=3").unwrap_err().contains("STAGE.PARAM=VALUE"));
+        assert!(parse_override("train.m").unwrap_err().contains("STAGE.PARAM=VALUE"));
+    }
+
+    #[test]
+    fn names_and_labels() {
+        assert!(valid_name("train-2.b_c"));
+        assert!(!valid_name("../x") && !valid_name("a/b") && !valid_name("") && !valid_name(".hidden") && !valid_name("a@b"));
+        assert_eq!(label(&serde_json::json!({"name": "eyes", "box": [0, 0, 1, 1]}), 4), "eyes");
+        assert_eq!(label(&serde_json::json!([1, 2]), 4), "4");
+        assert_eq!(label(&serde_json::json!(3), 0), "3");
+    }
+}
