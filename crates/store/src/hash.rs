@@ -60,7 +60,16 @@ struct Found {
     meta: fs::Metadata,
 }
 
-fn walk(root: &Path, rel: &str, kind: TreeKind, out: &mut Vec<Found>) -> Result<()> {
+/// A file seen while listing, not yet stat'ed: the stats run in parallel afterwards.
+struct Listed {
+    rel: String,
+    abs: PathBuf,
+    symlink: bool,
+}
+
+/// Lists files under `root/rel` recursively. Directory entries carry their type, so only
+/// symlinks need a stat here; files are stat'ed later, in parallel.
+fn walk(root: &Path, rel: &str, kind: TreeKind, out: &mut Vec<Listed>) -> Result<()> {
     let dir = if rel.is_empty() { root.to_path_buf() } else { root.join(rel) };
     let entries = fs::read_dir(&dir).map_err(io_at(&dir))?;
     for e in entries {
@@ -74,26 +83,58 @@ fn walk(root: &Path, rel: &str, kind: TreeKind, out: &mut Vec<Found>) -> Result<
         }
         let child_rel = if rel.is_empty() { name.to_owned() } else { format!("{rel}/{name}") };
         let abs = e.path();
-        let lmeta = fs::symlink_metadata(&abs).map_err(io_at(&abs))?;
-        let meta = if lmeta.file_type().is_symlink() {
+        let ft = e.file_type().map_err(io_at(&abs))?;
+        if ft.is_symlink() {
             if kind == TreeKind::Artifact {
                 return Err(StoreError::Invalid(format!(
                     "{child_rel} is a symbolic link; an artifact must hold plain files only, since a link could point outside the cache (copy the file instead)"
                 )));
             }
-            fs::metadata(&abs).map_err(io_at(&abs))?
-        } else {
-            lmeta
-        };
-        if meta.is_dir() {
+            if fs::metadata(&abs).map_err(io_at(&abs))?.is_dir() {
+                walk(root, &child_rel, kind, out)?;
+            } else {
+                out.push(Listed {
+                    rel: child_rel,
+                    abs,
+                    symlink: true,
+                });
+            }
+        } else if ft.is_dir() {
             walk(root, &child_rel, kind, out)?;
-        } else if meta.is_file() {
-            out.push(Found { rel: child_rel, abs, meta });
+        } else if ft.is_file() {
+            out.push(Listed {
+                rel: child_rel,
+                abs,
+                symlink: false,
+            });
         } else {
             return Err(StoreError::Invalid(format!("{}: not a regular file or directory", abs.display())));
         }
     }
     Ok(())
+}
+
+/// Stats listed files in parallel (following symlinks for datasets).
+fn stat_all(listed: Vec<Listed>) -> Result<Vec<Found>> {
+    listed
+        .into_par_iter()
+        .map(|l| {
+            let meta = if l.symlink {
+                fs::metadata(&l.abs)
+            } else {
+                fs::symlink_metadata(&l.abs)
+            }
+            .map_err(io_at(&l.abs))?;
+            if !meta.is_file() {
+                return Err(StoreError::Invalid(format!("{}: not a regular file", l.abs.display())));
+            }
+            Ok(Found {
+                rel: l.rel,
+                abs: l.abs,
+                meta,
+            })
+        })
+        .collect()
 }
 
 /// Hashes every file under `root` (or `root` itself, if it is a file) in parallel. With a
@@ -109,9 +150,11 @@ pub fn hash_tree(root: &Path, kind: TreeKind, cache: Option<&StatCache>) -> Resu
             meta,
         });
     } else {
-        walk(root, "", kind, &mut found)?;
+        let mut listed = Vec::new();
+        walk(root, "", kind, &mut listed)?;
+        listed.sort_by(|a, b| a.rel.cmp(&b.rel));
+        found = stat_all(listed)?;
     }
-    found.sort_by(|a, b| a.rel.cmp(&b.rel));
     let read = std::sync::atomic::AtomicUsize::new(0);
     let files = found
         .par_iter()
@@ -163,11 +206,11 @@ fn listing_hash(files: &[FileEntry]) -> String {
 
 /// Total size of the files under `dir` (best effort; for reports).
 pub fn dir_size(dir: &Path) -> u64 {
-    let mut found = Vec::new();
-    if walk(dir, "", TreeKind::Dataset, &mut found).is_err() {
+    let mut listed = Vec::new();
+    if walk(dir, "", TreeKind::Dataset, &mut listed).is_err() {
         return 0;
     }
-    found.iter().map(|f| f.meta.len()).sum()
+    stat_all(listed).map(|f| f.iter().map(|f| f.meta.len()).sum()).unwrap_or(0)
 }
 
 #[cfg(test)]
