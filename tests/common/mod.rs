@@ -79,32 +79,24 @@ impl Sandbox {
             .map(|l| serde_json::from_str(l).expect("runs.jsonl line is JSON"))
             .collect()
     }
-    /// stage -> state of the last run.
-    pub fn last_states(&self) -> BTreeMap<String, String> {
+    /// stage -> `field` (a string) in the last run's record; stages without it are left out.
+    pub fn last_field(&self, field: &str) -> BTreeMap<String, String> {
         let runs = self.runs();
         let last = runs.last().expect("a run was recorded");
         last["stages"]
             .as_array()
             .expect("stages")
             .iter()
-            .map(|s| {
-                (
-                    s["stage"].as_str().unwrap_or("").to_owned(),
-                    s["state"].as_str().unwrap_or("").to_owned(),
-                )
-            })
+            .filter_map(|s| Some((s["stage"].as_str()?.to_owned(), s[field].as_str()?.to_owned())))
             .collect()
+    }
+    /// stage -> state of the last run.
+    pub fn last_states(&self) -> BTreeMap<String, String> {
+        self.last_field("state")
     }
     /// stage -> artifact hash of the last run.
     pub fn last_artifacts(&self) -> BTreeMap<String, String> {
-        let runs = self.runs();
-        let last = runs.last().expect("a run was recorded");
-        last["stages"]
-            .as_array()
-            .expect("stages")
-            .iter()
-            .filter_map(|s| Some((s["stage"].as_str()?.to_owned(), s["artifact"].as_str()?.to_owned())))
-            .collect()
+        self.last_field("artifact")
     }
     pub fn artifact_file(&self, hash: &str, file: &str) -> String {
         std::fs::read_to_string(self.cache().join("artifacts").join(hash).join(file)).expect("artifact file")

@@ -77,6 +77,19 @@ pub struct Outcome {
     pub reason: Option<String>,
 }
 
+impl Outcome {
+    fn skipped(stage: &str, reason: String) -> Self {
+        Outcome {
+            stage: stage.to_owned(),
+            state: StageState::Skipped,
+            fingerprint: None,
+            artifact: None,
+            wall: Duration::ZERO,
+            reason: Some(reason),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct RunReport {
     pub outcomes: Vec<Outcome>,
@@ -247,14 +260,7 @@ pub fn execute(p: &Pipeline, store: &Store, opts: &RunOptions, obs: &dyn Observe
                         })
                         .collect();
                     if let Some(b) = blocked.first() {
-                        let o = Outcome {
-                            stage: p.nodes[i].name.clone(),
-                            state: StageState::Skipped,
-                            fingerprint: None,
-                            artifact: None,
-                            wall: Duration::ZERO,
-                            reason: Some(format!("upstream `{}` {}", b.stage, b.state.as_str())),
-                        };
+                        let o = Outcome::skipped(&p.nodes[i].name, format!("upstream `{}` {}", b.stage, b.state.as_str()));
                         obs.finished(&o);
                         slots[i] = Slot::Done(o);
                         progressed = true;
@@ -426,14 +432,7 @@ pub fn execute(p: &Pipeline, store: &Store, opts: &RunOptions, obs: &dyn Observe
                 } else {
                     "not started: an earlier stage failed (use --keep-going to run independent stages anyway)"
                 };
-                let o = Outcome {
-                    stage: p.nodes[i].name.clone(),
-                    state: StageState::Skipped,
-                    fingerprint: None,
-                    artifact: None,
-                    wall: Duration::ZERO,
-                    reason: Some(why.into()),
-                };
+                let o = Outcome::skipped(&p.nodes[i].name, why.into());
                 obs.finished(&o);
                 o
             }
