@@ -92,6 +92,16 @@ enum Cmd {
     },
     /// The stage kinds this binary knows, with their params and inputs.
     Kinds,
+    /// Write the synthetic face corpus (CASIA, LFW, YTF, MegaFace layouts) to a directory.
+    Synth {
+        #[arg(long)]
+        out: PathBuf,
+        /// tiny, demo or bench.
+        #[arg(long, default_value = "demo")]
+        preset: String,
+        #[arg(long, default_value_t = 7)]
+        seed: u64,
+    },
 }
 
 /// An error with its exit status.
@@ -101,6 +111,18 @@ impl From<anyhow::Error> for Fail {
     fn from(e: anyhow::Error) -> Self {
         Fail(2, format!("error: {e:#}"))
     }
+}
+
+/// Every stage kind the shipped binary knows.
+pub fn default_registry() -> Registry {
+    let mut r = Registry::new();
+    spherepipe_toy::register(&mut r);
+    r.register(spherepipe_stage_synth::Synth)
+        .register(spherepipe_stage_dedupe::Dedupe)
+        .register(spherepipe_stage_align::Align)
+        .register(spherepipe_stage_flip::Flip)
+        .register(spherepipe_stage_shard::Shard);
+    r
 }
 
 pub fn main_with(registry: Registry) -> ExitCode {
@@ -254,6 +276,38 @@ fn dispatch(cli: Cli, registry: &Registry) -> Result<u8, Fail> {
             Ok(if problems.is_empty() { 0 } else { 1 })
         }
         Cmd::Gc { pipelines, yes } => gc(&pipelines, registry, yes),
+        Cmd::Synth { out, preset, seed } => {
+            let p = spherepipe_synthface::Preset::named(&preset).ok_or_else(|| {
+                Fail(
+                    2,
+                    format!(
+                        "error: unknown preset `{preset}`\n  fix: use one of {}",
+                        spherepipe_synthface::Preset::NAMES.join(", ")
+                    ),
+                )
+            })?;
+            let n = std::sync::atomic::AtomicUsize::new(0);
+            let t = std::time::Instant::now();
+            let s = spherepipe_synthface::generate(&out, &p, seed, &|| {
+                n.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            })
+            .map_err(|e| Fail(2, format!("error: {e:#}")))?;
+            println!(
+                "wrote {} images to {} in {:.1}s: {} CASIA, {} LFW ({} pairs), {} YTF frames in {} videos ({} pairs), {} FaceScrub, {} distractors",
+                n.into_inner(),
+                out.display(),
+                t.elapsed().as_secs_f64(),
+                s.casia_images,
+                s.lfw_images,
+                s.lfw_pairs,
+                s.ytf_frames,
+                s.ytf_videos,
+                s.ytf_pairs,
+                s.facescrub_images,
+                s.distractor_images
+            );
+            Ok(0)
+        }
         Cmd::Kinds => {
             for k in registry.iter() {
                 println!("{} (version {}): {}", k.kind(), k.version(), k.doc());

@@ -1,0 +1,232 @@
+//! The face table: one Parquet schema for aligned faces, shared by align, flip, shard and
+//! inspect, and readable as-is by DuckDB, pyarrow and polars.
+//!
+//! | column | type | meaning |
+//! | --- | --- | --- |
+//! | `image` | binary | the aligned face, PNG-encoded RGB |
+//! | `height`, `width` | int32 | its size in pixels (112 × 96 by default) |
+//! | `label` | int32 | dense class index 0..N-1 within the set |
+//! | `identity` | string | person name (or the dataset's identity key) |
+//! | `dataset` | string | `casia`, `lfw`, `ytf`, `megaface`, … |
+//! | `source` | string | image path relative to the dataset root |
+//! | `video` | string, nullable | `Name/number` for YouTube Faces frames |
+//! | `landmarks` | fixed_size_list<float32>[10] | x1 y1 … x5 y5 after alignment |
+//! | `flipped` | bool | horizontally mirrored copy |
+//!
+//! Images are PNG rather than raw HWC bytes: lossless, about a third of the raw size for
+//! aligned faces, and directly viewable from any Parquet client (`PIL.Image.open(BytesIO(b))`);
+//! decoding a 112×96 PNG costs far less than a training step uses per image.
+
+use anyhow::{anyhow, bail, Context, Result};
+use arrow::array::{
+    Array, ArrayRef, BinaryArray, BinaryBuilder, BooleanArray, BooleanBuilder, FixedSizeListArray, FixedSizeListBuilder, Float32Array,
+    Float32Builder, Int32Array, Int32Builder, RecordBatch, StringArray, StringBuilder,
+};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use image::ImageEncoder as _;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::ArrowWriter;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::properties::WriterProperties;
+use std::path::Path;
+use std::sync::Arc;
+
+/// One face.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FaceRow {
+    pub png: Vec<u8>,
+    pub height: i32,
+    pub width: i32,
+    pub label: i32,
+    pub identity: String,
+    pub dataset: String,
+    pub source: String,
+    pub video: Option<String>,
+    pub landmarks: [f32; 10],
+    pub flipped: bool,
+}
+
+pub fn schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("image", DataType::Binary, false),
+        Field::new("height", DataType::Int32, false),
+        Field::new("width", DataType::Int32, false),
+        Field::new("label", DataType::Int32, false),
+        Field::new("identity", DataType::Utf8, false),
+        Field::new("dataset", DataType::Utf8, false),
+        Field::new("source", DataType::Utf8, false),
+        Field::new("video", DataType::Utf8, true),
+        Field::new(
+            "landmarks",
+            DataType::FixedSizeList(Arc::new(Field::new("item", DataType::Float32, false)), 10),
+            false,
+        ),
+        Field::new("flipped", DataType::Boolean, false),
+    ]))
+}
+
+/// Builds a record batch from rows.
+pub fn to_batch(rows: &[FaceRow]) -> Result<RecordBatch> {
+    let mut image = BinaryBuilder::new();
+    let (mut height, mut width, mut label) = (Int32Builder::new(), Int32Builder::new(), Int32Builder::new());
+    let (mut identity, mut dataset, mut source, mut video) = (
+        StringBuilder::new(),
+        StringBuilder::new(),
+        StringBuilder::new(),
+        StringBuilder::new(),
+    );
+    let mut marks = FixedSizeListBuilder::new(Float32Builder::new(), 10).with_field(Arc::new(Field::new("item", DataType::Float32, false)));
+    let mut flipped = BooleanBuilder::new();
+    for r in rows {
+        image.append_value(&r.png);
+        height.append_value(r.height);
+        width.append_value(r.width);
+        label.append_value(r.label);
+        identity.append_value(&r.identity);
+        dataset.append_value(&r.dataset);
+        source.append_value(&r.source);
+        video.append_option(r.video.as_deref());
+        marks.values().append_slice(&r.landmarks);
+        marks.append(true);
+        flipped.append_value(r.flipped);
+    }
+    let cols: Vec<ArrayRef> = vec![
+        Arc::new(image.finish()),
+        Arc::new(height.finish()),
+        Arc::new(width.finish()),
+        Arc::new(label.finish()),
+        Arc::new(identity.finish()),
+        Arc::new(dataset.finish()),
+        Arc::new(source.finish()),
+        Arc::new(video.finish()),
+        Arc::new(marks.finish()),
+        Arc::new(flipped.finish()),
+    ];
+    Ok(RecordBatch::try_new(schema(), cols)?)
+}
+
+fn col<'a, T: 'static>(b: &'a RecordBatch, name: &str) -> Result<&'a T> {
+    b.column_by_name(name)
+        .and_then(|c| c.as_any().downcast_ref::<T>())
+        .ok_or_else(|| anyhow!("column `{name}` is missing or has another type than the face-table schema"))
+}
+
+/// Rows of a record batch in the face-table schema.
+pub fn from_batch(b: &RecordBatch) -> Result<Vec<FaceRow>> {
+    let image: &BinaryArray = col(b, "image")?;
+    let height: &Int32Array = col(b, "height")?;
+    let width: &Int32Array = col(b, "width")?;
+    let label: &Int32Array = col(b, "label")?;
+    let identity: &StringArray = col(b, "identity")?;
+    let dataset: &StringArray = col(b, "dataset")?;
+    let source: &StringArray = col(b, "source")?;
+    let video: &StringArray = col(b, "video")?;
+    let marks: &FixedSizeListArray = col(b, "landmarks")?;
+    let flipped: &BooleanArray = col(b, "flipped")?;
+    let values = marks
+        .values()
+        .as_any()
+        .downcast_ref::<Float32Array>()
+        .ok_or_else(|| anyhow!("`landmarks` items are not float32"))?;
+    if marks.value_length() != 10 {
+        bail!("`landmarks` has {} values per row, expected 10", marks.value_length());
+    }
+    (0..b.num_rows())
+        .map(|i| {
+            let off = marks.value_offset(i) as usize;
+            let mut lm = [0f32; 10];
+            lm.copy_from_slice(&values.values()[off..off + 10]);
+            Ok(FaceRow {
+                png: image.value(i).to_vec(),
+                height: height.value(i),
+                width: width.value(i),
+                label: label.value(i),
+                identity: identity.value(i).to_owned(),
+                dataset: dataset.value(i).to_owned(),
+                source: source.value(i).to_owned(),
+                video: (!video.is_null(i)).then(|| video.value(i).to_owned()),
+                landmarks: lm,
+                flipped: flipped.value(i),
+            })
+        })
+        .collect()
+}
+
+/// Writes `rows` to a zstd-compressed Parquet file with `row_group` rows per row group.
+pub fn write_rows(path: &Path, rows: &[FaceRow], row_group: usize) -> Result<()> {
+    let file = std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+    let props = WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::try_new(3)?))
+        .set_max_row_group_size(row_group.max(1))
+        .build();
+    let mut w = ArrowWriter::try_new(file, schema(), Some(props))?;
+    for chunk in rows.chunks(row_group.max(1)) {
+        w.write(&to_batch(chunk)?)?;
+    }
+    w.close()?;
+    Ok(())
+}
+
+/// Reads every row of a face-table Parquet file.
+pub fn read_rows(path: &Path) -> Result<Vec<FaceRow>> {
+    let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+        .with_context(|| format!("{} is not a readable Parquet file", path.display()))?
+        .build()?;
+    let mut out = Vec::new();
+    for b in reader {
+        out.extend(from_batch(&b?).with_context(|| format!("reading {}", path.display()))?);
+    }
+    Ok(out)
+}
+
+/// PNG-encodes an interleaved RGB image.
+pub fn encode_png(rgb: &[u8], width: u32, height: u32) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    image::codecs::png::PngEncoder::new(&mut out).write_image(rgb, width, height, image::ExtendedColorType::Rgb8)?;
+    Ok(out)
+}
+
+/// Decodes a PNG (or any supported format) to interleaved RGB.
+pub fn decode_rgb(bytes: &[u8]) -> Result<(Vec<u8>, u32, u32)> {
+    let img = image::load_from_memory(bytes)?.to_rgb8();
+    let (w, h) = img.dimensions();
+    Ok((img.into_raw(), w, h))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(i: i32) -> FaceRow {
+        let rgb: Vec<u8> = (0..4 * 3 * 3).map(|k: i32| (k * 7 + i) as u8).collect();
+        FaceRow {
+            png: encode_png(&rgb, 3, 4).unwrap(),
+            height: 4,
+            width: 3,
+            label: i,
+            identity: format!("Person_{i}"),
+            dataset: "lfw".into(),
+            source: format!("Person_{i}/Person_{i}_0001.jpg"),
+            video: (i % 2 == 0).then(|| format!("Person_{i}/0")),
+            landmarks: [i as f32; 10],
+            flipped: i % 3 == 0,
+        }
+    }
+
+    #[test]
+    fn rows_round_trip_through_parquet() {
+        let d = tempfile::tempdir().unwrap();
+        let rows: Vec<FaceRow> = (0..25).map(row).collect();
+        let p = d.path().join("f.parquet");
+        write_rows(&p, &rows, 10).unwrap();
+        assert_eq!(read_rows(&p).unwrap(), rows);
+        let meta = parquet::file::reader::SerializedFileReader::new(std::fs::File::open(&p).unwrap()).unwrap();
+        use parquet::file::reader::FileReader;
+        assert_eq!(meta.metadata().num_row_groups(), 3);
+        // The level is not stored in the file; the codec is.
+        assert!(matches!(meta.metadata().row_group(0).column(0).compression(), Compression::ZSTD(_)));
+        let (rgb, w, h) = decode_rgb(&rows[5].png).unwrap();
+        assert_eq!((w, h, rgb[1]), (3, 4, 12));
+    }
+}

@@ -1,0 +1,271 @@
+//! `align`: reads a dataset's images and landmarks, fits the similarity transform onto the
+//! reference points (least squares, optionally MATLAB-style reflective), warps with bilinear
+//! sampling to the crop size, and writes `faces.parquet` plus `report.json`.
+//!
+//! Images that cannot be used are skipped and listed with the reason: missing files, corrupt
+//! or truncated JPEGs, and missing, NaN, degenerate or out-of-image landmarks.
+
+use anyhow::{bail, Context};
+use rayon::prelude::*;
+use serde_json::json;
+use spherepipe_face_datasets::{read_landmark_list, read_megaface_list, read_samples, Listing, Sample};
+use spherepipe_face_geometry::{apply, fit_similarity, warp_affine, SPHEREFACE_REFERENCE};
+use spherepipe_face_table::{encode_png, write_rows, FaceRow};
+use spherepipe_stage::{InputSpec, ParamSpec, ParamType, Params, Stage, StageContext};
+use std::path::Path;
+
+pub struct Align;
+
+const FORMATS: [&str; 4] = ["casia", "lfw", "ytf", "megaface"];
+
+/// Default list file and image root for each format, relative to the dataset root
+/// (the layouts `spherepipe synth` writes and the public datasets use).
+fn defaults(format: &str) -> (&'static str, &'static str) {
+    match format {
+        "casia" => ("casia_landmark.txt", "casia"),
+        "lfw" => ("lfw_landmark.txt", "lfw"),
+        "ytf" => ("ytf_landmark.txt", "ytf"),
+        _ => ("megaface/templatelists/facescrub_features_list.json", "megaface"),
+    }
+}
+
+#[derive(Debug)]
+enum Skip {
+    Corrupt(String),
+    Landmarks(String),
+}
+
+impl Stage for Align {
+    fn kind(&self) -> &'static str {
+        "align"
+    }
+    fn version(&self) -> &'static str {
+        "1"
+    }
+    fn doc(&self) -> &'static str {
+        "5-point similarity alignment to face crops (faces.parquet)"
+    }
+    fn params(&self) -> Vec<ParamSpec> {
+        vec![
+            ParamSpec::new(
+                "format",
+                ParamType::Choice(&FORMATS),
+                "casia",
+                "layout of `images`: which list format to read (ignored when `samples` is bound)",
+            ),
+            ParamSpec::new(
+                "list",
+                ParamType::Str,
+                "",
+                "landmark list relative to `images` (empty: the format's default)",
+            ),
+            ParamSpec::new(
+                "root",
+                ParamType::Str,
+                "",
+                "image root relative to `images` (empty: the format's default)",
+            ),
+            ParamSpec::new(
+                "size",
+                ParamType::list(ParamType::int_range(8, 1024)),
+                vec![112, 96],
+                "crop [height, width]",
+            ),
+            ParamSpec::new(
+                "reference",
+                ParamType::list(ParamType::list(ParamType::float())),
+                SPHEREFACE_REFERENCE.iter().map(|p| vec![p[0], p[1]]).collect::<Vec<_>>(),
+                "the 5 target points [x, y] in the crop",
+            ),
+            ParamSpec::new(
+                "reflective",
+                ParamType::Bool,
+                false,
+                "also try a mirrored fit and keep the better (MATLAB cp2tform 'similarity')",
+            ),
+        ]
+    }
+    fn inputs(&self) -> Vec<InputSpec> {
+        vec![
+            InputSpec::one("images", "a dataset root (or a synth artifact)"),
+            InputSpec::one("samples", "a dedupe artifact whose samples.tsv replaces the format's list").optional(),
+        ]
+    }
+    fn validate(&self, p: &Params) -> Result<(), String> {
+        let size: Vec<i64> = p.get("size").map_err(|e| e.to_string())?;
+        if size.len() != 2 {
+            return Err(format!("`size` needs [height, width], got {} values", size.len()));
+        }
+        let r: Vec<Vec<f64>> = p.get("reference").map_err(|e| e.to_string())?;
+        if r.len() != 5 || r.iter().any(|q| q.len() != 2) {
+            return Err("`reference` needs 5 points, each [x, y]".into());
+        }
+        Ok(())
+    }
+    fn run(&self, ctx: &StageContext<'_>) -> anyhow::Result<()> {
+        let root = ctx.inputs.one("images")?;
+        let format = ctx.params.str("format")?;
+        let (dlist, droot) = defaults(format);
+        let pick = |name: &str, d: &'static str| -> anyhow::Result<String> {
+            let v = ctx.params.str(name)?;
+            Ok(if v.is_empty() { d.to_owned() } else { v.to_owned() })
+        };
+        let image_root = root.join(pick("root", droot)?);
+        let (listing, dataset): (Listing, String) = match ctx.inputs.many("samples").first() {
+            Some(dir) => (read_samples(&dir.join("samples.tsv"), &image_root)?, format.to_owned()),
+            None => {
+                let list = root.join(pick("list", dlist)?);
+                let l = match format {
+                    "casia" => read_landmark_list(&list, &image_root, true)?,
+                    "megaface" => read_megaface_list(&list, &image_root)?,
+                    _ => read_landmark_list(&list, &image_root, false)?,
+                };
+                (l, format.to_owned())
+            }
+        };
+        if listing.samples.is_empty() {
+            bail!("no images listed under {}: check `format`, `list` and `root`", image_root.display());
+        }
+        let size: Vec<i64> = ctx.params.get("size")?;
+        let (h, w) = (size[0] as usize, size[1] as usize);
+        let reference: Vec<[f64; 2]> = ctx
+            .params
+            .get::<Vec<Vec<f64>>>("reference")?
+            .into_iter()
+            .map(|p| [p[0], p[1]])
+            .collect();
+        let reflective = ctx.params.bool("reflective")?;
+        ctx.progress.set_length(listing.samples.len() as u64);
+
+        let results: Vec<Result<FaceRow, (String, Skip)>> = listing
+            .samples
+            .par_iter()
+            .map(|s| {
+                let r = if ctx.cancel.is_cancelled() {
+                    Err((s.rel_path.clone(), Skip::Corrupt("cancelled".into())))
+                } else {
+                    align_one(s, &dataset, &reference, reflective, h, w)
+                };
+                ctx.progress.inc(1);
+                r
+            })
+            .collect();
+        ctx.cancel.check()?;
+        let mut rows = Vec::new();
+        let (mut corrupt, mut bad) = (Vec::new(), Vec::new());
+        for r in results {
+            match r {
+                Ok(row) => rows.push(row),
+                Err((p, Skip::Corrupt(why))) => corrupt.push(json!({"image": p, "reason": why})),
+                Err((p, Skip::Landmarks(why))) => bad.push(json!({"image": p, "reason": why})),
+            }
+        }
+        if rows.is_empty() {
+            bail!(
+                "none of the {} listed images could be aligned (first problem: {})",
+                listing.samples.len(),
+                corrupt.first().or(bad.first()).map(|v| v.to_string()).unwrap_or_default()
+            );
+        }
+        write_rows(&ctx.out_dir.join("faces.parquet"), &rows, 4096)?;
+        let report = json!({
+            "listed": listing.samples.len() + listing.missing.len(),
+            "aligned": rows.len(),
+            "missing": listing.missing.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
+            "corrupt": corrupt,
+            "bad_landmarks": bad,
+            "size": [h, w],
+            "reflective": reflective,
+        });
+        std::fs::write(ctx.out_dir.join("report.json"), serde_json::to_string_pretty(&report)?)?;
+        ctx.progress.message(&format!(
+            "aligned {} of {}; skipped {} missing, {} corrupt, {} bad landmarks",
+            rows.len(),
+            listing.samples.len() + listing.missing.len(),
+            listing.missing.len(),
+            corrupt.len(),
+            bad.len()
+        ));
+        Ok(())
+    }
+}
+
+/// Landmarks that cannot give a sensible crop, and why.
+pub fn landmark_problem(m: &[[f64; 2]; 5], width: f64, height: f64) -> Option<String> {
+    if m.iter().flatten().any(|v| !v.is_finite()) {
+        return Some("a landmark is not a finite number".into());
+    }
+    if let Some(k) = m.iter().position(|p| p[0] < 0.0 || p[1] < 0.0 || p[0] >= width || p[1] >= height) {
+        return Some(format!(
+            "landmark {} ({:.1}, {:.1}) lies outside the {width}x{height} image",
+            k + 1,
+            m[k][0],
+            m[k][1]
+        ));
+    }
+    let eye = ((m[1][0] - m[0][0]).powi(2) + (m[1][1] - m[0][1]).powi(2)).sqrt();
+    if eye < 2.0 {
+        return Some(format!("the eyes are {eye:.2} px apart: degenerate landmarks"));
+    }
+    None
+}
+
+fn align_one(s: &Sample, dataset: &str, reference: &[[f64; 2]], reflective: bool, h: usize, w: usize) -> Result<FaceRow, (String, Skip)> {
+    let fail = |k: Skip| (s.rel_path.clone(), k);
+    let img = decode(&s.path).map_err(|e| fail(Skip::Corrupt(format!("{e:#}"))))?;
+    let (iw, ih) = img.dimensions();
+    if let Some(p) = landmark_problem(&s.landmarks, iw as f64, ih as f64) {
+        return Err(fail(Skip::Landmarks(p)));
+    }
+    let fit = fit_similarity(&s.landmarks, reference, reflective).map_err(|e| fail(Skip::Landmarks(e.to_string())))?;
+    let crop = warp_affine(img.as_raw(), iw as usize, ih as usize, 3, &fit.matrix, w, h)
+        .ok_or_else(|| fail(Skip::Landmarks("the fitted transform is singular".into())))?;
+    let mut marks = [0f32; 10];
+    for (k, p) in s.landmarks.iter().enumerate() {
+        let q = apply(&fit.matrix, *p);
+        marks[2 * k] = q[0] as f32;
+        marks[2 * k + 1] = q[1] as f32;
+    }
+    let png = encode_png(&crop, w as u32, h as u32).map_err(|e| fail(Skip::Corrupt(format!("PNG encoding failed: {e}"))))?;
+    Ok(FaceRow {
+        png,
+        height: h as i32,
+        width: w as i32,
+        label: s.label as i32,
+        identity: s.name.clone(),
+        dataset: dataset.to_owned(),
+        source: s.rel_path.clone(),
+        video: s.video.clone(),
+        landmarks: marks,
+        flipped: false,
+    })
+}
+
+/// Decodes an image strictly: a truncated or corrupt file is an error, not a grey picture.
+fn decode(path: &Path) -> anyhow::Result<image::RgbImage> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let img = image::load_from_memory(&bytes).with_context(|| format!("{} is not a decodable image", path.display()))?;
+    Ok(img.to_rgb8())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn landmark_checks_name_the_problem() {
+        let ok = SPHEREFACE_REFERENCE;
+        assert_eq!(landmark_problem(&ok, 96.0, 112.0), None);
+        let mut nan = ok;
+        nan[2][0] = f64::NAN;
+        assert!(landmark_problem(&nan, 96.0, 112.0).unwrap().contains("finite"));
+        let mut out = ok;
+        out[4][1] = 300.0;
+        assert_eq!(
+            landmark_problem(&out, 96.0, 112.0).unwrap(),
+            "landmark 5 (62.7, 300.0) lies outside the 96x112 image"
+        );
+        let same = [[50.0, 50.0]; 5];
+        assert!(landmark_problem(&same, 96.0, 112.0).unwrap().contains("degenerate"));
+    }
+}

@@ -1,0 +1,132 @@
+//! `shard`: shuffles all input faces deterministically from the seed and writes them as
+//! Parquet shards of `rows_per_shard` rows (zstd, `row_group_size` rows per row group), plus
+//! `manifest.json` with per-shard row counts, label counts and blake3 hashes.
+
+use serde_json::json;
+use spherepipe_face_table::{read_rows, write_rows, FaceRow};
+use spherepipe_stage::{InputSpec, ParamSpec, ParamType, Stage, StageContext};
+use std::collections::BTreeSet;
+
+pub struct Shard;
+
+/// splitmix64, for a shuffle that no dependency upgrade can change.
+fn next(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// Fisher-Yates with splitmix64.
+pub fn shuffle<T>(xs: &mut [T], seed: u64) {
+    let mut s = seed;
+    for i in (1..xs.len()).rev() {
+        xs.swap(i, (next(&mut s) % (i as u64 + 1)) as usize);
+    }
+}
+
+impl Stage for Shard {
+    fn kind(&self) -> &'static str {
+        "shard"
+    }
+    fn version(&self) -> &'static str {
+        "1"
+    }
+    fn doc(&self) -> &'static str {
+        "shuffled Parquet shards (zstd) with manifest.json"
+    }
+    fn params(&self) -> Vec<ParamSpec> {
+        vec![
+            ParamSpec::new(
+                "rows_per_shard",
+                ParamType::Int { min: Some(1), max: None },
+                5000,
+                "rows in each shard file",
+            ),
+            ParamSpec::new(
+                "row_group_size",
+                ParamType::Int { min: Some(1), max: None },
+                1024,
+                "rows per Parquet row group",
+            ),
+            ParamSpec::new(
+                "shuffle",
+                ParamType::Bool,
+                true,
+                "shuffle rows across shards (from the pipeline seed)",
+            ),
+        ]
+    }
+    fn inputs(&self) -> Vec<InputSpec> {
+        vec![InputSpec::many("faces", "align or flip artifacts with faces.parquet")]
+    }
+    fn uses_seed(&self) -> bool {
+        true
+    }
+    fn run(&self, ctx: &StageContext<'_>) -> anyhow::Result<()> {
+        let mut rows: Vec<FaceRow> = Vec::new();
+        for dir in ctx.inputs.many("faces") {
+            rows.extend(read_rows(&dir.join("faces.parquet"))?);
+        }
+        if ctx.params.bool("shuffle")? {
+            shuffle(&mut rows, ctx.seed);
+        }
+        let per = ctx.params.i64("rows_per_shard")? as usize;
+        let group = ctx.params.i64("row_group_size")? as usize;
+        let n_shards = rows.len().div_ceil(per);
+        ctx.progress.set_length(n_shards as u64);
+        let mut shards = Vec::new();
+        for (i, chunk) in rows.chunks(per).enumerate() {
+            ctx.cancel.check()?;
+            let name = format!("shard-{i:05}.parquet");
+            let path = ctx.out_dir.join(&name);
+            write_rows(&path, chunk, group)?;
+            let labels: BTreeSet<i32> = chunk.iter().map(|r| r.label).collect();
+            shards.push(json!({
+                "file": name,
+                "rows": chunk.len(),
+                "labels": labels.len(),
+                "flipped": chunk.iter().filter(|r| r.flipped).count(),
+                "bytes": std::fs::metadata(&path)?.len(),
+                "blake3": blake3::hash(&std::fs::read(&path)?).to_hex().to_string(),
+            }));
+            ctx.progress.inc(1);
+        }
+        let labels: BTreeSet<i32> = rows.iter().map(|r| r.label).collect();
+        let identities: BTreeSet<&str> = rows.iter().map(|r| r.identity.as_str()).collect();
+        let manifest = json!({
+            "rows": rows.len(),
+            "labels": labels.len(),
+            "identities": identities.len(),
+            "rows_per_shard": per,
+            "row_group_size": group,
+            "shuffled": ctx.params.bool("shuffle")?,
+            "seed": ctx.seed,
+            "shards": shards,
+        });
+        std::fs::write(ctx.out_dir.join("manifest.json"), serde_json::to_string_pretty(&manifest)?)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shuffle_is_a_seeded_permutation() {
+        let mut a: Vec<u32> = (0..100).collect();
+        let mut b = a.clone();
+        shuffle(&mut a, 7);
+        shuffle(&mut b, 7);
+        assert_eq!(a, b);
+        assert_ne!(a, (0..100).collect::<Vec<_>>());
+        let mut sorted = a.clone();
+        sorted.sort();
+        assert_eq!(sorted, (0..100).collect::<Vec<_>>());
+        let mut c: Vec<u32> = (0..100).collect();
+        shuffle(&mut c, 8);
+        assert_ne!(a, c);
+    }
+}

@@ -1,0 +1,60 @@
+//! `synth`: the synthetic corpus as a pipeline stage, so the demo needs no downloaded data.
+
+use spherepipe_stage::{InputSpec, ParamSpec, ParamType, Params, Stage, StageContext};
+use spherepipe_synthface::{generate, Preset};
+
+pub struct Synth;
+
+impl Stage for Synth {
+    fn kind(&self) -> &'static str {
+        "synth"
+    }
+    fn version(&self) -> &'static str {
+        "1"
+    }
+    fn doc(&self) -> &'static str {
+        "synthetic faces in the CASIA-WebFace, LFW, YouTube Faces and MegaFace layouts"
+    }
+    fn params(&self) -> Vec<ParamSpec> {
+        vec![
+            ParamSpec::new(
+                "preset",
+                ParamType::Choice(&Preset::NAMES),
+                "demo",
+                "corpus size: tiny (tests), demo (a few minutes end to end), bench",
+            ),
+            ParamSpec::new(
+                "difficulty",
+                ParamType::float_range(0.0, 1.0),
+                0.8,
+                "how much pose, light, blur, noise and occlusion vary",
+            ),
+        ]
+    }
+    fn inputs(&self) -> Vec<InputSpec> {
+        vec![]
+    }
+    fn uses_seed(&self) -> bool {
+        true
+    }
+    fn validate(&self, p: &Params) -> Result<(), String> {
+        p.str("preset").map(|_| ()).map_err(|e| e.to_string())
+    }
+    fn run(&self, ctx: &StageContext<'_>) -> anyhow::Result<()> {
+        let name = ctx.params.str("preset")?;
+        let mut preset = Preset::named(name).ok_or_else(|| anyhow::anyhow!("unknown preset `{name}`"))?;
+        preset.difficulty = ctx.params.f64("difficulty")?;
+        let tick = || ctx.progress.inc(1);
+        ctx.progress.message(&format!("preset {name}"));
+        let s = generate(ctx.out_dir, &preset, ctx.seed, &tick)?;
+        ctx.cancel.check()?;
+        ctx.progress.message(&format!(
+            "{} training, {} LFW, {} YTF frames, {} MegaFace images",
+            s.casia_images,
+            s.lfw_images,
+            s.ytf_frames,
+            s.facescrub_images + s.distractor_images
+        ));
+        Ok(())
+    }
+}
