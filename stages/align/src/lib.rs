@@ -171,7 +171,7 @@ impl Stage for Align {
         let report = json!({
             "listed": listing.samples.len() + listing.missing.len(),
             "aligned": rows.len(),
-            "missing": listing.missing.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
+            "missing": listing.missing.iter().map(|p| p.strip_prefix(&image_root).unwrap_or(p).display().to_string()).collect::<Vec<_>>(),
             "corrupt": corrupt,
             "bad_landmarks": bad,
             "size": [h, w],
@@ -241,9 +241,18 @@ fn align_one(s: &Sample, dataset: &str, reference: &[[f64; 2]], reflective: bool
     })
 }
 
+/// A JPEG must end with its end-of-image marker (FF D9); decoders fill a truncated file
+/// with grey instead of failing, so check for it. A little trailing padding is tolerated.
+pub fn jpeg_truncated(bytes: &[u8]) -> bool {
+    bytes.starts_with(&[0xFF, 0xD8]) && !bytes[bytes.len().saturating_sub(64)..].windows(2).any(|w| w == [0xFF, 0xD9])
+}
+
 /// Decodes an image strictly: a truncated or corrupt file is an error, not a grey picture.
 fn decode(path: &Path) -> anyhow::Result<image::RgbImage> {
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    if jpeg_truncated(&bytes) {
+        bail!("{} is a truncated JPEG (no end-of-image marker)", path.display());
+    }
     let img = image::load_from_memory(&bytes).with_context(|| format!("{} is not a decodable image", path.display()))?;
     Ok(img.to_rgb8())
 }
@@ -251,6 +260,17 @@ fn decode(path: &Path) -> anyhow::Result<image::RgbImage> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn truncated_jpegs_are_recognised() {
+        let mut jpeg = Vec::new();
+        image::codecs::jpeg::JpegEncoder::new(&mut jpeg)
+            .encode(&[128u8; 8 * 8 * 3], 8, 8, image::ExtendedColorType::Rgb8)
+            .unwrap();
+        assert!(!jpeg_truncated(&jpeg));
+        assert!(jpeg_truncated(&jpeg[..jpeg.len() - 10]));
+        assert!(!jpeg_truncated(b"\x89PNG not a jpeg"));
+    }
 
     #[test]
     fn landmark_checks_name_the_problem() {

@@ -81,7 +81,8 @@ impl Stage for Dedupe {
 
         // Test identities by normalised name, remembering where each was seen.
         let mut test_names: BTreeMap<String, (String, String)> = BTreeMap::new();
-        let mut test_images: Vec<PathBuf> = Vec::new();
+        // (image, its path relative to its test root, for the report)
+        let mut test_images: Vec<(PathBuf, String)> = Vec::new();
         let dirs: Vec<String> = ctx.params.get("test_dirs")?;
         for root in ctx.inputs.many("tests") {
             for d in &dirs {
@@ -93,7 +94,12 @@ impl Stage for Dedupe {
                         let name = e.file_name().to_string_lossy().into_owned();
                         test_names.entry(normalize_name(&name)).or_insert((name, d.clone()));
                         if ctx.params.bool("phash")? {
-                            collect_images(&e.path(), &mut test_images);
+                            let mut found = Vec::new();
+                            collect_images(&e.path(), &mut found);
+                            test_images.extend(found.into_iter().map(|p| {
+                                let rel = p.strip_prefix(root).map(|r| r.display().to_string()).unwrap_or_default();
+                                (p, rel)
+                            }));
                         }
                     }
                 }
@@ -125,7 +131,7 @@ impl Stage for Dedupe {
                 ctx.progress.inc(1);
                 h
             };
-            let tests: Vec<(u64, &PathBuf)> = test_images.par_iter().filter_map(|p| hash(p).map(|h| (h, p))).collect();
+            let tests: Vec<(u64, &String)> = test_images.par_iter().filter_map(|(p, rel)| hash(p).map(|h| (h, rel))).collect();
             ctx.cancel.check()?;
             let flags: Vec<Option<(String, u32)>> = kept
                 .par_iter()
@@ -136,7 +142,7 @@ impl Stage for Dedupe {
                         .map(|(t, p)| (hamming(h, *t), p))
                         .filter(|(d, _)| *d <= threshold)
                         .min_by_key(|(d, _)| *d)
-                        .map(|(d, p)| (p.display().to_string(), d))
+                        .map(|(d, p)| (p.to_string(), d))
                 })
                 .collect();
             ctx.cancel.check()?;
@@ -169,7 +175,11 @@ impl Stage for Dedupe {
         }
         write_samples(&ctx.out_dir.join("samples.tsv"), &kept)?;
         std::fs::write(ctx.out_dir.join("identities.tsv"), identities)?;
-        let missing: Vec<String> = listing.missing.iter().map(|p| p.display().to_string()).collect();
+        let missing: Vec<String> = listing
+            .missing
+            .iter()
+            .map(|p| p.strip_prefix(&image_root).unwrap_or(p).display().to_string())
+            .collect();
         let report = json!({
             "images_kept": kept.len(),
             "identities_kept": dense.len(),

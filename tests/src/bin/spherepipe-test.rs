@@ -1,6 +1,6 @@
-//! `spherepipe` with the toy kinds plus kinds that fail on purpose, for the end-to-end tests.
+//! `spherepipe` with every shipped kind plus kinds that fail on purpose, for the end-to-end tests.
 
-use spherepipe_stage::{InputSpec, ParamSpec, ParamType, Registry, Stage, StageContext};
+use spherepipe_stage::{InputSpec, ParamSpec, ParamType, Stage, StageContext};
 
 struct Fail;
 impl Stage for Fail {
@@ -50,8 +50,7 @@ impl Stage for Panic {
 }
 
 fn main() -> std::process::ExitCode {
-    let mut r = Registry::new();
-    spherepipe_toy::register(&mut r);
+    let mut r = spherepipe_cli::default_registry();
     r.register(Fail).register(Panic);
     spherepipe_cli::main_with(r)
 }
