@@ -4,6 +4,7 @@
 //! Exit status: 0 success, 1 a stage failed (or `verify` found corruption), 2 a problem with
 //! the command or the pipeline file, 130 interrupted.
 
+mod inspect;
 mod progress;
 
 use anyhow::Context;
@@ -92,6 +93,17 @@ enum Cmd {
     },
     /// The stage kinds this binary knows, with their params and inputs.
     Kinds,
+    /// Schema, row and identity counts, images-per-identity histogram of face-table shards.
+    Inspect {
+        /// A .parquet file or a directory of them (e.g. a shard artifact).
+        path: PathBuf,
+        /// Also write a contact sheet of sample faces with their landmarks.
+        #[arg(long)]
+        sheet: Option<PathBuf>,
+        /// Faces on the contact sheet.
+        #[arg(long, default_value_t = 32)]
+        samples: usize,
+    },
     /// Write the synthetic face corpus (CASIA, LFW, YTF, MegaFace layouts) to a directory.
     Synth {
         #[arg(long)]
@@ -276,6 +288,10 @@ fn dispatch(cli: Cli, registry: &Registry) -> Result<u8, Fail> {
             Ok(if problems.is_empty() { 0 } else { 1 })
         }
         Cmd::Gc { pipelines, yes } => gc(&pipelines, registry, yes),
+        Cmd::Inspect { path, sheet, samples } => {
+            print!("{}", inspect::inspect(&path, sheet.as_deref(), samples.max(1))?);
+            Ok(0)
+        }
         Cmd::Synth { out, preset, seed } => {
             let p = spherepipe_synthface::Preset::named(&preset).ok_or_else(|| {
                 Fail(

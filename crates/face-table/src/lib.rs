@@ -180,6 +180,23 @@ pub fn read_rows(path: &Path) -> Result<Vec<FaceRow>> {
     Ok(out)
 }
 
+/// One string column of a Parquet file, read without touching the others (image bytes stay
+/// on disk), plus the file's Arrow schema.
+pub fn read_string_column(path: &Path, column: &str) -> Result<(SchemaRef, Vec<String>)> {
+    let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file).with_context(|| format!("{} is not a readable Parquet file", path.display()))?;
+    let schema = builder.schema().clone();
+    let idx = schema.index_of(column).map_err(|_| anyhow!("{} has no `{column}` column", path.display()))?;
+    let mask = parquet::arrow::ProjectionMask::roots(builder.parquet_schema(), [idx]);
+    let mut out = Vec::new();
+    for b in builder.with_projection(mask).build()? {
+        let b = b?;
+        let c = b.column(0).as_any().downcast_ref::<StringArray>().ok_or_else(|| anyhow!("`{column}` is not a string column"))?;
+        out.extend((0..c.len()).map(|i| c.value(i).to_owned()));
+    }
+    Ok((schema, out))
+}
+
 /// PNG-encodes an interleaved RGB image.
 pub fn encode_png(rgb: &[u8], width: u32, height: u32) -> Result<Vec<u8>> {
     let mut out = Vec::new();
