@@ -120,12 +120,28 @@ fn the_face_stages_produce_what_they_promise() {
 
     // inspect: counts from the shards, and a contact sheet of 8 columns x 2 rows of faces.
     let sheet = s.path().join("sheet.png");
-    let r = s.sp(&["inspect", dir.to_str().unwrap(), "--sheet", sheet.to_str().unwrap(), "--samples", "16"]);
+    let r = s.sp(&[
+        "inspect",
+        dir.to_str().unwrap(),
+        "--sheet",
+        sheet.to_str().unwrap(),
+        "--samples",
+        "16",
+    ]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     let shards = manifest["shards"].as_array().unwrap().len();
     let ids: BTreeSet<&str> = flipped.iter().map(|r| r.identity.as_str()).collect();
-    assert!(r.stdout.starts_with(&format!("{shards} file(s), {} rows, {} identities\n", flipped.len(), ids.len())), "{}", r.stdout);
-    assert!(r.stdout.contains("  landmarks  FixedSizeList(10 x non-null Float32)\n"), "{}", r.stdout);
+    assert!(
+        r.stdout
+            .starts_with(&format!("{shards} file(s), {} rows, {} identities\n", flipped.len(), ids.len())),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout.contains("  landmarks  FixedSizeList(10 x non-null Float32)\n"),
+        "{}",
+        r.stdout
+    );
     let png = image_size(&sheet);
     assert_eq!(png, (2 + 8 * (96 + 2), 2 + 2 * (112 + 2)));
 
@@ -137,7 +153,10 @@ fn the_face_stages_produce_what_they_promise() {
 fn image_size(p: &Path) -> (u32, u32) {
     let b = std::fs::read(p).unwrap();
     assert_eq!(&b[1..4], b"PNG");
-    (u32::from_be_bytes(b[16..20].try_into().unwrap()), u32::from_be_bytes(b[20..24].try_into().unwrap()))
+    (
+        u32::from_be_bytes(b[16..20].try_into().unwrap()),
+        u32::from_be_bytes(b[20..24].try_into().unwrap()),
+    )
 }
 
 /// Reads the shards with Python's pyarrow, DuckDB and polars.

@@ -54,7 +54,12 @@ pub fn inspect(path: &Path, sheet: Option<&Path>, samples: usize) -> Result<Stri
     if let Some(s) = schema {
         out += "schema:\n";
         for f in s.fields() {
-            out += &format!("  {:<10} {}{}\n", f.name(), f.data_type(), if f.is_nullable() { " (nullable)" } else { "" });
+            out += &format!(
+                "  {:<10} {}{}\n",
+                f.name(),
+                f.data_type(),
+                if f.is_nullable() { " (nullable)" } else { "" }
+            );
         }
     }
     let order = ["1", "2-4", "5-9", "10-19", "20-49", "50-99", "100+"];
@@ -70,7 +75,11 @@ pub fn inspect(path: &Path, sheet: Option<&Path>, samples: usize) -> Result<Stri
     }
     if let Some(sheet) = sheet {
         let n = contact_sheet(&files[0], sheet, samples)?;
-        out += &format!("contact sheet of {n} faces from {} written to {}\n", files[0].display(), sheet.display());
+        out += &format!(
+            "contact sheet of {n} faces from {} written to {}\n",
+            files[0].display(),
+            sheet.display()
+        );
     }
     Ok(out)
 }

@@ -156,7 +156,7 @@ pub fn from_batch(b: &RecordBatch) -> Result<Vec<FaceRow>> {
 pub fn write_rows(path: &Path, rows: &[FaceRow], row_group: usize) -> Result<()> {
     let file = std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
     let props = WriterProperties::builder()
-        .set_compression(Compression::ZSTD(ZstdLevel::try_new(3)?))
+        .set_compression(Compression::ZSTD(ZstdLevel::try_new(1)?))
         .set_max_row_group_size(row_group.max(1))
         .build();
     let mut w = ArrowWriter::try_new(file, schema(), Some(props))?;
@@ -184,14 +184,21 @@ pub fn read_rows(path: &Path) -> Result<Vec<FaceRow>> {
 /// on disk), plus the file's Arrow schema.
 pub fn read_string_column(path: &Path, column: &str) -> Result<(SchemaRef, Vec<String>)> {
     let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let builder = ParquetRecordBatchReaderBuilder::try_new(file).with_context(|| format!("{} is not a readable Parquet file", path.display()))?;
+    let builder =
+        ParquetRecordBatchReaderBuilder::try_new(file).with_context(|| format!("{} is not a readable Parquet file", path.display()))?;
     let schema = builder.schema().clone();
-    let idx = schema.index_of(column).map_err(|_| anyhow!("{} has no `{column}` column", path.display()))?;
+    let idx = schema
+        .index_of(column)
+        .map_err(|_| anyhow!("{} has no `{column}` column", path.display()))?;
     let mask = parquet::arrow::ProjectionMask::roots(builder.parquet_schema(), [idx]);
     let mut out = Vec::new();
     for b in builder.with_projection(mask).build()? {
         let b = b?;
-        let c = b.column(0).as_any().downcast_ref::<StringArray>().ok_or_else(|| anyhow!("`{column}` is not a string column"))?;
+        let c = b
+            .column(0)
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .ok_or_else(|| anyhow!("`{column}` is not a string column"))?;
         out.extend((0..c.len()).map(|i| c.value(i).to_owned()));
     }
     Ok((schema, out))

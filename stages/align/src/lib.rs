@@ -29,8 +29,9 @@ fn defaults(format: &str) -> (&'static str, &'static str) {
     }
 }
 
+/// Why an image was left out.
 #[derive(Debug)]
-enum Skip {
+pub enum Skip {
     Corrupt(String),
     Landmarks(String),
 }
@@ -210,7 +211,15 @@ pub fn landmark_problem(m: &[[f64; 2]; 5], width: f64, height: f64) -> Option<St
     None
 }
 
-fn align_one(s: &Sample, dataset: &str, reference: &[[f64; 2]], reflective: bool, h: usize, w: usize) -> Result<FaceRow, (String, Skip)> {
+/// Decodes, checks, fits and warps one listed image into a face-table row.
+pub fn align_one(
+    s: &Sample,
+    dataset: &str,
+    reference: &[[f64; 2]],
+    reflective: bool,
+    h: usize,
+    w: usize,
+) -> Result<FaceRow, (String, Skip)> {
     let fail = |k: Skip| (s.rel_path.clone(), k);
     let img = decode(&s.path).map_err(|e| fail(Skip::Corrupt(format!("{e:#}"))))?;
     let (iw, ih) = img.dimensions();

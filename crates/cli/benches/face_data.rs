@@ -1,0 +1,79 @@
+//! Alignment throughput and shard-write throughput on the synthetic corpus.
+//!
+//! `cargo bench -p spherepipe-cli --bench face_data` (env `PRESET`, default `demo`; `THREADS`,
+//! default all cores). Generates the corpus, then times:
+//! 1. alignment of every CASIA image (JPEG decode, landmark checks, similarity fit, bilinear
+//!    warp to 112x96, PNG encode) on 1 thread and on all threads;
+//! 2. writing the aligned + mirrored faces as one zstd Parquet file (MB/s of file written).
+//!    Peers: `../shared/bench/peers.py` (OpenCV align, 1 thread; pyarrow zstd write).
+
+use rayon::prelude::*;
+use spherepipe_face_datasets::read_landmark_list;
+use spherepipe_face_geometry::SPHEREFACE_REFERENCE;
+use spherepipe_face_table::{write_rows, FaceRow};
+use std::time::Instant;
+
+fn main() -> anyhow::Result<()> {
+    if std::env::args().any(|a| a == "--list") {
+        return Ok(());
+    }
+    let preset_name = std::env::var("PRESET").unwrap_or_else(|_| "demo".into());
+    let preset = spherepipe_synthface::Preset::named(&preset_name).ok_or_else(|| anyhow::anyhow!("unknown PRESET"))?;
+    let tmp = tempfile::tempdir()?;
+    let corpus = tmp.path().join("corpus");
+    let t = Instant::now();
+    let s = spherepipe_synthface::generate(&corpus, &preset, 7, &|| {})?;
+    let n_img = s.casia_images + s.lfw_images + s.ytf_frames + s.facescrub_images + s.distractor_images;
+    println!(
+        "synth ({preset_name}): {n_img} images in {:.2}s = {:.0} images/s",
+        t.elapsed().as_secs_f64(),
+        n_img as f64 / t.elapsed().as_secs_f64()
+    );
+
+    let listing =
+        read_landmark_list(&corpus.join("casia_landmark.txt"), &corpus.join("casia"), true).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let n = listing.samples.len();
+    let align = |s| {
+        spherepipe_stage_align::align_one(s, "casia", &SPHEREFACE_REFERENCE, false, 112, 96).map_err(|(p, e)| anyhow::anyhow!("{p}: {e:?}"))
+    };
+    let one = rayon::ThreadPoolBuilder::new().num_threads(1).build()?;
+    let t = Instant::now();
+    let rows: Vec<FaceRow> = one.install(|| listing.samples.par_iter().map(align).collect::<anyhow::Result<_>>())?;
+    let single = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    let _again: Vec<FaceRow> = listing.samples.par_iter().map(align).collect::<anyhow::Result<_>>()?;
+    let multi = t.elapsed().as_secs_f64();
+    println!(
+        "align: {n} faces, 1 thread {:.0} faces/s; {} threads {:.0} faces/s",
+        n as f64 / single,
+        rayon::current_num_threads(),
+        n as f64 / multi
+    );
+
+    let mut all = rows.clone();
+    all.extend(
+        rows.iter()
+            .map(spherepipe_stage_flip::mirror_row)
+            .collect::<anyhow::Result<Vec<_>>>()?,
+    );
+    let png_bytes: usize = all.iter().map(|r| r.png.len()).sum();
+    let path = tmp.path().join("shard.parquet");
+    let mut times = Vec::new();
+    for _ in 0..5 {
+        let t = Instant::now();
+        write_rows(&path, &all, 1024)?;
+        times.push(t.elapsed().as_secs_f64());
+    }
+    times.sort_by(f64::total_cmp);
+    let bytes = std::fs::metadata(&path)?.len() as f64;
+    println!(
+        "shard write: {} rows, {:.1} MB of PNG in, {:.1} MB file, median {:.3}s = {:.0} MB/s written ({:.0} MB/s of input)",
+        all.len(),
+        png_bytes as f64 / 1e6,
+        bytes / 1e6,
+        times[2],
+        bytes / 1e6 / times[2],
+        png_bytes as f64 / 1e6 / times[2]
+    );
+    Ok(())
+}
