@@ -238,6 +238,31 @@ fn copy_dir(from: &Path, to: &Path) {
 }
 
 #[test]
+fn synth_sizes_override_the_preset_and_are_checked() {
+    let s = Sandbox::new();
+    s.write("name: z\nstages:\n  synth: {kind: synth, params: {preset: tiny, sizes: {casia_identities: 4, casia_images: [2, 2], shared_identities: 1, distractors: 10}}}\n");
+    let r = s.run(&[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let summary = json(&artifact(&s, "synth").join("synth.json"));
+    assert_eq!(
+        (summary["casia_images"].as_u64(), summary["distractor_images"].as_u64()),
+        (Some(8), Some(10))
+    );
+    assert_eq!(summary["shared"].as_array().unwrap().len(), 1);
+    let names = std::fs::read_to_string(artifact(&s, "synth").join("casia/names.txt")).unwrap();
+    assert_eq!(names.lines().count(), 4);
+
+    s.write("name: z\nstages:\n  synth: {kind: synth, params: {preset: tiny, sizes: {casia_images: [5, 2]}}}\n");
+    let r = s.run(&[]);
+    assert_eq!(r.code, 2);
+    assert!(r.stderr.contains("sizes.casia_images: [5, 2] must be [min, max]"), "{}", r.stderr);
+    s.write("name: z\nstages:\n  synth: {kind: synth, params: {preset: tiny, sizes: {casia_ids: 5}}}\n");
+    let r = s.run(&[]);
+    assert_eq!(r.code, 2);
+    assert!(r.stderr.contains("unknown field `casia_ids`"), "{}", r.stderr);
+}
+
+#[test]
 fn corrupt_images_and_bad_landmarks_are_skipped_and_reported() {
     let s = Sandbox::new();
     let corpus = corpus_dataset(&s);

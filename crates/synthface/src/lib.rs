@@ -122,6 +122,68 @@ impl Preset {
     }
 }
 
+/// Per-field overrides of a preset (a `sizes:` mapping in a pipeline). Unknown keys are errors.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Sizes {
+    pub casia_identities: Option<usize>,
+    pub casia_images: Option<(usize, usize)>,
+    pub lfw_identities: Option<usize>,
+    pub lfw_images: Option<(usize, usize)>,
+    pub pairs_per_fold: Option<usize>,
+    pub ytf_identities: Option<usize>,
+    pub ytf_videos: Option<(usize, usize)>,
+    pub ytf_frames: Option<(usize, usize)>,
+    pub ytf_pairs_per_split: Option<usize>,
+    pub facescrub_identities: Option<usize>,
+    pub facescrub_images: Option<(usize, usize)>,
+    pub distractors: Option<usize>,
+    pub shared_identities: Option<usize>,
+}
+
+impl Sizes {
+    /// Applies the overrides and checks the ranges are ordered.
+    pub fn apply(&self, p: &mut Preset) -> Result<()> {
+        macro_rules! set {
+            ($($f:ident),*) => { $( if let Some(v) = self.$f { p.$f = v; } )* };
+        }
+        set!(
+            casia_identities,
+            casia_images,
+            lfw_identities,
+            lfw_images,
+            pairs_per_fold,
+            ytf_identities,
+            ytf_videos,
+            ytf_frames,
+            ytf_pairs_per_split,
+            facescrub_identities,
+            facescrub_images,
+            distractors,
+            shared_identities
+        );
+        for (name, (lo, hi)) in [
+            ("casia_images", p.casia_images),
+            ("lfw_images", p.lfw_images),
+            ("ytf_videos", p.ytf_videos),
+            ("ytf_frames", p.ytf_frames),
+            ("facescrub_images", p.facescrub_images),
+        ] {
+            if lo > hi || lo == 0 {
+                bail!("sizes.{name}: [{lo}, {hi}] must be [min, max] with 1 <= min <= max");
+            }
+        }
+        if p.shared_identities > p.casia_identities {
+            bail!(
+                "sizes.shared_identities ({}) exceeds casia_identities ({})",
+                p.shared_identities,
+                p.casia_identities
+            );
+        }
+        Ok(())
+    }
+}
+
 /// What a generation produced (also written to `synth.json`).
 #[derive(Debug, Clone, Serialize)]
 pub struct Summary {
@@ -506,4 +568,40 @@ pub fn list_files(dir: &Path) -> Vec<PathBuf> {
     walk(dir, dir, &mut out);
     out.sort();
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_seed_always_writes_the_same_corpus_and_another_seed_another() {
+        let d = tempfile::tempdir().unwrap();
+        let p = Preset::named("tiny").unwrap();
+        let read_all = |dir: &Path| -> Vec<(PathBuf, Vec<u8>)> {
+            list_files(dir)
+                .into_iter()
+                .map(|f| (f.clone(), fs::read(dir.join(&f)).unwrap()))
+                .collect()
+        };
+        generate(&d.path().join("a"), &p, 3, &|| {}).unwrap();
+        generate(&d.path().join("b"), &p, 3, &|| {}).unwrap();
+        generate(&d.path().join("c"), &p, 4, &|| {}).unwrap();
+        let (a, b, c) = (
+            read_all(&d.path().join("a")),
+            read_all(&d.path().join("b")),
+            read_all(&d.path().join("c")),
+        );
+        assert!(a.len() > 100);
+        assert_eq!(a, b);
+        assert_ne!(a, c);
+        // Every listed CASIA image exists and the class ids are 0..identities-1.
+        let list = fs::read_to_string(d.path().join("a/casia_landmark.txt")).unwrap();
+        let classes: std::collections::BTreeSet<usize> = list.lines().map(|l| l.split('\t').nth(1).unwrap().parse().unwrap()).collect();
+        assert_eq!(classes, (0..p.casia_identities).collect());
+        assert!(generate(&d.path().join("a"), &p, 3, &|| {})
+            .unwrap_err()
+            .to_string()
+            .contains("not empty"));
+    }
 }

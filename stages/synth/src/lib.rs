@@ -1,7 +1,7 @@
 //! `synth`: the synthetic corpus as a pipeline stage, so the demo needs no downloaded data.
 
 use spherepipe_stage::{InputSpec, ParamSpec, ParamType, Params, Stage, StageContext};
-use spherepipe_synthface::{generate, Preset};
+use spherepipe_synthface::{generate, Preset, Sizes};
 
 pub struct Synth;
 
@@ -29,6 +29,12 @@ impl Stage for Synth {
                 0.8,
                 "how much pose, light, blur, noise and occlusion vary",
             ),
+            ParamSpec::new(
+                "sizes",
+                ParamType::Any,
+                serde_json::json!({}),
+                "overrides of the preset: casia_identities, casia_images [min, max], lfw_identities, lfw_images, pairs_per_fold, ytf_identities, ytf_videos, ytf_frames, ytf_pairs_per_split, facescrub_identities, facescrub_images, distractors, shared_identities",
+            ),
         ]
     }
     fn inputs(&self) -> Vec<InputSpec> {
@@ -38,12 +44,15 @@ impl Stage for Synth {
         true
     }
     fn validate(&self, p: &Params) -> Result<(), String> {
-        p.str("preset").map(|_| ()).map_err(|e| e.to_string())
+        let mut preset = Preset::named(p.str("preset").map_err(|e| e.to_string())?).ok_or("unknown preset")?;
+        let sizes: Sizes = p.get("sizes").map_err(|e| e.to_string())?;
+        sizes.apply(&mut preset).map_err(|e| e.to_string())
     }
     fn run(&self, ctx: &StageContext<'_>) -> anyhow::Result<()> {
         let name = ctx.params.str("preset")?;
         let mut preset = Preset::named(name).ok_or_else(|| anyhow::anyhow!("unknown preset `{name}`"))?;
         preset.difficulty = ctx.params.f64("difficulty")?;
+        ctx.params.get::<Sizes>("sizes")?.apply(&mut preset)?;
         let tick = || ctx.progress.inc(1);
         ctx.progress.message(&format!("preset {name}"));
         let s = generate(ctx.out_dir, &preset, ctx.seed, &tick)?;
