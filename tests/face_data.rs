@@ -238,6 +238,33 @@ fn copy_dir(from: &Path, to: &Path) {
 }
 
 #[test]
+fn dedupe_phash_finds_a_test_image_copied_into_training() {
+    let s = Sandbox::new();
+    let corpus = corpus_dataset(&s);
+    let list = std::fs::read_to_string(corpus.join("casia_landmark.txt")).unwrap();
+    // Overwrite the last training image with an LFW image, as a scraped duplicate would be.
+    let victim = list.lines().last().unwrap().split('\t').next().unwrap().to_owned();
+    let lfw_line = std::fs::read_to_string(corpus.join("lfw_landmark.txt")).unwrap();
+    let lfw_rel = lfw_line.lines().next().unwrap().split('\t').next().unwrap().to_owned();
+    std::fs::copy(corpus.join("lfw").join(&lfw_rel), corpus.join("casia").join(&victim)).unwrap();
+    s.write("name: p\ndatasets:\n  corpus: {path: corpus}\nstages:\n  d: {kind: dedupe, inputs: {train: corpus, tests: [corpus]}, params: {phash: true, phash_threshold: 0}}\n  plain: {kind: dedupe, inputs: {train: corpus, tests: [corpus]}}\n");
+    let r = s.run(&[]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    let with = json(&artifact(&s, "d").join("report.json"));
+    let without = json(&artifact(&s, "plain").join("report.json"));
+    let near = with["near_duplicates"].as_array().unwrap();
+    assert!(
+        near.iter()
+            .any(|n| n["image"] == victim.as_str() && n["near"] == format!("lfw/{lfw_rel}") && n["distance"] == 0),
+        "{near:?}"
+    );
+    assert_eq!(
+        with["images_kept"].as_u64().unwrap() + near.len() as u64,
+        without["images_kept"].as_u64().unwrap()
+    );
+}
+
+#[test]
 fn synth_sizes_override_the_preset_and_are_checked() {
     let s = Sandbox::new();
     s.write("name: z\nstages:\n  synth: {kind: synth, params: {preset: tiny, sizes: {casia_identities: 4, casia_images: [2, 2], shared_identities: 1, distractors: 10}}}\n");
