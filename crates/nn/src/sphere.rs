@@ -1,0 +1,194 @@
+//! SphereFace CNNs (paper Table 2): four stages of 64/128/256/512 channels, each a 3×3
+//! stride-2 convolution followed by residual units of two 3×3 convolutions, PReLU after every
+//! convolution, no batch norm, and FC1 (512, no nonlinearity). Input 3×112×96.
+
+use burn::module::{Module, Param};
+use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::nn::{Initializer, Linear, LinearConfig, PRelu, PReluConfig, PaddingConfig2d};
+use burn::prelude::*;
+
+/// Residual units per stage for each depth in the paper.
+pub fn units_for(depth: usize) -> Option<[usize; 4]> {
+    match depth {
+        4 => Some([0, 0, 0, 0]),
+        10 => Some([0, 1, 2, 0]),
+        20 => Some([1, 2, 4, 1]),
+        36 => Some([2, 4, 8, 2]),
+        64 => Some([3, 8, 16, 3]),
+        _ => None,
+    }
+}
+
+/// Network shape: depth, width multiplier, feature size and input size.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct SphereConfig {
+    pub depth: usize,
+    pub width: f64,
+    pub features: usize,
+    pub input: [usize; 2],
+}
+
+impl SphereConfig {
+    pub fn new(depth: usize) -> Self {
+        SphereConfig {
+            depth,
+            width: 1.0,
+            features: 512,
+            input: [112, 96],
+        }
+    }
+    /// Channels of each stage after the width multiplier (at least 1).
+    pub fn channels(&self) -> [usize; 4] {
+        [64, 128, 256, 512].map(|c| ((c as f64 * self.width).round() as usize).max(1))
+    }
+    /// Spatial size after the four stride-2 convolutions (padding 1, kernel 3).
+    pub fn final_size(&self) -> [usize; 2] {
+        self.input.map(|s| (0..4).fold(s, |s, _| (s + 2 - 3) / 2 + 1))
+    }
+    pub fn init(&self, device: &Device) -> anyhow::Result<SphereNet> {
+        let units = units_for(self.depth).ok_or_else(|| anyhow::anyhow!("depth {} is not one of 4, 10, 20, 36, 64", self.depth))?;
+        let ch = self.channels();
+        let mut stages = Vec::new();
+        let mut cin = 3;
+        for (s, &cout) in ch.iter().enumerate() {
+            // The official prototxt: Xavier for the strided convs, Gaussian(0.01) inside units.
+            let down = ConvAct::new(cin, cout, 2, Initializer::XavierUniform { gain: 1.0 }, device);
+            let us = (0..units[s])
+                .map(|_| Unit {
+                    a: ConvAct::new(cout, cout, 1, Initializer::Normal { mean: 0.0, std: 0.01 }, device),
+                    b: ConvAct::new(cout, cout, 1, Initializer::Normal { mean: 0.0, std: 0.01 }, device),
+                })
+                .collect();
+            stages.push(Stage { down, units: us });
+            cin = cout;
+        }
+        let [h, w] = self.final_size();
+        let fc5 = LinearConfig::new(ch[3] * h * w, self.features)
+            .with_initializer(Initializer::XavierUniform { gain: 1.0 })
+            .init(device);
+        Ok(SphereNet { stages, fc5 })
+    }
+}
+
+/// A 3×3 convolution (padding 1) followed by a per-channel PReLU.
+#[derive(Module, Debug)]
+pub struct ConvAct {
+    pub conv: Conv2d,
+    pub act: PRelu,
+}
+
+impl ConvAct {
+    fn new(cin: usize, cout: usize, stride: usize, init: Initializer, device: &Device) -> Self {
+        ConvAct {
+            conv: Conv2dConfig::new([cin, cout], [3, 3])
+                .with_stride([stride, stride])
+                .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+                .with_initializer(init)
+                .init(device),
+            act: PReluConfig::new().with_num_parameters(cout).init(device),
+        }
+    }
+    fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        self.act.forward(self.conv.forward(x))
+    }
+}
+
+/// x + b(a(x)).
+#[derive(Module, Debug)]
+pub struct Unit {
+    pub a: ConvAct,
+    pub b: ConvAct,
+}
+
+#[derive(Module, Debug)]
+pub struct Stage {
+    pub down: ConvAct,
+    pub units: Vec<Unit>,
+}
+
+/// The trunk up to FC1.
+#[derive(Module, Debug)]
+pub struct SphereNet {
+    pub stages: Vec<Stage>,
+    pub fc5: Linear,
+}
+
+impl SphereNet {
+    /// [B, 3, H, W] images -> [B, features] FC1 features.
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
+        let mut x = x;
+        for s in &self.stages {
+            x = s.down.forward(x);
+            for u in &s.units {
+                x = x.clone() + u.b.forward(u.a.forward(x));
+            }
+        }
+        let x: Tensor<2> = x.flatten(1, 3);
+        self.fc5.forward(x)
+    }
+}
+
+/// Class weights (and bias, for plain softmax) on top of FC1.
+#[derive(Module, Debug)]
+pub struct Head {
+    pub weight: Param<Tensor<2>>,
+    pub bias: Option<Param<Tensor<1>>>,
+}
+
+impl Head {
+    pub fn new(features: usize, classes: usize, bias: bool, device: &Device) -> Self {
+        Head {
+            weight: Initializer::XavierUniform { gain: 1.0 }.init_with([features, classes], Some(features), Some(classes), device),
+            bias: bias.then(|| Initializer::Zeros.init([classes], device)),
+        }
+    }
+}
+
+/// Parameter count of a configuration, computed from the architecture by hand (for tests and
+/// for reporting), independent of burn's module tree.
+pub fn expected_params(cfg: &SphereConfig, classes: usize, bias: bool) -> usize {
+    let units = units_for(cfg.depth).unwrap_or([0; 4]);
+    let ch = cfg.channels();
+    let conv = |cin: usize, cout: usize| 9 * cin * cout + cout + cout; // weights, bias, PReLU
+    let mut n = 0;
+    let mut cin = 3;
+    for s in 0..4 {
+        n += conv(cin, ch[s]) + units[s] * 2 * conv(ch[s], ch[s]);
+        cin = ch[s];
+    }
+    let [h, w] = cfg.final_size();
+    n + ch[3] * h * w * cfg.features + cfg.features + cfg.features * classes + if bias { classes } else { 0 }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shapes_and_parameter_counts_follow_table_2() {
+        let d = Device::flex();
+        assert_eq!(SphereConfig::new(20).final_size(), [7, 6]);
+        for depth in [4, 10, 20] {
+            let cfg = SphereConfig {
+                width: 0.125,
+                ..SphereConfig::new(depth)
+            };
+            let net = cfg.init(&d).unwrap();
+            let head = Head::new(cfg.features, 10, false, &d);
+            assert_eq!(
+                net.num_params() + head.num_params(),
+                expected_params(&cfg, 10, false),
+                "depth {depth}"
+            );
+            // The depth is the number of convolution layers: 4 strided + 2 per residual unit.
+            let convs: usize = net.stages.iter().map(|s| 1 + 2 * s.units.len()).sum();
+            assert_eq!(convs, depth);
+            let y = net.forward(Tensor::zeros([2, 3, 112, 96], &d));
+            assert_eq!(y.dims(), [2, 512]);
+        }
+        // Full-width SphereFace-20: 4 stride-2 convs + 16 unit convs, 21,504 inputs to FC1.
+        let cfg = SphereConfig::new(20);
+        assert_eq!(cfg.channels()[3] * 7 * 6, 21_504);
+        assert!(SphereConfig::new(21).init(&d).is_err());
+    }
+}
