@@ -11,6 +11,35 @@ use burn::prelude::*;
 use burn::tensor::TensorData;
 use std::path::Path;
 
+/// Gives every parameter an id derived from its path in the module tree. Burn's ids are
+/// random per process, and optimizer state is keyed by id: with path ids, a checkpoint's
+/// momentum buffers find their parameters in a freshly built model.
+#[derive(Default)]
+struct PathIds {
+    path: Vec<String>,
+}
+
+impl burn::module::ModuleMapper for PathIds {
+    fn enter_module(&mut self, name: &str, _container: &str) {
+        self.path.push(name.to_owned());
+    }
+    fn exit_module(&mut self, _name: &str, _container: &str) {
+        self.path.pop();
+    }
+    fn map_float<const D: usize>(&mut self, mut param: burn::module::Param<Tensor<D>>) -> burn::module::Param<Tensor<D>> {
+        // FNV-1a over the dotted path.
+        let h = self
+            .path
+            .join(".")
+            .bytes()
+            .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x0100_0000_01b3));
+        param.id = burn::module::ParamId::from(h);
+        param
+    }
+}
+
+static INIT_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// The network and its classifier, as one module (so one optimizer and one checkpoint).
 #[derive(Module, Debug)]
 pub struct SphereFace {
@@ -73,8 +102,19 @@ impl Trainer {
     /// seed gives the same initial weights.
     pub fn new(cfg: TrainConfig, device: &Device, seed: u64) -> Result<Self> {
         let device = device.clone().autodiff();
-        device.seed(seed);
-        let model = SphereFace::new(&cfg.net, cfg.classes, cfg.loss, &device)?;
+        let model = {
+            // The backend RNG is process-wide: hold it while seeding and drawing, so trainers
+            // started concurrently (a matrix of trainings) still get their own seed's weights.
+            let _guard = INIT_LOCK.lock().unwrap_or_else(|p| p.into_inner());
+            device.seed(seed);
+            let model = SphereFace::new(&cfg.net, cfg.classes, cfg.loss, &device)?;
+            // Parameters are initialised lazily; read them all now, under the lock.
+            use burn::store::{ModuleSnapshot, SafetensorsStore};
+            model
+                .save_into(&mut SafetensorsStore::from_bytes(None))
+                .map_err(|e| anyhow::anyhow!("initialising the model: {e:?}"))?;
+            model.map(&mut PathIds::default())
+        };
         let optim = SgdConfig::new()
             .with_momentum(Some(MomentumConfig {
                 momentum: cfg.momentum,
@@ -207,5 +247,103 @@ impl Trainer {
             .parse()
             .context("checkpoint step is not a number")?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Four classes of 24x20 images: class c is bright in quadrant c, plus noise.
+    fn toy_batch(step: u64, b: usize) -> (Vec<f32>, Vec<i64>) {
+        let (h, w) = (24, 20);
+        let mut imgs = vec![0f32; b * 3 * h * w];
+        let mut labels = Vec::new();
+        let mut r = step.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        for i in 0..b {
+            let c = (i + step as usize) % 4;
+            labels.push(c as i64);
+            for ch in 0..3 {
+                for y in 0..h {
+                    for x in 0..w {
+                        r ^= r << 13;
+                        r ^= r >> 7;
+                        r ^= r << 17;
+                        let noise = (r % 1000) as f32 / 1000.0 - 0.5;
+                        let q = (y >= h / 2) as usize * 2 + (x >= w / 2) as usize;
+                        imgs[((i * 3 + ch) * h + y) * w + x] = if q == c { 0.8 } else { -0.8 } + 0.3 * noise;
+                    }
+                }
+            }
+        }
+        (imgs, labels)
+    }
+
+    fn cfg(loss: Loss) -> TrainConfig {
+        TrainConfig {
+            net: SphereConfig {
+                depth: 4,
+                width: 0.125,
+                features: 16,
+                input: [24, 20],
+            },
+            classes: 4,
+            loss,
+            lambda: Lambda::default(),
+            lr: 0.05,
+            milestones: vec![1000],
+            momentum: 0.9,
+            weight_decay: 5e-4,
+        }
+    }
+
+    #[test]
+    fn training_lowers_the_loss_and_learns_the_toy_classes() {
+        let mut t = Trainer::new(cfg(Loss::ASoftmax { m: 4 }), &Device::flex(), 1).unwrap();
+        let mut losses = Vec::new();
+        let mut acc = Vec::new();
+        for s in 0..60 {
+            let (x, y) = toy_batch(s, 16);
+            let m = t.train_step(&x, &y, 24, 20).unwrap();
+            losses.push(m.loss);
+            acc.push(m.accuracy);
+        }
+        let first: f64 = losses[..5].iter().sum::<f64>() / 5.0;
+        let last: f64 = losses[55..].iter().sum::<f64>() / 5.0;
+        assert!(last < 0.5 * first, "loss {first:.3} -> {last:.3}");
+        assert!(acc[50..].iter().sum::<f64>() / 10.0 > 0.9, "accuracy {:?}", &acc[50..]);
+    }
+
+    #[test]
+    fn resuming_from_a_checkpoint_continues_exactly() {
+        let d = Device::flex();
+        let run = |t: &mut Trainer, from: u64, to: u64| -> Vec<f64> {
+            (from..to)
+                .map(|s| t.train_step(&toy_batch(s, 8).0, &toy_batch(s, 8).1, 24, 20).unwrap().loss)
+                .collect()
+        };
+        let mut a = Trainer::new(cfg(Loss::ASoftmax { m: 3 }), &d, 5).unwrap();
+        let straight = run(&mut a, 0, 6);
+        let mut b = Trainer::new(cfg(Loss::ASoftmax { m: 3 }), &d, 5).unwrap();
+        let mut first = run(&mut b, 0, 3);
+        let dir = tempfile::tempdir().unwrap();
+        b.save_checkpoint(dir.path()).unwrap();
+        let mut c = Trainer::new(cfg(Loss::ASoftmax { m: 3 }), &d, 99).unwrap();
+        c.load_checkpoint(dir.path()).unwrap();
+        assert_eq!(c.step, 3);
+        first.extend(run(&mut c, 3, 6));
+        assert_eq!(first, straight, "resumed losses differ");
+    }
+
+    #[test]
+    fn a_non_finite_loss_is_an_error_naming_the_step() {
+        let mut t = Trainer::new(cfg(Loss::Softmax), &Device::flex(), 1).unwrap();
+        let (mut x, y) = toy_batch(0, 4);
+        x[7] = f32::NAN;
+        let e = t.train_step(&x, &y, 24, 20).unwrap_err().to_string();
+        assert_eq!(e, "the loss is NaN at step 0");
+        // The model is intact and training can go on with good data.
+        let (x, y) = toy_batch(1, 4);
+        assert!(t.train_step(&x, &y, 24, 20).unwrap().loss.is_finite());
     }
 }
