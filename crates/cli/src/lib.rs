@@ -133,7 +133,8 @@ pub fn default_registry() -> Registry {
         .register(spherepipe_stage_dedupe::Dedupe)
         .register(spherepipe_stage_align::Align)
         .register(spherepipe_stage_flip::Flip)
-        .register(spherepipe_stage_shard::Shard);
+        .register(spherepipe_stage_shard::Shard)
+        .register(spherepipe_stage_train::Train);
     r
 }
 

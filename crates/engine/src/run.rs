@@ -121,6 +121,7 @@ pub trait Observer: Send + Sync {
 
 struct Job {
     index: usize,
+    fingerprint: String,
     name: String,
     kind: Arc<dyn Stage>,
     params: spherepipe_stage::Params,
@@ -155,12 +156,21 @@ fn run_job(store: &Store, cancel: &CancelToken, job: Job) -> JobResult {
         Ok(d) => d,
         Err(e) => return fail(format!("cannot create a staging directory: {e}"), false),
     };
+    let scratch = store.root().join("scratch").join(&job.fingerprint);
+    if let Err(e) = std::fs::create_dir_all(&scratch) {
+        let _ = std::fs::remove_dir_all(&staging);
+        return fail(format!("cannot create {}: {e}", scratch.display()), false);
+    }
+    let logs = store.root().join("logs").join(&job.fingerprint);
+    let _ = std::fs::create_dir_all(&logs);
     let progress = Progress::new(job.sink.clone());
     let ctx = StageContext {
         stage_name: &job.name,
         params: &job.params,
         inputs: &job.inputs,
         out_dir: &staging,
+        scratch: &scratch,
+        logs: &logs,
         progress: &progress,
         cancel,
         seed: job.seed,
@@ -182,11 +192,15 @@ fn run_job(store: &Store, cancel: &CancelToken, job: Job) -> JobResult {
         }
     };
     match outcome {
-        Ok(m) => JobResult::Done {
-            index: job.index,
-            manifest_hash: m.hash,
-            wall: start.elapsed(),
-        },
+        Ok(m) => {
+            // Checkpoints are no longer needed once the result is safely in the store.
+            let _ = std::fs::remove_dir_all(&scratch);
+            JobResult::Done {
+                index: job.index,
+                manifest_hash: m.hash,
+                wall: start.elapsed(),
+            }
+        }
         Err((error, cancelled)) => {
             // Nothing partial survives: the staging directory goes.
             let _ = std::fs::remove_dir_all(&staging);
@@ -323,6 +337,7 @@ pub fn execute(p: &Pipeline, store: &Store, opts: &RunOptions, obs: &dyn Observe
                     job_tx
                         .send(Job {
                             index: i,
+                            fingerprint: fp.clone(),
                             name: node.name.clone(),
                             kind: node.kind.clone(),
                             params: node.params.clone(),

@@ -6,3 +6,24 @@ pub mod sphere;
 pub mod train;
 
 pub use burn;
+pub use burn::tensor::Device;
+
+/// The first CUDA GPU (builds with the `cuda` feature).
+#[cfg(feature = "cuda")]
+pub fn cuda_device() -> Device {
+    Device::cuda(0)
+}
+#[cfg(not(feature = "cuda"))]
+pub fn cuda_device() -> Device {
+    Device::flex()
+}
+
+/// The default wgpu adapter (builds with the `wgpu` feature).
+#[cfg(feature = "wgpu")]
+pub fn wgpu_device() -> Device {
+    Device::wgpu(Default::default())
+}
+#[cfg(not(feature = "wgpu"))]
+pub fn wgpu_device() -> Device {
+    Device::flex()
+}

@@ -206,14 +206,45 @@ impl Trainer {
             .map_err(|e| anyhow::anyhow!("{e:?}"))
     }
 
-    /// Writes weights (safetensors), optimizer state (burnpack) and the step.
-    pub fn save_checkpoint(&self, dir: &Path) -> Result<()> {
+    /// Loads weights from a safetensors file (the `init` input). Every tensor the model needs
+    /// must be there with the right shape; the error names each one that is not.
+    pub fn load_weights(&mut self, path: &Path) -> Result<()> {
         use burn::store::{ModuleSnapshot, SafetensorsStore};
-        std::fs::create_dir_all(dir)?;
-        let mut store = SafetensorsStore::from_file(dir.join("model.safetensors"));
+        if !path.is_file() {
+            bail!("init weights {} do not exist", path.display());
+        }
+        let mut store = SafetensorsStore::from_file(path).allow_partial(true);
+        let model = self.model.as_mut().context("no model")?;
+        let r = model
+            .load_from(&mut store)
+            .map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
+        if !r.missing.is_empty() || !r.errors.is_empty() {
+            let mut lines: Vec<String> = r.missing.iter().map(|m| format!("  missing: {m:?}")).collect();
+            lines.extend(r.errors.iter().map(|e| format!("  {e}")));
+            bail!("init weights {} do not fit this network:\n{}", path.display(), lines.join("\n"));
+        }
+        // Safetensors carry no parameter ids, so the model keeps its path-derived ones.
+        Ok(())
+    }
+
+    /// Writes the weights as safetensors (the artifact's `model.safetensors`, and `init`).
+    pub fn save_weights(&self, path: &Path) -> Result<()> {
+        use burn::store::{ModuleSnapshot, SafetensorsStore};
+        // One metadata entry only: burn keeps metadata in a hash map, so several entries would
+        // be written in a different order each time and the artifact would not be reproducible.
+        let mut store = SafetensorsStore::from_file(path)
+            .clear_metadata()
+            .metadata("producer", "spherepipe (burn 0.22.1)");
         self.model()
             .save_into(&mut store)
-            .map_err(|e| anyhow::anyhow!("saving weights: {e:?}"))?;
+            .map_err(|e| anyhow::anyhow!("saving weights to {}: {e}", path.display()))
+    }
+
+    /// Writes a checkpoint: weights (safetensors), optimizer state (burnpack, keyed by the
+    /// path-derived parameter ids, so it matches a freshly built model) and the step.
+    pub fn save_checkpoint(&self, dir: &Path) -> Result<()> {
+        std::fs::create_dir_all(dir)?;
+        self.save_weights(&dir.join("model.safetensors"))?;
         self.optim
             .save(dir.join("optimizer.bpk"))
             .map_err(|e| anyhow::anyhow!("saving optimizer state: {e:?}"))?;

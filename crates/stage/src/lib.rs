@@ -94,6 +94,13 @@ pub struct StageContext<'a> {
     pub inputs: &'a Inputs,
     /// An empty directory; everything written here becomes the artifact.
     pub out_dir: &'a Path,
+    /// A directory that survives failed or interrupted attempts of this exact stage (same
+    /// fingerprint) and is deleted once its artifact is committed: the place for checkpoints
+    /// a rerun resumes from. Never part of the artifact.
+    pub scratch: &'a Path,
+    /// Where to write how the run went (timings, throughput): kept beside the cache, outside
+    /// the artifact, so the artifact stays a pure function of its inputs and params.
+    pub logs: &'a Path,
     pub progress: &'a Progress,
     pub cancel: &'a CancelToken,
     /// The pipeline's seed (only part of the fingerprint when [`Stage::uses_seed`]).

@@ -1,0 +1,368 @@
+//! `train`: SphereFace training on face shards. Checkpoints go to the stage's scratch
+//! directory every `checkpoint_every` steps, so an interrupted or failed run resumes where it
+//! stopped and produces the same result as an uninterrupted one. The artifact holds the final
+//! weights (`model.safetensors`), `model.json` (what `extract` needs to rebuild the network),
+//! `metrics.csv` (loss, accuracy, λ, learning rate per step) and `curve.png`; images/s per step
+//! goes to `cache/logs/<fingerprint>/timing.csv`, outside the artifact, to keep it deterministic.
+
+mod curve;
+
+use anyhow::{bail, Context};
+use spherepipe_face_loader::{Loader, LoaderConfig};
+use spherepipe_nn::margin::{Lambda, Loss};
+use spherepipe_nn::sphere::SphereConfig;
+use spherepipe_nn::train::{StepMetrics, TrainConfig, Trainer};
+use spherepipe_nn::Device;
+use spherepipe_stage::{InputSpec, ParamSpec, ParamType, Params, Stage, StageContext};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+pub struct Train;
+
+const LOSSES: [&str; 5] = ["softmax", "modified-softmax", "a-softmax", "cosface", "arcface"];
+const DEVICES: [&str; 4] = ["cpu", "cuda", "wgpu", "auto"];
+
+/// The loss named by the params.
+pub fn loss_from(p: &Params) -> anyhow::Result<Loss> {
+    Ok(match p.str("loss")? {
+        "softmax" => Loss::Softmax,
+        "modified-softmax" => Loss::ModifiedSoftmax,
+        "a-softmax" => Loss::ASoftmax { m: p.i64("m")? as u32 },
+        "cosface" => Loss::CosFace {
+            s: p.f64("scale")?,
+            m: p.f64("margin")?,
+        },
+        _ => Loss::ArcFace {
+            s: p.f64("scale")?,
+            m: p.f64("margin")?,
+        },
+    })
+}
+
+/// The compute device for the `device` param; GPU backends only exist in builds with their
+/// cargo feature.
+pub fn device_from(name: &str) -> anyhow::Result<Device> {
+    match name {
+        "cpu" => Ok(Device::flex()),
+        "auto" => Ok(Device::default()),
+        "cuda" if cfg!(feature = "cuda") => Ok(spherepipe_nn::cuda_device()),
+        "wgpu" if cfg!(feature = "wgpu") => Ok(spherepipe_nn::wgpu_device()),
+        other => bail!("this spherepipe was built without the `{other}` backend; rebuild with `cargo build --release --features {other}` (see README: Devices) or use device: cpu"),
+    }
+}
+
+impl Stage for Train {
+    fn kind(&self) -> &'static str {
+        "train"
+    }
+    fn version(&self) -> &'static str {
+        "1"
+    }
+    fn doc(&self) -> &'static str {
+        "SphereFace CNN + A-Softmax (or softmax/modified-softmax/cosface/arcface) training"
+    }
+    fn params(&self) -> Vec<ParamSpec> {
+        vec![
+            ParamSpec::new(
+                "net",
+                ParamType::Choice(&["sphere4", "sphere10", "sphere20", "sphere36", "sphere64"]),
+                "sphere20",
+                "network depth (paper Table 2)",
+            ),
+            ParamSpec::new(
+                "width",
+                ParamType::float_range(0.01, 4.0),
+                1.0,
+                "channel multiplier (64/128/256/512 at 1.0)",
+            ),
+            ParamSpec::new(
+                "features",
+                ParamType::int_range(2, 4096),
+                512,
+                "FC1 size (2 or 3 to plot features like the paper's Fig. 2)",
+            ),
+            ParamSpec::new("loss", ParamType::Choice(&LOSSES), "a-softmax", "classification loss"),
+            ParamSpec::new("m", ParamType::int_range(1, 4), 4, "A-Softmax angular margin"),
+            ParamSpec::new(
+                "lambda_base",
+                ParamType::float_range(0.0, 1e9),
+                1000.0,
+                "λ = max(λ_min, base (1 + γ iter)^-power)",
+            ),
+            ParamSpec::new("lambda_gamma", ParamType::float_range(0.0, 1e3), 0.12, "λ annealing γ"),
+            ParamSpec::new("lambda_power", ParamType::float_range(0.0, 100.0), 1.0, "λ annealing power"),
+            ParamSpec::new("lambda_min", ParamType::float_range(0.0, 1e9), 5.0, "λ floor"),
+            ParamSpec::new("scale", ParamType::float_range(0.0, 1e4), 30.0, "s for cosface/arcface"),
+            ParamSpec::new(
+                "margin",
+                ParamType::float_range(0.0, 3.0),
+                0.35,
+                "m for cosface (0.35) / arcface (0.5)",
+            ),
+            ParamSpec::new("lr", ParamType::float_range(0.0, 10.0), 0.1, "base learning rate"),
+            ParamSpec::new(
+                "milestones",
+                ParamType::list(ParamType::Int { min: Some(0), max: None }),
+                vec![16_000, 24_000],
+                "steps where the learning rate is divided by 10",
+            ),
+            ParamSpec::new("steps", ParamType::Int { min: Some(1), max: None }, 28_000, "training iterations"),
+            ParamSpec::new("batch", ParamType::int_range(1, 4096), 256, "images per step"),
+            ParamSpec::new("momentum", ParamType::float_range(0.0, 1.0), 0.9, "SGD momentum"),
+            ParamSpec::new("weight_decay", ParamType::float_range(0.0, 1.0), 5e-4, "L2 weight decay"),
+            ParamSpec::new(
+                "random_flip",
+                ParamType::float_range(0.0, 1.0),
+                0.0,
+                "probability of mirroring each training image on the fly",
+            ),
+            ParamSpec::new(
+                "shuffle_buffer",
+                ParamType::Int { min: Some(1), max: None },
+                8192,
+                "rows held for shuffling",
+            ),
+            ParamSpec::new(
+                "checkpoint_every",
+                ParamType::Int { min: Some(1), max: None },
+                1000,
+                "steps between checkpoints",
+            ),
+            ParamSpec::new(
+                "device",
+                ParamType::Choice(&DEVICES),
+                "cpu",
+                "cpu (default), cuda, wgpu (need cargo features), auto",
+            ),
+        ]
+    }
+    fn inputs(&self) -> Vec<InputSpec> {
+        vec![
+            InputSpec::one("shards", "a shard artifact (manifest.json + shard-*.parquet)"),
+            InputSpec::one(
+                "init",
+                "weights to start from: a .safetensors file, or a directory holding model.safetensors",
+            )
+            .optional(),
+        ]
+    }
+    fn uses_seed(&self) -> bool {
+        true
+    }
+    fn validate(&self, p: &Params) -> Result<(), String> {
+        let loss = p.str("loss").map_err(|e| e.to_string())?;
+        if loss == "arcface" && p.f64("margin").map_err(|e| e.to_string())? > 1.5 {
+            return Err("arcface margin above 1.5 rad makes θ + m wrap past π; use about 0.5".into());
+        }
+        Ok(())
+    }
+    fn run(&self, ctx: &StageContext<'_>) -> anyhow::Result<()> {
+        let p = ctx.params;
+        let shards_dir = ctx.inputs.one("shards")?;
+        let manifest: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(shards_dir.join("manifest.json"))
+                .with_context(|| format!("{} has no manifest.json: bind `shards` to a shard stage", shards_dir.display()))?,
+        )?;
+        let classes = manifest["labels"].as_u64().context("manifest.json lacks `labels`")? as usize;
+        if classes < 2 {
+            bail!("the shards hold {classes} class(es); training needs at least 2");
+        }
+        let files: Vec<PathBuf> = manifest["shards"]
+            .as_array()
+            .context("manifest.json lacks `shards`")?
+            .iter()
+            .filter_map(|s| s["file"].as_str())
+            .map(|f| shards_dir.join(f))
+            .collect();
+        let depth: usize = p.str("net")?.trim_start_matches("sphere").parse()?;
+        let batch = p.i64("batch")? as usize;
+        let steps = p.i64("steps")? as u64;
+        let loss = loss_from(p)?;
+        let lambda = Lambda {
+            base: p.f64("lambda_base")?,
+            gamma: p.f64("lambda_gamma")?,
+            power: p.f64("lambda_power")?,
+            min: p.f64("lambda_min")?,
+        };
+
+        // Image size from the data, so the network's FC1 fits the crops.
+        let probe = Loader::new(
+            files.clone(),
+            LoaderConfig {
+                batch: 1,
+                shuffle_buffer: 1,
+                flip: 0.0,
+                seed: 0,
+                prefetch: 1,
+                skip_batches: 0,
+            },
+        )?
+        .next_batch()?;
+        let net = SphereConfig {
+            depth,
+            width: p.f64("width")?,
+            features: p.i64("features")? as usize,
+            input: [probe.height, probe.width],
+        };
+        let cfg = TrainConfig {
+            net,
+            classes,
+            loss,
+            lambda,
+            lr: p.f64("lr")?,
+            milestones: p.get("milestones")?,
+            momentum: p.f64("momentum")?,
+            weight_decay: p.f64("weight_decay")?,
+        };
+        let device = device_from(p.str("device")?)?;
+        let mut trainer = Trainer::new(cfg.clone(), &device, ctx.seed)?;
+        if let Some(init) = ctx.inputs.many("init").first() {
+            let path = if init.is_dir() {
+                init.join("model.safetensors")
+            } else {
+                init.clone()
+            };
+            trainer.load_weights(&path)?;
+        }
+
+        // Resume from the scratch checkpoint of an earlier attempt, if any.
+        let ckpt = ctx.scratch.join("checkpoint");
+        let mut metrics: Vec<(StepMetrics, f64)> = Vec::new();
+        if ckpt.join("step").is_file() {
+            trainer.load_checkpoint(&ckpt)?;
+            metrics = read_metrics(&ckpt.join("metrics.csv"))?
+                .into_iter()
+                .take(trainer.step as usize)
+                .collect();
+            ctx.progress.message(&format!("resuming at step {}", trainer.step));
+        }
+        let loader = Loader::new(
+            files,
+            LoaderConfig {
+                batch,
+                shuffle_buffer: p.i64("shuffle_buffer")? as usize,
+                flip: p.f64("random_flip")?,
+                seed: ctx.seed,
+                prefetch: 4,
+                skip_batches: trainer.step,
+            },
+        )?;
+        ctx.progress.set_length(steps);
+        ctx.progress.inc(trainer.step);
+        let every = p.i64("checkpoint_every")? as u64;
+        while trainer.step < steps {
+            ctx.cancel.check()?;
+            let t = Instant::now();
+            let b = loader.next_batch()?;
+            let m = match trainer.train_step(&b.images, &b.labels, b.height, b.width) {
+                Ok(m) => m,
+                Err(e) => {
+                    let kept = if ckpt.join("step").is_file() {
+                        format!(
+                            "the last good checkpoint (step {}) is kept in {}",
+                            std::fs::read_to_string(ckpt.join("step")).unwrap_or_default().trim(),
+                            ckpt.display()
+                        )
+                    } else {
+                        "no checkpoint had been written yet".into()
+                    };
+                    bail!("{e:#}; {kept}. Lower `lr` (or check the data) and rerun: training resumes from that checkpoint");
+                }
+            };
+            let ips = batch as f64 / t.elapsed().as_secs_f64();
+            metrics.push((m, ips));
+            ctx.progress.inc(1);
+            ctx.progress.message(&format!(
+                "loss {:.3} acc {:.2} λ {:.1} {:.0} img/s",
+                m.loss, m.accuracy, m.lambda, ips
+            ));
+            if trainer.step % every == 0 && trainer.step < steps {
+                write_checkpoint(&trainer, &metrics, &ckpt)?;
+            }
+        }
+        trainer.save_weights(&ctx.out_dir.join("model.safetensors"))?;
+        let last = metrics.iter().rev().take(20).collect::<Vec<_>>();
+        let summary = serde_json::json!({
+            "net": {"depth": cfg.net.depth, "width": cfg.net.width, "features": cfg.net.features, "input": cfg.net.input},
+            "classes": classes,
+            "loss": p.str("loss")?,
+            "params": p.0,
+            "steps": steps,
+            "final_loss": last.iter().map(|m| m.0.loss).sum::<f64>() / last.len().max(1) as f64,
+            "final_accuracy": last.iter().map(|m| m.0.accuracy).sum::<f64>() / last.len().max(1) as f64,
+        });
+        std::fs::write(ctx.out_dir.join("model.json"), serde_json::to_string_pretty(&summary)?)?;
+        write_metrics(&ctx.out_dir.join("metrics.csv"), &metrics)?;
+        write_timing(&ctx.logs.join("timing.csv"), &metrics)?;
+        curve::draw(
+            &ctx.out_dir.join("curve.png"),
+            &metrics.iter().map(|m| (m.0.loss, m.0.accuracy)).collect::<Vec<_>>(),
+        )?;
+        Ok(())
+    }
+}
+
+const HEADER: &str = "step,loss,accuracy,lambda,lr";
+
+/// The per-step table in the artifact: deterministic columns only, so two runs of the same
+/// stage produce byte-identical artifacts (throughput goes to the logs, see `write_timing`).
+fn write_metrics(path: &Path, metrics: &[(StepMetrics, f64)]) -> anyhow::Result<()> {
+    let mut s = String::from(HEADER);
+    s.push('\n');
+    for (m, _) in metrics {
+        s.push_str(&format!("{},{},{},{},{}\n", m.step, m.loss, m.accuracy, m.lambda, m.lr));
+    }
+    std::fs::write(path, s).with_context(|| format!("writing {}", path.display()))
+}
+
+/// Images per second at each step, in the stage's log directory (outside the artifact).
+fn write_timing(path: &Path, metrics: &[(StepMetrics, f64)]) -> anyhow::Result<()> {
+    let mut s = String::from("step,images_per_s\n");
+    for (m, ips) in metrics {
+        s.push_str(&format!("{},{:.1}\n", m.step, ips));
+    }
+    std::fs::write(path, s).with_context(|| format!("writing {}", path.display()))
+}
+
+fn read_metrics(path: &Path) -> anyhow::Result<Vec<(StepMetrics, f64)>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    text.lines()
+        .skip(1)
+        .map(|l| {
+            let f: Vec<&str> = l.split(',').collect();
+            let n = |i: usize| -> anyhow::Result<f64> {
+                f.get(i)
+                    .context("short metrics line")?
+                    .parse::<f64>()
+                    .context("bad number in metrics")
+            };
+            Ok((
+                StepMetrics {
+                    step: n(0)? as u64,
+                    loss: n(1)?,
+                    accuracy: n(2)?,
+                    lambda: n(3)?,
+                    lr: n(4)?,
+                },
+                0.0,
+            ))
+        })
+        .collect()
+}
+
+/// Writes the checkpoint next to the old one, then swaps it in, so a kill mid-write keeps
+/// the previous checkpoint intact.
+fn write_checkpoint(trainer: &Trainer, metrics: &[(StepMetrics, f64)], ckpt: &Path) -> anyhow::Result<()> {
+    let tmp = ckpt.with_extension("new");
+    let _ = std::fs::remove_dir_all(&tmp);
+    trainer.save_checkpoint(&tmp)?;
+    write_metrics(&tmp.join("metrics.csv"), metrics)?;
+    let old = ckpt.with_extension("old");
+    let _ = std::fs::remove_dir_all(&old);
+    if ckpt.exists() {
+        std::fs::rename(ckpt, &old)?;
+    }
+    std::fs::rename(&tmp, ckpt)?;
+    let _ = std::fs::remove_dir_all(&old);
+    Ok(())
+}
