@@ -13,6 +13,7 @@ use crossbeam_channel::{bounded, Receiver};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::ProjectionMask;
 use rayon::prelude::*;
+use spherepipe_rng::Rng;
 use std::path::PathBuf;
 
 #[derive(Debug, Clone)]
@@ -40,14 +41,6 @@ pub struct Batch {
     pub index: u64,
 }
 
-fn splitmix(state: &mut u64) -> u64 {
-    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    let mut z = *state;
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
 /// Raw rows (PNG bytes, label) in a deterministic shuffled order, epoch after epoch.
 struct RowStream {
     files: Vec<PathBuf>,
@@ -59,7 +52,7 @@ struct RowStream {
     pending: Vec<(Vec<u8>, i32)>,
     buffer: Vec<(Vec<u8>, i32)>,
     capacity: usize,
-    rng: u64,
+    rng: Rng,
 }
 
 impl RowStream {
@@ -74,19 +67,19 @@ impl RowStream {
             pending: Vec::new(),
             buffer: Vec::new(),
             capacity: capacity.max(1),
-            rng: 0,
+            rng: Rng::new(0),
         };
         s.start_epoch();
         s
     }
 
     fn start_epoch(&mut self) {
-        let mut r = self.seed ^ self.epoch.wrapping_mul(0xD1B5_4A32_D192_ED03);
+        let mut r = Rng::new(self.seed ^ self.epoch.wrapping_mul(0xD1B5_4A32_D192_ED03));
         self.order = (0..self.files.len()).collect();
         for i in (1..self.order.len()).rev() {
-            self.order.swap(i, (splitmix(&mut r) % (i as u64 + 1)) as usize);
+            self.order.swap(i, (r.next_u64() % (i as u64 + 1)) as usize);
         }
-        self.rng = splitmix(&mut r);
+        self.rng = Rng::new(r.next_u64());
         self.next_file = 0;
     }
 
@@ -144,7 +137,7 @@ impl RowStream {
                 }
             }
             if !self.buffer.is_empty() {
-                let i = (splitmix(&mut self.rng) % self.buffer.len() as u64) as usize;
+                let i = (self.rng.next_u64() % self.buffer.len() as u64) as usize;
                 return Ok(self.buffer.swap_remove(i));
             }
             // Epoch over and buffer drained: next epoch.
@@ -210,8 +203,8 @@ impl Loader {
                     .par_iter()
                     .enumerate()
                     .map(|(k, (png, _))| {
-                        let mut r = cfg.seed ^ (index * cfg.batch as u64 + k as u64).wrapping_mul(0xA24B_AED4_963E_E407);
-                        let flip = (splitmix(&mut r) >> 11) as f64 / (1u64 << 53) as f64 <= cfg.flip && cfg.flip > 0.0;
+                        let mut r = Rng::new(cfg.seed ^ (index * cfg.batch as u64 + k as u64).wrapping_mul(0xA24B_AED4_963E_E407));
+                        let flip = r.unit() <= cfg.flip && cfg.flip > 0.0;
                         decode_normalised(png, flip)
                     })
                     .collect();

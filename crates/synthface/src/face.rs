@@ -4,7 +4,7 @@
 //! Shapes are defined in a canonical 250×250 frame and rendered by mapping each output pixel
 //! back into that frame, with soft (anti-aliased) edges.
 
-use crate::rng::Rng;
+use spherepipe_rng::Rng;
 
 type Rgb = [f64; 3];
 

@@ -22,11 +22,10 @@
 
 mod face;
 mod names;
-mod rng;
 
 pub use face::{render, Identity, Rendered, Variation};
 pub use names::{name_for, Spelling};
-pub use rng::Rng;
+pub use spherepipe_rng::Rng;
 
 use anyhow::{bail, Context, Result};
 use rayon::prelude::*;

@@ -9,20 +9,11 @@ use std::collections::BTreeSet;
 
 pub struct Shard;
 
-/// splitmix64, for a shuffle that no dependency upgrade can change.
-fn next(state: &mut u64) -> u64 {
-    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    let mut z = *state;
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
-/// Fisher-Yates with splitmix64.
+/// Fisher-Yates with the shared splitmix64 generator.
 pub fn shuffle<T>(xs: &mut [T], seed: u64) {
-    let mut s = seed;
+    let mut r = spherepipe_rng::Rng::new(seed);
     for i in (1..xs.len()).rev() {
-        xs.swap(i, (next(&mut s) % (i as u64 + 1)) as usize);
+        xs.swap(i, (r.next_u64() % (i as u64 + 1)) as usize);
     }
 }
 

@@ -26,15 +26,6 @@ fn read_numbers(dir: &Path) -> anyhow::Result<Vec<f64>> {
         .collect()
 }
 
-/// splitmix64: a tiny, well-known deterministic generator (no extra dependency).
-fn splitmix(state: &mut u64) -> u64 {
-    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    let mut z = *state;
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
 /// `numbers`: `count` pseudo-random integers in [0, 1000) drawn from the pipeline seed,
 /// one per line in `numbers.txt`.
 pub struct Numbers;
@@ -77,11 +68,11 @@ impl Stage for Numbers {
         let count = ctx.params.i64("count")? as u64;
         let delay = std::time::Duration::from_millis(ctx.params.i64("delay_ms")? as u64);
         ctx.progress.set_length(count);
-        let mut state = ctx.seed;
+        let mut rng = spherepipe_rng::Rng::new(ctx.seed);
         let mut f = fs::File::create(ctx.out_dir.join("numbers.txt"))?;
         for _ in 0..count {
             ctx.cancel.check()?;
-            writeln!(f, "{}", splitmix(&mut state) % 1000)?;
+            writeln!(f, "{}", rng.next_u64() % 1000)?;
             if !delay.is_zero() {
                 f.flush()?;
                 std::thread::sleep(delay);

@@ -1,5 +1,6 @@
-//! A small deterministic generator (splitmix64). Owned here rather than taken from `rand` so
-//! the corpus a seed produces can never change with a dependency upgrade.
+//! A small deterministic generator (splitmix64), shared by every stage that shuffles or draws.
+//! Owned here rather than taken from `rand` so what a seed produces never changes with a
+//! dependency upgrade.
 
 #[derive(Clone, Debug)]
 pub struct Rng(u64);
