@@ -2,6 +2,7 @@
 //! in this crate, so stages never touch the tensor backend.
 
 pub mod margin;
+pub mod names;
 pub mod sphere;
 pub mod train;
 

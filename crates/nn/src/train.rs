@@ -206,35 +206,85 @@ impl Trainer {
             .map_err(|e| anyhow::anyhow!("{e:?}"))
     }
 
-    /// Loads weights from a safetensors file (the `init` input). Every tensor the model needs
-    /// must be there with the right shape; the error names each one that is not.
-    pub fn load_weights(&mut self, path: &Path) -> Result<()> {
-        use burn::store::{ModuleSnapshot, SafetensorsStore};
+    /// (burn path, file name) pairs of this model's parameters; see [`crate::names`].
+    fn names(&self) -> Vec<(String, String)> {
+        crate::names::parameter_names(&self.cfg.net, matches!(self.cfg.loss, Loss::Softmax))
+    }
+
+    /// A store that reads a weights file written under the `sphere20a` names.
+    fn reading_store(&self, path: &Path) -> burn::store::SafetensorsStore {
+        burn::store::SafetensorsStore::from_file(path)
+            .remap(crate::names::from_file(&self.names()))
+            .with_from_adapter(burn::store::PyTorchToBurnAdapter)
+            .allow_partial(true)
+            // Collect mismatches in the result (and name them all) rather than stop at the first.
+            .validate(false)
+    }
+
+    /// Reads weights into the model; every tensor must be present with its shape, and the
+    /// error names each one (by its file name) that is not.
+    fn read_weights(&mut self, path: &Path, what: &str) -> Result<()> {
+        use burn::store::{ApplyError, ModuleSnapshot};
         if !path.is_file() {
-            bail!("init weights {} do not exist", path.display());
+            bail!("{what} {} does not exist", path.display());
         }
-        let mut store = SafetensorsStore::from_file(path).allow_partial(true);
+        let names = self.names();
+        let mut store = self.reading_store(path);
         let model = self.model.as_mut().context("no model")?;
         let r = model
             .load_from(&mut store)
-            .map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
-        if !r.missing.is_empty() || !r.errors.is_empty() {
-            let mut lines: Vec<String> = r.missing.iter().map(|m| format!("  missing: {m:?}")).collect();
-            lines.extend(r.errors.iter().map(|e| format!("  {e}")));
-            bail!("init weights {} do not fit this network:\n{}", path.display(), lines.join("\n"));
+            .map_err(|e| anyhow::anyhow!("reading {what} {}: {e}", path.display()))?;
+        if r.missing.is_empty() && r.errors.is_empty() {
+            // Safetensors carry no parameter ids, so the model keeps its path-derived ones.
+            return Ok(());
         }
-        // Safetensors carry no parameter ids, so the model keeps its path-derived ones.
-        Ok(())
+        let name = |p: &str| crate::names::file_name_of(&names, p);
+        // fc5's weight is [in, out] inside burn and [out, in] in the file: say it the file's way.
+        let shape = |p: &str, s: &burn::tensor::Shape| {
+            let mut d = s.to_vec();
+            if p == "net.fc5.weight" {
+                d.reverse();
+            }
+            format!("{d:?}")
+        };
+        let mut lines: Vec<String> = r.missing.iter().map(|(p, _)| format!("  missing: {}", name(p))).collect();
+        lines.extend(r.errors.iter().map(|e| match e {
+            ApplyError::ShapeMismatch { path, expected, found } => format!(
+                "  wrong shape: {} is {} in the file, the network needs {}",
+                name(path),
+                shape(path, found),
+                shape(path, expected)
+            ),
+            other => format!("  {other}"),
+        }));
+        bail!(
+            "{what} {} do not fit this network (SphereFace-{}, width {}, {} features, {} classes):\n{}",
+            path.display(),
+            self.cfg.net.depth,
+            self.cfg.net.width,
+            self.cfg.net.features,
+            self.cfg.classes,
+            lines.join("\n")
+        )
     }
 
-    /// Writes the weights as safetensors (the artifact's `model.safetensors`, and `init`).
+    /// Loads weights from a safetensors file (the `init` input), named as `sphere20a` names
+    /// them (see [`crate::names`]), so the published converted SphereFace-20 loads.
+    pub fn load_weights(&mut self, path: &Path) -> Result<()> {
+        self.read_weights(path, "init weights")
+    }
+
+    /// Writes the weights as safetensors under the `sphere20a` names, fc5 as [out, in]: the
+    /// file loads into PyTorch's `sphere20a` with `load_state_dict`.
     pub fn save_weights(&self, path: &Path) -> Result<()> {
         use burn::store::{ModuleSnapshot, SafetensorsStore};
         // One metadata entry only: burn keeps metadata in a hash map, so several entries would
         // be written in a different order each time and the artifact would not be reproducible.
         let mut store = SafetensorsStore::from_file(path)
             .clear_metadata()
-            .metadata("producer", "spherepipe (burn 0.22.1)");
+            .metadata("producer", "spherepipe (burn 0.22.1)")
+            .remap(crate::names::to_file(&self.names()))
+            .with_to_adapter(burn::store::BurnToPyTorchAdapter);
         self.model()
             .save_into(&mut store)
             .map_err(|e| anyhow::anyhow!("saving weights to {}: {e}", path.display()))
@@ -254,20 +304,7 @@ impl Trainer {
 
     /// Restores a checkpoint written by [`save_checkpoint`](Self::save_checkpoint).
     pub fn load_checkpoint(&mut self, dir: &Path) -> Result<()> {
-        use burn::store::{ModuleSnapshot, SafetensorsStore};
-        let mut store = SafetensorsStore::from_file(dir.join("model.safetensors"));
-        let model = self.model.as_mut().context("no model")?;
-        let r = model
-            .load_from(&mut store)
-            .map_err(|e| anyhow::anyhow!("loading {}: {e:?}", dir.join("model.safetensors").display()))?;
-        if !r.missing.is_empty() || !r.errors.is_empty() {
-            bail!(
-                "checkpoint {} does not fit the model: missing {:?}, errors {:?}",
-                dir.display(),
-                r.missing,
-                r.errors
-            );
-        }
+        self.read_weights(&dir.join("model.safetensors"), "checkpoint weights")?;
         let optim = std::mem::replace(&mut self.optim, SgdConfig::new().init());
         self.optim = optim
             .load(dir.join("optimizer.bpk"))
@@ -376,5 +413,147 @@ mod tests {
         // The model is intact and training can go on with good data.
         let (x, y) = toy_batch(1, 4);
         assert!(t.train_step(&x, &y, 24, 20).unwrap().loss.is_finite());
+    }
+
+    /// A safetensors file written by hand (8-byte little-endian header length, JSON header,
+    /// little-endian f32 data), independent of burn's writer.
+    fn write_safetensors(path: &Path, tensors: &[(String, Vec<usize>, Vec<f32>)]) {
+        let mut header = serde_json::Map::new();
+        let mut data = Vec::new();
+        for (name, shape, values) in tensors {
+            let start = data.len();
+            data.extend(values.iter().flat_map(|v| v.to_le_bytes()));
+            header.insert(
+                name.clone(),
+                serde_json::json!({"dtype": "F32", "shape": shape, "data_offsets": [start, data.len()]}),
+            );
+        }
+        let h = serde_json::Value::Object(header).to_string().into_bytes();
+        let mut out = (h.len() as u64).to_le_bytes().to_vec();
+        out.extend(h);
+        out.extend(data);
+        std::fs::write(path, out).unwrap();
+    }
+
+    /// name -> (shape, values) of a safetensors file, read by hand.
+    fn read_safetensors(path: &Path) -> std::collections::BTreeMap<String, (Vec<usize>, Vec<f32>)> {
+        let bytes = std::fs::read(path).unwrap();
+        let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+        let header: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+        let data = &bytes[8 + n..];
+        header
+            .into_iter()
+            .filter(|(k, _)| k != "__metadata__")
+            .map(|(k, v)| {
+                assert_eq!(v["dtype"], "F32");
+                let shape: Vec<usize> = serde_json::from_value(v["shape"].clone()).unwrap();
+                let [a, b]: [usize; 2] = serde_json::from_value(v["data_offsets"].clone()).unwrap();
+                let vals = data[a..b].chunks(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
+                (k, (shape, vals))
+            })
+            .collect()
+    }
+
+    /// The tensors of PyTorch's `sphere20a` (full width, `classes` outputs), with PyTorch
+    /// shapes typed out from its layer list, each filled with its own recognisable values.
+    fn sphere20a_state_dict(classes: usize) -> Vec<(String, Vec<usize>, Vec<f32>)> {
+        let convs: [(&str, usize, usize); 20] = [
+            ("conv1_1", 3, 64),
+            ("conv1_2", 64, 64),
+            ("conv1_3", 64, 64),
+            ("conv2_1", 64, 128),
+            ("conv2_2", 128, 128),
+            ("conv2_3", 128, 128),
+            ("conv2_4", 128, 128),
+            ("conv2_5", 128, 128),
+            ("conv3_1", 128, 256),
+            ("conv3_2", 256, 256),
+            ("conv3_3", 256, 256),
+            ("conv3_4", 256, 256),
+            ("conv3_5", 256, 256),
+            ("conv3_6", 256, 256),
+            ("conv3_7", 256, 256),
+            ("conv3_8", 256, 256),
+            ("conv3_9", 256, 256),
+            ("conv4_1", 256, 512),
+            ("conv4_2", 512, 512),
+            ("conv4_3", 512, 512),
+        ];
+        let mut shapes: Vec<(String, Vec<usize>)> = Vec::new();
+        for (c, cin, cout) in convs {
+            shapes.push((format!("{c}.weight"), vec![cout, cin, 3, 3]));
+            shapes.push((format!("{c}.bias"), vec![cout]));
+            shapes.push((format!("{}.weight", c.replace("conv", "relu")), vec![cout]));
+        }
+        shapes.push(("fc5.weight".into(), vec![512, 512 * 7 * 6]));
+        shapes.push(("fc5.bias".into(), vec![512]));
+        shapes.push(("fc6.weight".into(), vec![512, classes]));
+        shapes
+            .into_iter()
+            .enumerate()
+            .map(|(t, (name, shape))| {
+                let n: usize = shape.iter().product();
+                let vals = (0..n).map(|e| ((t * 7919 + e) % 2003) as f32 * 1e-4 - 0.1).collect();
+                (name, shape, vals)
+            })
+            .collect()
+    }
+
+    fn values(p: &burn::module::Param<Tensor<1>>) -> Vec<f32> {
+        p.val().into_data().convert::<f32>().try_to_vec::<f32>().unwrap()
+    }
+
+    #[test]
+    fn the_sphere20a_state_dict_loads_lands_in_place_and_saves_back_unchanged() {
+        let classes = 10;
+        let cfg = TrainConfig {
+            net: SphereConfig::new(20),
+            classes,
+            ..cfg(Loss::ASoftmax { m: 4 })
+        };
+        let mut t = Trainer::new(cfg, &Device::flex(), 1).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("sphere20a.safetensors");
+        let sd = sphere20a_state_dict(classes);
+        write_safetensors(&file, &sd);
+        t.load_weights(&file).unwrap();
+        let get = |n: &str| sd.iter().find(|x| x.0 == n).unwrap().2.clone();
+
+        // Spot checks at known module positions: conv2_2 is stage 2's first unit's first conv,
+        // relu3_9 stage 3's fourth unit's second PReLU.
+        let m = t.model();
+        let w = m.net.stages[1].units[0].a.conv.weight.val().into_data().try_to_vec::<f32>().unwrap();
+        assert_eq!(w, get("conv2_2.weight"));
+        assert_eq!(values(&m.net.stages[2].units[3].b.act.alpha), get("relu3_9.weight"));
+        assert_eq!(values(m.net.stages[3].down.conv.bias.as_ref().unwrap()), get("conv4_1.bias"));
+        // fc5 is [out, in] in PyTorch and [in, out] in burn.
+        let fc5 = m.net.fc5.weight.val();
+        assert_eq!(fc5.dims(), [21_504, 512]);
+        let fc5 = fc5.into_data().try_to_vec::<f32>().unwrap();
+        let file_fc5 = get("fc5.weight");
+        for (o, i) in [(0, 0), (3, 17), (511, 21_503), (200, 9_999)] {
+            assert_eq!(fc5[i * 512 + o], file_fc5[o * 21_504 + i], "fc5[{o}][{i}]");
+        }
+
+        // Saved back: the same names, shapes and values as the file read.
+        let out = dir.path().join("saved.safetensors");
+        t.save_weights(&out).unwrap();
+        let saved = read_safetensors(&out);
+        assert_eq!(saved.len(), sd.len());
+        for (name, shape, vals) in &sd {
+            let (s, v) = &saved[name];
+            assert_eq!(s, shape, "{name}");
+            assert!(v == vals, "{name} values differ");
+        }
+
+        // A missing tensor and a wrong shape are each named, the file's way round.
+        let mut bad: Vec<_> = sd.into_iter().filter(|x| x.0 != "conv3_4.bias").collect();
+        bad.retain(|x| x.0 != "fc5.weight");
+        bad.push(("fc5.weight".into(), vec![512, 100], vec![0.0; 51_200]));
+        write_safetensors(&file, &bad);
+        let e = t.load_weights(&file).unwrap_err().to_string();
+        assert!(e.contains("missing: conv3_4.bias"), "{e}");
+        assert!(e.contains("wrong shape: fc5.weight is [512, 100] in the file, the network needs [512, 21504]"), "{e}");
+        assert!(e.contains("SphereFace-20"), "{e}");
     }
 }
