@@ -45,18 +45,19 @@ impl SphereConfig {
     pub fn final_size(&self) -> [usize; 2] {
         self.input.map(|s| (0..4).fold(s, |s, _| (s + 2 - 3) / 2 + 1))
     }
+    /// The network with zero weights: a [`Trainer`](crate::train::Trainer) draws the initial
+    /// values itself, from its seed, so they do not depend on the backend's RNG.
     pub fn init(&self, device: &Device) -> anyhow::Result<SphereNet> {
         let units = units_for(self.depth).ok_or_else(|| anyhow::anyhow!("depth {} is not one of 4, 10, 20, 36, 64", self.depth))?;
         let ch = self.channels();
         let mut stages = Vec::new();
         let mut cin = 3;
         for (s, &cout) in ch.iter().enumerate() {
-            // The official prototxt: Xavier for the strided convs, Gaussian(0.01) inside units.
-            let down = ConvAct::new(cin, cout, 2, Initializer::XavierUniform { gain: 1.0 }, device);
+            let down = ConvAct::new(cin, cout, 2, device);
             let us = (0..units[s])
                 .map(|_| Unit {
-                    a: ConvAct::new(cout, cout, 1, Initializer::Normal { mean: 0.0, std: 0.01 }, device),
-                    b: ConvAct::new(cout, cout, 1, Initializer::Normal { mean: 0.0, std: 0.01 }, device),
+                    a: ConvAct::new(cout, cout, 1, device),
+                    b: ConvAct::new(cout, cout, 1, device),
                 })
                 .collect();
             stages.push(Stage { down, units: us });
@@ -64,7 +65,7 @@ impl SphereConfig {
         }
         let [h, w] = self.final_size();
         let fc5 = LinearConfig::new(ch[3] * h * w, self.features)
-            .with_initializer(Initializer::XavierUniform { gain: 1.0 })
+            .with_initializer(Initializer::Zeros)
             .init(device);
         Ok(SphereNet { stages, fc5 })
     }
@@ -78,12 +79,12 @@ pub struct ConvAct {
 }
 
 impl ConvAct {
-    fn new(cin: usize, cout: usize, stride: usize, init: Initializer, device: &Device) -> Self {
+    fn new(cin: usize, cout: usize, stride: usize, device: &Device) -> Self {
         ConvAct {
             conv: Conv2dConfig::new([cin, cout], [3, 3])
                 .with_stride([stride, stride])
                 .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
-                .with_initializer(init)
+                .with_initializer(Initializer::Zeros)
                 .init(device),
             act: PReluConfig::new().with_num_parameters(cout).init(device),
         }
@@ -138,7 +139,7 @@ pub struct Head {
 impl Head {
     pub fn new(features: usize, classes: usize, bias: bool, device: &Device) -> Self {
         Head {
-            weight: Initializer::XavierUniform { gain: 1.0 }.init_with([features, classes], Some(features), Some(classes), device),
+            weight: Initializer::Zeros.init([features, classes], device),
             bias: bias.then(|| Initializer::Zeros.init([classes], device)),
         }
     }

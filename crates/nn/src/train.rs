@@ -11,34 +11,77 @@ use burn::prelude::*;
 use burn::tensor::TensorData;
 use std::path::Path;
 
-/// Gives every parameter an id derived from its path in the module tree. Burn's ids are
-/// random per process, and optimizer state is keyed by id: with path ids, a checkpoint's
-/// momentum buffers find their parameters in a freshly built model.
-#[derive(Default)]
-struct PathIds {
+/// Gives every parameter its id and its initial values, both derived from its path in the
+/// module tree.
+///
+/// Ids: burn's are random per process, and optimizer state is keyed by id; with path ids, a
+/// checkpoint's momentum buffers find their parameters in a freshly built model.
+///
+/// Values: drawn from the project's own generator, one stream per parameter (seed, path),
+/// rather than from the backend's RNG, which is process-wide and, with flex's parallel
+/// kernels, not reproducible. So a seed gives the same initial weights on any backend, any
+/// thread count, and when several trainings start at once. The distributions are the official
+/// prototxt's: Xavier (uniform) for the stride-2 convolutions, FC1 and the class weights,
+/// Gaussian(0, 0.01) for the convolutions inside residual units, zero biases, PReLU slopes 0.25.
+struct SeededInit {
+    seed: u64,
     path: Vec<String>,
 }
 
-impl burn::module::ModuleMapper for PathIds {
+impl SeededInit {
+    fn values(&self, path: &str, shape: &[usize]) -> Vec<f32> {
+        let n: usize = shape.iter().product();
+        let tag = path
+            .bytes()
+            .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x0100_0000_01b3));
+        let mut rng = spherepipe_rng::Rng::derive(self.seed, &[tag]);
+        let xavier = |fan_in: usize, fan_out: usize, rng: &mut spherepipe_rng::Rng| {
+            let bound = (6.0 / (fan_in + fan_out) as f64).sqrt();
+            (0..n).map(|_| rng.range(-bound, bound) as f32).collect()
+        };
+        if path.ends_with(".alpha") {
+            vec![0.25; n]
+        } else if path.ends_with(".bias") {
+            vec![0.0; n]
+        } else if path.ends_with("conv.weight") {
+            // [out, in, kh, kw]
+            let k = shape[2] * shape[3];
+            if path.contains(".units.") {
+                (0..n).map(|_| (0.01 * rng.normal()) as f32).collect()
+            } else {
+                xavier(shape[1] * k, shape[0] * k, &mut rng)
+            }
+        } else {
+            // fc5 [in, out] and fc6 [features, classes].
+            xavier(shape[0], shape[1], &mut rng)
+        }
+    }
+}
+
+impl burn::module::ModuleMapper for SeededInit {
     fn enter_module(&mut self, name: &str, _container: &str) {
         self.path.push(name.to_owned());
     }
     fn exit_module(&mut self, _name: &str, _container: &str) {
         self.path.pop();
     }
-    fn map_float<const D: usize>(&mut self, mut param: burn::module::Param<Tensor<D>>) -> burn::module::Param<Tensor<D>> {
+    fn map_float<const D: usize>(&mut self, param: burn::module::Param<Tensor<D>>) -> burn::module::Param<Tensor<D>> {
+        let path = self.path.join(".");
         // FNV-1a over the dotted path.
-        let h = self
-            .path
-            .join(".")
+        let id = path
             .bytes()
             .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x0100_0000_01b3));
-        param.id = burn::module::ParamId::from(h);
+        let shape = param.lazy_shape().to_vec();
+        let values = self.values(&path, &shape);
+        let mut param = param.map(|t| {
+            let device = t.device();
+            let grad = t.is_require_grad();
+            Tensor::<D>::from_data(TensorData::new(values, shape), &device).set_require_grad(grad)
+        });
+        param.id = burn::module::ParamId::from(id);
         param
     }
 }
-
-static INIT_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// The network and its classifier, as one module (so one optimizer and one checkpoint).
 #[derive(Module, Debug)]
@@ -98,23 +141,10 @@ pub struct Trainer {
 }
 
 impl Trainer {
-    /// A fresh model. Burn's initialisers draw from the device RNG, seeded here, so the same
-    /// seed gives the same initial weights.
+    /// A fresh model, its weights drawn from `seed` (see [`SeededInit`]).
     pub fn new(cfg: TrainConfig, device: &Device, seed: u64) -> Result<Self> {
         let device = device.clone().autodiff();
-        let model = {
-            // The backend RNG is process-wide: hold it while seeding and drawing, so trainers
-            // started concurrently (a matrix of trainings) still get their own seed's weights.
-            let _guard = INIT_LOCK.lock().unwrap_or_else(|p| p.into_inner());
-            device.seed(seed);
-            let model = SphereFace::new(&cfg.net, cfg.classes, cfg.loss, &device)?;
-            // Parameters are initialised lazily; read them all now, under the lock.
-            use burn::store::{ModuleSnapshot, SafetensorsStore};
-            model
-                .save_into(&mut SafetensorsStore::from_bytes(None))
-                .map_err(|e| anyhow::anyhow!("initialising the model: {e:?}"))?;
-            model.map(&mut PathIds::default())
-        };
+        let model = SphereFace::new(&cfg.net, cfg.classes, cfg.loss, &device)?.map(&mut SeededInit { seed, path: Vec::new() });
         let optim = SgdConfig::new()
             .with_momentum(Some(MomentumConfig {
                 momentum: cfg.momentum,
@@ -413,147 +443,5 @@ mod tests {
         // The model is intact and training can go on with good data.
         let (x, y) = toy_batch(1, 4);
         assert!(t.train_step(&x, &y, 24, 20).unwrap().loss.is_finite());
-    }
-
-    /// A safetensors file written by hand (8-byte little-endian header length, JSON header,
-    /// little-endian f32 data), independent of burn's writer.
-    fn write_safetensors(path: &Path, tensors: &[(String, Vec<usize>, Vec<f32>)]) {
-        let mut header = serde_json::Map::new();
-        let mut data = Vec::new();
-        for (name, shape, values) in tensors {
-            let start = data.len();
-            data.extend(values.iter().flat_map(|v| v.to_le_bytes()));
-            header.insert(
-                name.clone(),
-                serde_json::json!({"dtype": "F32", "shape": shape, "data_offsets": [start, data.len()]}),
-            );
-        }
-        let h = serde_json::Value::Object(header).to_string().into_bytes();
-        let mut out = (h.len() as u64).to_le_bytes().to_vec();
-        out.extend(h);
-        out.extend(data);
-        std::fs::write(path, out).unwrap();
-    }
-
-    /// name -> (shape, values) of a safetensors file, read by hand.
-    fn read_safetensors(path: &Path) -> std::collections::BTreeMap<String, (Vec<usize>, Vec<f32>)> {
-        let bytes = std::fs::read(path).unwrap();
-        let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
-        let header: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
-        let data = &bytes[8 + n..];
-        header
-            .into_iter()
-            .filter(|(k, _)| k != "__metadata__")
-            .map(|(k, v)| {
-                assert_eq!(v["dtype"], "F32");
-                let shape: Vec<usize> = serde_json::from_value(v["shape"].clone()).unwrap();
-                let [a, b]: [usize; 2] = serde_json::from_value(v["data_offsets"].clone()).unwrap();
-                let vals = data[a..b].chunks(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
-                (k, (shape, vals))
-            })
-            .collect()
-    }
-
-    /// The tensors of PyTorch's `sphere20a` (full width, `classes` outputs), with PyTorch
-    /// shapes typed out from its layer list, each filled with its own recognisable values.
-    fn sphere20a_state_dict(classes: usize) -> Vec<(String, Vec<usize>, Vec<f32>)> {
-        let convs: [(&str, usize, usize); 20] = [
-            ("conv1_1", 3, 64),
-            ("conv1_2", 64, 64),
-            ("conv1_3", 64, 64),
-            ("conv2_1", 64, 128),
-            ("conv2_2", 128, 128),
-            ("conv2_3", 128, 128),
-            ("conv2_4", 128, 128),
-            ("conv2_5", 128, 128),
-            ("conv3_1", 128, 256),
-            ("conv3_2", 256, 256),
-            ("conv3_3", 256, 256),
-            ("conv3_4", 256, 256),
-            ("conv3_5", 256, 256),
-            ("conv3_6", 256, 256),
-            ("conv3_7", 256, 256),
-            ("conv3_8", 256, 256),
-            ("conv3_9", 256, 256),
-            ("conv4_1", 256, 512),
-            ("conv4_2", 512, 512),
-            ("conv4_3", 512, 512),
-        ];
-        let mut shapes: Vec<(String, Vec<usize>)> = Vec::new();
-        for (c, cin, cout) in convs {
-            shapes.push((format!("{c}.weight"), vec![cout, cin, 3, 3]));
-            shapes.push((format!("{c}.bias"), vec![cout]));
-            shapes.push((format!("{}.weight", c.replace("conv", "relu")), vec![cout]));
-        }
-        shapes.push(("fc5.weight".into(), vec![512, 512 * 7 * 6]));
-        shapes.push(("fc5.bias".into(), vec![512]));
-        shapes.push(("fc6.weight".into(), vec![512, classes]));
-        shapes
-            .into_iter()
-            .enumerate()
-            .map(|(t, (name, shape))| {
-                let n: usize = shape.iter().product();
-                let vals = (0..n).map(|e| ((t * 7919 + e) % 2003) as f32 * 1e-4 - 0.1).collect();
-                (name, shape, vals)
-            })
-            .collect()
-    }
-
-    fn values(p: &burn::module::Param<Tensor<1>>) -> Vec<f32> {
-        p.val().into_data().convert::<f32>().try_to_vec::<f32>().unwrap()
-    }
-
-    #[test]
-    fn the_sphere20a_state_dict_loads_lands_in_place_and_saves_back_unchanged() {
-        let classes = 10;
-        let cfg = TrainConfig {
-            net: SphereConfig::new(20),
-            classes,
-            ..cfg(Loss::ASoftmax { m: 4 })
-        };
-        let mut t = Trainer::new(cfg, &Device::flex(), 1).unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("sphere20a.safetensors");
-        let sd = sphere20a_state_dict(classes);
-        write_safetensors(&file, &sd);
-        t.load_weights(&file).unwrap();
-        let get = |n: &str| sd.iter().find(|x| x.0 == n).unwrap().2.clone();
-
-        // Spot checks at known module positions: conv2_2 is stage 2's first unit's first conv,
-        // relu3_9 stage 3's fourth unit's second PReLU.
-        let m = t.model();
-        let w = m.net.stages[1].units[0].a.conv.weight.val().into_data().try_to_vec::<f32>().unwrap();
-        assert_eq!(w, get("conv2_2.weight"));
-        assert_eq!(values(&m.net.stages[2].units[3].b.act.alpha), get("relu3_9.weight"));
-        assert_eq!(values(m.net.stages[3].down.conv.bias.as_ref().unwrap()), get("conv4_1.bias"));
-        // fc5 is [out, in] in PyTorch and [in, out] in burn.
-        let fc5 = m.net.fc5.weight.val();
-        assert_eq!(fc5.dims(), [21_504, 512]);
-        let fc5 = fc5.into_data().try_to_vec::<f32>().unwrap();
-        let file_fc5 = get("fc5.weight");
-        for (o, i) in [(0, 0), (3, 17), (511, 21_503), (200, 9_999)] {
-            assert_eq!(fc5[i * 512 + o], file_fc5[o * 21_504 + i], "fc5[{o}][{i}]");
-        }
-
-        // Saved back: the same names, shapes and values as the file read.
-        let out = dir.path().join("saved.safetensors");
-        t.save_weights(&out).unwrap();
-        let saved = read_safetensors(&out);
-        assert_eq!(saved.len(), sd.len());
-        for (name, shape, vals) in &sd {
-            let (s, v) = &saved[name];
-            assert_eq!(s, shape, "{name}");
-            assert!(v == vals, "{name} values differ");
-        }
-
-        // A missing tensor and a wrong shape are each named, the file's way round.
-        let mut bad: Vec<_> = sd.into_iter().filter(|x| x.0 != "conv3_4.bias").collect();
-        bad.retain(|x| x.0 != "fc5.weight");
-        bad.push(("fc5.weight".into(), vec![512, 100], vec![0.0; 51_200]));
-        write_safetensors(&file, &bad);
-        let e = t.load_weights(&file).unwrap_err().to_string();
-        assert!(e.contains("missing: conv3_4.bias"), "{e}");
-        assert!(e.contains("wrong shape: fc5.weight is [512, 100] in the file, the network needs [512, 21504]"), "{e}");
-        assert!(e.contains("SphereFace-20"), "{e}");
     }
 }
