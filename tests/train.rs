@@ -53,14 +53,15 @@ fn training_writes_weights_metrics_and_curve_and_resumes_exactly_after_a_kill() 
     assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
     let dir = artifact(&s, "train");
     let names = tensor_names(&dir.join("model.safetensors"));
-    for n in [
-        "fc6.weight",
-        "net.fc5.weight",
-        "net.stages.0.down.conv.weight",
-        "net.stages.3.down.act.alpha",
-    ] {
-        assert!(names.iter().any(|x| x == n), "{n} not in {names:?}");
-    }
+    // SphereFace-4 under the sphere20a names: a stride-2 conv + PReLU per stage, fc5, fc6.
+    let mut want: Vec<String> = (1..=4)
+        .flat_map(|s| [format!("conv{s}_1.weight"), format!("conv{s}_1.bias"), format!("relu{s}_1.weight")])
+        .chain(["fc5.weight", "fc5.bias", "fc6.weight"].map(String::from))
+        .collect();
+    want.sort();
+    let mut names = names;
+    names.sort();
+    assert_eq!(names, want);
     let csv = std::fs::read_to_string(dir.join("metrics.csv")).unwrap();
     let rows: Vec<Vec<f64>> = csv
         .lines()
