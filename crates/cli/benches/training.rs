@@ -90,6 +90,7 @@ fn main() -> anyhow::Result<()> {
             seed: 1,
             prefetch: 4,
             skip_batches: 0,
+            patch: None,
         },
     )?;
     let start = Instant::now();

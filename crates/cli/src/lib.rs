@@ -5,6 +5,7 @@
 //! the command or the pipeline file, 130 interrupted.
 
 mod inspect;
+mod metrics;
 mod progress;
 
 use anyhow::Context;
@@ -63,6 +64,16 @@ enum Cmd {
         set: Vec<String>,
         #[arg(long)]
         json: bool,
+    },
+    /// Compare the headline results (metrics.json) of a pipeline's stages: one row per
+    /// evaluate stage or matrix expansion, as resolved with --set.
+    Metrics {
+        pipeline: PathBuf,
+        #[arg(long = "set", value_name = "STAGE.PARAM=VALUE")]
+        set: Vec<String>,
+        /// Also list results of earlier runs of this pipeline (other params), from runs.jsonl.
+        #[arg(long)]
+        history: bool,
     },
     /// The DAG as text, or as Graphviz with --dot.
     Dag {
@@ -134,7 +145,10 @@ pub fn default_registry() -> Registry {
         .register(spherepipe_stage_align::Align)
         .register(spherepipe_stage_flip::Flip)
         .register(spherepipe_stage_shard::Shard)
-        .register(spherepipe_stage_train::Train);
+        .register(spherepipe_stage_train::Train)
+        .register(spherepipe_stage_extract::Extract)
+        .register(spherepipe_stage_ensemble::Ensemble)
+        .register(spherepipe_stage_evaluate::Evaluate);
     r
 }
 
@@ -219,6 +233,19 @@ fn dispatch(cli: Cli, registry: &Registry) -> Result<u8, Fail> {
                 };
                 println!("{:<32} {:<9} {:>8.2}s  {detail}", o.stage, o.state.as_str(), o.wall.as_secs_f64());
             }
+            // A stage may leave a `summary.txt` in its artifact (evaluate does: the accuracy);
+            // it is the last thing a run prints, cached or not.
+            for o in &report.outcomes {
+                if let Some(a) = o
+                    .artifact
+                    .as_deref()
+                    .filter(|_| matches!(o.state, StageState::Ran | StageState::Cached))
+                {
+                    if let Ok(text) = std::fs::read_to_string(store.artifact_dir(a).join("summary.txt")) {
+                        println!("{}: {}", o.stage, text.trim_end());
+                    }
+                }
+            }
             println!(
                 "{}: {} ran, {} cached, {} failed, {} skipped in {:.2}s",
                 p.name,
@@ -248,6 +275,34 @@ fn dispatch(cli: Cli, registry: &Registry) -> Result<u8, Fail> {
                 for s in &st {
                     println!("{:<32} {:<10} {}", s.stage, s.state.as_str(), s.reason);
                 }
+            }
+            Ok(0)
+        }
+        Cmd::Metrics { pipeline, set, history } => {
+            let p = load_pipeline(&pipeline, registry, &set)?;
+            let store = open_store(&p)?;
+            let st = plan(&p, &store, &hash_datasets(&p, &store)?);
+            let used: std::collections::HashSet<usize> = p
+                .nodes
+                .iter()
+                .flat_map(|n| n.inputs.values().flatten())
+                .filter_map(|s| match s {
+                    spherepipe_pipeline::Source::Stage(j) => Some(*j),
+                    _ => None,
+                })
+                .collect();
+            let sinks: Vec<String> = (0..p.nodes.len())
+                .filter(|i| !used.contains(i))
+                .map(|i| p.nodes[i].name.clone())
+                .collect();
+            let (rows, missing) = metrics::rows(&store, &p.name, &st, &sinks, history);
+            if rows.is_empty() {
+                println!("no results yet: run `spherepipe run {}` first", pipeline.display());
+            } else {
+                print!("{}", metrics::table(&rows));
+            }
+            for (stage, why) in missing {
+                println!("{stage}: no result for these params ({why})");
             }
             Ok(0)
         }

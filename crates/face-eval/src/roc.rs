@@ -54,14 +54,13 @@ pub fn tar_at_far(genuine: &[f64], top_impostors: &[f64], impostors: u64, far: f
 /// The smallest power of ten that `impostors` pairs can measure (at least one false accept
 /// allowed), but not below `floor`.
 pub fn lowest_measurable_far(impostors: u64, floor: f64) -> f64 {
-    if impostors == 0 {
-        return 1.0;
+    // Powers of ten parsed from text, so 1e-6 is the double nearest 10⁻⁶ and prints as such.
+    let p = |k: i32| format!("1e-{k}").parse::<f64>().unwrap_or(1.0);
+    let mut k = 0;
+    while p(k + 1) >= floor * 0.999 && p(k + 1) * impostors as f64 >= 1.0 - 1e-9 {
+        k += 1;
     }
-    let mut far = 1.0;
-    while far / 10.0 >= floor * 0.999 && (far / 10.0) * impostors as f64 >= 1.0 - 1e-9 {
-        far /= 10.0;
-    }
-    far
+    p(k)
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -186,9 +185,9 @@ mod tests {
 
     #[test]
     fn lowest_measurable_far_steps_by_powers_of_ten() {
-        assert!((lowest_measurable_far(1_000_000_000, 1e-6) / 1e-6 - 1.0).abs() < 1e-9);
-        assert!((lowest_measurable_far(10_000, 1e-6) - 1e-4).abs() < 1e-18);
-        assert!((lowest_measurable_far(99_999, 1e-6) - 1e-4).abs() < 1e-18);
+        assert_eq!(lowest_measurable_far(1_000_000_000, 1e-6), 1e-6);
+        assert_eq!(lowest_measurable_far(10_000, 1e-6), 1e-4);
+        assert_eq!(lowest_measurable_far(99_999, 1e-6), 1e-4);
         assert_eq!(lowest_measurable_far(5, 1e-6), 1.0);
     }
 }

@@ -28,6 +28,50 @@ pub struct LoaderConfig {
     pub prefetch: usize,
     /// Batches to skip (not decoded) before the first one returned: resuming at a step.
     pub skip_batches: u64,
+    /// Crop every image to this patch (the 3-patch ensemble) before normalising.
+    pub patch: Option<Patch>,
+}
+
+/// A crop box on the aligned face (x, y, width, height, in face pixels, fractional allowed),
+/// resized to `out` = [height, width] with bilinear sampling (pixel centres aligned, as
+/// OpenCV's `resize`). One patch of the paper's Appendix H ensemble.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Patch {
+    pub rect: [f64; 4],
+    pub out: [usize; 2],
+}
+
+impl Patch {
+    /// Reads a `patch` param: `null` (the whole face) or `{name: ..., box: [x, y, w, h]}`,
+    /// checked against the face size [height, width].
+    pub fn from_param(v: &serde_json::Value, face: [usize; 2]) -> std::result::Result<Option<Patch>, String> {
+        if v.is_null() {
+            return Ok(None);
+        }
+        let rect: [f64; 4] = v
+            .get("box")
+            .and_then(|b| serde_json::from_value(b.clone()).ok())
+            .ok_or_else(|| format!("patch {v} needs `box: [x, y, width, height]` (numbers, in aligned-face pixels)"))?;
+        let [x, y, w, h] = rect;
+        let (fh, fw) = (face[0] as f64, face[1] as f64);
+        if !(w >= 1.0 && h >= 1.0 && x >= 0.0 && y >= 0.0 && x + w <= fw + 1e-9 && y + h <= fh + 1e-9) {
+            return Err(format!(
+                "patch box {rect:?} is not inside the {}x{} (height x width) aligned face; use x + width <= {fw} and y + height <= {fh}",
+                face[0], face[1]
+            ));
+        }
+        Ok(Some(Patch { rect, out: face }))
+    }
+
+    /// Crops and resizes interleaved RGB (`w` x `h`).
+    pub fn apply(&self, rgb: &[u8], w: usize, h: usize) -> Result<Vec<u8>> {
+        let [x, y, bw, bh] = self.rect;
+        let [oh, ow] = self.out;
+        let (sx, sy) = (ow as f64 / bw, oh as f64 / bh);
+        // Output pixel centre (u + 0.5) corresponds to source x + (u + 0.5) / sx.
+        let m = [[sx, 0.0, (0.5 - x) * sx - 0.5], [0.0, sy, (0.5 - y) * sy - 0.5]];
+        spherepipe_face_geometry::warp_affine(rgb, w, h, 3, &m, ow, oh).context("image buffer too short for its size")
+    }
 }
 
 /// One batch: images as [batch, 3, height, width] f32 (CHW, normalised), labels as i64.
@@ -155,8 +199,18 @@ impl RowStream {
 
 /// Decodes one PNG into normalised CHW floats, mirrored if asked.
 pub fn decode_normalised(png: &[u8], flip: bool) -> Result<(Vec<f32>, usize, usize)> {
+    decode_patch(png, flip, None)
+}
+
+/// Decodes one PNG, crops it to `patch` if given, and returns normalised CHW floats, mirrored
+/// (after cropping) if asked.
+pub fn decode_patch(png: &[u8], flip: bool, patch: Option<&Patch>) -> Result<(Vec<f32>, usize, usize)> {
     let (rgb, w, h) = spherepipe_face_table::decode_rgb(png)?;
     let (w, h) = (w as usize, h as usize);
+    let (rgb, w, h) = match patch {
+        Some(p) => (p.apply(&rgb, w, h)?, p.out[1], p.out[0]),
+        None => (rgb, w, h),
+    };
     let mut out = vec![0f32; 3 * h * w];
     for y in 0..h {
         for x in 0..w {
@@ -205,7 +259,7 @@ impl Loader {
                     .map(|(k, (png, _))| {
                         let mut r = Rng::new(cfg.seed ^ (index * cfg.batch as u64 + k as u64).wrapping_mul(0xA24B_AED4_963E_E407));
                         let flip = r.unit() <= cfg.flip && cfg.flip > 0.0;
-                        decode_normalised(png, flip)
+                        decode_patch(png, flip, cfg.patch.as_ref())
                     })
                     .collect();
                 let batch = decoded.and_then(|d| {
@@ -276,6 +330,7 @@ mod tests {
             seed: 9,
             prefetch: 2,
             skip_batches: skip,
+            patch: None,
         }
     }
 
@@ -317,5 +372,45 @@ mod tests {
             (f.images[6 + 3] - b.images[6 + 3 + 2]).abs() < 1e-6,
             "x = 0 of the mirror is x = 2 of the original"
         );
+    }
+
+    #[test]
+    fn patches_crop_and_resize_and_are_checked() {
+        // 6x4 image, pixel value 10 y + x in every channel.
+        let rgb: Vec<u8> = (0..4).flat_map(|y| (0..6).flat_map(move |x| [(10 * y + x) as u8; 3])).collect();
+        // Box (2, 1) 3x2 resized to 2x3 (no scaling): exactly the sub-rectangle.
+        let p = Patch {
+            rect: [2.0, 1.0, 3.0, 2.0],
+            out: [2, 3],
+        };
+        let out = p.apply(&rgb, 6, 4).unwrap();
+        let got: Vec<u8> = out.chunks(3).map(|c| c[0]).collect();
+        assert_eq!(got, [12, 13, 14, 22, 23, 24]);
+        // Doubling a 2x2 box: output (u, v) samples the source at x + (u + 0.5) / 2 - 0.5;
+        // at u = 1 that is 2.25 between 2 and 3 in x -> 12.25, and so on.
+        let p = Patch {
+            rect: [2.0, 1.0, 2.0, 2.0],
+            out: [4, 4],
+        };
+        let out = p.apply(&rgb, 6, 4).unwrap();
+        assert_eq!(out[(4 + 1) * 3], 12 + 3); // (1,1): 10*1.25 + 2.25 = 14.75 -> 15
+        let face = [112, 96];
+        let v = serde_json::json!({"name": "eyes", "box": [0, 20, 96, 48]});
+        assert_eq!(Patch::from_param(&v, face).unwrap().unwrap().rect, [0.0, 20.0, 96.0, 48.0]);
+        assert_eq!(Patch::from_param(&serde_json::Value::Null, face).unwrap(), None);
+        let e = Patch::from_param(&serde_json::json!({"box": [50, 0, 60, 10]}), face).unwrap_err();
+        assert!(e.contains("not inside the 112x96"), "{e}");
+        assert!(Patch::from_param(&serde_json::json!({"name": "x"}), face)
+            .unwrap_err()
+            .contains("needs `box"));
+        // Through the PNG path: the crop is mirrored after cropping.
+        let png = spherepipe_face_table::encode_png(&rgb, 6, 4).unwrap();
+        let p = Patch {
+            rect: [2.0, 1.0, 3.0, 2.0],
+            out: [2, 3],
+        };
+        let (f, h, w) = decode_patch(&png, true, Some(&p)).unwrap();
+        assert_eq!((h, w), (2, 3));
+        assert_eq!(f[0], (14.0 - 127.5) / 128.0);
     }
 }

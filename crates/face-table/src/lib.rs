@@ -31,6 +31,8 @@ use parquet::file::properties::WriterProperties;
 use std::path::Path;
 use std::sync::Arc;
 
+pub mod features;
+
 /// One face.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FaceRow {
@@ -178,6 +180,20 @@ pub fn read_rows(path: &Path) -> Result<Vec<FaceRow>> {
         out.extend(from_batch(&b?).with_context(|| format!("reading {}", path.display()))?);
     }
     Ok(out)
+}
+
+/// Reads a face table in record batches of up to `rows` rows, so a large test set (a million
+/// MegaFace distractors) streams instead of loading whole.
+pub fn for_each_row_batch(path: &Path, rows: usize, mut each: impl FnMut(Vec<FaceRow>) -> Result<()>) -> Result<()> {
+    let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+        .with_context(|| format!("{} is not a readable Parquet file", path.display()))?
+        .with_batch_size(rows.max(1))
+        .build()?;
+    for b in reader {
+        each(from_batch(&b?).with_context(|| format!("reading {}", path.display()))?)?;
+    }
+    Ok(())
 }
 
 /// One string column of a Parquet file, read without touching the others (image bytes stay

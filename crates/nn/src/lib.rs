@@ -28,3 +28,17 @@ pub fn wgpu_device() -> Device {
 pub fn wgpu_device() -> Device {
     Device::flex()
 }
+
+/// The compute device a `device` param names: `cpu` (flex), `auto` (burn's default), or a GPU
+/// backend this build was compiled with (`--features cuda` / `--features wgpu`).
+pub fn device_named(name: &str) -> anyhow::Result<Device> {
+    match name {
+        "cpu" => Ok(Device::flex()),
+        "auto" => Ok(Device::default()),
+        "cuda" if cfg!(feature = "cuda") => Ok(cuda_device()),
+        "wgpu" if cfg!(feature = "wgpu") => Ok(wgpu_device()),
+        other => anyhow::bail!(
+            "this spherepipe was built without the `{other}` backend; rebuild with `cargo build --release --features {other}` (see README: Devices) or use device: cpu"
+        ),
+    }
+}

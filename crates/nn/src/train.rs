@@ -164,6 +164,24 @@ impl Trainer {
         })
     }
 
+    /// A model to extract features with: the network of `net` with the head a weights file of
+    /// `classes` classes has (a bias only for plain softmax), loaded from `weights`.
+    pub fn for_features(net: SphereConfig, classes: usize, softmax_head: bool, weights: &Path, device: &Device) -> Result<Self> {
+        let cfg = TrainConfig {
+            net,
+            classes,
+            loss: if softmax_head { Loss::Softmax } else { Loss::ModifiedSoftmax },
+            lambda: Lambda::default(),
+            lr: 0.0,
+            milestones: Vec::new(),
+            momentum: 0.0,
+            weight_decay: 0.0,
+        };
+        let mut t = Trainer::new(cfg, device, 0)?;
+        t.read_weights(weights, "model weights")?;
+        Ok(t)
+    }
+
     pub fn model(&self) -> &SphereFace {
         self.model.as_ref().expect("model present between steps")
     }

@@ -130,7 +130,8 @@ pub trait Stage: Send + Sync {
         Ok(())
     }
     /// Produces the artifact in `ctx.out_dir`. Return an error (never panic) on bad input, and
-    /// poll `ctx.cancel` between units of work.
+    /// poll `ctx.cancel` between units of work. A `summary.txt` in the artifact is printed at
+    /// the end of `spherepipe run` (the headline result of a pipeline).
     fn run(&self, ctx: &StageContext<'_>) -> anyhow::Result<()>;
 }
 

@@ -8,7 +8,7 @@
 mod curve;
 
 use anyhow::{bail, Context};
-use spherepipe_face_loader::{Loader, LoaderConfig};
+use spherepipe_face_loader::{Loader, LoaderConfig, Patch};
 use spherepipe_nn::margin::{Lambda, Loss};
 use spherepipe_nn::sphere::SphereConfig;
 use spherepipe_nn::train::{StepMetrics, TrainConfig, Trainer};
@@ -39,16 +39,9 @@ pub fn loss_from(p: &Params) -> anyhow::Result<Loss> {
     })
 }
 
-/// The compute device for the `device` param; GPU backends only exist in builds with their
-/// cargo feature.
+/// The compute device for the `device` param.
 pub fn device_from(name: &str) -> anyhow::Result<Device> {
-    match name {
-        "cpu" => Ok(Device::flex()),
-        "auto" => Ok(Device::default()),
-        "cuda" if cfg!(feature = "cuda") => Ok(spherepipe_nn::cuda_device()),
-        "wgpu" if cfg!(feature = "wgpu") => Ok(spherepipe_nn::wgpu_device()),
-        other => bail!("this spherepipe was built without the `{other}` backend; rebuild with `cargo build --release --features {other}` (see README: Devices) or use device: cpu"),
-    }
+    spherepipe_nn::device_named(name)
 }
 
 impl Stage for Train {
@@ -129,6 +122,12 @@ impl Stage for Train {
                 "steps between checkpoints",
             ),
             ParamSpec::new(
+                "patch",
+                ParamType::Any,
+                serde_json::Value::Null,
+                "crop box {name, box: [x, y, w, h]} on the aligned face, resized to the face size (3-patch ensemble); null = whole face",
+            ),
+            ParamSpec::new(
                 "device",
                 ParamType::Choice(&DEVICES),
                 "cpu",
@@ -154,6 +153,8 @@ impl Stage for Train {
         if loss == "arcface" && p.f64("margin").map_err(|e| e.to_string())? > 1.5 {
             return Err("arcface margin above 1.5 rad makes θ + m wrap past π; use about 0.5".into());
         }
+        // The box is checked against the face size when the shards are read; its shape now.
+        Patch::from_param(p.raw("patch").map_err(|e| e.to_string())?, [usize::MAX / 4, usize::MAX / 4])?;
         Ok(())
     }
     fn run(&self, ctx: &StageContext<'_>) -> anyhow::Result<()> {
@@ -195,9 +196,11 @@ impl Stage for Train {
                 seed: 0,
                 prefetch: 1,
                 skip_batches: 0,
+                patch: None,
             },
         )?
         .next_batch()?;
+        let patch = Patch::from_param(p.raw("patch")?, [probe.height, probe.width]).map_err(|e| anyhow::anyhow!("param `patch`: {e}"))?;
         let net = SphereConfig {
             depth,
             width: p.f64("width")?,
@@ -245,6 +248,7 @@ impl Stage for Train {
                 seed: ctx.seed,
                 prefetch: 4,
                 skip_batches: trainer.step,
+                patch,
             },
         )?;
         ctx.progress.set_length(steps);
@@ -284,6 +288,8 @@ impl Stage for Train {
         let last = metrics.iter().rev().take(20).collect::<Vec<_>>();
         let summary = serde_json::json!({
             "net": {"depth": cfg.net.depth, "width": cfg.net.width, "features": cfg.net.features, "input": cfg.net.input},
+            "patch": p.raw("patch")?,
+            "softmax_head": matches!(cfg.loss, Loss::Softmax),
             "classes": classes,
             "loss": p.str("loss")?,
             "params": p.0,

@@ -1,0 +1,204 @@
+//! The feature table written by `extract` and `ensemble`, read by `evaluate`:
+//!
+//! | column | type | meaning |
+//! | --- | --- | --- |
+//! | `source` | string | image path relative to the dataset root |
+//! | `identity` | string | person name |
+//! | `dataset` | string | `lfw`, `ytf`, `megaface`, … |
+//! | `video` | string, nullable | `Name/number` for YouTube Faces frames |
+//! | `feature` | fixed_size_list<float32>[D] | FC1 of the face, then FC1 of its mirror |
+//!
+//! `SELECT source, list_extract(feature, 1) FROM 'features.parquet'` works in DuckDB as is.
+
+use anyhow::{anyhow, bail, Context, Result};
+use arrow::array::{Array, ArrayRef, FixedSizeListArray, Float32Array, RecordBatch, StringArray, StringBuilder};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::ArrowWriter;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::properties::WriterProperties;
+use std::path::Path;
+use std::sync::Arc;
+
+/// Who a feature belongs to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FeatureMeta {
+    pub source: String,
+    pub identity: String,
+    pub dataset: String,
+    pub video: Option<String>,
+}
+
+/// Rows of metadata plus their features, `dim` values per row, contiguous.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Features {
+    pub dim: usize,
+    pub meta: Vec<FeatureMeta>,
+    pub values: Vec<f32>,
+}
+
+impl Features {
+    pub fn row(&self, i: usize) -> &[f32] {
+        &self.values[i * self.dim..(i + 1) * self.dim]
+    }
+    pub fn len(&self) -> usize {
+        self.meta.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.meta.is_empty()
+    }
+}
+
+pub fn feature_schema(dim: usize) -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("source", DataType::Utf8, false),
+        Field::new("identity", DataType::Utf8, false),
+        Field::new("dataset", DataType::Utf8, false),
+        Field::new("video", DataType::Utf8, true),
+        Field::new(
+            "feature",
+            DataType::FixedSizeList(Arc::new(Field::new("item", DataType::Float32, false)), dim as i32),
+            false,
+        ),
+    ]))
+}
+
+fn to_batch(f: &Features, range: std::ops::Range<usize>) -> Result<RecordBatch> {
+    let mut cols: [StringBuilder; 4] = Default::default();
+    for m in &f.meta[range.clone()] {
+        cols[0].append_value(&m.source);
+        cols[1].append_value(&m.identity);
+        cols[2].append_value(&m.dataset);
+        cols[3].append_option(m.video.as_deref());
+    }
+    let values = Float32Array::from(f.values[range.start * f.dim..range.end * f.dim].to_vec());
+    let item = Arc::new(Field::new("item", DataType::Float32, false));
+    let list = FixedSizeListArray::try_new(item, f.dim as i32, Arc::new(values), None)?;
+    let mut arrays: Vec<ArrayRef> = cols.iter_mut().map(|b| Arc::new(b.finish()) as ArrayRef).collect();
+    arrays.push(Arc::new(list));
+    Ok(RecordBatch::try_new(feature_schema(f.dim), arrays)?)
+}
+
+/// Writes a feature table (zstd, 4096-row groups).
+pub fn write_features(path: &Path, f: &Features) -> Result<()> {
+    if f.values.len() != f.meta.len() * f.dim || f.dim == 0 {
+        bail!("{} values for {} rows of {}", f.values.len(), f.meta.len(), f.dim);
+    }
+    let file = std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+    let props = WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::try_new(1)?))
+        .set_max_row_group_size(4096)
+        .build();
+    let mut w = ArrowWriter::try_new(file, feature_schema(f.dim), Some(props))?;
+    let mut start = 0;
+    while start < f.len() {
+        let end = (start + 4096).min(f.len());
+        w.write(&to_batch(f, start..end)?)?;
+        start = end;
+    }
+    w.close()?;
+    Ok(())
+}
+
+fn strings<'a>(b: &'a RecordBatch, name: &str, path: &Path) -> Result<&'a StringArray> {
+    b.column_by_name(name)
+        .and_then(|c| c.as_any().downcast_ref::<StringArray>())
+        .ok_or_else(|| {
+            anyhow!(
+                "{} has no string column `{name}`: is it a feature table (from `extract`)?",
+                path.display()
+            )
+        })
+}
+
+/// Reads a feature table in record batches of up to `rows` rows, handing each to `each`, so
+/// a million distractor features never have to be in memory at once.
+pub fn for_each_feature_batch(path: &Path, rows: usize, mut each: impl FnMut(Features) -> Result<()>) -> Result<()> {
+    let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+        .with_context(|| format!("{} is not a readable Parquet file", path.display()))?
+        .with_batch_size(rows.max(1))
+        .build()?;
+    for b in reader {
+        let b = b?;
+        let (src, id, ds, video) = (
+            strings(&b, "source", path)?,
+            strings(&b, "identity", path)?,
+            strings(&b, "dataset", path)?,
+            strings(&b, "video", path)?,
+        );
+        let list = b
+            .column_by_name("feature")
+            .and_then(|c| c.as_any().downcast_ref::<FixedSizeListArray>())
+            .ok_or_else(|| anyhow!("{} has no fixed-size-list column `feature`", path.display()))?;
+        let dim = list.value_length() as usize;
+        let vals = list
+            .values()
+            .as_any()
+            .downcast_ref::<Float32Array>()
+            .ok_or_else(|| anyhow!("{}: `feature` is not float32", path.display()))?;
+        let start = list.offset() * dim;
+        let meta = (0..b.num_rows())
+            .map(|i| FeatureMeta {
+                source: src.value(i).to_owned(),
+                identity: id.value(i).to_owned(),
+                dataset: ds.value(i).to_owned(),
+                video: (!video.is_null(i)).then(|| video.value(i).to_owned()),
+            })
+            .collect();
+        let values = vals.values()[start..start + b.num_rows() * dim].to_vec();
+        each(Features { dim, meta, values })?;
+    }
+    Ok(())
+}
+
+/// Reads a whole feature table.
+pub fn read_features(path: &Path) -> Result<Features> {
+    let mut all = Features::default();
+    for_each_feature_batch(path, 8192, |f| {
+        if all.dim != 0 && f.dim != all.dim {
+            bail!("{}: feature length changes from {} to {}", path.display(), all.dim, f.dim);
+        }
+        all.dim = f.dim;
+        all.meta.extend(f.meta);
+        all.values.extend(f.values);
+        Ok(())
+    })?;
+    Ok(all)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn features_round_trip_through_parquet_in_batches() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("f.parquet");
+        let n = 5000; // more than one row group
+        let f = Features {
+            dim: 3,
+            meta: (0..n)
+                .map(|i| FeatureMeta {
+                    source: format!("a/{i}.jpg"),
+                    identity: format!("p{}", i % 7),
+                    dataset: "lfw".into(),
+                    video: (i % 2 == 0).then(|| format!("p/{i}")),
+                })
+                .collect(),
+            values: (0..3 * n).map(|v| v as f32 * 0.5).collect(),
+        };
+        write_features(&p, &f).unwrap();
+        assert_eq!(read_features(&p).unwrap(), f);
+        let mut sizes = Vec::new();
+        for_each_feature_batch(&p, 1000, |b| {
+            sizes.push(b.len());
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(sizes.iter().sum::<usize>(), n);
+        assert!(sizes.iter().all(|&s| s <= 1000));
+        let e = read_features(&d.path().join("nope.parquet")).unwrap_err();
+        assert!(format!("{e:#}").contains("nope.parquet"));
+    }
+}

@@ -1,0 +1,218 @@
+//! `extract`: for every face of an aligned test set, the FC1 features of the face and of its
+//! horizontal mirror, concatenated (paper Sec. 4.1: 1024 values for FC1 = 512), written as
+//! `features.parquet` (see `spherepipe_face_table::features`). With a `patch`, faces are cropped
+//! to it first, as the model being used was trained (3-patch ensemble). With `devkit: true`,
+//! also one MegaFace devkit feature file per image under `devkit/`.
+
+use anyhow::{bail, Context};
+use rayon::prelude::*;
+use spherepipe_face_loader::{decode_patch, Patch};
+use spherepipe_face_table::features::{write_features, FeatureMeta, Features};
+use spherepipe_face_table::for_each_row_batch;
+use spherepipe_nn::sphere::SphereConfig;
+use spherepipe_nn::train::Trainer;
+use spherepipe_stage::{InputSpec, ParamSpec, ParamType, Stage, StageContext};
+use std::io::Write;
+use std::path::Path;
+
+pub struct Extract;
+
+const DEVICES: [&str; 4] = ["cpu", "cuda", "wgpu", "auto"];
+
+/// A MegaFace devkit feature file (the devkit's `matio` layout, as OpenCV writes a `Mat`): four
+/// little-endian int32 — rows (the feature length), cols (1), the element size (4) and the
+/// OpenCV type (5 = CV_32F) — then the float32 values.
+pub fn write_devkit_feature(path: &Path, feature: &[f32]) -> std::io::Result<()> {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    let mut out = Vec::with_capacity(16 + 4 * feature.len());
+    for v in [feature.len() as i32, 1, 4, 5] {
+        out.extend(v.to_le_bytes());
+    }
+    for v in feature {
+        out.extend(v.to_le_bytes());
+    }
+    std::fs::File::create(path)?.write_all(&out)
+}
+
+/// What `extract` needs to rebuild the network from a `train` artifact's `model.json`.
+fn read_model(dir: &Path) -> anyhow::Result<(SphereConfig, usize, bool, serde_json::Value)> {
+    let path = dir.join("model.json");
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("{} has no model.json: bind `model` to a train stage", dir.display()))?;
+    let m: serde_json::Value = serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))?;
+    let net: SphereConfig = serde_json::from_value(m["net"].clone()).with_context(|| format!("{}: `net` is malformed", path.display()))?;
+    let classes = m["classes"].as_u64().with_context(|| format!("{}: no `classes`", path.display()))? as usize;
+    let softmax = m["softmax_head"].as_bool().unwrap_or(m["loss"] == "softmax");
+    Ok((net, classes, softmax, m["patch"].clone()))
+}
+
+impl Stage for Extract {
+    fn kind(&self) -> &'static str {
+        "extract"
+    }
+    fn version(&self) -> &'static str {
+        "1"
+    }
+    fn doc(&self) -> &'static str {
+        "FC1 features of each face and its mirror, concatenated (features.parquet; MegaFace devkit files on request)"
+    }
+    fn params(&self) -> Vec<ParamSpec> {
+        vec![
+            ParamSpec::new(
+                "patch",
+                ParamType::Any,
+                serde_json::Value::Null,
+                "crop box {name, box: [x, y, w, h]}; null = the patch the model was trained on",
+            ),
+            ParamSpec::new(
+                "batch",
+                ParamType::int_range(1, 4096),
+                64,
+                "faces per forward pass (each with its mirror)",
+            ),
+            ParamSpec::new(
+                "devkit",
+                ParamType::Bool,
+                false,
+                "also write MegaFace devkit feature files under devkit/",
+            ),
+            ParamSpec::new(
+                "devkit_suffix",
+                ParamType::Str,
+                "spherepipe",
+                "devkit file name: <image path>_<suffix>.bin",
+            ),
+            ParamSpec::new("device", ParamType::Choice(&DEVICES), "cpu", "cpu (default), cuda, wgpu, auto"),
+        ]
+    }
+    fn inputs(&self) -> Vec<InputSpec> {
+        vec![
+            InputSpec::one("model", "a train artifact (model.safetensors + model.json)"),
+            InputSpec::one("faces", "an align artifact (faces.parquet) of a test set"),
+        ]
+    }
+    fn validate(&self, p: &spherepipe_stage::Params) -> Result<(), String> {
+        Patch::from_param(p.raw("patch").map_err(|e| e.to_string())?, [usize::MAX / 4, usize::MAX / 4])?;
+        let suffix = p.str("devkit_suffix").map_err(|e| e.to_string())?;
+        if suffix.is_empty() || suffix.contains('/') {
+            return Err("devkit_suffix must be a non-empty name without `/`".into());
+        }
+        Ok(())
+    }
+    fn run(&self, ctx: &StageContext<'_>) -> anyhow::Result<()> {
+        let p = ctx.params;
+        let model_dir = ctx.inputs.one("model")?;
+        let faces = ctx.inputs.one("faces")?.join("faces.parquet");
+        if !faces.is_file() {
+            bail!("{} does not exist: bind `faces` to an align stage", faces.display());
+        }
+        let (net, classes, softmax, trained_patch) = read_model(model_dir)?;
+        let device = spherepipe_nn::device_named(p.str("device")?)?;
+        let model = Trainer::for_features(net, classes, softmax, &model_dir.join("model.safetensors"), &device)?;
+        let patch_param = if p.raw("patch")?.is_null() {
+            &trained_patch
+        } else {
+            p.raw("patch")?
+        };
+        let patch = Patch::from_param(patch_param, net.input).map_err(|e| anyhow::anyhow!("param `patch`: {e}"))?;
+        let batch = p.i64("batch")? as usize;
+        let devkit = p.bool("devkit")?;
+        let suffix = p.str("devkit_suffix")?;
+
+        let total = spherepipe_face_table::read_string_column(&faces, "source")?.1.len();
+        ctx.progress.set_length(total as u64);
+        let mut out = Features {
+            dim: 2 * net.features,
+            ..Default::default()
+        };
+        for_each_row_batch(&faces, batch, |rows| {
+            ctx.cancel.check()?;
+            if let Some(r) = rows
+                .iter()
+                .find(|r| r.height as usize != net.input[0] || r.width as usize != net.input[1])
+            {
+                bail!(
+                    "{} is {}x{} but the model was trained on {}x{} faces: align the test set with the same `size` as training",
+                    r.source,
+                    r.height,
+                    r.width,
+                    net.input[0],
+                    net.input[1]
+                );
+            }
+            // Faces first, then their mirrors, in one forward pass.
+            let decoded: anyhow::Result<Vec<Vec<f32>>> = [false, true]
+                .iter()
+                .flat_map(|&flip| rows.iter().map(move |r| (r, flip)))
+                .collect::<Vec<_>>()
+                .par_iter()
+                .map(|(r, flip)| {
+                    decode_patch(&r.png, *flip, patch.as_ref())
+                        .map(|d| d.0)
+                        .with_context(|| format!("decoding {}", r.source))
+                })
+                .collect();
+            let images: Vec<f32> = decoded?.concat();
+            let n = rows.len();
+            let f = model.features(&images, 2 * n, net.input[0], net.input[1])?;
+            let k = net.features;
+            for (i, r) in rows.iter().enumerate() {
+                let face = &f[i * k..(i + 1) * k];
+                let mirror = &f[(n + i) * k..(n + i + 1) * k];
+                if face.iter().chain(mirror).any(|v| !v.is_finite()) {
+                    bail!("the features of {} are not finite: the model weights are broken", r.source);
+                }
+                out.values.extend_from_slice(face);
+                out.values.extend_from_slice(mirror);
+                out.meta.push(FeatureMeta {
+                    source: r.source.clone(),
+                    identity: r.identity.clone(),
+                    dataset: r.dataset.clone(),
+                    video: r.video.clone(),
+                });
+            }
+            ctx.progress.inc(n as u64);
+            Ok(())
+        })?;
+        write_features(&ctx.out_dir.join("features.parquet"), &out)?;
+        if devkit {
+            for (i, m) in out.meta.iter().enumerate() {
+                if m.source.split('/').any(|c| c == ".." || c.is_empty()) {
+                    bail!("image path {} cannot name a devkit file", m.source);
+                }
+                write_devkit_feature(&ctx.out_dir.join("devkit").join(format!("{}_{suffix}.bin", m.source)), out.row(i))?;
+            }
+        }
+        let summary = serde_json::json!({
+            "faces": out.len(),
+            "dim": out.dim,
+            "fc1": net.features,
+            "layout": "FC1(face) then FC1(mirror)",
+            "patch": patch.map(|p| p.rect),
+            "model": {"net": net, "classes": classes},
+            "devkit": devkit,
+        });
+        std::fs::write(ctx.out_dir.join("features.json"), serde_json::to_string_pretty(&summary)?)?;
+        ctx.progress.message(&format!("{} faces, {} values each", out.len(), out.dim));
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn devkit_files_have_the_opencv_mat_header() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("a/b.jpg_x.bin");
+        write_devkit_feature(&p, &[1.5, -2.0, 0.25]).unwrap();
+        let b = std::fs::read(&p).unwrap();
+        let ints: Vec<i32> = b[..16].chunks(4).map(|c| i32::from_le_bytes(c.try_into().unwrap())).collect();
+        assert_eq!(ints, [3, 1, 4, 5]);
+        let vals: Vec<f32> = b[16..].chunks(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
+        assert_eq!(vals, [1.5, -2.0, 0.25]);
+    }
+}
