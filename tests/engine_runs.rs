@@ -153,6 +153,56 @@ stages:
 }
 
 #[test]
+fn a_single_input_from_a_matrix_stage_carries_the_matrix_downstream() {
+    let s = Sandbox::new();
+    // `again` and `third` declare no matrix: they inherit `scale`'s axis through their
+    // single-artifact input (set by no param of theirs: each keeps its own `factor`), while
+    // `total` takes a list and fans in.
+    s.write(
+        r#"
+name: m
+stages:
+  total: {kind: sum, inputs: {parts: [third]}}
+  third: {kind: scale, inputs: {numbers: again}, params: {factor: 3}}
+  again: {kind: scale, inputs: {numbers: scale}, params: {factor: 2}}
+  scale: {kind: scale, inputs: {numbers: draw}, matrix: {factor: [1, 10]}}
+  draw: {kind: numbers, params: {count: 5}}
+"#,
+    );
+    let r = s.run(&[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let names: Vec<String> = s.last_states().into_keys().collect();
+    assert_eq!(
+        names,
+        [
+            "again@factor=1.0",
+            "again@factor=10.0",
+            "draw",
+            "scale@factor=1.0",
+            "scale@factor=10.0",
+            "third@factor=1.0",
+            "third@factor=10.0",
+            "total"
+        ]
+    );
+    let a = s.last_artifacts();
+    let xs = numbers(&s.artifact_file(&a["draw"], "numbers.txt"));
+    // Each chain multiplies by its own factor, then 2, then 3: sum(6 x) + sum(60 x).
+    assert_eq!(
+        numbers(&s.artifact_file(&a["third@factor=10.0"], "numbers.txt")),
+        xs.iter().map(|x| x * 60.0).collect::<Vec<_>>()
+    );
+    let total: f64 = s.artifact_file(&a["total"], "total.txt").trim().parse().unwrap();
+    assert!((total - xs.iter().map(|x| x * 66.0).sum::<f64>()).abs() < 1e-6, "{total}");
+    let r = s.sp(&["dag", "p.yaml"]);
+    assert!(
+        r.stdout.contains("third@factor=10.0 [scale]\n  numbers <- again@factor=10.0\n"),
+        "{}",
+        r.stdout
+    );
+}
+
+#[test]
 fn a_failure_skips_dependents_and_keep_going_finishes_other_branches() {
     let s = Sandbox::new();
     s.write(

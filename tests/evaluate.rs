@@ -248,6 +248,32 @@ fn features_ensemble_and_evaluation_end_to_end() {
         assert_eq!(states[st], "ran", "{st}");
     }
 
+    // `metrics`: a row per evaluation, the numbers of its metrics.json; `--history` adds the
+    // first run's (m = 4, default) next to the current m = 2 ones.
+    let evaluated: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(artifact(&s, "evaluate").join("metrics.json")).unwrap()).unwrap();
+    let lfw_pct = format!("{:.2}%", 100.0 * evaluated["lfw"]["accuracy"].as_f64().unwrap());
+    let r = s.sp(&["metrics", "p.yaml", "--set", "train.m=2"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let lines: Vec<&str> = r.stdout.lines().collect();
+    assert!(
+        lines[0].starts_with("STAGE") && lines[0].contains("LFW") && lines[0].contains("MF rank-1"),
+        "{}",
+        r.stdout
+    );
+    let row = lines
+        .iter()
+        .find(|l| l.starts_with("evaluate "))
+        .unwrap_or_else(|| panic!("{}", r.stdout));
+    assert!(row.contains(&lfw_pct) && row.contains("a-softmax m=2"), "{row} vs {lfw_pct}");
+    assert!(lines.iter().any(|l| l.starts_with("evaluate_single ")));
+    let r = s.sp(&["metrics", "p.yaml", "--history"]);
+    assert!(
+        r.stdout.contains("a-softmax m=4") && r.stdout.contains("--set train.m=2"),
+        "{}",
+        r.stdout
+    );
+
     python_reads(&artifact(&s, "ensemble_lfw").join("features.parquet"), lfw.len(), 12);
 }
 

@@ -153,6 +153,74 @@ fn label(v: &Value, index: usize) -> String {
     }
 }
 
+/// The `k=v` labels of an expanded name, by axis (`train@patch=eyes,m=2` -> patch: eyes, m: 2).
+fn name_labels(name: &str) -> BTreeMap<String, String> {
+    name.split_once('@')
+        .map(|(_, l)| {
+            l.split(',')
+                .filter_map(|kv| kv.split_once('='))
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Matrix propagation: a stage that takes one artifact from a matrix stage, and does not pin
+/// the axes itself, is expanded along with it — `extract: {inputs: {model: train}}` under
+/// `train` with `matrix: {m: [1, 2, 3, 4]}` becomes `extract@m=1` … `extract@m=4`, each fed by
+/// its own `train@m=…`, and so on downstream. Inherited axes label and pair the expansions but
+/// set no params (the downstream kind need not have them). Lists still fan in. Runs to a fixed
+/// point, so chains of any length propagate whatever the order stages are written in.
+fn propagate_matrix(nodes: &mut Vec<Node>, refs: &mut Vec<BTreeMap<String, InputRef>>, datasets: &BTreeMap<String, Dataset>) {
+    let mut guard = 0;
+    'again: while guard < 10_000 {
+        guard += 1;
+        for i in 0..nodes.len() {
+            let declared = nodes[i].kind.inputs();
+            for (input, r) in &refs[i] {
+                let one = declared.iter().any(|d| d.name == input && d.arity == Arity::One);
+                let (InputRef::One(target), true) = (r, one) else { continue };
+                if datasets.contains_key(target) || target.contains('@') {
+                    continue;
+                }
+                let mine = &nodes[i].matrix;
+                let ups: Vec<usize> = (0..nodes.len())
+                    .filter(|&j| nodes[j].base == *target)
+                    .filter(|&j| nodes[j].matrix.iter().all(|(k, v)| mine.get(k).is_none_or(|m| m == v)))
+                    .collect();
+                if ups.len() < 2 {
+                    continue;
+                }
+                let base = nodes[i].clone();
+                let base_refs = refs[i].clone();
+                let own = name_labels(&base.name);
+                let expanded: Vec<Node> = ups
+                    .iter()
+                    .map(|&j| {
+                        let mut n = base.clone();
+                        let up = name_labels(&nodes[j].name);
+                        for (k, v) in &nodes[j].matrix {
+                            n.matrix.entry(k.clone()).or_insert_with(|| v.clone());
+                        }
+                        let labels: Vec<String> = n
+                            .matrix
+                            .keys()
+                            .filter_map(|k| own.get(k).or(up.get(k)).map(|l| format!("{k}={l}")))
+                            .collect();
+                        n.name = format!("{}@{}", n.base, labels.join(","));
+                        n
+                    })
+                    .collect();
+                let count = expanded.len();
+                nodes.splice(i..=i, expanded);
+                refs.splice(i..=i, std::iter::repeat_n(base_refs, count));
+                continue 'again;
+            }
+        }
+        break;
+    }
+}
+
 /// Reads, checks and expands a pipeline file. `overrides` are `--set` values.
 pub fn load(file: &Path, registry: &Registry, overrides: &[Override]) -> Result<Pipeline, Diagnostics> {
     let one = |message: String, fix: &str| {
@@ -517,6 +585,8 @@ fn resolve(mut spec: PipelineFile, cx: &mut Ctx<'_>, registry: &Registry, overri
     if !cx.diags.is_empty() {
         return None;
     }
+
+    propagate_matrix(&mut nodes, &mut refs, &datasets);
 
     // Inputs.
     let by_base: HashMap<&str, Vec<usize>> = nodes.iter().enumerate().fold(HashMap::new(), |mut m, (i, n)| {

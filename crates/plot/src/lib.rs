@@ -50,6 +50,8 @@ pub struct Chart {
     pub y: (f64, f64),
     /// Base-10 logarithmic x axis (x must be > 0).
     pub log_x: bool,
+    /// Legend in the lower right corner (for curves that hug the top) rather than the upper.
+    pub legend_low: bool,
     pub series: Vec<Series>,
 }
 
@@ -218,7 +220,12 @@ impl Chart {
         let named: Vec<&Series> = self.series.iter().filter(|s| !s.name.is_empty()).collect();
         let width = named.iter().map(|s| s.name.chars().count()).max().unwrap_or(0) as i64 * 8 + 30;
         for (k, s) in named.iter().enumerate() {
-            let (x, y) = (px1 as i64 - width - 6, py1 as i64 + 8 + 14 * k as i64);
+            let top = if self.legend_low {
+                py0 as i64 - 12 - 14 * named.len() as i64
+            } else {
+                py1 as i64 + 8
+            };
+            let (x, y) = (px1 as i64 - width - 6, top + 14 * k as i64);
             for dx in 0..16 {
                 for dy in 2..6 {
                     put(&mut img, x + dx, y + dy, Rgb(s.color));
@@ -320,6 +327,7 @@ mod tests {
             x: (0.0, 1.0),
             y: (0.0, 1.0),
             log_x: false,
+            legend_low: false,
             series: vec![Series {
                 name: String::new(),
                 color: [255, 0, 0],

@@ -19,7 +19,7 @@ use anyhow::{bail, Context};
 use serde_json::{json, Value};
 use spherepipe_face_datasets::{read_lfw_pairs, read_ytf_splits};
 use spherepipe_face_eval::fisher::angular_fisher_score;
-use spherepipe_face_eval::roc::roc;
+use spherepipe_face_eval::roc::{lowest_measurable_far, roc};
 use spherepipe_face_eval::search::Search;
 use spherepipe_face_eval::verify::{ten_fold, Pair, Protocol};
 use spherepipe_face_table::features::{for_each_feature_batch, read_features, Features};
@@ -58,7 +58,15 @@ fn verification(pairs: &[Pair<'_>], headline: Protocol, fars: &[f64]) -> anyhow:
     }
     let head = head.context("headline protocol")?;
     let same: Vec<bool> = pairs.iter().map(|p| p.same).collect();
-    let roc = roc(&head.scores, &same, fars);
+    // Also the lowest FAR these impostor pairs can measure, when the asked ones are too low.
+    let impostors = same.iter().filter(|s| !**s).count() as u64;
+    let floor = fars.iter().copied().fold(1.0, f64::min);
+    let lowest = lowest_measurable_far(impostors, floor);
+    let mut fars = fars.to_vec();
+    if !fars.iter().any(|&f| f <= lowest) {
+        fars.push(lowest);
+    }
+    let roc = roc(&head.scores, &same, &fars);
     Ok(json!({
         "protocol": headline.name(),
         "accuracy": head.mean,

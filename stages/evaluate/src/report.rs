@@ -63,6 +63,7 @@ impl Plots {
                 x: (0.0, 1.0),
                 y: (0.0, 1.0),
                 log_x: false,
+                legend_low: true,
                 series: s,
             }
             .save(&out.join("roc.png"))?;
@@ -89,6 +90,7 @@ impl Plots {
                 x: (1.0, 10.0),
                 y: (0.0, 1.0),
                 log_x: false,
+                legend_low: true,
                 series: s,
             }
             .save(&out.join("cmc.png"))?;
@@ -104,6 +106,7 @@ impl Plots {
                 x: (0.0, steps),
                 y: (0.0, max_loss.max(1.0)),
                 log_x: false,
+                legend_low: false,
                 series: vec![
                     series("loss", 0, Style::Line, c.iter().map(|p| (p.0, p.1)).collect()),
                     series("accuracy", 2, Style::Line, c.iter().map(|p| (p.0, p.2)).collect()),
