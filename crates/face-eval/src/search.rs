@@ -119,7 +119,7 @@ impl Search {
 
     /// Scores the next distractors (rows of `dim`, any norm).
     pub fn push(&mut self, rows: &[f32]) -> Result<(), String> {
-        if rows.len() % self.dim != 0 {
+        if !rows.len().is_multiple_of(self.dim) {
             return Err(format!("{} distractor values is not a multiple of {}", rows.len(), self.dim));
         }
         let mut rows = rows.to_vec();

@@ -107,7 +107,7 @@ pub fn dot(img: &mut RgbImage, x: f64, y: f64, r: i64, c: Rgb<u8>) {
 
 /// Tick values: about five "nice" steps (1, 2 or 5 × 10^k) across [lo, hi].
 pub fn ticks(lo: f64, hi: f64) -> Vec<f64> {
-    if !(hi > lo) || !lo.is_finite() || !hi.is_finite() {
+    if hi.partial_cmp(&lo) != Some(std::cmp::Ordering::Greater) || !lo.is_finite() || !hi.is_finite() {
         return vec![lo];
     }
     let raw = (hi - lo) / 5.0;
