@@ -45,7 +45,7 @@ fn unknown_kind_lists_kinds_and_suggests_the_nearest() {
             "p.yaml:10:17",
             "stage: total",
             "did you mean `sum`?",
-            "valid kinds: align, dedupe, ensemble, evaluate, extract, fail, flip, numbers, panic, scale, shard, sum, synth, train, wordcount",
+            "valid kinds: align, compare, dedupe, ensemble, evaluate, extract, fail, flip, numbers, panic, scale, shard, sum, synth, train, wordcount",
         ],
     );
 }

@@ -51,6 +51,7 @@ stages:
     kind: evaluate
     inputs: {{data: synth, lfw: extract_lfw@patch=face}}
     params: {{protocol: unflipped}}
+  compare: {{kind: compare, inputs: {{results: [evaluate, evaluate_single]}}, params: {{title: Both}}}}
 {extra}"#
     )
 }
@@ -230,6 +231,16 @@ fn features_ensemble_and_evaluation_end_to_end() {
         assert_eq!(u32::from_be_bytes(b[16..20].try_into().unwrap()), 800, "{png} width");
     }
     assert!(r.stdout.contains("evaluate: LFW accuracy"), "{}", r.stdout);
+    // `compare`: one markdown row per evaluation, in input order, printed at the end of the run.
+    let md = std::fs::read_to_string(artifact(&s, "compare").join("table.md")).unwrap();
+    let rows: Vec<&str> = md.lines().filter(|l| l.starts_with("| 1 ") || l.starts_with("| 2 ")).collect();
+    assert_eq!(rows.len(), 2, "{md}");
+    let pct = |v: &serde_json::Value| format!("{:.2}%", 100.0 * v.as_f64().unwrap());
+    assert!(
+        rows[0].contains(&pct(&m["lfw"]["accuracy"])) && rows[0].contains(&pct(&m["ytf"]["accuracy"])),
+        "{md}"
+    );
+    assert!(r.stdout.contains("compare: Both\nSTAGE"), "{}", r.stdout);
 
     // A param change of training reruns training and everything after it, nothing before.
     let r = s.run(&["--set", "train.m=2"]);

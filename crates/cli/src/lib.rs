@@ -148,7 +148,8 @@ pub fn default_registry() -> Registry {
         .register(spherepipe_stage_train::Train)
         .register(spherepipe_stage_extract::Extract)
         .register(spherepipe_stage_ensemble::Ensemble)
-        .register(spherepipe_stage_evaluate::Evaluate);
+        .register(spherepipe_stage_evaluate::Evaluate)
+        .register(spherepipe_stage_compare::Compare);
     r
 }
 

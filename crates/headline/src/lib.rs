@@ -1,0 +1,144 @@
+//! The headline convention. A stage that produces results writes, in its `metrics.json`, a
+//! `headline` list of `[name, value]` pairs (what the model was, then its key numbers); any
+//! set of such files lines up as one comparison table, columns in order of first appearance.
+//! `spherepipe metrics` prints one across a pipeline's stages and runs; the `compare` stage
+//! writes one into an artifact.
+
+use serde_json::Value;
+use std::path::Path;
+
+pub struct Row {
+    pub label: String,
+    pub values: Vec<(String, Value)>,
+}
+
+/// The `headline` of a `metrics.json`, if it has one.
+pub fn read(metrics_json: &Path) -> Option<Vec<(String, Value)>> {
+    let m: Value = serde_json::from_str(&std::fs::read_to_string(metrics_json).ok()?).ok()?;
+    m.get("headline")?
+        .as_array()?
+        .iter()
+        .map(|p| Some((p.get(0)?.as_str()?.to_owned(), p.get(1)?.clone())))
+        .collect()
+}
+
+pub fn cell(v: &Value) -> String {
+    match v {
+        Value::Number(n) => {
+            let x = n.as_f64().unwrap_or(f64::NAN);
+            if (0.0..=1.0).contains(&x) && n.is_f64() {
+                format!("{:.2}%", 100.0 * x)
+            } else if n.is_f64() {
+                format!("{x:.4}")
+            } else {
+                n.to_string()
+            }
+        }
+        Value::String(s) => s.clone(),
+        Value::Null => "–".into(),
+        other => other.to_string(),
+    }
+}
+
+/// The header and cells: `STAGE` (the row labels), then every headline name.
+fn grid(rows: &[Row]) -> Vec<Vec<String>> {
+    let mut cols: Vec<String> = Vec::new();
+    for r in rows {
+        for (k, _) in &r.values {
+            if !cols.contains(k) {
+                cols.push(k.clone());
+            }
+        }
+    }
+    let mut grid: Vec<Vec<String>> = vec![std::iter::once("STAGE".to_owned()).chain(cols.iter().cloned()).collect()];
+    for r in rows {
+        let mut line = vec![r.label.clone()];
+        for c in &cols {
+            line.push(
+                r.values
+                    .iter()
+                    .find(|(k, _)| k == c)
+                    .map(|(_, v)| cell(v))
+                    .unwrap_or_else(|| "–".into()),
+            );
+        }
+        grid.push(line);
+    }
+    grid
+}
+
+/// The table as aligned text.
+pub fn table(rows: &[Row]) -> String {
+    let grid = grid(rows);
+    let n = grid.first().map_or(0, Vec::len);
+    let widths: Vec<usize> = (0..n)
+        .map(|i| grid.iter().map(|l| l[i].chars().count()).max().unwrap_or(0))
+        .collect();
+    let mut s = String::new();
+    for line in grid {
+        let cells: Vec<String> = line
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                if i == 0 {
+                    format!("{c:<w$}", w = widths[i])
+                } else {
+                    format!("{c:>w$}", w = widths[i])
+                }
+            })
+            .collect();
+        s.push_str(cells.join("  ").trim_end());
+        s.push('\n');
+    }
+    s
+}
+
+/// The table as markdown.
+pub fn markdown(rows: &[Row]) -> String {
+    let grid = grid(rows);
+    let mut s = String::new();
+    for (i, line) in grid.iter().enumerate() {
+        s.push_str(&format!("| {} |\n", line.join(" | ")));
+        if i == 0 {
+            s.push_str(&format!("|{}\n", " --- |".repeat(line.len())));
+        }
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn columns_are_the_union_in_first_seen_order() {
+        let rows = vec![
+            Row {
+                label: "evaluate@m=1".into(),
+                values: vec![("model".into(), Value::from("m=1")), ("LFW".into(), Value::from(0.5))],
+            },
+            Row {
+                label: "evaluate@m=4".into(),
+                values: vec![
+                    ("LFW".into(), Value::from(0.975)),
+                    ("YTF".into(), Value::from(0.9)),
+                    ("steps".into(), Value::from(200)),
+                ],
+            },
+        ];
+        let t = table(&rows);
+        let lines: Vec<&str> = t.lines().collect();
+        assert_eq!(
+            lines[0].split_whitespace().collect::<Vec<_>>(),
+            ["STAGE", "model", "LFW", "YTF", "steps"]
+        );
+        assert_eq!(
+            lines[1].split_whitespace().collect::<Vec<_>>(),
+            ["evaluate@m=1", "m=1", "50.00%", "–", "–"]
+        );
+        assert_eq!(
+            lines[2].split_whitespace().collect::<Vec<_>>(),
+            ["evaluate@m=4", "–", "97.50%", "90.00%", "200"]
+        );
+    }
+}
