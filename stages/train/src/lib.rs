@@ -49,7 +49,9 @@ impl Stage for Train {
         "train"
     }
     fn version(&self) -> &'static str {
-        "1"
+        // 2: seeded init from our own generator, sphere20a parameter names, patch crops,
+        // labelled curve.
+        "2"
     }
     fn doc(&self) -> &'static str {
         "SphereFace CNN + A-Softmax (or softmax/modified-softmax/cosface/arcface) training"
