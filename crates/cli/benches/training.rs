@@ -1,7 +1,7 @@
 //! Training-step time and loader throughput.
 //!
 //! `cargo bench -p spherepipe-cli --bench training` (env `STEPS`, default 10 timed steps after 3
-//! warm-up ones). Reports the median SphereFace-4 and SphereFace-20 step (batch 32, 3x112x96,
+//! warm-up ones; `DEPTHS=4,20`; `LOADER=0` skips the loader). Reports the median SphereFace-4 and SphereFace-20 step (batch 32, 3x112x96,
 //! softmax head over 1,000 classes and SGD, the same setup as the PyTorch peer) on the flex CPU backend, and the loader alone: images/s decoded from
 //! PNG shards into normalised batches. Peer: `../shared/bench/sphereface4_torch.py`.
 
@@ -12,6 +12,9 @@ use spherepipe_nn::sphere::SphereConfig;
 use spherepipe_nn::train::{TrainConfig, Trainer};
 use spherepipe_nn::Device;
 use std::time::Instant;
+
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
@@ -26,7 +29,12 @@ fn main() -> anyhow::Result<()> {
     let b = 32;
     let images: Vec<f32> = (0..b * 3 * 112 * 96).map(|i| ((i * 7919 % 255) as f32 - 127.5) / 128.0).collect();
     let labels: Vec<i64> = (0..b as i64).map(|i| i * 31 % 1000).collect();
-    for depth in [4, 20] {
+    // DEPTHS=4 (say) times one network only, e.g. under `perf record`.
+    let depths: Vec<usize> = std::env::var("DEPTHS")
+        .ok()
+        .map(|d| d.split(',').filter_map(|x| x.trim().parse().ok()).collect())
+        .unwrap_or_else(|| vec![4, 20]);
+    for depth in depths {
         let cfg = TrainConfig {
             net: SphereConfig::new(depth),
             classes: 1000,
@@ -54,6 +62,9 @@ fn main() -> anyhow::Result<()> {
         );
     }
 
+    if std::env::var("LOADER").is_ok_and(|v| v == "0") {
+        return Ok(());
+    }
     // Loader alone: 4 shards of 1,024 PNG faces, batches of 256.
     let tmp = tempfile::tempdir()?;
     let mut files = Vec::new();

@@ -79,25 +79,63 @@ fn to_batch(f: &Features, range: std::ops::Range<usize>) -> Result<RecordBatch> 
     Ok(RecordBatch::try_new(feature_schema(f.dim), arrays)?)
 }
 
-/// Writes a feature table (zstd, 4096-row groups).
+/// Writes a feature table as rows arrive (zstd, 4096-row groups), so extracting a million
+/// distractors never holds their features in memory.
+pub struct FeatureWriter {
+    writer: ArrowWriter<std::fs::File>,
+    dim: usize,
+    rows: usize,
+}
+
+impl FeatureWriter {
+    pub fn create(path: &Path, dim: usize) -> Result<Self> {
+        if dim == 0 {
+            bail!("features of 0 values");
+        }
+        let file = std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+        let props = WriterProperties::builder()
+            .set_compression(Compression::ZSTD(ZstdLevel::try_new(1)?))
+            .set_max_row_group_size(4096)
+            .build();
+        Ok(FeatureWriter {
+            writer: ArrowWriter::try_new(file, feature_schema(dim), Some(props))?,
+            dim,
+            rows: 0,
+        })
+    }
+
+    pub fn write(&mut self, f: &Features) -> Result<()> {
+        if f.dim != self.dim || f.values.len() != f.meta.len() * f.dim {
+            bail!(
+                "{} values for {} rows of {} (the table holds {})",
+                f.values.len(),
+                f.meta.len(),
+                f.dim,
+                self.dim
+            );
+        }
+        let mut start = 0;
+        while start < f.len() {
+            let end = (start + 4096).min(f.len());
+            self.writer.write(&to_batch(f, start..end)?)?;
+            start = end;
+        }
+        self.rows += f.len();
+        Ok(())
+    }
+
+    /// Closes the file; returns the number of rows written.
+    pub fn finish(self) -> Result<usize> {
+        self.writer.close()?;
+        Ok(self.rows)
+    }
+}
+
+/// Writes a whole feature table.
 pub fn write_features(path: &Path, f: &Features) -> Result<()> {
-    if f.values.len() != f.meta.len() * f.dim || f.dim == 0 {
-        bail!("{} values for {} rows of {}", f.values.len(), f.meta.len(), f.dim);
-    }
-    let file = std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
-    let props = WriterProperties::builder()
-        .set_compression(Compression::ZSTD(ZstdLevel::try_new(1)?))
-        .set_max_row_group_size(4096)
-        .build();
-    let mut w = ArrowWriter::try_new(file, feature_schema(f.dim), Some(props))?;
-    let mut start = 0;
-    while start < f.len() {
-        let end = (start + 4096).min(f.len());
-        w.write(&to_batch(f, start..end)?)?;
-        start = end;
-    }
-    w.close()?;
-    Ok(())
+    let mut w = FeatureWriter::create(path, f.dim)?;
+    w.write(f)?;
+    w.finish().map(|_| ())
 }
 
 fn strings<'a>(b: &'a RecordBatch, name: &str, path: &Path) -> Result<&'a StringArray> {
@@ -120,36 +158,96 @@ pub fn for_each_feature_batch(path: &Path, rows: usize, mut each: impl FnMut(Fea
         .with_batch_size(rows.max(1))
         .build()?;
     for b in reader {
-        let b = b?;
-        let (src, id, ds, video) = (
-            strings(&b, "source", path)?,
-            strings(&b, "identity", path)?,
-            strings(&b, "dataset", path)?,
-            strings(&b, "video", path)?,
-        );
-        let list = b
-            .column_by_name("feature")
-            .and_then(|c| c.as_any().downcast_ref::<FixedSizeListArray>())
-            .ok_or_else(|| anyhow!("{} has no fixed-size-list column `feature`", path.display()))?;
-        let dim = list.value_length() as usize;
-        let vals = list
-            .values()
-            .as_any()
-            .downcast_ref::<Float32Array>()
-            .ok_or_else(|| anyhow!("{}: `feature` is not float32", path.display()))?;
-        let start = list.offset() * dim;
-        let meta = (0..b.num_rows())
-            .map(|i| FeatureMeta {
-                source: src.value(i).to_owned(),
-                identity: id.value(i).to_owned(),
-                dataset: ds.value(i).to_owned(),
-                video: (!video.is_null(i)).then(|| video.value(i).to_owned()),
-            })
-            .collect();
-        let values = vals.values()[start..start + b.num_rows() * dim].to_vec();
-        each(Features { dim, meta, values })?;
+        each(decode(&b?, path)?)?;
     }
     Ok(())
+}
+
+/// One record batch of a feature table.
+fn decode(b: &RecordBatch, path: &Path) -> Result<Features> {
+    let (src, id, ds, video) = (
+        strings(b, "source", path)?,
+        strings(b, "identity", path)?,
+        strings(b, "dataset", path)?,
+        strings(b, "video", path)?,
+    );
+    let list = b
+        .column_by_name("feature")
+        .and_then(|c| c.as_any().downcast_ref::<FixedSizeListArray>())
+        .ok_or_else(|| anyhow!("{} has no fixed-size-list column `feature`", path.display()))?;
+    let dim = list.value_length() as usize;
+    let vals = list
+        .values()
+        .as_any()
+        .downcast_ref::<Float32Array>()
+        .ok_or_else(|| anyhow!("{}: `feature` is not float32", path.display()))?;
+    let start = list.offset() * dim;
+    let meta = (0..b.num_rows())
+        .map(|i| FeatureMeta {
+            source: src.value(i).to_owned(),
+            identity: id.value(i).to_owned(),
+            dataset: ds.value(i).to_owned(),
+            video: (!video.is_null(i)).then(|| video.value(i).to_owned()),
+        })
+        .collect();
+    let values = vals.values()[start..start + b.num_rows() * dim].to_vec();
+    Ok(Features { dim, meta, values })
+}
+
+/// Reads a feature table in chunks of exactly the rows asked for (fewer only at the end),
+/// whatever the file's record batches, so several tables of the same faces can be read in
+/// lockstep (the ensemble of a million distractors' features, patch by patch).
+pub struct FeatureReader {
+    path: std::path::PathBuf,
+    batches: parquet::arrow::arrow_reader::ParquetRecordBatchReader,
+    pending: Features,
+}
+
+impl FeatureReader {
+    pub fn open(path: &Path) -> Result<Self> {
+        let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+        let batches = ParquetRecordBatchReaderBuilder::try_new(file)
+            .with_context(|| format!("{} is not a readable Parquet file", path.display()))?
+            .with_batch_size(4096)
+            .build()?;
+        Ok(FeatureReader {
+            path: path.to_owned(),
+            batches,
+            pending: Features::default(),
+        })
+    }
+
+    /// The next `rows` rows; `None` at the end.
+    pub fn next_rows(&mut self, rows: usize) -> Result<Option<Features>> {
+        while self.pending.len() < rows {
+            let Some(b) = self.batches.next() else { break };
+            let f = decode(&b?, &self.path)?;
+            if self.pending.dim != 0 && f.dim != self.pending.dim {
+                bail!(
+                    "{}: feature length changes from {} to {}",
+                    self.path.display(),
+                    self.pending.dim,
+                    f.dim
+                );
+            }
+            self.pending.dim = f.dim;
+            self.pending.meta.extend(f.meta);
+            self.pending.values.extend(f.values);
+        }
+        if self.pending.is_empty() {
+            return Ok(None);
+        }
+        let n = rows.min(self.pending.len());
+        let dim = self.pending.dim;
+        let rest_meta = self.pending.meta.split_off(n);
+        let rest_values = self.pending.values.split_off(n * dim);
+        let out = Features {
+            dim,
+            meta: std::mem::replace(&mut self.pending.meta, rest_meta),
+            values: std::mem::replace(&mut self.pending.values, rest_values),
+        };
+        Ok(Some(out))
+    }
 }
 
 /// Reads a whole feature table.
@@ -198,6 +296,18 @@ mod tests {
         .unwrap();
         assert_eq!(sizes.iter().sum::<usize>(), n);
         assert!(sizes.iter().all(|&s| s <= 1000));
+        // Exact chunks across record batches and row groups, then the remainder.
+        let mut r = FeatureReader::open(&p).unwrap();
+        let mut back = Features::default();
+        let mut lens = Vec::new();
+        while let Some(c) = r.next_rows(1234).unwrap() {
+            lens.push(c.len());
+            back.dim = c.dim;
+            back.meta.extend(c.meta);
+            back.values.extend(c.values);
+        }
+        assert_eq!(lens, [1234, 1234, 1234, 1234, 64]);
+        assert_eq!(back, f);
         let e = read_features(&d.path().join("nope.parquet")).unwrap_err();
         assert!(format!("{e:#}").contains("nope.parquet"));
     }

@@ -5,7 +5,7 @@
 //! halves — so every evaluation protocol reads the result like a single model's.
 
 use anyhow::{bail, Context};
-use spherepipe_face_table::features::{read_features, write_features, Features};
+use spherepipe_face_table::features::{FeatureReader, FeatureWriter, Features};
 use spherepipe_stage::{InputSpec, ParamSpec, ParamType, Stage, StageContext};
 use std::path::PathBuf;
 
@@ -90,20 +90,48 @@ impl Stage for Ensemble {
         if dirs.len() < 2 {
             bail!("an ensemble needs at least 2 feature tables, got {}", dirs.len());
         }
-        let mut parts = Vec::new();
+        // Read in lockstep, 4096 faces at a time: memory stays bounded for a million faces.
+        let mut readers = Vec::new();
         for d in &dirs {
-            let f = read_features(&d.join("features.parquet"))
+            let r = FeatureReader::open(&d.join("features.parquet"))
                 .with_context(|| format!("bind `features` to extract stages ({})", d.display()))?;
-            parts.push((d.display().to_string(), f));
+            readers.push((d.display().to_string(), r));
         }
-        let out = combine(&parts, ctx.params.bool("normalize")?)?;
-        write_features(&ctx.out_dir.join("features.parquet"), &out)?;
+        let normalize = ctx.params.bool("normalize")?;
+        let mut writer: Option<FeatureWriter> = None;
+        let (mut faces, mut dim) = (0, 0);
+        loop {
+            ctx.cancel.check()?;
+            let mut parts = Vec::new();
+            for (name, r) in &mut readers {
+                parts.push((name.clone(), r.next_rows(4096)?));
+            }
+            if parts.iter().all(|p| p.1.is_none()) {
+                break;
+            }
+            if let Some((name, _)) = parts.iter().find(|p| p.1.is_none()) {
+                bail!("{name} has fewer faces than the other tables ({faces}): extract every patch from the same aligned set");
+            }
+            let parts: Vec<(String, Features)> = parts.into_iter().map(|(n, f)| (n, f.unwrap_or_default())).collect();
+            let out = combine(&parts, normalize).map_err(|e| anyhow::anyhow!("{e} (in the chunk after {faces} faces)"))?;
+            let w = match &mut writer {
+                Some(w) => w,
+                None => writer.insert(FeatureWriter::create(&ctx.out_dir.join("features.parquet"), out.dim)?),
+            };
+            w.write(&out)?;
+            faces += out.len();
+            dim = out.dim;
+        }
+        let Some(w) = writer else {
+            bail!("the feature tables are empty");
+        };
+        w.finish()?;
         let summary = serde_json::json!({
-            "faces": out.len(),
-            "dim": out.dim,
-            "patches": parts.len(),
+            "faces": faces,
+            "dim": dim,
+            "patches": dirs.len(),
             "layout": "face halves of every patch, then mirror halves",
-            "normalize": ctx.params.bool("normalize")?,
+            "normalize": normalize,
         });
         std::fs::write(ctx.out_dir.join("features.json"), serde_json::to_string_pretty(&summary)?)?;
         Ok(())

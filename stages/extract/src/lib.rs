@@ -1,13 +1,14 @@
 //! `extract`: for every face of an aligned test set, the FC1 features of the face and of its
 //! horizontal mirror, concatenated (paper Sec. 4.1: 1024 values for FC1 = 512), written as
-//! `features.parquet` (see `spherepipe_face_table::features`). With a `patch`, faces are cropped
+//! `features.parquet` (see `spherepipe_face_table::features`), streamed: memory stays at one
+//! batch of faces whatever the set's size. With a `patch`, faces are cropped
 //! to it first, as the model being used was trained (3-patch ensemble). With `devkit: true`,
 //! also one MegaFace devkit feature file per image under `devkit/`.
 
 use anyhow::{bail, Context};
 use rayon::prelude::*;
 use spherepipe_face_loader::{decode_patch, Patch};
-use spherepipe_face_table::features::{write_features, FeatureMeta, Features};
+use spherepipe_face_table::features::{FeatureMeta, FeatureWriter, Features};
 use spherepipe_face_table::for_each_row_batch;
 use spherepipe_nn::sphere::SphereConfig;
 use spherepipe_nn::train::Trainer;
@@ -123,10 +124,8 @@ impl Stage for Extract {
 
         let total = spherepipe_face_table::read_string_column(&faces, "source")?.1.len();
         ctx.progress.set_length(total as u64);
-        let mut out = Features {
-            dim: 2 * net.features,
-            ..Default::default()
-        };
+        let dim = 2 * net.features;
+        let mut writer = FeatureWriter::create(&ctx.out_dir.join("features.parquet"), dim)?;
         for_each_row_batch(&faces, batch, |rows| {
             ctx.cancel.check()?;
             if let Some(r) = rows
@@ -158,6 +157,7 @@ impl Stage for Extract {
             let n = rows.len();
             let f = model.features(&images, 2 * n, net.input[0], net.input[1])?;
             let k = net.features;
+            let mut out = Features { dim, ..Default::default() };
             for (i, r) in rows.iter().enumerate() {
                 let face = &f[i * k..(i + 1) * k];
                 let mirror = &f[(n + i) * k..(n + i + 1) * k];
@@ -173,21 +173,22 @@ impl Stage for Extract {
                     video: r.video.clone(),
                 });
             }
+            if devkit {
+                for (i, m) in out.meta.iter().enumerate() {
+                    if m.source.split('/').any(|c| c == ".." || c.is_empty()) {
+                        bail!("image path {} cannot name a devkit file", m.source);
+                    }
+                    write_devkit_feature(&ctx.out_dir.join("devkit").join(format!("{}_{suffix}.bin", m.source)), out.row(i))?;
+                }
+            }
+            writer.write(&out)?;
             ctx.progress.inc(n as u64);
             Ok(())
         })?;
-        write_features(&ctx.out_dir.join("features.parquet"), &out)?;
-        if devkit {
-            for (i, m) in out.meta.iter().enumerate() {
-                if m.source.split('/').any(|c| c == ".." || c.is_empty()) {
-                    bail!("image path {} cannot name a devkit file", m.source);
-                }
-                write_devkit_feature(&ctx.out_dir.join("devkit").join(format!("{}_{suffix}.bin", m.source)), out.row(i))?;
-            }
-        }
+        let faces_done = writer.finish()?;
         let summary = serde_json::json!({
-            "faces": out.len(),
-            "dim": out.dim,
+            "faces": faces_done,
+            "dim": dim,
             "fc1": net.features,
             "layout": "FC1(face) then FC1(mirror)",
             "patch": patch.map(|p| p.rect),
@@ -195,7 +196,7 @@ impl Stage for Extract {
             "devkit": devkit,
         });
         std::fs::write(ctx.out_dir.join("features.json"), serde_json::to_string_pretty(&summary)?)?;
-        ctx.progress.message(&format!("{} faces, {} values each", out.len(), out.dim));
+        ctx.progress.message(&format!("{faces_done} faces, {dim} values each"));
         Ok(())
     }
 }
