@@ -13,6 +13,7 @@ use spherepipe_nn::train::{TrainConfig, Trainer};
 use spherepipe_nn::Device;
 use std::time::Instant;
 
+// As in the `spherepipe` binary.
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

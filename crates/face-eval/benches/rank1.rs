@@ -31,11 +31,12 @@ fn main() {
     let d = env("SPHEREPIPE_BENCH_DIM", 1024);
     let chunk = 8192;
     let mut rng = Rng::new(1);
-    // Probes: 100 identities of 10 images, so identification has genuine pairs to rank.
+    // Probes: 100 identities of 10 images, noisy enough (same-identity cosine about 0.17) that
+    // rank-1 falls visibly as distractors are added.
     let ids: Vec<u32> = (0..p as u32).map(|i| i / 10).collect();
     let centres: Vec<f32> = (0..p.div_ceil(10) * d).map(|_| rng.normal() as f32).collect();
     let probes: Vec<f32> = (0..p * d)
-        .map(|k| centres[(k / d / 10) * d + k % d] + 0.8 * rng.normal() as f32)
+        .map(|k| centres[(k / d / 10) * d + k % d] + 2.2 * rng.normal() as f32)
         .collect();
     let sizes: Vec<usize> = [10, 100, 1_000, 10_000, 100_000, 1_000_000]
         .into_iter()
