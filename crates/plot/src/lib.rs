@@ -241,7 +241,8 @@ impl Chart {
     }
 }
 
-/// Features on the unit circle (2-D) or sphere (3-D, orthographic view, far side faded), one
+/// Features on the unit circle (2-D) or sphere (3-D, orthographic view along the features' mean
+/// direction, far side faded), one
 /// colour per class: the paper's Fig. 2 / Fig. 5 view of how A-Softmax separates classes by
 /// angle. `labels` index the palette (cycled).
 pub fn feature_plot(path: &Path, title: &str, features: &[Vec<f64>], labels: &[usize]) -> anyhow::Result<()> {
@@ -263,24 +264,39 @@ pub fn feature_plot(path: &Path, title: &str, features: &[Vec<f64>], labels: &[u
             false,
         );
     }
-    // View direction for 3-D: rotate 30° about x then 40° about y.
-    let (ax, ay) = (30f64.to_radians(), 40f64.to_radians());
+    let unit = |f: &Vec<f64>| -> Option<Vec<f64>> {
+        let n = f.iter().map(|v| v * v).sum::<f64>().sqrt();
+        (n > 0.0 && n.is_finite()).then(|| f.iter().map(|x| x / n).collect())
+    };
+    // 3-D: look along the features' mean direction, so most of them face the viewer.
+    let mut w = [0.0f64; 3];
+    for v in features.iter().filter_map(unit).filter(|v| v.len() >= 3) {
+        (0..3).for_each(|k| w[k] += v[k]);
+    }
+    let norm = |a: [f64; 3]| {
+        let n = (a[0] * a[0] + a[1] * a[1] + a[2] * a[2]).sqrt();
+        if n > 1e-12 {
+            a.map(|x| x / n)
+        } else {
+            [0.0, 0.0, 1.0]
+        }
+    };
+    let cross = |a: [f64; 3], b: [f64; 3]| [a[1] * b[2] - a[2] * b[1], a[2] * b[0] - a[0] * b[2], a[0] * b[1] - a[1] * b[0]];
+    let w = norm(w);
+    let e = if w[0].abs() < 0.9 { [1.0, 0.0, 0.0] } else { [0.0, 1.0, 0.0] };
+    let u = norm(cross(e, w));
+    let v = cross(w, u);
+    let proj = |a: [f64; 3], b: &[f64]| a[0] * b[0] + a[1] * b[1] + a[2] * b[2];
     let mut pts: Vec<(f64, f64, f64, usize)> = features
         .iter()
         .zip(labels)
         .filter_map(|(f, &l)| {
-            let n = f.iter().map(|v| v * v).sum::<f64>().sqrt();
-            if n == 0.0 || !n.is_finite() {
-                return None;
-            }
-            let v: Vec<f64> = f.iter().map(|x| x / n).collect();
-            Some(match v.len() {
-                2 => (v[0], v[1], 1.0, l),
+            let p = unit(f)?;
+            Some(match p.len() {
+                2 => (p[0], p[1], 1.0, l),
                 _ => {
-                    let (x, y, z) = (v[0], v[1], v.get(2).copied().unwrap_or(0.0));
-                    let (y, z) = (y * ax.cos() - z * ax.sin(), y * ax.sin() + z * ax.cos());
-                    let (x, z) = (x * ay.cos() + z * ay.sin(), -x * ay.sin() + z * ay.cos());
-                    (x, y, z, l)
+                    let q = [p[0], p[1], p.get(2).copied().unwrap_or(0.0)];
+                    (proj(u, &q), proj(v, &q), proj(w, &q), l)
                 }
             })
         })

@@ -119,9 +119,22 @@ impl Plots {
             // FC1 size is half the feature (face + mirror).
             let fc1 = f.dim / 2;
             if fc1 == 2 || fc1 == 3 {
-                let pts: Vec<Vec<f64>> = (0..f.len()).map(|i| f.row(i)[..fc1].iter().map(|&x| x as f64).collect()).collect();
-                let l: Vec<usize> = labels.iter().map(|&x| x as usize).collect();
-                feature_plot(&out.join("features.png"), &format!("FC1 ({fc1}-D), by identity"), &pts, &l)?;
+                // The eight identities with the most faces, one colour each (as the paper's
+                // figures show a few classes).
+                let mut count: std::collections::BTreeMap<u32, usize> = Default::default();
+                labels.iter().for_each(|&l| *count.entry(l).or_default() += 1);
+                let mut by_size: Vec<(usize, u32)> = count.into_iter().map(|(l, n)| (n, l)).collect();
+                by_size.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+                let shown: Vec<u32> = by_size.iter().take(PALETTE.len()).map(|p| p.1).collect();
+                let (mut pts, mut l) = (Vec::new(), Vec::new());
+                for (i, label) in labels.iter().enumerate() {
+                    if let Some(c) = shown.iter().position(|s| s == label) {
+                        pts.push(f.row(i)[..fc1].iter().map(|&x| x as f64).collect());
+                        l.push(c);
+                    }
+                }
+                let title = format!("FC1 ({fc1}-D), {} identities", shown.len());
+                feature_plot(&out.join("features.png"), &title, &pts, &l)?;
                 made.push((
                     format!("Test features on the unit {}", if fc1 == 2 { "circle" } else { "sphere" }),
                     "features.png".into(),
