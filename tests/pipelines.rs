@@ -62,6 +62,26 @@ fn demo_and_ablation_expand_as_documented() {
 }
 
 #[test]
+fn fig2_evaluates_each_loss_with_a_3d_fc1() {
+    let s = Sandbox::new();
+    let fig2 = shipped(&s, "fig2.yaml");
+    let r = s.sp(&["dag", &fig2]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let evaluations: Vec<&str> = r.stdout.lines().filter(|l| l.ends_with("[evaluate]")).collect();
+    assert_eq!(
+        evaluations,
+        [
+            "evaluate@loss=softmax [evaluate]",
+            "evaluate@loss=modified-softmax [evaluate]",
+            "evaluate@loss=a-softmax [evaluate]"
+        ]
+    );
+    let r = s.sp(&["show", &fig2, "train@loss=a-softmax", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap_or_else(|e| panic!("{e}: {}", r.stdout));
+    assert_eq!(v["params"]["features"], 3, "{v}");
+}
+
+#[test]
 fn megaface_names_the_missing_layout_then_resolves_on_one() {
     let s = Sandbox::new();
     let mf = shipped(&s, "megaface.yaml");
