@@ -200,6 +200,20 @@ stages:
         "{}",
         r.stdout
     );
+    // Narrowed to one value, the chain keeps its names (and its cached artifacts); `total`
+    // now sums one chain, so it reruns.
+    let r = s.run(&["--set", "scale.factor=10"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let states = s.last_states();
+    assert_eq!(
+        states.keys().cloned().collect::<Vec<_>>(),
+        ["again@factor=10.0", "draw", "scale@factor=10.0", "third@factor=10.0", "total"]
+    );
+    assert!(
+        states.iter().filter(|(k, _)| *k != "total").all(|(_, v)| v == "cached"),
+        "{states:?}"
+    );
+    assert_eq!(states["total"], "ran");
 }
 
 #[test]

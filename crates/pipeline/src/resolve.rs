@@ -188,7 +188,11 @@ fn propagate_matrix(nodes: &mut Vec<Node>, refs: &mut Vec<BTreeMap<String, Input
                     .filter(|&j| nodes[j].base == *target)
                     .filter(|&j| nodes[j].matrix.iter().all(|(k, v)| mine.get(k).is_none_or(|m| m == v)))
                     .collect();
-                if ups.len() < 2 {
+                // Several upstream expansions: split. One that carries axes this stage lacks
+                // (a matrix narrowed to one value by `--set`): take its axes, so names stay the
+                // same whichever values a run selects.
+                let new_axes = ups.len() == 1 && nodes[ups[0]].matrix.keys().any(|k| !mine.contains_key(k));
+                if ups.len() < 2 && !new_axes {
                     continue;
                 }
                 let base = nodes[i].clone();
