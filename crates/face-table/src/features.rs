@@ -149,20 +149,6 @@ fn strings<'a>(b: &'a RecordBatch, name: &str, path: &Path) -> Result<&'a String
         })
 }
 
-/// Reads a feature table in record batches of up to `rows` rows, handing each to `each`, so
-/// a million distractor features never have to be in memory at once.
-pub fn for_each_feature_batch(path: &Path, rows: usize, mut each: impl FnMut(Features) -> Result<()>) -> Result<()> {
-    let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let reader = ParquetRecordBatchReaderBuilder::try_new(file)
-        .with_context(|| format!("{} is not a readable Parquet file", path.display()))?
-        .with_batch_size(rows.max(1))
-        .build()?;
-    for b in reader {
-        each(decode(&b?, path)?)?;
-    }
-    Ok(())
-}
-
 /// One record batch of a feature table.
 fn decode(b: &RecordBatch, path: &Path) -> Result<Features> {
     let (src, id, ds, video) = (
@@ -252,17 +238,7 @@ impl FeatureReader {
 
 /// Reads a whole feature table.
 pub fn read_features(path: &Path) -> Result<Features> {
-    let mut all = Features::default();
-    for_each_feature_batch(path, 8192, |f| {
-        if all.dim != 0 && f.dim != all.dim {
-            bail!("{}: feature length changes from {} to {}", path.display(), all.dim, f.dim);
-        }
-        all.dim = f.dim;
-        all.meta.extend(f.meta);
-        all.values.extend(f.values);
-        Ok(())
-    })?;
-    Ok(all)
+    Ok(FeatureReader::open(path)?.next_rows(usize::MAX)?.unwrap_or_default())
 }
 
 #[cfg(test)]
@@ -288,14 +264,6 @@ mod tests {
         };
         write_features(&p, &f).unwrap();
         assert_eq!(read_features(&p).unwrap(), f);
-        let mut sizes = Vec::new();
-        for_each_feature_batch(&p, 1000, |b| {
-            sizes.push(b.len());
-            Ok(())
-        })
-        .unwrap();
-        assert_eq!(sizes.iter().sum::<usize>(), n);
-        assert!(sizes.iter().all(|&s| s <= 1000));
         // Exact chunks across record batches and row groups, then the remainder.
         let mut r = FeatureReader::open(&p).unwrap();
         let mut back = Features::default();

@@ -22,7 +22,7 @@ use spherepipe_face_eval::fisher::angular_fisher_score;
 use spherepipe_face_eval::roc::{lowest_measurable_far, roc};
 use spherepipe_face_eval::search::Search;
 use spherepipe_face_eval::verify::{ten_fold, Pair, Protocol};
-use spherepipe_face_table::features::{for_each_feature_batch, read_features, Features};
+use spherepipe_face_table::features::{read_features, FeatureReader, Features};
 use spherepipe_stage::{InputSpec, ParamSpec, ParamType, Stage, StageContext};
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -245,7 +245,8 @@ impl Stage for Evaluate {
                 .map_err(|e| anyhow::anyhow!(e))?;
             if let Some(d) = &dis {
                 let file = d.join("features.parquet");
-                for_each_feature_batch(&file, 8192, |b| {
+                let mut reader = FeatureReader::open(&file).context("`distractors` must be an extract or ensemble stage")?;
+                while let Some(b) = reader.next_rows(8192)? {
                     ctx.cancel.check()?;
                     if b.dim != probes.dim {
                         bail!(
@@ -254,9 +255,8 @@ impl Stage for Evaluate {
                             probes.dim
                         );
                     }
-                    search.push(&b.values).map_err(|e| anyhow::anyhow!(e))
-                })
-                .with_context(|| "`distractors` must be an extract or ensemble stage".to_string())?;
+                    search.push(&b.values).map_err(|e| anyhow::anyhow!(e))?;
+                }
             }
             let seen = search.seen();
             let results = search.finish();
