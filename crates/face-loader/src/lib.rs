@@ -42,16 +42,23 @@ pub struct Patch {
 }
 
 impl Patch {
-    /// Reads a `patch` param: `null` (the whole face) or `{name: ..., box: [x, y, w, h]}`,
-    /// checked against the face size [height, width].
-    pub fn from_param(v: &serde_json::Value, face: [usize; 2]) -> std::result::Result<Option<Patch>, String> {
+    /// The box of a `patch` param — `null` (the whole face) or `{name: ..., box: [x, y, w, h]}` —
+    /// checked for shape only (a stage's `validate`, before the face size is known).
+    pub fn parse_box(v: &serde_json::Value) -> std::result::Result<Option<[f64; 4]>, String> {
         if v.is_null() {
             return Ok(None);
         }
-        let rect: [f64; 4] = v
-            .get("box")
+        v.get("box")
             .and_then(|b| serde_json::from_value(b.clone()).ok())
-            .ok_or_else(|| format!("patch {v} needs `box: [x, y, width, height]` (numbers, in aligned-face pixels)"))?;
+            .map(Some)
+            .ok_or_else(|| format!("patch {v} needs `box: [x, y, width, height]` (numbers, in aligned-face pixels)"))
+    }
+
+    /// Reads a `patch` param and checks its box against the face size [height, width].
+    pub fn from_param(v: &serde_json::Value, face: [usize; 2]) -> std::result::Result<Option<Patch>, String> {
+        let Some(rect) = Self::parse_box(v)? else {
+            return Ok(None);
+        };
         let [x, y, w, h] = rect;
         let (fh, fw) = (face[0] as f64, face[1] as f64);
         if !(w >= 1.0 && h >= 1.0 && x >= 0.0 && y >= 0.0 && x + w <= fw + 1e-9 && y + h <= fh + 1e-9) {

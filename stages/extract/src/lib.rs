@@ -95,7 +95,7 @@ impl Stage for Extract {
         ]
     }
     fn validate(&self, p: &spherepipe_stage::Params) -> Result<(), String> {
-        Patch::from_param(p.raw("patch").map_err(|e| e.to_string())?, [usize::MAX / 4, usize::MAX / 4])?;
+        Patch::parse_box(p.raw("patch").map_err(|e| e.to_string())?)?;
         let suffix = p.str("devkit_suffix").map_err(|e| e.to_string())?;
         if suffix.is_empty() || suffix.contains('/') {
             return Err("devkit_suffix must be a non-empty name without `/`".into());

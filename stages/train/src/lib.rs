@@ -156,7 +156,7 @@ impl Stage for Train {
             return Err("arcface margin above 1.5 rad makes θ + m wrap past π; use about 0.5".into());
         }
         // The box is checked against the face size when the shards are read; its shape now.
-        Patch::from_param(p.raw("patch").map_err(|e| e.to_string())?, [usize::MAX / 4, usize::MAX / 4])?;
+        Patch::parse_box(p.raw("patch").map_err(|e| e.to_string())?)?;
         Ok(())
     }
     fn run(&self, ctx: &StageContext<'_>) -> anyhow::Result<()> {
