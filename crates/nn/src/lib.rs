@@ -29,6 +29,9 @@ pub fn wgpu_device() -> Device {
     Device::flex()
 }
 
+/// The values a `device` param takes (see [`device_named`]).
+pub const DEVICE_NAMES: [&str; 4] = ["cpu", "cuda", "wgpu", "auto"];
+
 /// The compute device a `device` param names: `cpu` (flex), `auto` (burn's default), or a GPU
 /// backend this build was compiled with (`--features cuda` / `--features wgpu`).
 pub fn device_named(name: &str) -> anyhow::Result<Device> {

@@ -18,8 +18,6 @@ use std::path::Path;
 
 pub struct Extract;
 
-const DEVICES: [&str; 4] = ["cpu", "cuda", "wgpu", "auto"];
-
 /// A MegaFace devkit feature file (the devkit's `matio` layout, as OpenCV writes a `Mat`): four
 /// little-endian int32 — rows (the feature length), cols (1), the element size (4) and the
 /// OpenCV type (5 = CV_32F) — then the float32 values.
@@ -85,7 +83,12 @@ impl Stage for Extract {
                 "spherepipe",
                 "devkit file name: <image path>_<suffix>.bin",
             ),
-            ParamSpec::new("device", ParamType::Choice(&DEVICES), "cpu", "cpu (default), cuda, wgpu, auto"),
+            ParamSpec::new(
+                "device",
+                ParamType::Choice(&spherepipe_nn::DEVICE_NAMES),
+                "cpu",
+                "cpu (default), cuda, wgpu, auto",
+            ),
         ]
     }
     fn inputs(&self) -> Vec<InputSpec> {

@@ -12,7 +12,6 @@ use spherepipe_face_loader::{Loader, LoaderConfig, Patch};
 use spherepipe_nn::margin::{Lambda, Loss};
 use spherepipe_nn::sphere::SphereConfig;
 use spherepipe_nn::train::{StepMetrics, TrainConfig, Trainer};
-use spherepipe_nn::Device;
 use spherepipe_stage::{InputSpec, ParamSpec, ParamType, Params, Stage, StageContext};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -20,7 +19,6 @@ use std::time::Instant;
 pub struct Train;
 
 const LOSSES: [&str; 5] = ["softmax", "modified-softmax", "a-softmax", "cosface", "arcface"];
-const DEVICES: [&str; 4] = ["cpu", "cuda", "wgpu", "auto"];
 
 /// The loss named by the params.
 pub fn loss_from(p: &Params) -> anyhow::Result<Loss> {
@@ -37,11 +35,6 @@ pub fn loss_from(p: &Params) -> anyhow::Result<Loss> {
             m: p.f64("margin")?,
         },
     })
-}
-
-/// The compute device for the `device` param.
-pub fn device_from(name: &str) -> anyhow::Result<Device> {
-    spherepipe_nn::device_named(name)
 }
 
 impl Stage for Train {
@@ -131,7 +124,7 @@ impl Stage for Train {
             ),
             ParamSpec::new(
                 "device",
-                ParamType::Choice(&DEVICES),
+                ParamType::Choice(&spherepipe_nn::DEVICE_NAMES),
                 "cpu",
                 "cpu (default), cuda, wgpu (need cargo features), auto",
             ),
@@ -219,7 +212,7 @@ impl Stage for Train {
             momentum: p.f64("momentum")?,
             weight_decay: p.f64("weight_decay")?,
         };
-        let device = device_from(p.str("device")?)?;
+        let device = spherepipe_nn::device_named(p.str("device")?)?;
         let mut trainer = Trainer::new(cfg.clone(), &device, ctx.seed)?;
         if let Some(init) = ctx.inputs.many("init").first() {
             let path = if init.is_dir() {
