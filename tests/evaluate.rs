@@ -14,12 +14,7 @@ fn pipeline(extra: &str) -> String {
 name: e
 seed: 3
 stages:
-  synth: {{kind: synth, params: {{preset: tiny}}}}
-  dedupe: {{kind: dedupe, inputs: {{train: synth, tests: [synth]}}}}
-  align: {{kind: align, inputs: {{images: synth, samples: dedupe}}}}
-  flip: {{kind: flip, inputs: {{faces: align}}}}
-  shard: {{kind: shard, inputs: {{faces: flip}}, params: {{rows_per_shard: 30}}}}
-  train:
+{data}  train:
     kind: train
     inputs: {{shards: shard}}
     matrix:
@@ -52,7 +47,8 @@ stages:
     inputs: {{data: synth, lfw: extract_lfw@patch=face}}
     params: {{protocol: unflipped}}
   compare: {{kind: compare, inputs: {{results: [evaluate, evaluate_single]}}, params: {{title: Both}}}}
-{extra}"#
+{extra}"#,
+        data = common::TINY_DATA
     )
 }
 

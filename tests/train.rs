@@ -12,16 +12,12 @@ fn pipeline(steps: u32, m: u32) -> String {
 name: t
 seed: 3
 stages:
-  synth: {{kind: synth, params: {{preset: tiny}}}}
-  dedupe: {{kind: dedupe, inputs: {{train: synth, tests: [synth]}}}}
-  align: {{kind: align, inputs: {{images: synth, samples: dedupe}}}}
-  flip: {{kind: flip, inputs: {{faces: align}}}}
-  shard: {{kind: shard, inputs: {{faces: flip}}, params: {{rows_per_shard: 30}}}}
-  train:
+{data}  train:
     kind: train
     inputs: {{shards: shard}}
     params: {{net: sphere4, width: 0.125, features: 32, m: {m}, batch: 8, steps: {steps}, lr: 0.01, milestones: [1000], checkpoint_every: 5, lambda_gamma: 1.0}}
-"#
+"#,
+        data = common::TINY_DATA
     )
 }
 

@@ -9,6 +9,15 @@ use std::process::{Command, Output};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_spherepipe-test");
 
+/// The data stages of the face pipeline tests on the tiny synthetic corpus (a `stages:` block
+/// fragment, ending in `shard`).
+pub const TINY_DATA: &str = "  synth: {kind: synth, params: {preset: tiny}}
+  dedupe: {kind: dedupe, inputs: {train: synth, tests: [synth]}}
+  align: {kind: align, inputs: {images: synth, samples: dedupe}}
+  flip: {kind: flip, inputs: {faces: align}}
+  shard: {kind: shard, inputs: {faces: flip}, params: {rows_per_shard: 30}}
+";
+
 pub struct Sandbox {
     pub dir: tempfile::TempDir,
 }
