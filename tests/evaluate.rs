@@ -236,7 +236,7 @@ fn features_ensemble_and_evaluation_end_to_end() {
         rows[0].contains(&pct(&m["lfw"]["accuracy"])) && rows[0].contains(&pct(&m["ytf"]["accuracy"])),
         "{md}"
     );
-    assert!(r.stdout.contains("compare: Both\nSTAGE"), "{}", r.stdout);
+    assert!(r.stdout.contains("compare: Both\n#  "), "{}", r.stdout);
 
     // A param change of training reruns training and everything after it, nothing before.
     let r = s.run(&["--set", "train.m=2"]);

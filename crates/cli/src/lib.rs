@@ -300,7 +300,7 @@ fn dispatch(cli: Cli, registry: &Registry) -> Result<u8, Fail> {
             if rows.is_empty() {
                 println!("no results yet: run `spherepipe run {}` first", pipeline.display());
             } else {
-                print!("{}", metrics::table(&rows));
+                print!("{}", metrics::table(&rows, "STAGE"));
             }
             for (stage, why) in missing {
                 println!("{stage}: no result for these params ({why})");

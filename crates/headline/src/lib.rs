@@ -40,8 +40,8 @@ pub fn cell(v: &Value) -> String {
     }
 }
 
-/// The header and cells: `STAGE` (the row labels), then every headline name.
-fn grid(rows: &[Row]) -> Vec<Vec<String>> {
+/// The header and cells: `first` (over the row labels), then every headline name.
+fn grid(rows: &[Row], first: &str) -> Vec<Vec<String>> {
     let mut cols: Vec<String> = Vec::new();
     for r in rows {
         for (k, _) in &r.values {
@@ -50,7 +50,7 @@ fn grid(rows: &[Row]) -> Vec<Vec<String>> {
             }
         }
     }
-    let mut grid: Vec<Vec<String>> = vec![std::iter::once("STAGE".to_owned()).chain(cols.iter().cloned()).collect()];
+    let mut grid: Vec<Vec<String>> = vec![std::iter::once(first.to_owned()).chain(cols.iter().cloned()).collect()];
     for r in rows {
         let mut line = vec![r.label.clone()];
         for c in &cols {
@@ -67,9 +67,9 @@ fn grid(rows: &[Row]) -> Vec<Vec<String>> {
     grid
 }
 
-/// The table as aligned text.
-pub fn table(rows: &[Row]) -> String {
-    let grid = grid(rows);
+/// The table as aligned text, `first` heading the labels' column.
+pub fn table(rows: &[Row], first: &str) -> String {
+    let grid = grid(rows, first);
     let n = grid.first().map_or(0, Vec::len);
     let widths: Vec<usize> = (0..n)
         .map(|i| grid.iter().map(|l| l[i].chars().count()).max().unwrap_or(0))
@@ -93,9 +93,9 @@ pub fn table(rows: &[Row]) -> String {
     s
 }
 
-/// The table as markdown.
-pub fn markdown(rows: &[Row]) -> String {
-    let grid = grid(rows);
+/// The table as markdown, `first` heading the labels' column.
+pub fn markdown(rows: &[Row], first: &str) -> String {
+    let grid = grid(rows, first);
     let mut s = String::new();
     for (i, line) in grid.iter().enumerate() {
         s.push_str(&format!("| {} |\n", line.join(" | ")));
@@ -126,7 +126,7 @@ mod tests {
                 ],
             },
         ];
-        let t = table(&rows);
+        let t = table(&rows, "STAGE");
         let lines: Vec<&str> = t.lines().collect();
         assert_eq!(
             lines[0].split_whitespace().collect::<Vec<_>>(),

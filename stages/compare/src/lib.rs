@@ -42,13 +42,13 @@ impl Stage for Compare {
             bail!("nothing to compare: bind `results` to evaluate stages");
         }
         let title = ctx.params.str("title")?;
-        std::fs::write(ctx.out_dir.join("table.md"), format!("# {title}\n\n{}", markdown(&rows)))?;
+        std::fs::write(ctx.out_dir.join("table.md"), format!("# {title}\n\n{}", markdown(&rows, "#")))?;
         let json: Vec<serde_json::Value> = rows
             .iter()
             .map(|r| serde_json::Value::Object(r.values.iter().cloned().collect()))
             .collect();
         std::fs::write(ctx.out_dir.join("table.json"), serde_json::to_string_pretty(&json)?)?;
-        std::fs::write(ctx.out_dir.join("summary.txt"), format!("{title}\n{}", table(&rows)))?;
+        std::fs::write(ctx.out_dir.join("summary.txt"), format!("{title}\n{}", table(&rows, "#")))?;
         Ok(())
     }
 }
