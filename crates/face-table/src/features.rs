@@ -264,6 +264,7 @@ mod tests {
         };
         write_features(&p, &f).unwrap();
         assert_eq!(read_features(&p).unwrap(), f);
+        assert_eq!(crate::row_count(&p).unwrap(), n);
         // Exact chunks across record batches and row groups, then the remainder.
         let mut r = FeatureReader::open(&p).unwrap();
         let mut back = Features::default();

@@ -196,6 +196,14 @@ pub fn for_each_row_batch(path: &Path, rows: usize, mut each: impl FnMut(Vec<Fac
     Ok(())
 }
 
+/// Rows in a Parquet file, from its footer (no data pages read).
+pub fn row_count(path: &Path) -> Result<usize> {
+    let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let builder =
+        ParquetRecordBatchReaderBuilder::try_new(file).with_context(|| format!("{} is not a readable Parquet file", path.display()))?;
+    Ok(builder.metadata().file_metadata().num_rows().max(0) as usize)
+}
+
 /// One string column of a Parquet file, read without touching the others (image bytes stay
 /// on disk), plus the file's Arrow schema.
 pub fn read_string_column(path: &Path, column: &str) -> Result<(SchemaRef, Vec<String>)> {

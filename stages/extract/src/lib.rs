@@ -125,7 +125,7 @@ impl Stage for Extract {
         let devkit = p.bool("devkit")?;
         let suffix = p.str("devkit_suffix")?;
 
-        let total = spherepipe_face_table::read_string_column(&faces, "source")?.1.len();
+        let total = spherepipe_face_table::row_count(&faces)?;
         ctx.progress.set_length(total as u64);
         let dim = 2 * net.features;
         let mut writer = FeatureWriter::create(&ctx.out_dir.join("features.parquet"), dim)?;
