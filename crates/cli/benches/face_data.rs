@@ -9,7 +9,6 @@
 
 use rayon::prelude::*;
 use spherepipe_face_datasets::read_landmark_list;
-use spherepipe_face_geometry::SPHEREFACE_REFERENCE;
 use spherepipe_face_table::{write_rows, FaceRow};
 use std::time::Instant;
 
@@ -33,9 +32,8 @@ fn main() -> anyhow::Result<()> {
     let listing =
         read_landmark_list(&corpus.join("casia_landmark.txt"), &corpus.join("casia"), true).map_err(|e| anyhow::anyhow!("{e}"))?;
     let n = listing.samples.len();
-    let align = |s| {
-        spherepipe_stage_align::align_one(s, "casia", &SPHEREFACE_REFERENCE, false, 112, 96).map_err(|(p, e)| anyhow::anyhow!("{p}: {e:?}"))
-    };
+    let crop = spherepipe_stage_align::Crop::sphereface();
+    let align = |s| spherepipe_stage_align::align_one(s, "casia", &crop).map_err(|(p, e)| anyhow::anyhow!("{p}: {e:?}"));
     let one = rayon::ThreadPoolBuilder::new().num_threads(1).build()?;
     let t = Instant::now();
     let rows: Vec<FaceRow> = one.install(|| listing.samples.par_iter().map(align).collect::<anyhow::Result<_>>())?;

@@ -1,6 +1,7 @@
 //! `align`: reads a dataset's images and landmarks, fits the similarity transform onto the
-//! reference points (least squares, optionally MATLAB-style reflective), warps with bilinear
-//! sampling to the crop size, and writes `faces.parquet` plus `report.json`.
+//! reference points (by default MATLAB's `cp2tform(..., 'similarity')`, as every published
+//! SphereFace model's crops were made; Umeyama on request), warps with bilinear sampling to
+//! the crop size, and writes `faces.parquet` plus `report.json`.
 //!
 //! Images that cannot be used are skipped and listed with the reason: missing files, corrupt
 //! or truncated JPEGs, and missing, NaN, degenerate or out-of-image landmarks.
@@ -9,7 +10,7 @@ use anyhow::{bail, Context};
 use rayon::prelude::*;
 use serde_json::json;
 use spherepipe_face_datasets::{read_landmark_list, read_megaface_list, read_samples, Listing, Sample};
-use spherepipe_face_geometry::{apply, fit_similarity, warp_affine, SPHEREFACE_REFERENCE};
+use spherepipe_face_geometry::{apply, warp_affine, FitMethod, SPHEREFACE_REFERENCE};
 use spherepipe_face_table::{encode_png, write_rows, FaceRow};
 use spherepipe_stage::{InputSpec, ParamSpec, ParamType, Params, Stage, StageContext};
 use std::path::Path;
@@ -41,7 +42,9 @@ impl Stage for Align {
         "align"
     }
     fn version(&self) -> &'static str {
-        "1"
+        // 2: MATLAB cp2tform with its reflective 'similarity' by default (was Umeyama,
+        // non-reflective): the crops change for the same input.
+        "2"
     }
     fn doc(&self) -> &'static str {
         "5-point similarity alignment to face crops (faces.parquet)"
@@ -79,10 +82,16 @@ impl Stage for Align {
                 "the 5 target points [x, y] in the crop",
             ),
             ParamSpec::new(
+                "fit",
+                ParamType::Choice(&FitMethod::NAMES),
+                "cp2tform",
+                "cp2tform: MATLAB's least squares of the detected points on the template, inverted (the published SphereFace crops); umeyama: least squares in the template's coordinates (insightface, scikit-image)",
+            ),
+            ParamSpec::new(
                 "reflective",
                 ParamType::Bool,
-                false,
-                "also try a mirrored fit and keep the better (MATLAB cp2tform 'similarity')",
+                true,
+                "also try a mirrored fit and keep the better: true is MATLAB's 'similarity', false its 'nonreflective similarity'",
             ),
         ]
     }
@@ -127,15 +136,7 @@ impl Stage for Align {
         if listing.samples.is_empty() {
             bail!("no images listed under {}: check `format`, `list` and `root`", image_root.display());
         }
-        let size: Vec<i64> = ctx.params.get("size")?;
-        let (h, w) = (size[0] as usize, size[1] as usize);
-        let reference: Vec<[f64; 2]> = ctx
-            .params
-            .get::<Vec<Vec<f64>>>("reference")?
-            .into_iter()
-            .map(|p| [p[0], p[1]])
-            .collect();
-        let reflective = ctx.params.bool("reflective")?;
+        let crop = Crop::from_params(ctx.params)?;
         ctx.progress.set_length(listing.samples.len() as u64);
 
         let results: Vec<Result<FaceRow, (String, Skip)>> = listing
@@ -145,7 +146,7 @@ impl Stage for Align {
                 let r = if ctx.cancel.is_cancelled() {
                     Err((s.rel_path.clone(), Skip::Corrupt("cancelled".into())))
                 } else {
-                    align_one(s, &dataset, &reference, reflective, h, w)
+                    align_one(s, &dataset, &crop)
                 };
                 ctx.progress.inc(1);
                 r
@@ -175,8 +176,9 @@ impl Stage for Align {
             "missing": listing.missing.iter().map(|p| p.strip_prefix(&image_root).unwrap_or(p).display().to_string()).collect::<Vec<_>>(),
             "corrupt": corrupt,
             "bad_landmarks": bad,
-            "size": [h, w],
-            "reflective": reflective,
+            "size": [crop.height, crop.width],
+            "fit": ctx.params.str("fit")?,
+            "reflective": crop.reflective,
         });
         std::fs::write(ctx.out_dir.join("report.json"), serde_json::to_string_pretty(&report)?)?;
         ctx.progress.message(&format!(
@@ -188,6 +190,49 @@ impl Stage for Align {
             bad.len()
         ));
         Ok(())
+    }
+}
+
+/// How every face of a dataset is cropped: the template, the fit and the output size.
+#[derive(Debug, Clone)]
+pub struct Crop {
+    /// Where the 5 landmarks go in the crop, [x, y] each.
+    pub reference: Vec<[f64; 2]>,
+    /// The least-squares convention of the similarity fit.
+    pub method: FitMethod,
+    /// Also try a mirrored fit and keep the better.
+    pub reflective: bool,
+    /// Crop height in pixels.
+    pub height: usize,
+    /// Crop width in pixels.
+    pub width: usize,
+}
+
+impl Crop {
+    /// The SphereFace defaults: the 5-point template, MATLAB's reflective cp2tform, 112×96.
+    pub fn sphereface() -> Crop {
+        Crop {
+            reference: SPHEREFACE_REFERENCE.to_vec(),
+            method: FitMethod::Cp2tform,
+            reflective: true,
+            height: 112,
+            width: 96,
+        }
+    }
+
+    /// Reads `size`, `reference`, `fit` and `reflective` (already checked by `validate`).
+    fn from_params(p: &Params) -> anyhow::Result<Crop> {
+        let size: Vec<i64> = p.get("size")?;
+        let name = p.str("fit")?;
+        let method =
+            FitMethod::named(name).with_context(|| format!("param `fit`: unknown method `{name}` (use one of {:?})", FitMethod::NAMES))?;
+        Ok(Crop {
+            reference: p.get::<Vec<Vec<f64>>>("reference")?.into_iter().map(|q| [q[0], q[1]]).collect(),
+            method,
+            reflective: p.bool("reflective")?,
+            height: size[0] as usize,
+            width: size[1] as usize,
+        })
     }
 }
 
@@ -212,22 +257,19 @@ pub fn landmark_problem(m: &[[f64; 2]; 5], width: f64, height: f64) -> Option<St
 }
 
 /// Decodes, checks, fits and warps one listed image into a face-table row.
-pub fn align_one(
-    s: &Sample,
-    dataset: &str,
-    reference: &[[f64; 2]],
-    reflective: bool,
-    h: usize,
-    w: usize,
-) -> Result<FaceRow, (String, Skip)> {
+pub fn align_one(s: &Sample, dataset: &str, crop: &Crop) -> Result<FaceRow, (String, Skip)> {
+    let (h, w) = (crop.height, crop.width);
     let fail = |k: Skip| (s.rel_path.clone(), k);
     let img = decode(&s.path).map_err(|e| fail(Skip::Corrupt(format!("{e:#}"))))?;
     let (iw, ih) = img.dimensions();
     if let Some(p) = landmark_problem(&s.landmarks, iw as f64, ih as f64) {
         return Err(fail(Skip::Landmarks(p)));
     }
-    let fit = fit_similarity(&s.landmarks, reference, reflective).map_err(|e| fail(Skip::Landmarks(e.to_string())))?;
-    let crop = warp_affine(img.as_raw(), iw as usize, ih as usize, 3, &fit.matrix, w, h)
+    let fit = crop
+        .method
+        .fit(&s.landmarks, &crop.reference, crop.reflective)
+        .map_err(|e| fail(Skip::Landmarks(e.to_string())))?;
+    let pixels = warp_affine(img.as_raw(), iw as usize, ih as usize, 3, &fit.matrix, w, h)
         .ok_or_else(|| fail(Skip::Landmarks("the fitted transform is singular".into())))?;
     let mut marks = [0f32; 10];
     for (k, p) in s.landmarks.iter().enumerate() {
@@ -235,7 +277,7 @@ pub fn align_one(
         marks[2 * k] = q[0] as f32;
         marks[2 * k + 1] = q[1] as f32;
     }
-    let png = encode_png(&crop, w as u32, h as u32).map_err(|e| fail(Skip::Corrupt(format!("PNG encoding failed: {e}"))))?;
+    let png = encode_png(&pixels, w as u32, h as u32).map_err(|e| fail(Skip::Corrupt(format!("PNG encoding failed: {e}"))))?;
     Ok(FaceRow {
         png,
         height: h as i32,
