@@ -5,7 +5,7 @@
 //! softmax head over 1,000 classes and SGD, the same setup as the PyTorch peer) on the flex CPU backend, and the loader alone: images/s decoded from
 //! PNG shards into normalised batches. Peer: `../shared/bench/sphereface4_torch.py`.
 
-use spherepipe_face_loader::{Loader, LoaderConfig};
+use spherepipe_face_loader::{Channels, Loader, LoaderConfig};
 use spherepipe_face_table::{encode_png, write_rows, FaceRow};
 use spherepipe_nn::margin::{Lambda, Loss};
 use spherepipe_nn::sphere::SphereConfig;
@@ -103,6 +103,7 @@ fn main() -> anyhow::Result<()> {
             prefetch: 4,
             skip_batches: 0,
             patch: None,
+            channels: Channels::Bgr,
         },
     )?;
     let start = Instant::now();

@@ -3,7 +3,8 @@
 //! A producer thread reads the shards record batch by record batch (only the `image` and
 //! `label` columns), in a seeded order per epoch, through a shuffle buffer of fixed size;
 //! each batch's PNGs are decoded and normalised ((x − 127.5) / 128) in parallel with rayon,
-//! optionally mirrored, and sent over a bounded crossbeam channel, so decoding runs ahead of
+//! their colour planes put in the network's order (BGR by default, as the published SphereFace
+//! models were trained), optionally mirrored, and sent over a bounded crossbeam channel, so decoding runs ahead of
 //! the training step. The stream is a pure function of (files, seed, config): a resumed run
 //! skips the batches already seen, without decoding them, and continues identically.
 
@@ -30,6 +31,52 @@ pub struct LoaderConfig {
     pub skip_batches: u64,
     /// Crop every image to this patch (the 3-patch ensemble) before normalising.
     pub patch: Option<Patch>,
+    /// The order of the colour planes in a batch.
+    pub channels: Channels,
+}
+
+/// The order of the colour planes the network sees. The published SphereFace models (Caffe
+/// training through OpenCV, MATLAB evaluation with `img(:,:,[3,2,1])`, the PyTorch port's
+/// `cv2.imdecode`) all take **BGR**, so that is the default; a network fed the other order
+/// computes different features from the same weights.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Channels {
+    /// Blue, green, red: plane 0 is blue (OpenCV's order).
+    #[default]
+    Bgr,
+    /// Red, green, blue: plane 0 is red (the PNG's own order).
+    Rgb,
+}
+
+impl Channels {
+    /// The names a pipeline file uses.
+    pub const NAMES: [&'static str; 2] = ["bgr", "rgb"];
+
+    /// The order called `name` in a pipeline file, if any.
+    pub fn named(name: &str) -> Option<Channels> {
+        match name {
+            "bgr" => Some(Channels::Bgr),
+            "rgb" => Some(Channels::Rgb),
+            _ => None,
+        }
+    }
+
+    /// The name a pipeline file uses for this order.
+    pub fn name(self) -> &'static str {
+        match self {
+            Channels::Bgr => "bgr",
+            Channels::Rgb => "rgb",
+        }
+    }
+
+    /// Which channel of an interleaved RGB pixel goes to output plane `plane`.
+    fn source_of(self, plane: usize) -> usize {
+        match self {
+            Channels::Bgr => 2 - plane,
+            Channels::Rgb => plane,
+        }
+    }
 }
 
 /// A crop box on the aligned face (x, y, width, height, in face pixels, fractional allowed),
@@ -204,14 +251,9 @@ impl RowStream {
     }
 }
 
-/// Decodes one PNG into normalised CHW floats, mirrored if asked.
-pub fn decode_normalised(png: &[u8], flip: bool) -> Result<(Vec<f32>, usize, usize)> {
-    decode_patch(png, flip, None)
-}
-
-/// Decodes one PNG, crops it to `patch` if given, and returns normalised CHW floats, mirrored
-/// (after cropping) if asked.
-pub fn decode_patch(png: &[u8], flip: bool, patch: Option<&Patch>) -> Result<(Vec<f32>, usize, usize)> {
+/// Decodes one PNG, crops it to `patch` if given, and returns normalised CHW floats with the
+/// colour planes in `channels` order, mirrored (after cropping) if asked.
+pub fn decode_patch(png: &[u8], flip: bool, patch: Option<&Patch>, channels: Channels) -> Result<(Vec<f32>, usize, usize)> {
     let (rgb, w, h) = spherepipe_face_table::decode_rgb(png)?;
     let (w, h) = (w as usize, h as usize);
     let (rgb, w, h) = match patch {
@@ -223,7 +265,7 @@ pub fn decode_patch(png: &[u8], flip: bool, patch: Option<&Patch>) -> Result<(Ve
         for x in 0..w {
             let sx = if flip { w - 1 - x } else { x };
             for c in 0..3 {
-                out[c * h * w + y * w + x] = (rgb[(y * w + sx) * 3 + c] as f32 - 127.5) / 128.0;
+                out[c * h * w + y * w + x] = (rgb[(y * w + sx) * 3 + channels.source_of(c)] as f32 - 127.5) / 128.0;
             }
         }
     }
@@ -266,7 +308,7 @@ impl Loader {
                     .map(|(k, (png, _))| {
                         let mut r = Rng::new(cfg.seed ^ (index * cfg.batch as u64 + k as u64).wrapping_mul(0xA24B_AED4_963E_E407));
                         let flip = r.unit() <= cfg.flip && cfg.flip > 0.0;
-                        decode_patch(png, flip, cfg.patch.as_ref())
+                        decode_patch(png, flip, cfg.patch.as_ref(), cfg.channels)
                     })
                     .collect();
                 let batch = decoded.and_then(|d| {
@@ -338,6 +380,7 @@ mod tests {
             prefetch: 2,
             skip_batches: skip,
             patch: None,
+            channels: Channels::Rgb,
         }
     }
 
@@ -382,6 +425,35 @@ mod tests {
     }
 
     #[test]
+    fn bgr_puts_the_blue_channel_first() {
+        let d = tempfile::tempdir().unwrap();
+        let files = vec![shard(d.path(), "a.parquet", 5..6)];
+        let first = |channels| {
+            Loader::new(
+                files.clone(),
+                LoaderConfig {
+                    batch: 1,
+                    channels,
+                    ..cfg(0, 0.0)
+                },
+            )
+            .unwrap()
+            .next_batch()
+            .unwrap()
+            .images
+        };
+        let (rgb, bgr) = (first(Channels::Rgb), first(Channels::Bgr));
+        // Pixel (x 2, y 1) holds R = 55, G = 56, B = 57 (10 l + x + 3 y + c); a plane is 6 values.
+        let at = |img: &[f32], plane: usize| img[plane * 6 + 3 + 2] * 128.0 + 127.5;
+        assert_eq!([at(&rgb, 0), at(&rgb, 1), at(&rgb, 2)], [55.0, 56.0, 57.0]);
+        assert_eq!([at(&bgr, 0), at(&bgr, 1), at(&bgr, 2)], [57.0, 56.0, 55.0]);
+        assert_eq!(Channels::default(), Channels::Bgr);
+        assert_eq!(Channels::named("rgb"), Some(Channels::Rgb));
+        assert_eq!(Channels::named("BGR"), None);
+        assert_eq!(serde_json::to_string(&Channels::Bgr).unwrap(), "\"bgr\"");
+    }
+
+    #[test]
     fn patches_crop_and_resize_and_are_checked() {
         // 6x4 image, pixel value 10 y + x in every channel.
         let rgb: Vec<u8> = (0..4).flat_map(|y| (0..6).flat_map(move |x| [(10 * y + x) as u8; 3])).collect();
@@ -416,7 +488,7 @@ mod tests {
             rect: [2.0, 1.0, 3.0, 2.0],
             out: [2, 3],
         };
-        let (f, h, w) = decode_patch(&png, true, Some(&p)).unwrap();
+        let (f, h, w) = decode_patch(&png, true, Some(&p), Channels::Rgb).unwrap();
         assert_eq!((h, w), (2, 3));
         assert_eq!(f[0], (14.0 - 127.5) / 128.0);
     }

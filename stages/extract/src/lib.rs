@@ -2,17 +2,18 @@
 //! horizontal mirror, concatenated (paper Sec. 4.1: 1024 values for FC1 = 512), written as
 //! `features.parquet` (see `spherepipe_face_table::features`), streamed: memory stays at one
 //! batch of faces whatever the set's size. With a `patch`, faces are cropped
-//! to it first, as the model being used was trained (3-patch ensemble). With `devkit: true`,
+//! to it first, as the model being used was trained (3-patch ensemble), and fed in the colour
+//! order it was trained on (its `model.json` says which). With `devkit: true`,
 //! also one MegaFace devkit feature file per image under `devkit/`.
 
 use anyhow::{bail, Context};
 use rayon::prelude::*;
-use spherepipe_face_loader::{decode_patch, Patch};
+use spherepipe_face_loader::{decode_patch, Channels, Patch};
 use spherepipe_face_table::features::{FeatureMeta, FeatureWriter, Features};
 use spherepipe_face_table::for_each_row_batch;
-use spherepipe_nn::sphere::SphereConfig;
 use spherepipe_nn::train::Trainer;
 use spherepipe_stage::{InputSpec, ParamSpec, ParamType, Stage, StageContext};
+use spherepipe_stage_train::ModelCard;
 use std::io::Write;
 use std::path::Path;
 
@@ -35,16 +36,12 @@ pub fn write_devkit_feature(path: &Path, feature: &[f32]) -> std::io::Result<()>
     std::fs::File::create(path)?.write_all(&out)
 }
 
-/// What `extract` needs to rebuild the network from a `train` artifact's `model.json`.
-fn read_model(dir: &Path) -> anyhow::Result<(SphereConfig, usize, bool, serde_json::Value)> {
-    let path = dir.join("model.json");
-    let text =
-        std::fs::read_to_string(&path).with_context(|| format!("{} has no model.json: bind `model` to a train stage", dir.display()))?;
-    let m: serde_json::Value = serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))?;
-    let net: SphereConfig = serde_json::from_value(m["net"].clone()).with_context(|| format!("{}: `net` is malformed", path.display()))?;
-    let classes = m["classes"].as_u64().with_context(|| format!("{}: no `classes`", path.display()))? as usize;
-    let softmax = m["softmax_head"].as_bool().unwrap_or(m["loss"] == "softmax");
-    Ok((net, classes, softmax, m["patch"].clone()))
+/// The colour order to feed: the model's own unless the `channels` param names one.
+fn channels_for(param: &str, card: &ModelCard) -> anyhow::Result<Channels> {
+    if param == "model" {
+        return Ok(card.channels);
+    }
+    Channels::named(param).with_context(|| format!("param `channels`: unknown order `{param}` (use model, bgr or rgb)"))
 }
 
 impl Stage for Extract {
@@ -52,7 +49,8 @@ impl Stage for Extract {
         "extract"
     }
     fn version(&self) -> &'static str {
-        "1"
+        // 2: faces fed in the model's colour order (BGR by default) instead of always RGB.
+        "2"
     }
     fn doc(&self) -> &'static str {
         "FC1 features of each face and its mirror, concatenated (features.parquet; MegaFace devkit files on request)"
@@ -84,6 +82,12 @@ impl Stage for Extract {
                 "devkit file name: <image path>_<suffix>.bin",
             ),
             ParamSpec::new(
+                "channels",
+                ParamType::Choice(&["model", "bgr", "rgb"]),
+                "model",
+                "colour order fed to the network: model = the order in the model's model.json (what it was trained on); bgr or rgb overrides it",
+            ),
+            ParamSpec::new(
                 "device",
                 ParamType::Choice(&spherepipe_nn::DEVICE_NAMES),
                 "cpu",
@@ -112,14 +116,19 @@ impl Stage for Extract {
         if !faces.is_file() {
             bail!("{} does not exist: bind `faces` to an align stage", faces.display());
         }
-        let (net, classes, softmax, trained_patch) = read_model(model_dir)?;
+        let card = ModelCard::read(model_dir)?;
+        let net = card.net;
+        let channels = channels_for(p.str("channels")?, &card)?;
+        if channels != card.channels {
+            ctx.progress.message(&format!(
+                "warning: the model was trained on {} input; feeding {} as the `channels` param asks",
+                card.channels.name(),
+                channels.name()
+            ));
+        }
         let device = spherepipe_nn::device_named(p.str("device")?)?;
-        let model = Trainer::for_features(net, classes, softmax, &model_dir.join("model.safetensors"), &device)?;
-        let patch_param = if p.raw("patch")?.is_null() {
-            &trained_patch
-        } else {
-            p.raw("patch")?
-        };
+        let model = Trainer::for_features(net, card.classes, card.softmax_head, &model_dir.join("model.safetensors"), &device)?;
+        let patch_param = if p.raw("patch")?.is_null() { &card.patch } else { p.raw("patch")? };
         let patch = Patch::from_param(patch_param, net.input).map_err(|e| anyhow::anyhow!("param `patch`: {e}"))?;
         let batch = p.i64("batch")? as usize;
         let devkit = p.bool("devkit")?;
@@ -151,7 +160,7 @@ impl Stage for Extract {
                 .collect::<Vec<_>>()
                 .par_iter()
                 .map(|(r, flip)| {
-                    decode_patch(&r.png, *flip, patch.as_ref())
+                    decode_patch(&r.png, *flip, patch.as_ref(), channels)
                         .map(|d| d.0)
                         .with_context(|| format!("decoding {}", r.source))
                 })
@@ -195,7 +204,8 @@ impl Stage for Extract {
             "fc1": net.features,
             "layout": "FC1(face) then FC1(mirror)",
             "patch": patch.map(|p| p.rect),
-            "model": {"net": net, "classes": classes},
+            "channels": channels,
+            "model": {"net": net, "classes": card.classes, "channels": card.channels},
             "devkit": devkit,
         });
         std::fs::write(ctx.out_dir.join("features.json"), serde_json::to_string_pretty(&summary)?)?;

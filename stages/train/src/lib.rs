@@ -1,14 +1,18 @@
 //! `train`: SphereFace training on face shards. Checkpoints go to the stage's scratch
 //! directory every `checkpoint_every` steps, so an interrupted or failed run resumes where it
 //! stopped and produces the same result as an uninterrupted one. The artifact holds the final
-//! weights (`model.safetensors`), `model.json` (what `extract` needs to rebuild the network),
+//! weights (`model.safetensors`), `model.json` (a [`ModelCard`]: what `extract` needs to rebuild
+//! the network and feed it, colour order included),
 //! `metrics.csv` (loss, accuracy, λ, learning rate per step) and `curve.png`; images/s per step
 //! goes to `cache/logs/<fingerprint>/timing.csv`, outside the artifact, to keep it deterministic.
 
+mod card;
 mod curve;
 
+pub use card::ModelCard;
+
 use anyhow::{bail, Context};
-use spherepipe_face_loader::{Loader, LoaderConfig, Patch};
+use spherepipe_face_loader::{Channels, Loader, LoaderConfig, Patch};
 use spherepipe_nn::margin::{Lambda, Loss};
 use spherepipe_nn::sphere::SphereConfig;
 use spherepipe_nn::train::{StepMetrics, TrainConfig, Trainer};
@@ -43,8 +47,8 @@ impl Stage for Train {
     }
     fn version(&self) -> &'static str {
         // 2: seeded init from our own generator, sphere20a parameter names, patch crops,
-        // labelled curve.
-        "2"
+        // labelled curve. 3: BGR input by default, `channels` in model.json.
+        "3"
     }
     fn doc(&self) -> &'static str {
         "SphereFace CNN + A-Softmax (or softmax/modified-softmax/cosface/arcface) training"
@@ -94,7 +98,12 @@ impl Stage for Train {
                 vec![16_000, 24_000],
                 "steps where the learning rate is divided by 10",
             ),
-            ParamSpec::new("steps", ParamType::Int { min: Some(1), max: None }, 28_000, "training iterations"),
+            ParamSpec::new(
+                "steps",
+                ParamType::Int { min: Some(0), max: None },
+                28_000,
+                "training iterations (0 with `init`: the given weights as they are, e.g. a published model to extract features with)",
+            ),
             ParamSpec::new("batch", ParamType::int_range(1, 4096), 256, "images per step"),
             ParamSpec::new("momentum", ParamType::float_range(0.0, 1.0), 0.9, "SGD momentum"),
             ParamSpec::new("weight_decay", ParamType::float_range(0.0, 1.0), 5e-4, "L2 weight decay"),
@@ -123,6 +132,12 @@ impl Stage for Train {
                 "crop box {name, box: [x, y, w, h]} on the aligned face, resized to the face size (3-patch ensemble); null = whole face",
             ),
             ParamSpec::new(
+                "channels",
+                ParamType::Choice(&Channels::NAMES),
+                "bgr",
+                "colour order fed to the network: bgr, as the published SphereFace models were trained (weights given through `init` are taken to be BGR), or rgb",
+            ),
+            ParamSpec::new(
                 "device",
                 ParamType::Choice(&spherepipe_nn::DEVICE_NAMES),
                 "cpu",
@@ -135,7 +150,7 @@ impl Stage for Train {
             InputSpec::one("shards", "a shard artifact (manifest.json + shard-*.parquet)"),
             InputSpec::one(
                 "init",
-                "weights to start from: a .safetensors file, or a directory holding model.safetensors",
+                "weights to start from (sphere20a names, BGR input as the published models): a .safetensors file, or a directory holding model.safetensors",
             )
             .optional(),
         ]
@@ -154,145 +169,62 @@ impl Stage for Train {
     }
     fn run(&self, ctx: &StageContext<'_>) -> anyhow::Result<()> {
         let p = ctx.params;
-        let shards_dir = ctx.inputs.one("shards")?;
-        let manifest: serde_json::Value = serde_json::from_str(
-            &std::fs::read_to_string(shards_dir.join("manifest.json"))
-                .with_context(|| format!("{} has no manifest.json: bind `shards` to a shard stage", shards_dir.display()))?,
-        )?;
-        let classes = manifest["labels"].as_u64().context("manifest.json lacks `labels`")? as usize;
-        if classes < 2 {
-            bail!("the shards hold {classes} class(es); training needs at least 2");
-        }
-        let files: Vec<PathBuf> = manifest["shards"]
-            .as_array()
-            .context("manifest.json lacks `shards`")?
-            .iter()
-            .filter_map(|s| s["file"].as_str())
-            .map(|f| shards_dir.join(f))
-            .collect();
-        let depth: usize = p.str("net")?.trim_start_matches("sphere").parse()?;
-        let batch = p.i64("batch")? as usize;
+        let shards = ShardSet::read(ctx.inputs.one("shards")?)?;
+        let init = ctx.inputs.many("init").first().cloned();
         let steps = p.i64("steps")? as u64;
-        let loss = loss_from(p)?;
-        let lambda = Lambda {
-            base: p.f64("lambda_base")?,
-            gamma: p.f64("lambda_gamma")?,
-            power: p.f64("lambda_power")?,
-            min: p.f64("lambda_min")?,
-        };
-
-        // Image size from the data, so the network's FC1 fits the crops.
-        let probe = Loader::new(
-            files.clone(),
-            LoaderConfig {
-                batch: 1,
-                shuffle_buffer: 1,
-                flip: 0.0,
-                seed: 0,
-                prefetch: 1,
-                skip_batches: 0,
-                patch: None,
-            },
-        )?
-        .next_batch()?;
-        let patch = Patch::from_param(p.raw("patch")?, [probe.height, probe.width]).map_err(|e| anyhow::anyhow!("param `patch`: {e}"))?;
-        let net = SphereConfig {
-            depth,
-            width: p.f64("width")?,
-            features: p.i64("features")? as usize,
-            input: [probe.height, probe.width],
-        };
-        let cfg = TrainConfig {
-            net,
-            classes,
-            loss,
-            lambda,
-            lr: p.f64("lr")?,
-            milestones: p.get("milestones")?,
-            momentum: p.f64("momentum")?,
-            weight_decay: p.f64("weight_decay")?,
-        };
+        if steps == 0 && init.is_none() {
+            bail!("`steps: 0` keeps the initial weights, so it needs weights to keep: bind `init` (or train for some steps)");
+        }
+        let input = probe_input_size(&shards.files)?;
+        let patch = Patch::from_param(p.raw("patch")?, input).map_err(|e| anyhow::anyhow!("param `patch`: {e}"))?;
+        let channels = Channels::named(p.str("channels")?).context("param `channels`: use bgr or rgb")?;
+        let cfg = train_config(p, input, shards.classes)?;
         let device = spherepipe_nn::device_named(p.str("device")?)?;
         let mut trainer = Trainer::new(cfg.clone(), &device, ctx.seed)?;
-        if let Some(init) = ctx.inputs.many("init").first() {
-            let path = if init.is_dir() {
-                init.join("model.safetensors")
-            } else {
-                init.clone()
-            };
-            trainer.load_weights(&path)?;
+        if let Some(init) = init {
+            trainer.load_weights(&if init.is_dir() { init.join("model.safetensors") } else { init })?;
         }
-
-        // Resume from the scratch checkpoint of an earlier attempt, if any.
         let ckpt = ctx.scratch.join("checkpoint");
-        let mut metrics: Vec<(StepMetrics, f64)> = Vec::new();
-        if ckpt.join("step").is_file() {
-            trainer.load_checkpoint(&ckpt)?;
-            metrics = read_metrics(&ckpt.join("metrics.csv"))?
-                .into_iter()
-                .take(trainer.step as usize)
-                .collect();
-            ctx.progress.message(&format!("resuming at step {}", trainer.step));
-        }
+        let mut metrics = resume(&mut trainer, &ckpt, ctx)?;
         let loader = Loader::new(
-            files,
+            shards.files,
             LoaderConfig {
-                batch,
+                batch: p.i64("batch")? as usize,
                 shuffle_buffer: p.i64("shuffle_buffer")? as usize,
                 flip: p.f64("random_flip")?,
                 seed: ctx.seed,
                 prefetch: 4,
                 skip_batches: trainer.step,
                 patch,
+                channels,
             },
         )?;
-        ctx.progress.set_length(steps);
-        ctx.progress.inc(trainer.step);
-        let every = p.i64("checkpoint_every")? as u64;
-        while trainer.step < steps {
-            ctx.cancel.check()?;
-            let t = Instant::now();
-            let b = loader.next_batch()?;
-            let m = match trainer.train_step(&b.images, &b.labels, b.height, b.width) {
-                Ok(m) => m,
-                Err(e) => {
-                    let kept = if ckpt.join("step").is_file() {
-                        format!(
-                            "the last good checkpoint (step {}) is kept in {}",
-                            std::fs::read_to_string(ckpt.join("step")).unwrap_or_default().trim(),
-                            ckpt.display()
-                        )
-                    } else {
-                        "no checkpoint had been written yet".into()
-                    };
-                    bail!("{e:#}; {kept}. Lower `lr` (or check the data) and rerun: training resumes from that checkpoint");
-                }
-            };
-            let ips = batch as f64 / t.elapsed().as_secs_f64();
-            metrics.push((m, ips));
-            ctx.progress.inc(1);
-            ctx.progress.message(&format!(
-                "loss {:.3} acc {:.2} λ {:.1} {:.0} img/s",
-                m.loss, m.accuracy, m.lambda, ips
-            ));
-            if trainer.step % every == 0 && trainer.step < steps {
-                write_checkpoint(&trainer, &metrics, &ckpt)?;
-            }
-        }
+        train_steps(
+            &mut trainer,
+            &loader,
+            &mut metrics,
+            steps,
+            p.i64("checkpoint_every")? as u64,
+            &ckpt,
+            ctx,
+        )?;
+
         trainer.save_weights(&ctx.out_dir.join("model.safetensors"))?;
-        let last = metrics.iter().rev().take(20).collect::<Vec<_>>();
-        let summary = serde_json::json!({
-            "net": {"depth": cfg.net.depth, "width": cfg.net.width, "features": cfg.net.features, "input": cfg.net.input},
-            "patch": p.raw("patch")?,
-            "softmax_head": matches!(cfg.loss, Loss::Softmax),
-            "classes": classes,
-            "loss": p.str("loss")?,
-            "params": p.0,
-            "steps": steps,
-            "final_loss": last.iter().map(|m| m.0.loss).sum::<f64>() / last.len().max(1) as f64,
-            "final_accuracy": last.iter().map(|m| m.0.accuracy).sum::<f64>() / last.len().max(1) as f64,
-        });
-        std::fs::write(ctx.out_dir.join("model.json"), serde_json::to_string_pretty(&summary)?)?;
+        let last: Vec<&StepMetrics> = metrics.iter().rev().take(20).map(|m| &m.0).collect();
+        let mean = |f: fn(&StepMetrics) -> f64| (!last.is_empty()).then(|| last.iter().map(|m| f(m)).sum::<f64>() / last.len() as f64);
+        ModelCard {
+            net: cfg.net,
+            patch: p.raw("patch")?.clone(),
+            channels,
+            softmax_head: matches!(cfg.loss, Loss::Softmax),
+            classes: shards.classes,
+            loss: p.str("loss")?.to_owned(),
+            params: p.0.clone(),
+            steps,
+            final_loss: mean(|m| m.loss),
+            final_accuracy: mean(|m| m.accuracy),
+        }
+        .write(ctx.out_dir)?;
         write_metrics(&ctx.out_dir.join("metrics.csv"), &metrics)?;
         write_timing(&ctx.logs.join("timing.csv"), &metrics)?;
         curve::draw(
@@ -301,6 +233,137 @@ impl Stage for Train {
         )?;
         Ok(())
     }
+}
+
+/// The shard files and class count of a `shard` artifact, from its `manifest.json`.
+struct ShardSet {
+    files: Vec<PathBuf>,
+    classes: usize,
+}
+
+impl ShardSet {
+    fn read(dir: &Path) -> anyhow::Result<ShardSet> {
+        let manifest: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(dir.join("manifest.json"))
+                .with_context(|| format!("{} has no manifest.json: bind `shards` to a shard stage", dir.display()))?,
+        )?;
+        let classes = manifest["labels"].as_u64().context("manifest.json lacks `labels`")? as usize;
+        if classes < 2 {
+            bail!("the shards hold {classes} class(es); training needs at least 2");
+        }
+        let files = manifest["shards"]
+            .as_array()
+            .context("manifest.json lacks `shards`")?
+            .iter()
+            .filter_map(|s| s["file"].as_str())
+            .map(|f| dir.join(f))
+            .collect();
+        Ok(ShardSet { files, classes })
+    }
+}
+
+/// The face size [height, width] of the shards, from their first image, so FC1 fits the crops.
+fn probe_input_size(files: &[PathBuf]) -> anyhow::Result<[usize; 2]> {
+    let probe = Loader::new(
+        files.to_vec(),
+        LoaderConfig {
+            batch: 1,
+            shuffle_buffer: 1,
+            flip: 0.0,
+            seed: 0,
+            prefetch: 1,
+            skip_batches: 0,
+            patch: None,
+            channels: Channels::Bgr,
+        },
+    )?
+    .next_batch()?;
+    Ok([probe.height, probe.width])
+}
+
+/// The network, loss and optimiser settings of the params, for faces of size `input`.
+fn train_config(p: &Params, input: [usize; 2], classes: usize) -> anyhow::Result<TrainConfig> {
+    let depth: usize = p.str("net")?.trim_start_matches("sphere").parse()?;
+    Ok(TrainConfig {
+        net: SphereConfig {
+            depth,
+            width: p.f64("width")?,
+            features: p.i64("features")? as usize,
+            input,
+        },
+        classes,
+        loss: loss_from(p)?,
+        lambda: Lambda {
+            base: p.f64("lambda_base")?,
+            gamma: p.f64("lambda_gamma")?,
+            power: p.f64("lambda_power")?,
+            min: p.f64("lambda_min")?,
+        },
+        lr: p.f64("lr")?,
+        milestones: p.get("milestones")?,
+        momentum: p.f64("momentum")?,
+        weight_decay: p.f64("weight_decay")?,
+    })
+}
+
+/// Resumes from the scratch checkpoint of an earlier attempt, if any: the trainer's state and
+/// the per-step metrics up to its step.
+fn resume(trainer: &mut Trainer, ckpt: &Path, ctx: &StageContext<'_>) -> anyhow::Result<Vec<(StepMetrics, f64)>> {
+    if !ckpt.join("step").is_file() {
+        return Ok(Vec::new());
+    }
+    trainer.load_checkpoint(ckpt)?;
+    ctx.progress.message(&format!("resuming at step {}", trainer.step));
+    Ok(read_metrics(&ckpt.join("metrics.csv"))?
+        .into_iter()
+        .take(trainer.step as usize)
+        .collect())
+}
+
+/// Runs SGD steps until `steps`, checkpointing every `every`; a failed step (a NaN loss)
+/// stops with the step, the kept checkpoint and the fix.
+fn train_steps(
+    trainer: &mut Trainer,
+    loader: &Loader,
+    metrics: &mut Vec<(StepMetrics, f64)>,
+    steps: u64,
+    every: u64,
+    ckpt: &Path,
+    ctx: &StageContext<'_>,
+) -> anyhow::Result<()> {
+    ctx.progress.set_length(steps);
+    ctx.progress.inc(trainer.step);
+    while trainer.step < steps {
+        ctx.cancel.check()?;
+        let t = Instant::now();
+        let b = loader.next_batch()?;
+        let m = match trainer.train_step(&b.images, &b.labels, b.height, b.width) {
+            Ok(m) => m,
+            Err(e) => {
+                let kept = if ckpt.join("step").is_file() {
+                    format!(
+                        "the last good checkpoint (step {}) is kept in {}",
+                        std::fs::read_to_string(ckpt.join("step")).unwrap_or_default().trim(),
+                        ckpt.display()
+                    )
+                } else {
+                    "no checkpoint had been written yet".into()
+                };
+                bail!("{e:#}; {kept}. Lower `lr` (or check the data) and rerun: training resumes from that checkpoint");
+            }
+        };
+        let ips = b.labels.len() as f64 / t.elapsed().as_secs_f64();
+        metrics.push((m, ips));
+        ctx.progress.inc(1);
+        ctx.progress.message(&format!(
+            "loss {:.3} acc {:.2} λ {:.1} {:.0} img/s",
+            m.loss, m.accuracy, m.lambda, ips
+        ));
+        if trainer.step % every == 0 && trainer.step < steps {
+            write_checkpoint(trainer, metrics, ckpt)?;
+        }
+    }
+    Ok(())
 }
 
 const HEADER: &str = "step,loss,accuracy,lambda,lr";

@@ -1,0 +1,114 @@
+//! `model.json`, the contract between a `train` artifact and the stages that use the model
+//! (`extract` rebuilds the network from it; `evaluate` copies it into its metrics): one serde
+//! struct, written and read here, so a field cannot be misspelt on one side only.
+
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+use spherepipe_face_loader::Channels;
+use spherepipe_nn::sphere::SphereConfig;
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// What a trained model is: the network, its input, its head, and how it was trained.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelCard {
+    /// Depth, width multiplier, FC1 size and input [height, width].
+    pub net: SphereConfig,
+    /// The `patch` param the model was trained with: null (the whole face) or `{name, box}`.
+    pub patch: serde_json::Value,
+    /// The order of the colour planes the network was fed; features must be extracted in it.
+    pub channels: Channels,
+    /// The classifier is a plain softmax with bias (`fc6.bias` exists).
+    pub softmax_head: bool,
+    /// Training identities (columns of `fc6.weight`).
+    pub classes: usize,
+    /// The loss's name, as in the `loss` param.
+    pub loss: String,
+    /// Every resolved param of the train stage.
+    pub params: BTreeMap<String, serde_json::Value>,
+    /// Training steps (0: the `init` weights as given).
+    pub steps: u64,
+    /// Mean loss of the last 20 steps; null when nothing was trained.
+    pub final_loss: Option<f64>,
+    /// Mean training accuracy of the last 20 steps; null when nothing was trained.
+    pub final_accuracy: Option<f64>,
+}
+
+impl ModelCard {
+    /// The file name inside an artifact.
+    pub const FILE: &'static str = "model.json";
+
+    /// Reads `model.json` from a model directory, naming the file and the fix on failure.
+    pub fn read(dir: &Path) -> anyhow::Result<ModelCard> {
+        let path = dir.join(Self::FILE);
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("{} has no {}: bind `model` to a train stage", dir.display(), Self::FILE))?;
+        serde_json::from_str(&text).with_context(|| {
+            format!(
+                "{} is not the model.json of this spherepipe's `train` (written by another version?): rerun the train stage",
+                path.display()
+            )
+        })
+    }
+
+    /// Writes `model.json` into `dir`.
+    pub fn write(&self, dir: &Path) -> anyhow::Result<()> {
+        let path = dir.join(Self::FILE);
+        std::fs::write(&path, serde_json::to_string_pretty(self)?).with_context(|| format!("writing {}", path.display()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn card() -> ModelCard {
+        ModelCard {
+            net: SphereConfig {
+                depth: 4,
+                width: 0.25,
+                features: 32,
+                input: [112, 96],
+            },
+            patch: serde_json::Value::Null,
+            channels: Channels::Bgr,
+            softmax_head: false,
+            classes: 10,
+            loss: "a-softmax".into(),
+            params: BTreeMap::from([("m".to_owned(), serde_json::json!(4))]),
+            steps: 0,
+            final_loss: None,
+            final_accuracy: None,
+        }
+    }
+
+    #[test]
+    fn a_card_reads_back_as_written() {
+        let d = tempfile::tempdir().unwrap();
+        card().write(d.path()).unwrap();
+        assert_eq!(ModelCard::read(d.path()).unwrap(), card());
+        let text = std::fs::read_to_string(d.path().join("model.json")).unwrap();
+        assert!(text.contains("\"channels\": \"bgr\""), "{text}");
+    }
+
+    #[test]
+    fn missing_or_unknown_fields_name_the_file() {
+        let d = tempfile::tempdir().unwrap();
+        let mut v = serde_json::to_value(card()).unwrap();
+        v.as_object_mut().unwrap().remove("channels");
+        std::fs::write(d.path().join("model.json"), v.to_string()).unwrap();
+        let e = format!("{:#}", ModelCard::read(d.path()).unwrap_err());
+        assert!(
+            e.contains("model.json is not the model.json") && e.contains("missing field `channels`"),
+            "{e}"
+        );
+        v["channels"] = "bgr".into();
+        v["colour"] = "bgr".into();
+        std::fs::write(d.path().join("model.json"), v.to_string()).unwrap();
+        let e = format!("{:#}", ModelCard::read(d.path()).unwrap_err());
+        assert!(e.contains("unknown field `colour`"), "{e}");
+        let e = format!("{:#}", ModelCard::read(&d.path().join("nowhere")).unwrap_err());
+        assert!(e.contains("has no model.json: bind `model` to a train stage"), "{e}");
+    }
+}
