@@ -103,3 +103,72 @@ fn megaface_names_the_missing_layout_then_resolves_on_one() {
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert!(r.stdout.contains("evaluate@net=sphere64 [evaluate]"), "{}", r.stdout);
 }
+
+/// `pipelines/demo.yaml` up to `shard` (the stages before training), as a pipeline of its own
+/// in the sandbox. Fingerprints do not depend on the pipeline's name or on the other stages.
+fn demo_data_stages(s: &Sandbox) -> String {
+    let text = std::fs::read_to_string(repo().join("pipelines/demo.yaml")).unwrap();
+    let mut demo: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
+    let stages = demo["stages"].as_mapping_mut().unwrap();
+    stages.retain(|k, _| ["synth", "dedupe", "align", "flip", "shard"].contains(&k.as_str().unwrap()));
+    assert_eq!(stages.len(), 5, "demo.yaml lost one of its data stages");
+    std::fs::create_dir_all(s.path().join("pipelines")).unwrap();
+    std::fs::write(s.path().join("pipelines/demo-data.yaml"), serde_yaml::to_string(&demo).unwrap()).unwrap();
+    "pipelines/demo-data.yaml".into()
+}
+
+/// Pins what the demo's data stages compute and are cached under, so that a refactor cannot
+/// move a fingerprint (and with it every cached artifact) or an output without this failing.
+/// Taken on 2026-11-29, with `align` at version 2 (cp2tform). When a kind's output changes on
+/// purpose — its `version()` goes up — update the values here in the same commit.
+#[test]
+fn the_demo_data_stages_keep_their_fingerprints_and_outputs() {
+    let s = Sandbox::new();
+    let p = demo_data_stages(&s);
+    let r = s.sp(&["run", &p, "--quiet"]);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    let r = s.sp(&["status", &p, "--json"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let status: Vec<serde_json::Value> = serde_json::from_str(&r.stdout).unwrap();
+    let got: Vec<(&str, &str, &str)> = status
+        .iter()
+        .map(|v| {
+            (
+                v["stage"].as_str().unwrap(),
+                v["fingerprint"].as_str().unwrap(),
+                v["artifact"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    let want = [
+        (
+            "synth",
+            "88131c97b779200cad6cb6700a2b2d866f50fe400718009fce9ebc41d186dbe4",
+            "2ae9dd4682ab24cfdbb3ef6518410feebe1c6ac4e6d34b02f7cfe1014f489fba",
+        ),
+        (
+            "dedupe",
+            "0c9eb8a4ad6fb79cca0d98434164e3c30d2cc9b31247ef53a3bf3d34ea8adba6",
+            "fafcb01cd8dff29abf6ad4d79832091a1f69392163933d172dd82e00b314eaae",
+        ),
+        (
+            "align",
+            "15b6e9fbef5332534072ad01807063f0a7d6047de4946d0a22ce3e1b0dcd3f1b",
+            "b29108021de78176e21ae629bd6838c277c20865c1de1d36ff6435f46072c9fd",
+        ),
+        (
+            "flip",
+            "50faa0428a8c6dba6864660ac3249b2bca189bfcf07a15c401febae7b0679392",
+            "8484273c278e4bb6acad2505b0c8a3a5056275029345b905519203166d1e13aa",
+        ),
+        (
+            "shard",
+            "64f643379e635b76ddda08f6b674295590849865edce9b943cdf7e4d7dc974f4",
+            "0bab6a392eb925c7f91cbd54a917d00102c71f54f9e1588f84beec9bdbbdce2f",
+        ),
+    ];
+    assert_eq!(
+        got, want,
+        "(stage, fingerprint, artifact) moved: if a kind's output changed on purpose, bump its version() and update this table"
+    );
+}
