@@ -133,7 +133,8 @@ pub struct StepMetrics {
 /// Model + optimizer on an autodiff device.
 pub struct Trainer {
     pub cfg: TrainConfig,
-    /// Always `Some` between calls; taken during the optimizer step, which consumes it.
+    /// Always `Some`: taken only for the optimizer step, which consumes it and returns the
+    /// updated model, with nothing fallible in between.
     model: Option<SphereFace>,
     optim: ModuleOptimizer,
     pub step: u64,
@@ -203,7 +204,9 @@ impl Trainer {
         let x = Tensor::<4>::from_data(TensorData::new(images.to_vec(), [b, 3, height, width]), &self.device);
         let y = Tensor::<1, Int>::from_data(TensorData::new(labels.to_vec(), [b]), &self.device);
         let lambda = self.cfg.lambda.at(self.step);
-        let model = self.model.take().context("a previous step failed midway")?;
+        // The model stays in place while anything can fail; it leaves its slot only for the
+        // optimizer step, which consumes it and hands the updated one back, infallibly.
+        let model = self.model.as_ref().context("the trainer has no model")?;
         let feats = model.net.forward(x);
         let out = logits(
             self.cfg.loss,
@@ -221,14 +224,15 @@ impl Trainer {
             .try_into_vec::<f64>()
             .map_err(|e| anyhow::anyhow!("{e:?}"))?[0];
         if !loss_value.is_finite() {
-            self.model = Some(model);
             bail!("the loss is {loss_value} at step {}", self.step);
         }
         let pred = out.argmax(1).squeeze_dim::<1>(1);
         let correct: i64 = pred.equal(y.clone()).int().sum().into_scalar();
         let lr = self.cfg.lr_at(self.step);
-        let grads = GradientsParams::from_grads(loss.backward(), &model);
-        self.model = Some(self.optim.step(lr, model, grads));
+        let grads = GradientsParams::from_grads(loss.backward(), model);
+        if let Some(model) = self.model.take() {
+            self.model = Some(self.optim.step(lr, model, grads));
+        }
         let m = StepMetrics {
             step: self.step,
             loss: loss_value,
@@ -452,14 +456,27 @@ mod tests {
     }
 
     #[test]
-    fn a_non_finite_loss_is_an_error_naming_the_step() {
+    fn a_failed_step_changes_nothing_and_training_goes_on() {
         let mut t = Trainer::new(cfg(Loss::Softmax), &Device::flex(), 1).unwrap();
         let (mut x, y) = toy_batch(0, 4);
         x[7] = f32::NAN;
         let e = t.train_step(&x, &y, 24, 20).unwrap_err().to_string();
         assert_eq!(e, "the loss is NaN at step 0");
-        // The model is intact and training can go on with good data.
+        let e = t.train_step(&x[1..], &y, 24, 20).unwrap_err().to_string();
+        assert!(e.starts_with("batch has 5759 values"), "{e}");
+        let e = t.train_step(&toy_batch(0, 4).0, &[0, 1, 2, 9], 24, 20).unwrap_err().to_string();
+        assert_eq!(e, "label 9 is outside 0..4");
+        // Each failure left weights, momentum and step as they were: the next good step is
+        // exactly a fresh trainer's first step.
+        let mut fresh = Trainer::new(cfg(Loss::Softmax), &Device::flex(), 1).unwrap();
         let (x, y) = toy_batch(1, 4);
-        assert!(t.train_step(&x, &y, 24, 20).unwrap().loss.is_finite());
+        let after = t.train_step(&x, &y, 24, 20).unwrap();
+        let first = fresh.train_step(&x, &y, 24, 20).unwrap();
+        assert_eq!((after.step, after.loss), (first.step, first.loss));
+        let (x, y) = toy_batch(2, 4);
+        assert_eq!(
+            t.train_step(&x, &y, 24, 20).unwrap().loss,
+            fresh.train_step(&x, &y, 24, 20).unwrap().loss
+        );
     }
 }
