@@ -68,8 +68,10 @@ struct Listed {
 }
 
 /// Lists files under `root/rel` recursively. Directory entries carry their type, so only
-/// symlinks need a stat here; files are stat'ed later, in parallel.
-fn walk(root: &Path, rel: &str, kind: TreeKind, out: &mut Vec<Listed>) -> Result<()> {
+/// symlinks need a stat here; files are stat'ed later, in parallel. `open` holds the canonical
+/// paths of the directories being walked (the root's first), so that a dataset link back into
+/// one of them is reported as the cycle it is.
+fn walk(root: &Path, rel: &str, kind: TreeKind, open: &mut Vec<PathBuf>, out: &mut Vec<Listed>) -> Result<()> {
     let dir = if rel.is_empty() { root.to_path_buf() } else { root.join(rel) };
     let entries = fs::read_dir(&dir).map_err(io_at(&dir))?;
     for e in entries {
@@ -90,17 +92,23 @@ fn walk(root: &Path, rel: &str, kind: TreeKind, out: &mut Vec<Listed>) -> Result
                     "{child_rel} is a symbolic link; an artifact must hold plain files only, since a link could point outside the cache (copy the file instead)"
                 )));
             }
-            if fs::metadata(&abs).map_err(io_at(&abs))?.is_dir() {
-                walk(root, &child_rel, kind, out)?;
-            } else {
-                out.push(Listed {
+            match followed_dir(&abs, open)? {
+                Some(target) => {
+                    open.push(target);
+                    walk(root, &child_rel, kind, open, out)?;
+                    open.pop();
+                }
+                None => out.push(Listed {
                     rel: child_rel,
                     abs,
                     symlink: true,
-                });
+                }),
             }
         } else if ft.is_dir() {
-            walk(root, &child_rel, kind, out)?;
+            let canonical = open.last().map(|p| p.join(name)).unwrap_or_else(|| abs.clone());
+            open.push(canonical);
+            walk(root, &child_rel, kind, open, out)?;
+            open.pop();
         } else if ft.is_file() {
             out.push(Listed {
                 rel: child_rel,
@@ -112,6 +120,49 @@ fn walk(root: &Path, rel: &str, kind: TreeKind, out: &mut Vec<Listed>) -> Result
         }
     }
     Ok(())
+}
+
+/// Every file under the directory `root`, unsorted.
+fn list(root: &Path, kind: TreeKind) -> Result<Vec<Listed>> {
+    let mut open = vec![fs::canonicalize(root).map_err(io_at(root))?];
+    let mut listed = Vec::new();
+    walk(root, "", kind, &mut open, &mut listed)?;
+    Ok(listed)
+}
+
+/// Where a dataset's symbolic link leads: `Some(canonical directory)` to walk into, `None` for
+/// a file. A dangling link, and a link back into a directory being walked, are errors that
+/// name the link and its target.
+fn followed_dir(link: &Path, open: &[PathBuf]) -> Result<Option<PathBuf>> {
+    let target = fs::read_link(link).map_err(io_at(link))?;
+    let meta = match fs::metadata(link) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(StoreError::DanglingLink {
+                link: link.to_path_buf(),
+                target,
+            })
+        }
+        // ELOOP: the link resolves through itself.
+        Err(e) if e.raw_os_error() == Some(40) => {
+            return Err(StoreError::SymlinkCycle {
+                link: link.to_path_buf(),
+                target,
+            })
+        }
+        Err(e) => return Err(io_at(link)(e)),
+    };
+    if !meta.is_dir() {
+        return Ok(None);
+    }
+    let canonical = fs::canonicalize(link).map_err(io_at(link))?;
+    if open.contains(&canonical) {
+        return Err(StoreError::SymlinkCycle {
+            link: link.to_path_buf(),
+            target,
+        });
+    }
+    Ok(Some(canonical))
 }
 
 /// Stats listed files in parallel (following symlinks for datasets).
@@ -150,8 +201,7 @@ pub fn hash_tree(root: &Path, kind: TreeKind, cache: Option<&StatCache>) -> Resu
             meta,
         });
     } else {
-        let mut listed = Vec::new();
-        walk(root, "", kind, &mut listed)?;
+        let mut listed = list(root, kind)?;
         listed.sort_by(|a, b| a.rel.cmp(&b.rel));
         found = stat_all(listed)?;
     }
@@ -206,10 +256,9 @@ fn listing_hash(files: &[FileEntry]) -> String {
 
 /// Total size of the files under `dir` (best effort; for reports).
 pub fn dir_size(dir: &Path) -> u64 {
-    let mut listed = Vec::new();
-    if walk(dir, "", TreeKind::Dataset, &mut listed).is_err() {
+    let Ok(listed) = list(dir, TreeKind::Dataset) else {
         return 0;
-    }
+    };
     stat_all(listed).map(|f| f.iter().map(|f| f.meta.len()).sum()).unwrap_or(0)
 }
 
@@ -240,6 +289,50 @@ mod tests {
         let fh = blake3::hash(b"abc").to_hex().to_string();
         let expect = blake3::hash(format!("spherepipe-tree-v1\na.txt\x003\x00{fh}\n").as_bytes());
         assert_eq!(t.hash, expect.to_hex().to_string());
+    }
+
+    #[test]
+    fn dataset_links_are_followed_and_bad_ones_named() {
+        use std::os::unix::fs::symlink;
+        let d = tempfile::tempdir().unwrap();
+        let (data, outside) = (d.path().join("data"), d.path().join("outside"));
+        fs::create_dir_all(data.join("sub")).unwrap();
+        fs::create_dir_all(&outside).unwrap();
+        fs::write(data.join("a.txt"), b"a").unwrap();
+        fs::write(outside.join("b.txt"), b"b").unwrap();
+        // A link to a directory elsewhere is walked, its files listed under the link's name.
+        symlink(&outside, data.join("sub/more")).unwrap();
+        let t = hash_tree(&data, TreeKind::Dataset, None).unwrap();
+        assert_eq!(
+            t.files.iter().map(|f| f.path.as_str()).collect::<Vec<_>>(),
+            ["a.txt", "sub/more/b.txt"]
+        );
+        // A link back to a directory that contains it: the cycle, not a 40-level path.
+        symlink("..", data.join("sub/up")).unwrap();
+        let e = hash_tree(&data, TreeKind::Dataset, None).unwrap_err();
+        assert!(
+            matches!(&e, StoreError::SymlinkCycle { link, target } if *link == data.join("sub/up") && *target == Path::new("..")),
+            "{e:?}"
+        );
+        assert!(e.to_string().contains("a directory that contains the link"), "{e}");
+        fs::remove_file(data.join("sub/up")).unwrap();
+        // A link that resolves through itself.
+        symlink("self", data.join("self")).unwrap();
+        assert!(matches!(
+            hash_tree(&data, TreeKind::Dataset, None),
+            Err(StoreError::SymlinkCycle { .. })
+        ));
+        fs::remove_file(data.join("self")).unwrap();
+        // A dangling link names itself and where it points.
+        symlink("../gone.txt", data.join("sub/gone.txt")).unwrap();
+        let e = hash_tree(&data, TreeKind::Dataset, None).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "{} is a dangling symbolic link: it points to ../gone.txt, which does not exist; fix the link or remove it",
+                data.join("sub/gone.txt").display()
+            )
+        );
     }
 
     #[test]

@@ -38,6 +38,14 @@ pub enum StoreError {
     Io { path: PathBuf, source: io::Error },
     #[error("{0}")]
     Invalid(String),
+    /// A dataset holds a symbolic link whose target does not exist.
+    #[error("{link} is a dangling symbolic link: it points to {target}, which does not exist; fix the link or remove it")]
+    DanglingLink { link: PathBuf, target: PathBuf },
+    /// A dataset holds a symbolic link to a directory that contains the link.
+    #[error(
+        "{link} is a symbolic link to {target}, a directory that contains the link, so the dataset would never end; remove the link or point it outside"
+    )]
+    SymlinkCycle { link: PathBuf, target: PathBuf },
 }
 
 pub type Result<T> = std::result::Result<T, StoreError>;
