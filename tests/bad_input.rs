@@ -163,3 +163,50 @@ fn a_missing_pipeline_file_is_reported() {
         r.stderr
     );
 }
+
+#[test]
+fn absurdly_deep_brackets_are_refused_before_parsing() {
+    // 100,000 nested `[` (200 KB): the YAML parsers take quadratic time on it; the depth
+    // guard answers at once, naming where the brackets pass 64 levels.
+    let r = rejected(
+        &format!("{DIAMOND}  deep: {{kind: numbers, params: {{count: {}}}}}\n", "[".repeat(100_000)),
+        &[],
+    );
+    has(&r, &["brackets nest deeper than 64 levels here", "p.yaml:12:"]);
+}
+
+/// Runs the diamond pipeline with its `notes` dataset changed by `spoil`, after a good run,
+/// and returns what the refused run printed; the cache must be left as it was.
+fn refused_dataset(spoil: impl Fn(&std::path::Path)) -> Ran {
+    let s = Sandbox::diamond();
+    assert_eq!(s.run(&[]).code, 0);
+    let before = s.snapshot();
+    spoil(&s.path().join("notes"));
+    let r = s.run(&[]);
+    assert_eq!(r.code, 2, "stdout: {}\nstderr: {}", r.stdout, r.stderr);
+    assert!(r.stderr.contains("dataset `notes`"), "{}", r.stderr);
+    assert_eq!(s.snapshot(), before, "the cache was touched");
+    r
+}
+
+#[test]
+fn a_dangling_link_in_a_dataset_is_named_as_one() {
+    let r = refused_dataset(|notes| {
+        std::fs::create_dir(notes.join("sub")).unwrap();
+        std::os::unix::fs::symlink("../../gone.txt", notes.join("sub/old.txt")).unwrap();
+    });
+    has(
+        &r,
+        &["notes/sub/old.txt is a dangling symbolic link: it points to ../../gone.txt, which does not exist; fix the link or remove it"],
+    );
+}
+
+#[test]
+fn a_symlink_cycle_in_a_dataset_is_reported_as_the_cycle() {
+    let r = refused_dataset(|notes| {
+        std::fs::create_dir(notes.join("sub")).unwrap();
+        std::os::unix::fs::symlink("..", notes.join("sub/up")).unwrap();
+    });
+    has(&r, &["notes/sub/up is a symbolic link to .., a directory that contains the link"]);
+    assert!(!r.stderr.contains("up/sub/up"), "{}", r.stderr);
+}

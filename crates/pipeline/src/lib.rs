@@ -6,6 +6,7 @@
 
 mod diag;
 mod locate;
+mod nesting;
 mod resolve;
 
 pub use diag::{Diagnostic, Diagnostics};

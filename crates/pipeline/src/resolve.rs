@@ -242,6 +242,15 @@ pub fn load(file: &Path, registry: &Registry, overrides: &[Override]) -> Result<
             "check the path; the pipelines/ directory holds the shipped pipelines",
         )
     })?;
+    if let Some(pos) = crate::nesting::too_deep(&text, crate::nesting::MAX_DEPTH) {
+        return Err(Diagnostics(vec![Diagnostic {
+            file: file.to_path_buf(),
+            pos: Some(pos),
+            stage: None,
+            message: format!("brackets nest deeper than {} levels here", crate::nesting::MAX_DEPTH),
+            fix: Some("a pipeline needs a few levels at most: close the brackets (`]`, `}`) or write the value as block YAML".into()),
+        }]));
+    }
     let mut cx = Ctx {
         file,
         loc: locate(&text),
