@@ -22,15 +22,16 @@ fn qr_solve(mut a: Vec<[f64; 4]>, mut b: Vec<f64>) -> [f64; 4] {
         if vv == 0.0 {
             continue;
         }
+        // Reflect the remaining columns and the right-hand side: x -= 2 v (v·x) / (v·v).
         for j in k..4 {
-            let d: f64 = (k..m).map(|i| v[i - k] * a[i][j]).sum::<f64>() * 2.0 / vv;
-            for i in k..m {
-                a[i][j] -= d * v[i - k];
+            let d: f64 = a[k..].iter().zip(&v).map(|(row, vi)| vi * row[j]).sum::<f64>() * 2.0 / vv;
+            for (row, vi) in a[k..].iter_mut().zip(&v) {
+                row[j] -= d * vi;
             }
         }
-        let d: f64 = (k..m).map(|i| v[i - k] * b[i]).sum::<f64>() * 2.0 / vv;
-        for i in k..m {
-            b[i] -= d * v[i - k];
+        let d: f64 = b[k..].iter().zip(&v).map(|(bi, vi)| vi * bi).sum::<f64>() * 2.0 / vv;
+        for (bi, vi) in b[k..].iter_mut().zip(&v) {
+            *bi -= d * vi;
         }
     }
     let mut r = [0.0; 4];

@@ -359,7 +359,7 @@ fn train_steps(
             "loss {:.3} acc {:.2} λ {:.1} {:.0} img/s",
             m.loss, m.accuracy, m.lambda, ips
         ));
-        if trainer.step % every == 0 && trainer.step < steps {
+        if trainer.step.is_multiple_of(every) && trainer.step < steps {
             write_checkpoint(trainer, metrics, ckpt)?;
         }
     }
