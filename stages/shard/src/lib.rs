@@ -2,7 +2,10 @@
 //! Parquet shards of `rows_per_shard` rows (zstd, `row_group_size` rows per row group), plus
 //! `manifest.json` with per-shard row counts, label counts and blake3 hashes.
 
-use serde_json::json;
+mod manifest;
+
+pub use manifest::{ShardFile, ShardManifest};
+
 use spherepipe_face_table::{read_rows, write_rows, FaceRow};
 use spherepipe_stage::{InputSpec, ParamSpec, ParamType, Stage, StageContext};
 use std::collections::BTreeSet;
@@ -74,29 +77,29 @@ impl Stage for Shard {
             let path = ctx.out_dir.join(&name);
             write_rows(&path, chunk, group)?;
             let labels: BTreeSet<i32> = chunk.iter().map(|r| r.label).collect();
-            shards.push(json!({
-                "file": name,
-                "rows": chunk.len(),
-                "labels": labels.len(),
-                "flipped": chunk.iter().filter(|r| r.flipped).count(),
-                "bytes": std::fs::metadata(&path)?.len(),
-                "blake3": blake3::hash(&std::fs::read(&path)?).to_hex().to_string(),
-            }));
+            shards.push(ShardFile {
+                blake3: blake3::hash(&std::fs::read(&path)?).to_hex().to_string(),
+                bytes: std::fs::metadata(&path)?.len(),
+                file: name,
+                flipped: chunk.iter().filter(|r| r.flipped).count(),
+                labels: labels.len(),
+                rows: chunk.len(),
+            });
             ctx.progress.inc(1);
         }
         let labels: BTreeSet<i32> = rows.iter().map(|r| r.label).collect();
         let identities: BTreeSet<&str> = rows.iter().map(|r| r.identity.as_str()).collect();
-        let manifest = json!({
-            "rows": rows.len(),
-            "labels": labels.len(),
-            "identities": identities.len(),
-            "rows_per_shard": per,
-            "row_group_size": group,
-            "shuffled": ctx.params.bool("shuffle")?,
-            "seed": ctx.seed,
-            "shards": shards,
-        });
-        std::fs::write(ctx.out_dir.join("manifest.json"), serde_json::to_string_pretty(&manifest)?)?;
+        ShardManifest {
+            identities: identities.len(),
+            labels: labels.len(),
+            row_group_size: group,
+            rows: rows.len(),
+            rows_per_shard: per,
+            seed: ctx.seed,
+            shards,
+            shuffled: ctx.params.bool("shuffle")?,
+        }
+        .write(ctx.out_dir)?;
         Ok(())
     }
 }

@@ -17,6 +17,7 @@ use spherepipe_nn::margin::{Lambda, Loss};
 use spherepipe_nn::sphere::SphereConfig;
 use spherepipe_nn::train::{StepMetrics, TrainConfig, Trainer};
 use spherepipe_stage::{InputSpec, ParamSpec, ParamType, Params, Stage, StageContext};
+use spherepipe_stage_shard::ShardManifest;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -34,10 +35,11 @@ pub fn loss_from(p: &Params) -> anyhow::Result<Loss> {
             s: p.f64("scale")?,
             m: p.f64("margin")?,
         },
-        _ => Loss::ArcFace {
+        "arcface" => Loss::ArcFace {
             s: p.f64("scale")?,
             m: p.f64("margin")?,
         },
+        other => bail!("param `loss`: unknown loss `{other}` (use one of {})", LOSSES.join(", ")),
     })
 }
 
@@ -243,22 +245,14 @@ struct ShardSet {
 
 impl ShardSet {
     fn read(dir: &Path) -> anyhow::Result<ShardSet> {
-        let manifest: serde_json::Value = serde_json::from_str(
-            &std::fs::read_to_string(dir.join("manifest.json"))
-                .with_context(|| format!("{} has no manifest.json: bind `shards` to a shard stage", dir.display()))?,
-        )?;
-        let classes = manifest["labels"].as_u64().context("manifest.json lacks `labels`")? as usize;
-        if classes < 2 {
-            bail!("the shards hold {classes} class(es); training needs at least 2");
+        let manifest = ShardManifest::read(dir)?;
+        if manifest.labels < 2 {
+            bail!("the shards hold {} class(es); training needs at least 2", manifest.labels);
         }
-        let files = manifest["shards"]
-            .as_array()
-            .context("manifest.json lacks `shards`")?
-            .iter()
-            .filter_map(|s| s["file"].as_str())
-            .map(|f| dir.join(f))
-            .collect();
-        Ok(ShardSet { files, classes })
+        Ok(ShardSet {
+            files: manifest.paths(dir),
+            classes: manifest.labels,
+        })
     }
 }
 
@@ -429,4 +423,36 @@ fn write_checkpoint(trainer: &Trainer, metrics: &[(StepMetrics, f64)], ckpt: &Pa
     std::fs::rename(&tmp, ckpt)?;
     let _ = std::fs::remove_dir_all(&old);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(loss: &str) -> Params {
+        let mut p = Params(Default::default());
+        for (k, v) in [
+            ("loss", serde_json::json!(loss)),
+            ("m", 3.into()),
+            ("scale", 30.0.into()),
+            ("margin", 0.5.into()),
+        ] {
+            p.0.insert(k.to_owned(), v);
+        }
+        p
+    }
+
+    #[test]
+    fn every_loss_name_maps_to_its_own_loss_and_no_other() {
+        assert!(matches!(loss_from(&params("softmax")).unwrap(), Loss::Softmax));
+        assert!(matches!(loss_from(&params("modified-softmax")).unwrap(), Loss::ModifiedSoftmax));
+        assert!(matches!(loss_from(&params("a-softmax")).unwrap(), Loss::ASoftmax { m: 3 }));
+        assert!(matches!(loss_from(&params("cosface")).unwrap(), Loss::CosFace { .. }));
+        assert!(matches!(loss_from(&params("arcface")).unwrap(), Loss::ArcFace { .. }));
+        let e = loss_from(&params("sphereface")).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "param `loss`: unknown loss `sphereface` (use one of softmax, modified-softmax, a-softmax, cosface, arcface)"
+        );
+    }
 }

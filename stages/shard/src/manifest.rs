@@ -1,0 +1,132 @@
+//! `manifest.json`, the contract between a `shard` artifact and `train`: one serde struct,
+//! written and read here. Fields are declared in alphabetical order, the order the file has
+//! always had, so the artifact's bytes (and every fingerprint after it) stay as they were.
+
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// What a shard artifact holds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShardManifest {
+    /// Distinct identities over all shards.
+    pub identities: usize,
+    /// Distinct labels over all shards: the number of training classes.
+    pub labels: usize,
+    /// Rows per Parquet row group.
+    pub row_group_size: usize,
+    /// Rows over all shards.
+    pub rows: usize,
+    /// Rows per shard (the last one may hold fewer).
+    pub rows_per_shard: usize,
+    /// The seed of the shuffle.
+    pub seed: u64,
+    /// The shard files, in order.
+    pub shards: Vec<ShardFile>,
+    /// Whether rows were shuffled before sharding.
+    pub shuffled: bool,
+}
+
+/// One shard file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShardFile {
+    /// blake3 of the file, hex.
+    pub blake3: String,
+    /// File size.
+    pub bytes: u64,
+    /// File name inside the artifact.
+    pub file: String,
+    /// Mirrored faces in it.
+    pub flipped: usize,
+    /// Distinct labels in it.
+    pub labels: usize,
+    /// Rows in it.
+    pub rows: usize,
+}
+
+impl ShardManifest {
+    /// The file name inside an artifact.
+    pub const FILE: &'static str = "manifest.json";
+
+    /// Reads `manifest.json` from a shard artifact, naming the file and the fix on failure.
+    pub fn read(dir: &Path) -> anyhow::Result<ShardManifest> {
+        let path = dir.join(Self::FILE);
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("{} has no {}: bind `shards` to a shard stage", dir.display(), Self::FILE))?;
+        serde_json::from_str(&text).with_context(|| {
+            format!(
+                "{} is not the manifest of this spherepipe's `shard` (written by another version?): rerun the shard stage",
+                path.display()
+            )
+        })
+    }
+
+    /// Writes `manifest.json` into `dir`.
+    pub fn write(&self, dir: &Path) -> anyhow::Result<()> {
+        let path = dir.join(Self::FILE);
+        std::fs::write(&path, serde_json::to_string_pretty(self)?).with_context(|| format!("writing {}", path.display()))
+    }
+
+    /// The shard files' paths under the artifact directory `dir`.
+    pub fn paths(&self, dir: &Path) -> Vec<PathBuf> {
+        self.shards.iter().map(|s| dir.join(&s.file)).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_manifest_reads_back_and_a_wrong_one_names_its_file() {
+        let d = tempfile::tempdir().unwrap();
+        let m = ShardManifest {
+            identities: 3,
+            labels: 3,
+            row_group_size: 2,
+            rows: 5,
+            rows_per_shard: 4,
+            seed: 9,
+            shards: vec![ShardFile {
+                blake3: "ab".into(),
+                bytes: 10,
+                file: "shard-00000.parquet".into(),
+                flipped: 1,
+                labels: 3,
+                rows: 4,
+            }],
+            shuffled: true,
+        };
+        m.write(d.path()).unwrap();
+        assert_eq!(ShardManifest::read(d.path()).unwrap(), m);
+        assert_eq!(m.paths(d.path()), [d.path().join("shard-00000.parquet")]);
+        // Keys in alphabetical order, as the untyped manifest always wrote them.
+        let text = std::fs::read_to_string(d.path().join("manifest.json")).unwrap();
+        let keys: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("  \""))
+            .map(|l| l.split('"').nth(1).unwrap())
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                "identities",
+                "labels",
+                "row_group_size",
+                "rows",
+                "rows_per_shard",
+                "seed",
+                "shards",
+                "shuffled"
+            ]
+        );
+        std::fs::write(d.path().join("manifest.json"), text.replace("\"labels\": 3,\n  \"row", "\"row")).unwrap();
+        let e = format!("{:#}", ShardManifest::read(d.path()).unwrap_err());
+        assert!(
+            e.contains("manifest.json is not the manifest") && e.contains("missing field `labels`"),
+            "{e}"
+        );
+    }
+}
