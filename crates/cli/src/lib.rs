@@ -11,7 +11,7 @@ mod progress;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use serde_json::json;
-use spherepipe_engine::{execute, hash_datasets, open_store, plan, records, RunOptions, StageState, Status};
+use spherepipe_engine::{execute, hash_datasets, open_store, plan, records, RunOptions, RunReport, StageState, Status};
 use spherepipe_pipeline::{load, parse_override, Pipeline, Source};
 use spherepipe_stage::{CancelToken, Registry};
 use spherepipe_store::{CacheLock, LockMode, Store};
@@ -36,27 +36,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Run every stage that is not cached.
-    Run {
-        pipeline: PathBuf,
-        /// Override a param for this run: STAGE.PARAM=VALUE (VALUE is YAML).
-        #[arg(long = "set", value_name = "STAGE.PARAM=VALUE")]
-        set: Vec<String>,
-        /// Rerun this stage (or every expansion of a matrix stage) even if cached.
-        #[arg(long, value_name = "STAGE")]
-        force: Vec<String>,
-        /// Stages run at once (default: number of cores).
-        #[arg(long, short)]
-        jobs: Option<usize>,
-        /// Say what would run, run nothing.
-        #[arg(long)]
-        dry_run: bool,
-        /// After a failure, finish stages that do not depend on it.
-        #[arg(long)]
-        keep_going: bool,
-        /// Stop instead of waiting when another run holds the cache.
-        #[arg(long)]
-        no_wait: bool,
-    },
+    Run(RunArgs),
     /// Each stage: cached, stale (and why) or never run.
     Status {
         pipeline: PathBuf,
@@ -127,12 +107,57 @@ enum Cmd {
     },
 }
 
-/// An error with its exit status.
-struct Fail(u8, String);
+/// What `spherepipe run` takes.
+#[derive(clap::Args)]
+struct RunArgs {
+    pipeline: PathBuf,
+    /// Override a param for this run: STAGE.PARAM=VALUE (VALUE is YAML).
+    #[arg(long = "set", value_name = "STAGE.PARAM=VALUE")]
+    set: Vec<String>,
+    /// Rerun this stage (or every expansion of a matrix stage) even if cached.
+    #[arg(long, value_name = "STAGE")]
+    force: Vec<String>,
+    /// Stages run at once (default: number of cores).
+    #[arg(long, short)]
+    jobs: Option<usize>,
+    /// Say what would run, run nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// After a failure, finish stages that do not depend on it.
+    #[arg(long)]
+    keep_going: bool,
+    /// Stop instead of waiting when another run holds the cache.
+    #[arg(long)]
+    no_wait: bool,
+}
 
-impl From<anyhow::Error> for Fail {
+/// A command that could not do its job: the message to print and the exit status.
+struct Failure {
+    code: u8,
+    message: String,
+}
+
+impl Failure {
+    /// A problem with the command line, the pipeline file or the cache (exit 2).
+    fn usage(message: impl Into<String>) -> Failure {
+        Failure {
+            code: 2,
+            message: message.into(),
+        }
+    }
+
+    /// Stopped by Ctrl-C (exit 130).
+    fn interrupted(message: impl Into<String>) -> Failure {
+        Failure {
+            code: 130,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<anyhow::Error> for Failure {
     fn from(e: anyhow::Error) -> Self {
-        Fail(2, format!("error: {e:#}"))
+        Failure::usage(format!("error: {e:#}"))
     }
 }
 
@@ -161,9 +186,9 @@ pub fn main_with(registry: Registry) -> ExitCode {
         .build_global();
     match dispatch(cli, &registry) {
         Ok(code) => ExitCode::from(code),
-        Err(Fail(code, msg)) => {
-            eprint!("{msg}");
-            if !msg.ends_with('\n') {
+        Err(Failure { code, message }) => {
+            eprint!("{message}");
+            if !message.ends_with('\n') {
                 eprintln!();
             }
             ExitCode::from(code)
@@ -171,233 +196,261 @@ pub fn main_with(registry: Registry) -> ExitCode {
     }
 }
 
-fn load_pipeline(file: &Path, registry: &Registry, set: &[String]) -> Result<Pipeline, Fail> {
+fn load_pipeline(file: &Path, registry: &Registry, set: &[String]) -> Result<Pipeline, Failure> {
     let overrides = set
         .iter()
         .map(|s| parse_override(s))
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| Fail(2, format!("error: {e}")))?;
-    load(file, registry, &overrides).map_err(|d| Fail(2, d.to_string()))
+        .map_err(|e| Failure::usage(format!("error: {e}")))?;
+    load(file, registry, &overrides).map_err(|d| Failure::usage(d.to_string()))
 }
 
-fn dispatch(cli: Cli, registry: &Registry) -> Result<u8, Fail> {
+fn dispatch(cli: Cli, registry: &Registry) -> Result<u8, Failure> {
     match cli.cmd {
-        Cmd::Run {
-            pipeline,
-            set,
-            force,
-            jobs,
-            dry_run,
-            keep_going,
-            no_wait,
-        } => {
-            let p = load_pipeline(&pipeline, registry, &set)?;
-            for f in &force {
-                if p.select(f).is_empty() {
-                    return Err(Fail(2, format!("error: --force {f}: no such stage in {}", pipeline.display())));
-                }
-            }
-            let store = open_store(&p)?;
-            if dry_run {
-                return dry(&p, &store, &force);
-            }
-            let cancel = CancelToken::new();
-            let c = cancel.clone();
-            let _ = ctrlc::set_handler(move || {
-                if c.is_cancelled() {
-                    eprintln!("\ninterrupted again: exiting now (unfinished artifacts are discarded by the next run)");
-                    std::process::exit(130);
-                }
-                eprintln!("\ninterrupt: stopping running stages; nothing unfinished will be kept (Ctrl-C again to exit at once)");
-                c.cancel();
-            });
-            let opts = RunOptions {
-                jobs: jobs.unwrap_or_else(|| RunOptions::default().jobs),
-                force: force.into_iter().collect(),
-                keep_going,
-                lock: if no_wait { LockMode::Fail } else { LockMode::Wait },
-                cancel,
-                overrides: set,
-            };
-            let reporter = progress::Reporter::new(p.nodes.len(), cli.quiet);
-            let report = execute(&p, &store, &opts, &reporter)?;
-            reporter.finish();
-            println!("{:<32} {:<9} {:>9}  ARTIFACT / REASON", "STAGE", "STATE", "TIME");
-            for o in &report.outcomes {
-                let detail = match o.state {
-                    StageState::Ran | StageState::Cached => o
-                        .artifact
-                        .as_deref()
-                        .map(|a| store.artifact_dir(a).display().to_string())
-                        .unwrap_or_default(),
-                    _ => o.reason.clone().unwrap_or_default(),
-                };
-                println!("{:<32} {:<9} {:>8.2}s  {detail}", o.stage, o.state.as_str(), o.wall.as_secs_f64());
-            }
-            // A stage may leave a `summary.txt` in its artifact (evaluate does: the accuracy);
-            // it is the last thing a run prints, cached or not.
-            for o in &report.outcomes {
-                if let Some(a) = o
-                    .artifact
-                    .as_deref()
-                    .filter(|_| matches!(o.state, StageState::Ran | StageState::Cached))
-                {
-                    if let Ok(text) = std::fs::read_to_string(store.artifact_dir(a).join("summary.txt")) {
-                        println!("{}: {}", o.stage, text.trim_end());
-                    }
-                }
-            }
-            println!(
-                "{}: {} ran, {} cached, {} failed, {} skipped in {:.2}s",
-                p.name,
-                report.count(StageState::Ran),
-                report.count(StageState::Cached),
-                report.count(StageState::Failed),
-                report.count(StageState::Skipped),
-                report.wall.as_secs_f64()
-            );
-            if report.cancelled {
-                return Err(Fail(
-                    130,
-                    "interrupted: finished stages are cached, unfinished ones were discarded".into(),
-                ));
-            }
-            Ok(if report.ok() { 0 } else { 1 })
-        }
-        Cmd::Status { pipeline, set, json } => {
-            let p = load_pipeline(&pipeline, registry, &set)?;
-            let store = open_store(&p)?;
-            let st = plan(&p, &store, &hash_datasets(&p, &store)?);
-            if json {
-                let rows: Vec<_> = st.iter().map(|s| json!({"stage": s.stage, "state": s.state.as_str(), "reason": s.reason, "fingerprint": s.fingerprint, "artifact": s.artifact})).collect();
-                println!("{}", serde_json::to_string_pretty(&rows).context("encoding JSON")?);
-            } else {
-                println!("{:<32} {:<10} REASON", "STAGE", "STATE");
-                for s in &st {
-                    println!("{:<32} {:<10} {}", s.stage, s.state.as_str(), s.reason);
-                }
-            }
-            Ok(0)
-        }
-        Cmd::Metrics { pipeline, set, history } => {
-            let p = load_pipeline(&pipeline, registry, &set)?;
-            let store = open_store(&p)?;
-            let st = plan(&p, &store, &hash_datasets(&p, &store)?);
-            let used: std::collections::HashSet<usize> = p
-                .nodes
-                .iter()
-                .flat_map(|n| n.inputs.values().flatten())
-                .filter_map(|s| match s {
-                    spherepipe_pipeline::Source::Stage(j) => Some(*j),
-                    _ => None,
-                })
-                .collect();
-            let sinks: Vec<String> = (0..p.nodes.len())
-                .filter(|i| !used.contains(i))
-                .map(|i| p.nodes[i].name.clone())
-                .collect();
-            let (rows, missing) = metrics::rows(&store, &p.name, &st, &sinks, history);
-            if rows.is_empty() {
-                println!("no results yet: run `spherepipe run {}` first", pipeline.display());
-            } else {
-                print!("{}", metrics::table(&rows, "STAGE"));
-            }
-            for (stage, why) in missing {
-                println!("{stage}: no result for these params ({why})");
-            }
-            Ok(0)
-        }
-        Cmd::Dag { pipeline, dot } => {
-            let p = load_pipeline(&pipeline, registry, &[])?;
-            print!("{}", if dot { dag_dot(&p) } else { dag_text(&p) });
-            Ok(0)
-        }
+        Cmd::Run(args) => run(args, registry, cli.quiet),
+        Cmd::Status { pipeline, set, json } => status(&load_pipeline(&pipeline, registry, &set)?, json),
+        Cmd::Metrics { pipeline, set, history } => metrics_table(&pipeline, &load_pipeline(&pipeline, registry, &set)?, history),
+        Cmd::Dag { pipeline, dot } => dag(&load_pipeline(&pipeline, registry, &[])?, dot),
         Cmd::Show {
             pipeline,
             stage,
             set,
             json,
         } => show(&load_pipeline(&pipeline, registry, &set)?, &stage, json),
-        Cmd::Verify { cache } => {
-            if !cache.join("artifacts").is_dir() {
-                return Err(Fail(
-                    2,
-                    format!(
-                        "error: {} is not a spherepipe cache (no artifacts/ directory); pass --cache DIR",
-                        cache.display()
-                    ),
-                ));
-            }
-            let store = Store::open(&cache).context("opening the cache")?;
-            let _lock = CacheLock::acquire(store.root(), LockMode::Wait, |who| {
-                eprintln!("waiting for {who} to release the cache")
-            })
-            .context("locking the cache")?;
-            let (n, problems) = store.verify().context("verifying")?;
-            for pr in &problems {
-                println!("corrupted: {} ({}); moved to {}", pr.artifact, pr.problem, pr.moved_to.display());
-            }
-            println!(
-                "verified {n} artifacts: {} corrupted{}",
-                problems.len(),
-                if problems.is_empty() { "" } else { "; the next run rebuilds them" }
-            );
-            Ok(if problems.is_empty() { 0 } else { 1 })
-        }
+        Cmd::Verify { cache } => verify(&cache),
         Cmd::Gc { pipelines, yes } => gc(&pipelines, registry, yes),
         Cmd::Inspect { path, sheet, samples } => {
             print!("{}", inspect::inspect(&path, sheet.as_deref(), samples.max(1))?);
             Ok(0)
         }
-        Cmd::Synth { out, preset, seed } => {
-            let p = spherepipe_synthface::Preset::named(&preset).ok_or_else(|| {
-                Fail(
-                    2,
-                    format!(
-                        "error: unknown preset `{preset}`\n  fix: use one of {}",
-                        spherepipe_synthface::Preset::NAMES.join(", ")
-                    ),
-                )
-            })?;
-            let n = std::sync::atomic::AtomicUsize::new(0);
-            let t = std::time::Instant::now();
-            let s = spherepipe_synthface::generate(&out, &p, seed, &|| {
-                n.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            })
-            .map_err(|e| Fail(2, format!("error: {e:#}")))?;
-            println!(
-                "wrote {} images to {} in {:.1}s: {} CASIA, {} LFW ({} pairs), {} YTF frames in {} videos ({} pairs), {} FaceScrub, {} distractors",
-                n.into_inner(),
-                out.display(),
-                t.elapsed().as_secs_f64(),
-                s.casia_images,
-                s.lfw_images,
-                s.lfw_pairs,
-                s.ytf_frames,
-                s.ytf_videos,
-                s.ytf_pairs,
-                s.facescrub_images,
-                s.distractor_images
-            );
-            Ok(0)
-        }
-        Cmd::Kinds => {
-            for k in registry.iter() {
-                println!("{} (version {}): {}", k.kind(), k.version(), k.doc());
-                for i in k.inputs() {
-                    println!("  input  {:<16} {}{}", i.name, i.doc, if i.optional { " (optional)" } else { "" });
-                }
-                for p in k.params() {
-                    let default = p.default.map(|d| format!(" = {d}")).unwrap_or_else(|| " (required)".into());
-                    println!("  param  {:<16} {}{default}: {}", p.name, p.ty, p.doc);
-                }
-            }
-            Ok(0)
-        }
+        Cmd::Synth { out, preset, seed } => synth(&out, &preset, seed),
+        Cmd::Kinds => kinds(registry),
     }
 }
 
-fn dry(p: &Pipeline, store: &Store, force: &[String]) -> Result<u8, Fail> {
+/// `spherepipe run`: runs what is not cached, prints one line per stage, each stage's
+/// `summary.txt`, and the totals.
+fn run(args: RunArgs, registry: &Registry, quiet: bool) -> Result<u8, Failure> {
+    let RunArgs {
+        pipeline,
+        set,
+        force,
+        jobs,
+        dry_run,
+        keep_going,
+        no_wait,
+    } = args;
+    let p = load_pipeline(&pipeline, registry, &set)?;
+    for f in &force {
+        if p.select(f).is_empty() {
+            return Err(Failure::usage(format!(
+                "error: --force {f}: no such stage in {}",
+                pipeline.display()
+            )));
+        }
+    }
+    let store = open_store(&p)?;
+    if dry_run {
+        return dry(&p, &store, &force);
+    }
+    let cancel = cancel_on_ctrl_c();
+    let opts = RunOptions {
+        jobs: jobs.unwrap_or_else(|| RunOptions::default().jobs),
+        force: force.into_iter().collect(),
+        keep_going,
+        lock: if no_wait { LockMode::Fail } else { LockMode::Wait },
+        cancel,
+        overrides: set,
+    };
+    let reporter = progress::Reporter::new(p.nodes.len(), quiet);
+    let report = execute(&p, &store, &opts, &reporter)?;
+    reporter.finish();
+    print_report(&p, &store, &report);
+    if report.cancelled {
+        return Err(Failure::interrupted(
+            "interrupted: finished stages are cached, unfinished ones were discarded",
+        ));
+    }
+    Ok(if report.ok() { 0 } else { 1 })
+}
+
+/// A token that the first Ctrl-C cancels (stages stop, nothing unfinished is kept); a second
+/// Ctrl-C exits at once.
+fn cancel_on_ctrl_c() -> CancelToken {
+    let cancel = CancelToken::new();
+    let c = cancel.clone();
+    let _ = ctrlc::set_handler(move || {
+        if c.is_cancelled() {
+            eprintln!("\ninterrupted again: exiting now (unfinished artifacts are discarded by the next run)");
+            std::process::exit(130);
+        }
+        eprintln!("\ninterrupt: stopping running stages; nothing unfinished will be kept (Ctrl-C again to exit at once)");
+        c.cancel();
+    });
+    cancel
+}
+
+/// A run's closing output: one line per stage, the stages' `summary.txt`, the totals.
+fn print_report(p: &Pipeline, store: &Store, report: &RunReport) {
+    println!("{:<32} {:<9} {:>9}  ARTIFACT / REASON", "STAGE", "STATE", "TIME");
+    for o in &report.outcomes {
+        let detail = match o.state {
+            StageState::Ran | StageState::Cached => o
+                .artifact
+                .as_deref()
+                .map(|a| store.artifact_dir(a).display().to_string())
+                .unwrap_or_default(),
+            _ => o.reason.clone().unwrap_or_default(),
+        };
+        println!("{:<32} {:<9} {:>8.2}s  {detail}", o.stage, o.state.as_str(), o.wall.as_secs_f64());
+    }
+    // A stage may leave a `summary.txt` in its artifact (evaluate does: the accuracy);
+    // it is the last thing a run prints, cached or not.
+    for o in &report.outcomes {
+        if let Some(a) = o
+            .artifact
+            .as_deref()
+            .filter(|_| matches!(o.state, StageState::Ran | StageState::Cached))
+        {
+            if let Ok(text) = std::fs::read_to_string(store.artifact_dir(a).join("summary.txt")) {
+                println!("{}: {}", o.stage, text.trim_end());
+            }
+        }
+    }
+    println!(
+        "{}: {} ran, {} cached, {} failed, {} skipped in {:.2}s",
+        p.name,
+        report.count(StageState::Ran),
+        report.count(StageState::Cached),
+        report.count(StageState::Failed),
+        report.count(StageState::Skipped),
+        report.wall.as_secs_f64()
+    );
+}
+
+/// `spherepipe status`: each stage cached, stale (and why) or never-run.
+fn status(p: &Pipeline, json: bool) -> Result<u8, Failure> {
+    let store = open_store(p)?;
+    let st = plan(p, &store, &hash_datasets(p, &store)?);
+    if json {
+        let rows: Vec<_> = st.iter().map(|s| json!({"stage": s.stage, "state": s.state.as_str(), "reason": s.reason, "fingerprint": s.fingerprint, "artifact": s.artifact})).collect();
+        println!("{}", serde_json::to_string_pretty(&rows).context("encoding JSON")?);
+    } else {
+        println!("{:<32} {:<10} REASON", "STAGE", "STATE");
+        for s in &st {
+            println!("{:<32} {:<10} {}", s.stage, s.state.as_str(), s.reason);
+        }
+    }
+    Ok(0)
+}
+
+/// `spherepipe metrics`: the headline table of the pipeline's final stages.
+fn metrics_table(file: &Path, p: &Pipeline, history: bool) -> Result<u8, Failure> {
+    let store = open_store(p)?;
+    let st = plan(p, &store, &hash_datasets(p, &store)?);
+    let used: std::collections::HashSet<usize> = p
+        .nodes
+        .iter()
+        .flat_map(|n| n.inputs.values().flatten())
+        .filter_map(|s| match s {
+            spherepipe_pipeline::Source::Stage(j) => Some(*j),
+            _ => None,
+        })
+        .collect();
+    let sinks: Vec<String> = (0..p.nodes.len())
+        .filter(|i| !used.contains(i))
+        .map(|i| p.nodes[i].name.clone())
+        .collect();
+    let (rows, missing) = metrics::rows(&store, &p.name, &st, &sinks, history);
+    if rows.is_empty() {
+        println!("no results yet: run `spherepipe run {}` first", file.display());
+    } else {
+        print!("{}", metrics::table(&rows, "STAGE"));
+    }
+    for (stage, why) in missing {
+        println!("{stage}: no result for these params ({why})");
+    }
+    Ok(0)
+}
+
+/// `spherepipe dag`: the expanded DAG as text or Graphviz.
+fn dag(p: &Pipeline, dot: bool) -> Result<u8, Failure> {
+    print!("{}", if dot { dag_dot(p) } else { dag_text(p) });
+    Ok(0)
+}
+
+/// `spherepipe verify`: re-hashes every artifact; corrupted ones go to quarantine.
+fn verify(cache: &Path) -> Result<u8, Failure> {
+    if !cache.join("artifacts").is_dir() {
+        return Err(Failure::usage(format!(
+            "error: {} is not a spherepipe cache (no artifacts/ directory); pass --cache DIR",
+            cache.display()
+        )));
+    }
+    let store = Store::open(cache).context("opening the cache")?;
+    let _lock = CacheLock::acquire(store.root(), LockMode::Wait, |who| {
+        eprintln!("waiting for {who} to release the cache")
+    })
+    .context("locking the cache")?;
+    let (n, problems) = store.verify().context("verifying")?;
+    for pr in &problems {
+        println!("corrupted: {} ({}); moved to {}", pr.artifact, pr.problem, pr.moved_to.display());
+    }
+    println!(
+        "verified {n} artifacts: {} corrupted{}",
+        problems.len(),
+        if problems.is_empty() { "" } else { "; the next run rebuilds them" }
+    );
+    Ok(if problems.is_empty() { 0 } else { 1 })
+}
+
+/// `spherepipe synth`: writes a synthetic corpus in the public datasets' layouts.
+fn synth(out: &Path, preset: &str, seed: u64) -> Result<u8, Failure> {
+    let p = spherepipe_synthface::Preset::named(&preset).ok_or_else(|| {
+        Failure::usage(format!(
+            "error: unknown preset `{preset}`\n  fix: use one of {}",
+            spherepipe_synthface::Preset::NAMES.join(", ")
+        ))
+    })?;
+    let n = std::sync::atomic::AtomicUsize::new(0);
+    let t = std::time::Instant::now();
+    let s = spherepipe_synthface::generate(out, &p, seed, &|| {
+        n.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    })
+    .map_err(|e| Failure::usage(format!("error: {e:#}")))?;
+    println!(
+        "wrote {} images to {} in {:.1}s: {} CASIA, {} LFW ({} pairs), {} YTF frames in {} videos ({} pairs), {} FaceScrub, {} distractors",
+        n.into_inner(),
+        out.display(),
+        t.elapsed().as_secs_f64(),
+        s.casia_images,
+        s.lfw_images,
+        s.lfw_pairs,
+        s.ytf_frames,
+        s.ytf_videos,
+        s.ytf_pairs,
+        s.facescrub_images,
+        s.distractor_images
+    );
+    Ok(0)
+}
+
+/// `spherepipe kinds`: every stage kind with its inputs and params.
+fn kinds(registry: &Registry) -> Result<u8, Failure> {
+    for k in registry.iter() {
+        println!("{} (version {}): {}", k.kind(), k.version(), k.doc());
+        for i in k.inputs() {
+            println!("  input  {:<16} {}{}", i.name, i.doc, if i.optional { " (optional)" } else { "" });
+        }
+        for p in k.params() {
+            let default = p.default.map(|d| format!(" = {d}")).unwrap_or_else(|| " (required)".into());
+            println!("  param  {:<16} {}{default}: {}", p.name, p.ty, p.doc);
+        }
+    }
+    Ok(0)
+}
+
+fn dry(p: &Pipeline, store: &Store, force: &[String]) -> Result<u8, Failure> {
     let st = plan(p, store, &hash_datasets(p, store)?);
     let forced: BTreeSet<usize> = force.iter().flat_map(|f| p.select(f)).collect();
     let mut would = 0;
@@ -464,20 +517,17 @@ fn dag_dot(p: &Pipeline) -> String {
     out + "}\n"
 }
 
-fn show(p: &Pipeline, stage: &str, as_json: bool) -> Result<u8, Fail> {
+fn show(p: &Pipeline, stage: &str, as_json: bool) -> Result<u8, Failure> {
     let Some(i) = p.index_of(stage) else {
         let names: Vec<&str> = p.nodes.iter().map(|n| n.name.as_str()).collect();
         let hint = spherepipe_stage::nearest(stage, names.iter().copied())
             .map(|n| format!("did you mean `{n}`? "))
             .unwrap_or_default();
-        return Err(Fail(
-            2,
-            format!(
-                "error: no stage `{stage}` in {}\n  fix: {hint}stages: {}",
-                p.file.display(),
-                names.join(", ")
-            ),
-        ));
+        return Err(Failure::usage(format!(
+            "error: no stage `{stage}` in {}\n  fix: {hint}stages: {}",
+            p.file.display(),
+            names.join(", ")
+        )));
     };
     let store = open_store(p)?;
     let st = plan(p, &store, &hash_datasets(p, &store)?);
@@ -548,7 +598,7 @@ fn show(p: &Pipeline, stage: &str, as_json: bool) -> Result<u8, Fail> {
     Ok(0)
 }
 
-fn gc(files: &[PathBuf], registry: &Registry, yes: bool) -> Result<u8, Fail> {
+fn gc(files: &[PathBuf], registry: &Registry, yes: bool) -> Result<u8, Failure> {
     // Pipelines may use different caches: collect live artifacts per cache.
     let mut live: BTreeMap<PathBuf, (Store, BTreeSet<String>)> = BTreeMap::new();
     for f in files {
