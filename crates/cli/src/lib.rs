@@ -406,7 +406,7 @@ fn verify(cache: &Path) -> Result<u8, Failure> {
 
 /// `spherepipe synth`: writes a synthetic corpus in the public datasets' layouts.
 fn synth(out: &Path, preset: &str, seed: u64) -> Result<u8, Failure> {
-    let p = spherepipe_synthface::Preset::named(&preset).ok_or_else(|| {
+    let p = spherepipe_synthface::Preset::named(preset).ok_or_else(|| {
         Failure::usage(format!(
             "error: unknown preset `{preset}`\n  fix: use one of {}",
             spherepipe_synthface::Preset::NAMES.join(", ")
