@@ -6,6 +6,7 @@
 //! - [`execute()`]: the crossbeam worker pool that runs what is not cached.
 //! - [`records`]: `runs.jsonl` and the last state of every stage.
 
+mod executor;
 pub mod fingerprint;
 mod plan;
 pub mod records;

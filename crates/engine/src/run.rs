@@ -1,16 +1,15 @@
-//! Runs a pipeline: a coordinator thread walks the DAG, resolves cache hits itself and sends
-//! the rest to a pool of `jobs` worker threads over crossbeam channels. Data parallelism inside
+//! Runs a pipeline: a coordinator walks the DAG, resolves cache hits itself and hands the rest
+//! to an [`Executor`](crate::executor::Executor) (today a pool of `jobs` worker threads). Data parallelism inside
 //! a stage uses rayon's one global pool, so concurrent stages share the cores rather than
 //! multiplying threads.
 
+use crate::executor::{Executor, Job, JobResult, LocalPool};
 use crate::fingerprint::{fingerprint, material};
 use crate::plan::{hash_datasets, input_hashes};
 use crate::records::{append_run, save_state, LastState, RunRecord, StageRecord};
-use anyhow::Context as _;
-use crossbeam_channel::{unbounded, RecvTimeoutError};
 use serde_json::{json, Value};
 use spherepipe_pipeline::{Pipeline, Source};
-use spherepipe_stage::{CancelToken, Cancelled, Inputs, Progress, ProgressSink, Stage, StageContext};
+use spherepipe_stage::{CancelToken, Inputs, ProgressSink};
 use spherepipe_store::{CacheLock, IndexEntry, LockMode, Store};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -119,96 +118,7 @@ pub trait Observer: Send + Sync {
     fn note(&self, msg: &str);
 }
 
-struct Job {
-    index: usize,
-    fingerprint: String,
-    name: String,
-    kind: Arc<dyn Stage>,
-    params: spherepipe_stage::Params,
-    inputs: Inputs,
-    seed: u64,
-    sink: Arc<dyn ProgressSink>,
-}
-
-enum JobResult {
-    Done {
-        index: usize,
-        manifest_hash: String,
-        wall: Duration,
-    },
-    Failed {
-        index: usize,
-        error: String,
-        cancelled: bool,
-        wall: Duration,
-    },
-}
-
-fn run_job(store: &Store, cancel: &CancelToken, job: Job) -> JobResult {
-    let start = Instant::now();
-    let fail = |error: String, cancelled: bool| JobResult::Failed {
-        index: job.index,
-        error,
-        cancelled,
-        wall: start.elapsed(),
-    };
-    let staging = match store.new_staging_dir(&job.name) {
-        Ok(d) => d,
-        Err(e) => return fail(format!("cannot create a staging directory: {e}"), false),
-    };
-    let scratch = store.root().join("scratch").join(&job.fingerprint);
-    if let Err(e) = std::fs::create_dir_all(&scratch) {
-        let _ = std::fs::remove_dir_all(&staging);
-        return fail(format!("cannot create {}: {e}", scratch.display()), false);
-    }
-    let logs = store.root().join("logs").join(&job.fingerprint);
-    let _ = std::fs::create_dir_all(&logs);
-    let progress = Progress::new(job.sink.clone());
-    let ctx = StageContext {
-        stage_name: &job.name,
-        params: &job.params,
-        inputs: &job.inputs,
-        out_dir: &staging,
-        scratch: &scratch,
-        logs: &logs,
-        progress: &progress,
-        cancel,
-        seed: job.seed,
-    };
-    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job.kind.run(&ctx)));
-    let outcome = match result {
-        Ok(Ok(())) => store.commit(&staging).map_err(|e| (format!("committing the artifact: {e}"), false)),
-        Ok(Err(e)) => Err((format!("{e:#}"), e.downcast_ref::<Cancelled>().is_some())),
-        Err(panic) => {
-            let msg = panic
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "unknown panic".into());
-            Err((
-                format!("the stage panicked (a bug in stage kind `{}`): {msg}", job.kind.kind()),
-                false,
-            ))
-        }
-    };
-    match outcome {
-        Ok(m) => {
-            // Checkpoints are no longer needed once the result is safely in the store.
-            let _ = std::fs::remove_dir_all(&scratch);
-            JobResult::Done {
-                index: job.index,
-                manifest_hash: m.hash,
-                wall: start.elapsed(),
-            }
-        }
-        Err((error, cancelled)) => {
-            // Nothing partial survives: the staging directory goes.
-            let _ = std::fs::remove_dir_all(&staging);
-            fail(error, cancelled || cancel.is_cancelled())
-        }
-    }
-}
-
+/// Where a stage is in this run.
 #[derive(Clone)]
 enum Slot {
     Pending,
@@ -230,235 +140,270 @@ pub fn execute(p: &Pipeline, store: &Store, opts: &RunOptions, obs: &dyn Observe
     if cleaned > 0 {
         obs.note(&format!("removed {cleaned} unfinished artifact(s) left by an interrupted run"));
     }
-    let datasets = hash_datasets(p, store)?;
-
-    let n = p.nodes.len();
-    let mut slots = vec![Slot::Pending; n];
-    let mut artifacts: Vec<Option<String>> = vec![None; n];
-    let forced: BTreeSet<usize> = opts.force.iter().flat_map(|f| p.select(f)).collect();
-    let (job_tx, job_rx) = unbounded::<Job>();
-    let (res_tx, res_rx) = unbounded::<JobResult>();
-    let mut stop = false;
-
-    std::thread::scope(|scope| -> anyhow::Result<()> {
-        for _ in 0..opts.jobs.max(1) {
-            let (job_rx, res_tx, cancel) = (job_rx.clone(), res_tx.clone(), opts.cancel.clone());
-            scope.spawn(move || {
-                for job in job_rx {
-                    if res_tx.send(run_job(store, &cancel, job)).is_err() {
-                        break;
-                    }
-                }
-            });
-        }
-        drop(res_tx);
-        let mut running = 0usize;
-        loop {
-            if opts.cancel.is_cancelled() {
-                stop = true;
-            }
-            // Start (or resolve from cache) everything that is ready.
-            let mut progressed = true;
-            while progressed {
-                progressed = false;
-                for i in 0..n {
-                    if !matches!(slots[i], Slot::Pending) {
-                        continue;
-                    }
-                    let ups = p.upstream(i);
-                    let blocked: Vec<&Outcome> = ups
-                        .iter()
-                        .filter_map(|&u| match &slots[u] {
-                            Slot::Done(o) if !matches!(o.state, StageState::Ran | StageState::Cached) => Some(o),
-                            _ => None,
-                        })
-                        .collect();
-                    if let Some(b) = blocked.first() {
-                        let o = Outcome::skipped(&p.nodes[i].name, format!("upstream `{}` {}", b.stage, b.state.as_str()));
-                        obs.finished(&o);
-                        slots[i] = Slot::Done(o);
-                        progressed = true;
-                        continue;
-                    }
-                    if !ups.iter().all(|&u| matches!(slots[u], Slot::Done(_))) {
-                        continue;
-                    }
-                    let hashes = input_hashes(p, i, &datasets, &artifacts)
-                        .map_err(|u| anyhow::anyhow!("internal: input `{u}` has no content hash"))?;
-                    let m = material(&p.nodes[i], &hashes, p.seed);
-                    let fp = fingerprint(&m);
-                    if !forced.contains(&i) {
-                        if let Some(e) = store.lookup(&fp) {
-                            artifacts[i] = Some(e.artifact.clone());
-                            save_state(
-                                store,
-                                &p.name,
-                                &p.nodes[i].name,
-                                &LastState {
-                                    material: m,
-                                    fingerprint: fp.clone(),
-                                    artifact: e.artifact.clone(),
-                                },
-                            )?;
-                            let o = Outcome {
-                                stage: p.nodes[i].name.clone(),
-                                state: StageState::Cached,
-                                fingerprint: Some(fp),
-                                artifact: Some(e.artifact),
-                                wall: Duration::ZERO,
-                                reason: None,
-                            };
-                            obs.finished(&o);
-                            slots[i] = Slot::Done(o);
-                            progressed = true;
-                            continue;
-                        }
-                    }
-                    // Only as many stages in flight as workers, so a failure can still stop the rest.
-                    if stop || running >= opts.jobs.max(1) {
-                        continue;
-                    }
-                    let node = &p.nodes[i];
-                    let inputs: BTreeMap<String, Vec<PathBuf>> = node
-                        .inputs
-                        .iter()
-                        .map(|(k, srcs)| {
-                            let dirs = srcs
-                                .iter()
-                                .map(|s| match s {
-                                    Source::Dataset(d) => p.datasets[d].path.clone(),
-                                    Source::Stage(j) => store.artifact_dir(artifacts[*j].as_deref().unwrap_or_default()),
-                                })
-                                .collect();
-                            (k.clone(), dirs)
-                        })
-                        .collect();
-                    let sink = obs.started(&node.name);
-                    job_tx
-                        .send(Job {
-                            index: i,
-                            fingerprint: fp.clone(),
-                            name: node.name.clone(),
-                            kind: node.kind.clone(),
-                            params: node.params.clone(),
-                            inputs: Inputs::new(inputs),
-                            seed: p.seed,
-                            sink,
-                        })
-                        .context("worker pool stopped")?;
-                    slots[i] = Slot::Running {
-                        fingerprint: fp,
-                        material: m,
-                    };
-                    running += 1;
-                }
-            }
-            if running == 0 {
-                break;
-            }
-            let res = match res_rx.recv_timeout(Duration::from_millis(100)) {
-                Ok(r) => r,
-                Err(RecvTimeoutError::Timeout) => continue,
-                Err(RecvTimeoutError::Disconnected) => anyhow::bail!("all workers stopped unexpectedly"),
-            };
-            running -= 1;
-            let (index, outcome) = match res {
-                JobResult::Done {
-                    index,
-                    manifest_hash,
-                    wall,
-                } => {
-                    let Slot::Running { fingerprint, material } = slots[index].clone() else {
-                        anyhow::bail!("internal: result for a stage that was not running")
-                    };
-                    let node = &p.nodes[index];
-                    let provenance = json!({"stage": node.name, "pipeline": p.name, "material": material});
-                    store.record(&IndexEntry {
-                        fingerprint: fingerprint.clone(),
-                        artifact: manifest_hash.clone(),
-                        provenance,
-                    })?;
-                    save_state(
-                        store,
-                        &p.name,
-                        &node.name,
-                        &LastState {
-                            material,
-                            fingerprint: fingerprint.clone(),
-                            artifact: manifest_hash.clone(),
-                        },
-                    )?;
-                    artifacts[index] = Some(manifest_hash.clone());
-                    (
-                        index,
-                        Outcome {
-                            stage: node.name.clone(),
-                            state: StageState::Ran,
-                            fingerprint: Some(fingerprint),
-                            artifact: Some(manifest_hash),
-                            wall,
-                            reason: None,
-                        },
-                    )
-                }
-                JobResult::Failed {
-                    index,
-                    error,
-                    cancelled,
-                    wall,
-                } => {
-                    let fp = match &slots[index] {
-                        Slot::Running { fingerprint, .. } => Some(fingerprint.clone()),
-                        _ => None,
-                    };
-                    let state = if cancelled { StageState::Cancelled } else { StageState::Failed };
-                    if !opts.keep_going || cancelled {
-                        stop = true;
-                    }
-                    (
-                        index,
-                        Outcome {
-                            stage: p.nodes[index].name.clone(),
-                            state,
-                            fingerprint: fp,
-                            artifact: None,
-                            wall,
-                            reason: Some(error),
-                        },
-                    )
-                }
-            };
-            obs.finished(&outcome);
-            slots[index] = Slot::Done(outcome);
-        }
-        drop(job_tx);
-        Ok(())
-    })?;
-
-    let cancelled = opts.cancel.is_cancelled();
-    let outcomes: Vec<Outcome> = slots
-        .into_iter()
-        .enumerate()
-        .map(|(i, s)| match s {
-            Slot::Done(o) => o,
-            _ => {
-                let why = if cancelled {
-                    "not started: the run was interrupted"
-                } else {
-                    "not started: an earlier stage failed (use --keep-going to run independent stages anyway)"
-                };
-                let o = Outcome::skipped(&p.nodes[i].name, why.into());
-                obs.finished(&o);
-                o
-            }
-        })
-        .collect();
+    let mut run = Coordinator::new(p, store, opts, obs, hash_datasets(p, store)?);
+    std::thread::scope(|scope| run.drive(&LocalPool::start(scope, store, &opts.cancel, opts.jobs)))?;
     let report = RunReport {
-        outcomes,
+        outcomes: run.close(),
         wall: started.elapsed(),
-        cancelled,
+        cancelled: opts.cancel.is_cancelled(),
     };
-    let record = RunRecord {
+    append_run(store, &run_record(p, opts, &report, started_unix))?;
+    Ok(report)
+}
+
+/// Walks the DAG: each stage whose inputs are done is skipped (an input failed), resolved
+/// from the cache, or handed to the executor; results come back and free what depends on them.
+struct Coordinator<'a> {
+    p: &'a Pipeline,
+    store: &'a Store,
+    opts: &'a RunOptions,
+    obs: &'a dyn Observer,
+    datasets: BTreeMap<String, String>,
+    forced: BTreeSet<usize>,
+    slots: Vec<Slot>,
+    artifacts: Vec<Option<String>>,
+    running: usize,
+    /// Start nothing new: a stage failed (without --keep-going) or the run was interrupted.
+    stop: bool,
+}
+
+impl<'a> Coordinator<'a> {
+    fn new(p: &'a Pipeline, store: &'a Store, opts: &'a RunOptions, obs: &'a dyn Observer, datasets: BTreeMap<String, String>) -> Self {
+        Coordinator {
+            p,
+            store,
+            opts,
+            obs,
+            datasets,
+            forced: opts.force.iter().flat_map(|f| p.select(f)).collect(),
+            slots: vec![Slot::Pending; p.nodes.len()],
+            artifacts: vec![None; p.nodes.len()],
+            running: 0,
+            stop: false,
+        }
+    }
+
+    /// Until nothing is running and nothing more can start: start what is ready, then wait
+    /// for one result.
+    fn drive(&mut self, exec: &dyn Executor) -> anyhow::Result<()> {
+        loop {
+            if self.opts.cancel.is_cancelled() {
+                self.stop = true;
+            }
+            self.start_ready(exec)?;
+            if self.running == 0 {
+                return Ok(());
+            }
+            if let Some(result) = exec.next_result(Duration::from_millis(100))? {
+                self.running -= 1;
+                self.take_result(result)?;
+            }
+        }
+    }
+
+    /// Advances every pending stage that can move, until none can.
+    fn start_ready(&mut self, exec: &dyn Executor) -> anyhow::Result<()> {
+        loop {
+            let mut progressed = false;
+            for i in 0..self.p.nodes.len() {
+                progressed |= self.advance(i, exec)?;
+            }
+            if !progressed {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Moves stage `i` on if it can. True when it finished here (skipped or cached), which may
+    /// free stages after it.
+    fn advance(&mut self, i: usize, exec: &dyn Executor) -> anyhow::Result<bool> {
+        if !matches!(self.slots[i], Slot::Pending) {
+            return Ok(false);
+        }
+        let ups = self.p.upstream(i);
+        if let Some(why) = self.blocked_by(&ups) {
+            self.finish(i, Outcome::skipped(&self.p.nodes[i].name, why));
+            return Ok(true);
+        }
+        if !ups.iter().all(|&u| matches!(self.slots[u], Slot::Done(_))) {
+            return Ok(false);
+        }
+        let hashes = input_hashes(self.p, i, &self.datasets, &self.artifacts)
+            .map_err(|u| anyhow::anyhow!("internal: input `{u}` has no content hash"))?;
+        let m = material(&self.p.nodes[i], &hashes, self.p.seed);
+        let fp = fingerprint(&m);
+        if !self.forced.contains(&i) && self.resolve_cached(i, &fp, &m)? {
+            return Ok(true);
+        }
+        // Only as many stages in flight as the executor runs, so a failure can still stop the rest.
+        if !self.stop && self.running < exec.capacity() {
+            self.start(i, fp, m, exec)?;
+        }
+        Ok(false)
+    }
+
+    /// Why stage `i` cannot run: an input stage that finished without an artifact.
+    fn blocked_by(&self, ups: &BTreeSet<usize>) -> Option<String> {
+        ups.iter().find_map(|&u| match &self.slots[u] {
+            Slot::Done(o) if !matches!(o.state, StageState::Ran | StageState::Cached) => {
+                Some(format!("upstream `{}` {}", o.stage, o.state.as_str()))
+            }
+            _ => None,
+        })
+    }
+
+    /// Finishes stage `i` from the index if its fingerprint is there; false otherwise.
+    fn resolve_cached(&mut self, i: usize, fp: &str, m: &Value) -> anyhow::Result<bool> {
+        let Some(e) = self.store.lookup(fp) else {
+            return Ok(false);
+        };
+        self.record_state(i, m.clone(), fp, &e.artifact)?;
+        self.artifacts[i] = Some(e.artifact.clone());
+        let o = Outcome {
+            stage: self.p.nodes[i].name.clone(),
+            state: StageState::Cached,
+            fingerprint: Some(fp.to_owned()),
+            artifact: Some(e.artifact),
+            wall: Duration::ZERO,
+            reason: None,
+        };
+        self.finish(i, o);
+        Ok(true)
+    }
+
+    /// Hands stage `i` to the executor, its inputs as directories.
+    fn start(&mut self, i: usize, fp: String, m: Value, exec: &dyn Executor) -> anyhow::Result<()> {
+        let node = &self.p.nodes[i];
+        let inputs: BTreeMap<String, Vec<PathBuf>> = node
+            .inputs
+            .iter()
+            .map(|(k, srcs)| (k.clone(), srcs.iter().map(|s| self.input_dir(s)).collect()))
+            .collect();
+        exec.submit(Job {
+            index: i,
+            fingerprint: fp.clone(),
+            name: node.name.clone(),
+            kind: node.kind.clone(),
+            params: node.params.clone(),
+            inputs: Inputs::new(inputs),
+            seed: self.p.seed,
+            sink: self.obs.started(&node.name),
+        })?;
+        self.slots[i] = Slot::Running {
+            fingerprint: fp,
+            material: m,
+        };
+        self.running += 1;
+        Ok(())
+    }
+
+    /// The directory an input reads: a dataset's path, or a finished stage's artifact.
+    fn input_dir(&self, s: &Source) -> PathBuf {
+        match s {
+            Source::Dataset(d) => self.p.datasets[d].path.clone(),
+            Source::Stage(j) => self.store.artifact_dir(self.artifacts[*j].as_deref().unwrap_or_default()),
+        }
+    }
+
+    /// Records a job's end: a new artifact goes into the index; a failure stops the run
+    /// unless --keep-going.
+    fn take_result(&mut self, result: JobResult) -> anyhow::Result<()> {
+        match result {
+            JobResult::Done {
+                index,
+                manifest_hash,
+                wall,
+            } => {
+                let Slot::Running { fingerprint, material } = self.slots[index].clone() else {
+                    anyhow::bail!("internal: result for a stage that was not running")
+                };
+                let node = &self.p.nodes[index];
+                let provenance = json!({"stage": node.name, "pipeline": self.p.name, "material": material});
+                self.store.record(&IndexEntry {
+                    fingerprint: fingerprint.clone(),
+                    artifact: manifest_hash.clone(),
+                    provenance,
+                })?;
+                self.record_state(index, material, &fingerprint, &manifest_hash)?;
+                self.artifacts[index] = Some(manifest_hash.clone());
+                let o = Outcome {
+                    stage: node.name.clone(),
+                    state: StageState::Ran,
+                    fingerprint: Some(fingerprint),
+                    artifact: Some(manifest_hash),
+                    wall,
+                    reason: None,
+                };
+                self.finish(index, o);
+            }
+            JobResult::Failed {
+                index,
+                error,
+                cancelled,
+                wall,
+            } => {
+                let fingerprint = match &self.slots[index] {
+                    Slot::Running { fingerprint, .. } => Some(fingerprint.clone()),
+                    _ => None,
+                };
+                if !self.opts.keep_going || cancelled {
+                    self.stop = true;
+                }
+                let o = Outcome {
+                    stage: self.p.nodes[index].name.clone(),
+                    state: if cancelled { StageState::Cancelled } else { StageState::Failed },
+                    fingerprint,
+                    artifact: None,
+                    wall,
+                    reason: Some(error),
+                };
+                self.finish(index, o);
+            }
+        }
+        Ok(())
+    }
+
+    /// Saves what stage `i` last resolved to (for `status`' reasons).
+    fn record_state(&self, i: usize, material: Value, fingerprint: &str, artifact: &str) -> anyhow::Result<()> {
+        let state = LastState {
+            material,
+            fingerprint: fingerprint.to_owned(),
+            artifact: artifact.to_owned(),
+        };
+        save_state(self.store, &self.p.name, &self.p.nodes[i].name, &state)
+    }
+
+    fn finish(&mut self, i: usize, o: Outcome) {
+        self.obs.finished(&o);
+        self.slots[i] = Slot::Done(o);
+    }
+
+    /// Every stage's outcome; stages never started are skipped, saying why.
+    fn close(self) -> Vec<Outcome> {
+        let why = if self.opts.cancel.is_cancelled() {
+            "not started: the run was interrupted"
+        } else {
+            "not started: an earlier stage failed (use --keep-going to run independent stages anyway)"
+        };
+        let (p, obs) = (self.p, self.obs);
+        self.slots
+            .into_iter()
+            .enumerate()
+            .map(|(i, s)| match s {
+                Slot::Done(o) => o,
+                _ => {
+                    let o = Outcome::skipped(&p.nodes[i].name, why.into());
+                    obs.finished(&o);
+                    o
+                }
+            })
+            .collect()
+    }
+}
+
+/// The line `runs.jsonl` gets for this run.
+fn run_record(p: &Pipeline, opts: &RunOptions, report: &RunReport, started_unix: f64) -> RunRecord {
+    RunRecord {
         run_id: format!("{:.0}-{}", started_unix * 1000.0, std::process::id()),
         pipeline: p.name.clone(),
         file: p.file.display().to_string(),
@@ -479,7 +424,5 @@ pub fn execute(p: &Pipeline, store: &Store, opts: &RunOptions, obs: &dyn Observe
                 error: o.reason.clone(),
             })
             .collect(),
-    };
-    append_run(store, &record)?;
-    Ok(report)
+    }
 }
