@@ -17,6 +17,12 @@ fn state_of(rows: &Value, stage: &str) -> (String, String) {
     )
 }
 
+/// The machine-readable kind of a stage's first stale reason (empty when cached).
+fn reason_kind(rows: &Value, stage: &str) -> String {
+    let row = rows.as_array().unwrap().iter().find(|r| r["stage"] == stage).expect("stage listed");
+    row["reason_kind"].as_str().unwrap().to_owned()
+}
+
 #[test]
 fn status_says_never_run_cached_and_stale_with_the_reason() {
     let s = Sandbox::diamond();
@@ -26,14 +32,26 @@ fn status_says_never_run_cached_and_stale_with_the_reason() {
         state_of(&rows, "total"),
         ("never-run".into(), "upstream `half` is never-run".into())
     );
+    assert_eq!(
+        (reason_kind(&rows, "draw"), reason_kind(&rows, "total")),
+        ("never-run".into(), "upstream".into())
+    );
 
     assert_eq!(s.run(&[]).code, 0);
     let rows = json(&s.sp(&["status", "p.yaml", "--json"]));
-    assert!(rows.as_array().unwrap().iter().all(|r| r["state"] == "cached"));
+    assert!(rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|r| r["state"] == "cached" && r["reason_kind"] == ""));
 
     let rows = json(&s.sp(&["status", "p.yaml", "--json", "--set", "draw.count=7"]));
     assert_eq!(state_of(&rows, "draw"), ("stale".into(), "param count: 50 -> 7".into()));
     assert_eq!(state_of(&rows, "half"), ("stale".into(), "upstream `draw` is stale".into()));
+    assert_eq!(
+        (reason_kind(&rows, "draw"), reason_kind(&rows, "half")),
+        ("param".into(), "upstream".into())
+    );
     assert_eq!(state_of(&rows, "words").0, "cached");
 
     std::fs::write(s.path().join("notes/a.txt"), "changed words").unwrap();
@@ -42,6 +60,7 @@ fn status_says_never_run_cached_and_stale_with_the_reason() {
         state_of(&rows, "words"),
         ("stale".into(), "input `text` changed (dataset `notes`)".into())
     );
+    assert_eq!(reason_kind(&rows, "words"), "input");
 }
 
 #[test]

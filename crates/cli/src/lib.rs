@@ -333,7 +333,19 @@ fn status(p: &Pipeline, json: bool) -> Result<u8, Failure> {
     let store = open_store(p)?;
     let st = plan(p, &store, &hash_datasets(p, &store)?);
     if json {
-        let rows: Vec<_> = st.iter().map(|s| json!({"stage": s.stage, "state": s.state.as_str(), "reason": s.reason, "fingerprint": s.fingerprint, "artifact": s.artifact})).collect();
+        let rows: Vec<_> = st
+            .iter()
+            .map(|s| {
+                json!({
+                    "stage": s.stage,
+                    "state": s.state.as_str(),
+                    "reason": s.reason,
+                    "reason_kind": s.reasons.first().map(|r| r.kind()).unwrap_or(""),
+                    "fingerprint": s.fingerprint,
+                    "artifact": s.artifact,
+                })
+            })
+            .collect();
         println!("{}", serde_json::to_string_pretty(&rows).context("encoding JSON")?);
     } else {
         println!("{:<32} {:<10} REASON", "STAGE", "STATE");

@@ -1,6 +1,7 @@
 //! Stage fingerprints: blake3 over a canonical JSON encoding of everything that determines
 //! a stage's output.
 
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use spherepipe_pipeline::Node;
 use std::collections::BTreeMap;
@@ -43,17 +44,41 @@ fn write_canonical(v: &Value, out: &mut String) {
 }
 
 /// What a fingerprint covers: kind, kind version, resolved params, the content hashes of
-/// the inputs (in binding order), and the seed when the kind uses it.
-pub fn material(node: &Node, input_hashes: &BTreeMap<String, Vec<String>>, seed: u64) -> Value {
-    serde_json::json!({
-        "kind": node.kind.kind(),
-        "version": node.kind.version(),
-        "params": node.params.0,
-        "inputs": input_hashes,
-        "seed": if node.kind.uses_seed() { Value::from(seed) } else { Value::Null },
-    })
+/// the inputs (in binding order), and the seed when the kind uses it. Its canonical JSON is
+/// what is hashed, so a field added here moves every fingerprint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Material {
+    /// The stage kind.
+    pub kind: String,
+    /// The kind's `version()`.
+    pub version: String,
+    /// Resolved params.
+    pub params: BTreeMap<String, Value>,
+    /// Content hashes of each input's sources.
+    pub inputs: BTreeMap<String, Vec<String>>,
+    /// The pipeline's seed, for kinds that use one.
+    pub seed: Option<u64>,
 }
 
+impl Material {
+    /// The material of `node` with these input hashes.
+    pub fn of(node: &Node, input_hashes: &BTreeMap<String, Vec<String>>, seed: u64) -> Material {
+        Material {
+            kind: node.kind.kind().to_owned(),
+            version: node.kind.version().to_owned(),
+            params: node.params.0.clone(),
+            inputs: input_hashes.clone(),
+            seed: node.kind.uses_seed().then_some(seed),
+        }
+    }
+
+    /// The fingerprint: blake3 over a prefix and the canonical JSON.
+    pub fn fingerprint(&self) -> String {
+        fingerprint(&serde_json::to_value(self).unwrap_or(Value::Null))
+    }
+}
+
+/// blake3 over the prefix and the canonical JSON of `material`.
 pub fn fingerprint(material: &Value) -> String {
     let mut h = blake3::Hasher::new();
     h.update(b"spherepipe-fingerprint-v1\n");

@@ -3,7 +3,8 @@
 //!
 //! - [`fingerprint`]: what identifies a stage's output.
 //! - [`plan()`]: cached / stale (and why) / never run, for `status`, `show`, `gc`, `--dry-run`.
-//! - [`execute()`]: the crossbeam worker pool that runs what is not cached.
+//! - [`execute()`]: the coordinator that runs what is not cached through an executor (today
+//!   a local pool of worker threads).
 //! - [`records`]: `runs.jsonl` and the last state of every stage.
 
 mod executor;
@@ -12,7 +13,7 @@ mod plan;
 pub mod records;
 mod run;
 
-pub use plan::{hash_datasets, plan, NodeStatus, Status};
+pub use plan::{hash_datasets, plan, NodeStatus, StaleReason, Status};
 pub use run::{execute, Observer, Outcome, RunOptions, RunReport, StageState};
 
 /// The store of a pipeline, opened where the pipeline file says.

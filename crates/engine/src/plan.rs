@@ -2,8 +2,8 @@
 //! that fingerprint is in the cache, and if not, why not, by comparing with the stage's
 //! last recorded state.
 
-use crate::fingerprint::{fingerprint, material};
-use crate::records::{last_state, LastState};
+use crate::fingerprint::Material;
+use crate::records::last_state;
 use serde::Serialize;
 use serde_json::Value;
 use spherepipe_pipeline::{Pipeline, Source};
@@ -32,12 +32,104 @@ impl Status {
 pub struct NodeStatus {
     pub stage: String,
     pub state: Status,
+    /// Why the stage is not cached, in words (empty when cached).
     pub reason: String,
+    /// The same, typed: every difference found (empty when cached).
+    #[serde(skip)]
+    pub reasons: Vec<StaleReason>,
     /// Known when every input's content is known (inputs cached or datasets).
     pub fingerprint: Option<String>,
     pub artifact: Option<String>,
     #[serde(skip)]
-    pub material: Option<Value>,
+    pub material: Option<Material>,
+}
+
+/// Why a stage is not cached: what differs from its last recorded run. Rendered in one place
+/// (`Display`), and named for machines by [`StaleReason::kind`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum StaleReason {
+    /// No run of the stage is recorded.
+    NeverRun,
+    /// An input stage is not cached, so this stage's inputs are not known yet.
+    Upstream { stage: String, state: Status },
+    /// The stage's kind changed.
+    Kind { from: String, to: String },
+    /// The kind's `version()` changed: its output changes for the same input.
+    Version { from: String, to: String },
+    /// A param has another value.
+    Param { name: String, from: Value, to: Value },
+    /// A param was not there before.
+    ParamAdded { name: String, value: Value },
+    /// A param is no longer there.
+    ParamRemoved { name: String },
+    /// The pipeline's seed changed (for a kind that uses it).
+    Seed { from: Option<u64>, to: Option<u64> },
+    /// An input's content changed; `sources` names where it comes from.
+    Input { name: String, sources: Vec<String> },
+    /// Nothing differs, but the artifact is gone (gc, or set aside by verify).
+    ArtifactGone,
+}
+
+impl StaleReason {
+    /// A stable machine-readable name (`status --json`'s `reason_kind`).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            StaleReason::NeverRun => "never-run",
+            StaleReason::Upstream { .. } => "upstream",
+            StaleReason::Kind { .. } => "kind",
+            StaleReason::Version { .. } => "version",
+            StaleReason::Param { .. } | StaleReason::ParamAdded { .. } | StaleReason::ParamRemoved { .. } => "param",
+            StaleReason::Seed { .. } => "seed",
+            StaleReason::Input { .. } => "input",
+            StaleReason::ArtifactGone => "artifact-gone",
+        }
+    }
+}
+
+impl std::fmt::Display for StaleReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let opt = |v: &Option<u64>| v.map(|s| s.to_string()).unwrap_or_else(|| "null".into());
+        match self {
+            StaleReason::NeverRun => write!(f, "no run of this stage is recorded"),
+            StaleReason::Upstream { stage, state } => write!(f, "upstream `{stage}` is {}", state.as_str()),
+            StaleReason::Kind { from, to } => write!(f, "kind changed from {from:?} to {to:?}"),
+            StaleReason::Version { from, to } => write!(f, "kind version changed from {from:?} to {to:?}"),
+            StaleReason::Param { name, from, to } => write!(f, "param {name}: {from} -> {to}"),
+            StaleReason::ParamAdded { name, value } => write!(f, "param {name} is new ({value})"),
+            StaleReason::ParamRemoved { name } => write!(f, "param {name} was removed"),
+            StaleReason::Seed { from, to } => write!(f, "seed: {} -> {}", opt(from), opt(to)),
+            StaleReason::Input { name, sources } => write!(f, "input `{name}` changed ({})", sources.join(", ")),
+            StaleReason::ArtifactGone => write!(f, "its artifact is no longer in the cache (removed by gc or set aside by verify)"),
+        }
+    }
+}
+
+/// A stage whose inputs are known: what it would be fingerprinted with, and its artifact if
+/// that fingerprint is in the index. `plan` (status) and the coordinator (run) both decide
+/// through this, so they cannot disagree about what is cached.
+pub(crate) struct Resolved {
+    pub material: Material,
+    pub fingerprint: String,
+    pub cached: Option<String>,
+}
+
+/// Resolves stage `i`, or names the first input stage whose artifact is not known.
+pub(crate) fn resolve_node(
+    p: &Pipeline,
+    i: usize,
+    store: &Store,
+    datasets: &BTreeMap<String, String>,
+    artifacts: &[Option<String>],
+) -> Result<Resolved, String> {
+    let hashes = input_hashes(p, i, datasets, artifacts)?;
+    let material = Material::of(&p.nodes[i], &hashes, p.seed);
+    let fingerprint = material.fingerprint();
+    let cached = store.lookup(&fingerprint).map(|e| e.artifact);
+    Ok(Resolved {
+        material,
+        fingerprint,
+        cached,
+    })
 }
 
 /// Content hashes of the datasets that some node uses, read through the stat cache.
@@ -88,94 +180,67 @@ pub fn plan(p: &Pipeline, store: &Store, datasets: &BTreeMap<String, String>) ->
     let mut out: Vec<NodeStatus> = Vec::new();
     for (i, node) in p.nodes.iter().enumerate() {
         let last = last_state(store, &p.name, &node.name);
-        let st = match input_hashes(p, i, datasets, &artifacts) {
+        let (reasons, fingerprint, artifact, material) = match resolve_node(p, i, store, datasets, &artifacts) {
             Err(upstream) => {
-                let state = if last.is_some() { Status::Stale } else { Status::NeverRun };
-                let up_state = out
+                let state = out
                     .iter()
                     .find(|s| s.stage == upstream)
-                    .map(|s| s.state.as_str())
-                    .unwrap_or("unknown");
-                NodeStatus {
-                    stage: node.name.clone(),
-                    state,
-                    reason: format!("upstream `{upstream}` is {up_state}"),
-                    fingerprint: None,
-                    artifact: None,
-                    material: None,
-                }
+                    .map(|s| s.state)
+                    .unwrap_or(Status::NeverRun);
+                (vec![StaleReason::Upstream { stage: upstream, state }], None, None, None)
             }
-            Ok(hashes) => {
-                let m = material(node, &hashes, p.seed);
-                let fp = fingerprint(&m);
-                match store.lookup(&fp) {
-                    Some(e) => {
-                        artifacts[i] = Some(e.artifact.clone());
-                        NodeStatus {
-                            stage: node.name.clone(),
-                            state: Status::Cached,
-                            reason: String::new(),
-                            fingerprint: Some(fp),
-                            artifact: Some(e.artifact),
-                            material: Some(m),
-                        }
-                    }
-                    None => {
-                        let (state, reason) = match &last {
-                            None => (Status::NeverRun, "no run of this stage is recorded".to_owned()),
-                            Some(l) => (Status::Stale, explain(p, i, l, &m)),
-                        };
-                        NodeStatus {
-                            stage: node.name.clone(),
-                            state,
-                            reason,
-                            fingerprint: Some(fp),
-                            artifact: None,
-                            material: Some(m),
-                        }
-                    }
-                }
+            Ok(r) => {
+                artifacts[i] = r.cached.clone();
+                let reasons = match (&r.cached, &last) {
+                    (Some(_), _) => Vec::new(),
+                    (None, None) => vec![StaleReason::NeverRun],
+                    (None, Some(l)) => explain(p, i, &l.material, &r.material),
+                };
+                (reasons, Some(r.fingerprint), r.cached, Some(r.material))
             }
         };
-        out.push(st);
+        let state = match (&artifact, &last) {
+            (Some(_), _) => Status::Cached,
+            (None, Some(_)) => Status::Stale,
+            (None, None) => Status::NeverRun,
+        };
+        out.push(NodeStatus {
+            stage: node.name.clone(),
+            state,
+            reason: reasons.iter().map(|r| r.to_string()).collect::<Vec<_>>().join("; "),
+            reasons,
+            fingerprint,
+            artifact,
+            material,
+        });
     }
     out
 }
 
-/// Says what differs between the last recorded run of a stage and now.
-fn explain(p: &Pipeline, i: usize, last: &LastState, now: &Value) -> String {
-    let before = &last.material;
+/// What differs between the material of the last recorded run of stage `i` and now.
+fn explain(p: &Pipeline, i: usize, before: &Material, now: &Material) -> Vec<StaleReason> {
     let mut why = Vec::new();
-    if before["kind"] != now["kind"] {
-        why.push(format!("kind changed from {} to {}", before["kind"], now["kind"]));
-    } else if before["version"] != now["version"] {
-        why.push(format!("kind version changed from {} to {}", before["version"], now["version"]));
+    if before.kind != now.kind {
+        why.push(StaleReason::Kind {
+            from: before.kind.clone(),
+            to: now.kind.clone(),
+        });
+    } else if before.version != now.version {
+        why.push(StaleReason::Version {
+            from: before.version.clone(),
+            to: now.version.clone(),
+        });
     }
-    let empty = serde_json::Map::new();
-    let (bp, np) = (
-        before["params"].as_object().unwrap_or(&empty),
-        now["params"].as_object().unwrap_or(&empty),
-    );
-    for (k, v) in np {
-        match bp.get(k) {
-            Some(old) if old == v => {}
-            Some(old) => why.push(format!("param {k}: {old} -> {v}")),
-            None => why.push(format!("param {k} is new ({v})")),
-        }
+    why.extend(param_changes(&before.params, &now.params));
+    if before.seed != now.seed {
+        why.push(StaleReason::Seed {
+            from: before.seed,
+            to: now.seed,
+        });
     }
-    for k in bp.keys().filter(|k| !np.contains_key(*k)) {
-        why.push(format!("param {k} was removed"));
-    }
-    if before["seed"] != now["seed"] {
-        why.push(format!("seed: {} -> {}", before["seed"], now["seed"]));
-    }
-    let (bi, ni) = (
-        before["inputs"].as_object().unwrap_or(&empty),
-        now["inputs"].as_object().unwrap_or(&empty),
-    );
-    for (k, v) in ni {
-        if bi.get(k) != Some(v) {
-            let from: Vec<String> = p.nodes[i]
+    for (k, v) in &now.inputs {
+        if before.inputs.get(k) != Some(v) {
+            let sources = p.nodes[i]
                 .inputs
                 .get(k)
                 .into_iter()
@@ -185,11 +250,69 @@ fn explain(p: &Pipeline, i: usize, last: &LastState, now: &Value) -> String {
                     Source::Stage(j) => format!("stage `{}`", p.nodes[*j].name),
                 })
                 .collect();
-            why.push(format!("input `{k}` changed ({})", from.join(", ")));
+            why.push(StaleReason::Input { name: k.clone(), sources });
         }
     }
     if why.is_empty() {
-        why.push("its artifact is no longer in the cache (removed by gc or set aside by verify)".into());
+        why.push(StaleReason::ArtifactGone);
     }
-    why.join("; ")
+    why
+}
+
+/// Params changed, added or removed between two resolved param sets.
+fn param_changes(before: &BTreeMap<String, Value>, now: &BTreeMap<String, Value>) -> Vec<StaleReason> {
+    let mut why = Vec::new();
+    for (k, v) in now {
+        match before.get(k) {
+            Some(old) if old == v => {}
+            Some(old) => why.push(StaleReason::Param {
+                name: k.clone(),
+                from: old.clone(),
+                to: v.clone(),
+            }),
+            None => why.push(StaleReason::ParamAdded {
+                name: k.clone(),
+                value: v.clone(),
+            }),
+        }
+    }
+    for k in before.keys().filter(|k| !now.contains_key(*k)) {
+        why.push(StaleReason::ParamRemoved { name: k.clone() });
+    }
+    why
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn param_changes_are_typed_and_rendered_in_one_place() {
+        let before = BTreeMap::from([("m".to_owned(), json!(4)), ("old".to_owned(), json!(true))]);
+        let now = BTreeMap::from([("m".to_owned(), json!(3)), ("new".to_owned(), json!("x"))]);
+        let why = param_changes(&before, &now);
+        let text: Vec<String> = why.iter().map(|r| r.to_string()).collect();
+        assert_eq!(text, ["param m: 4 -> 3", "param new is new (\"x\")", "param old was removed"]);
+        assert!(why.iter().all(|r| r.kind() == "param"));
+        let other = [
+            (
+                StaleReason::Version {
+                    from: "1".into(),
+                    to: "2".into(),
+                },
+                "version",
+                "kind version changed from \"1\" to \"2\"",
+            ),
+            (StaleReason::Seed { from: Some(7), to: None }, "seed", "seed: 7 -> null"),
+            (
+                StaleReason::ArtifactGone,
+                "artifact-gone",
+                "its artifact is no longer in the cache (removed by gc or set aside by verify)",
+            ),
+        ];
+        for (r, kind, text) in other {
+            assert_eq!((r.kind(), r.to_string().as_str()), (kind, text));
+        }
+    }
 }

@@ -1,8 +1,8 @@
 //! What the engine remembers between runs, beside the store: the last state of every stage
 //! (to explain staleness) and an append-only log of runs (`runs.jsonl`).
 
+use crate::fingerprint::Material;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use spherepipe_store::{write_atomic, Store};
 use std::io::Write;
 use std::path::PathBuf;
@@ -10,7 +10,7 @@ use std::path::PathBuf;
 /// The fingerprint material, fingerprint and artifact of a stage's last successful run.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LastState {
-    pub material: Value,
+    pub material: Material,
     pub fingerprint: String,
     pub artifact: String,
 }

@@ -4,10 +4,10 @@
 //! multiplying threads.
 
 use crate::executor::{Executor, Job, JobResult, LocalPool};
-use crate::fingerprint::{fingerprint, material};
-use crate::plan::{hash_datasets, input_hashes};
+use crate::fingerprint::Material;
+use crate::plan::{hash_datasets, resolve_node};
 use crate::records::{append_run, save_state, LastState, RunRecord, StageRecord};
-use serde_json::{json, Value};
+use serde_json::json;
 use spherepipe_pipeline::{Pipeline, Source};
 use spherepipe_stage::{CancelToken, Inputs, ProgressSink};
 use spherepipe_store::{CacheLock, IndexEntry, LockMode, Store};
@@ -122,7 +122,7 @@ pub trait Observer: Send + Sync {
 #[derive(Clone)]
 enum Slot {
     Pending,
-    Running { fingerprint: String, material: Value },
+    Running { fingerprint: String, material: Material },
     Done(Outcome),
 }
 
@@ -228,16 +228,15 @@ impl<'a> Coordinator<'a> {
         if !ups.iter().all(|&u| matches!(self.slots[u], Slot::Done(_))) {
             return Ok(false);
         }
-        let hashes = input_hashes(self.p, i, &self.datasets, &self.artifacts)
+        let r = resolve_node(self.p, i, self.store, &self.datasets, &self.artifacts)
             .map_err(|u| anyhow::anyhow!("internal: input `{u}` has no content hash"))?;
-        let m = material(&self.p.nodes[i], &hashes, self.p.seed);
-        let fp = fingerprint(&m);
-        if !self.forced.contains(&i) && self.resolve_cached(i, &fp, &m)? {
+        if let (Some(artifact), false) = (&r.cached, self.forced.contains(&i)) {
+            self.finish_cached(i, &r.fingerprint, r.material.clone(), artifact)?;
             return Ok(true);
         }
         // Only as many stages in flight as the executor runs, so a failure can still stop the rest.
         if !self.stop && self.running < exec.capacity() {
-            self.start(i, fp, m, exec)?;
+            self.start(i, r.fingerprint, r.material, exec)?;
         }
         Ok(false)
     }
@@ -252,27 +251,24 @@ impl<'a> Coordinator<'a> {
         })
     }
 
-    /// Finishes stage `i` from the index if its fingerprint is there; false otherwise.
-    fn resolve_cached(&mut self, i: usize, fp: &str, m: &Value) -> anyhow::Result<bool> {
-        let Some(e) = self.store.lookup(fp) else {
-            return Ok(false);
-        };
-        self.record_state(i, m.clone(), fp, &e.artifact)?;
-        self.artifacts[i] = Some(e.artifact.clone());
+    /// Finishes stage `i` from the cache.
+    fn finish_cached(&mut self, i: usize, fp: &str, m: Material, artifact: &str) -> anyhow::Result<()> {
+        self.record_state(i, m, fp, artifact)?;
+        self.artifacts[i] = Some(artifact.to_owned());
         let o = Outcome {
             stage: self.p.nodes[i].name.clone(),
             state: StageState::Cached,
             fingerprint: Some(fp.to_owned()),
-            artifact: Some(e.artifact),
+            artifact: Some(artifact.to_owned()),
             wall: Duration::ZERO,
             reason: None,
         };
         self.finish(i, o);
-        Ok(true)
+        Ok(())
     }
 
     /// Hands stage `i` to the executor, its inputs as directories.
-    fn start(&mut self, i: usize, fp: String, m: Value, exec: &dyn Executor) -> anyhow::Result<()> {
+    fn start(&mut self, i: usize, fp: String, m: Material, exec: &dyn Executor) -> anyhow::Result<()> {
         let node = &self.p.nodes[i];
         let inputs: BTreeMap<String, Vec<PathBuf>> = node
             .inputs
@@ -364,7 +360,7 @@ impl<'a> Coordinator<'a> {
     }
 
     /// Saves what stage `i` last resolved to (for `status`' reasons).
-    fn record_state(&self, i: usize, material: Value, fingerprint: &str, artifact: &str) -> anyhow::Result<()> {
+    fn record_state(&self, i: usize, material: Material, fingerprint: &str, artifact: &str) -> anyhow::Result<()> {
         let state = LastState {
             material,
             fingerprint: fingerprint.to_owned(),
