@@ -174,3 +174,24 @@ fn kinds_lists_params_with_defaults() {
         r.stdout
     );
 }
+
+#[test]
+fn show_with_a_matrix_stage_base_name_lists_its_expansions() {
+    let s = Sandbox::new();
+    s.write("name: m\nstages:\n  draw: {kind: numbers, matrix: {count: [3, 5]}}\n");
+    let r = s.sp(&["show", "p.yaml", "draw"]);
+    assert_eq!(r.code, 2, "{}", r.stdout);
+    assert!(
+        r.stderr
+            .contains("`draw` is a matrix stage of p.yaml: name one of its 2 expansions")
+            && r.stderr.contains("fix: use one of draw@count=3, draw@count=5"),
+        "{}",
+        r.stderr
+    );
+    let r = s.sp(&["show", "p.yaml", "drow@count=3"]);
+    assert!(
+        r.stderr.contains("no stage `drow@count=3`") && r.stderr.contains("did you mean `draw@count=3`?"),
+        "{}",
+        r.stderr
+    );
+}

@@ -529,17 +529,30 @@ fn dag_dot(p: &Pipeline) -> String {
     out + "}\n"
 }
 
+/// The error for a stage name that names no expanded stage: for the base name of a matrix
+/// stage, its expansions; otherwise the nearest name and the list.
+fn no_such_stage(p: &Pipeline, stage: &str) -> Failure {
+    let expansions: Vec<&str> = p.select(stage).into_iter().map(|i| p.nodes[i].name.as_str()).collect();
+    if !expansions.is_empty() {
+        return Failure::usage(format!(
+            "error: `{stage}` is a matrix stage of {}: name one of its {} expansions\n  fix: use one of {}",
+            p.file.display(),
+            expansions.len(),
+            expansions.join(", ")
+        ));
+    }
+    let names: Vec<&str> = p.nodes.iter().map(|n| n.name.as_str()).collect();
+    Failure::usage(format!(
+        "error: no stage `{stage}` in {}\n  fix: {}stages: {}",
+        p.file.display(),
+        spherepipe_stage::did_you_mean(stage, names.iter().copied()),
+        names.join(", ")
+    ))
+}
+
 fn show(p: &Pipeline, stage: &str, as_json: bool) -> Result<u8, Failure> {
     let Some(i) = p.index_of(stage) else {
-        let names: Vec<&str> = p.nodes.iter().map(|n| n.name.as_str()).collect();
-        let hint = spherepipe_stage::nearest(stage, names.iter().copied())
-            .map(|n| format!("did you mean `{n}`? "))
-            .unwrap_or_default();
-        return Err(Failure::usage(format!(
-            "error: no stage `{stage}` in {}\n  fix: {hint}stages: {}",
-            p.file.display(),
-            names.join(", ")
-        )));
+        return Err(no_such_stage(p, stage));
     };
     let store = open_store(p)?;
     let st = plan(p, &store, &hash_datasets(p, &store)?);

@@ -1,10 +1,10 @@
 //! From a parsed pipeline file to a checked, expanded DAG.
 
 use crate::diag::{Diagnostic, Diagnostics};
-use crate::locate::{locate, Locations};
+use crate::locate::{locate, Locations, Pos};
 use crate::{InputRef, PipelineFile, StageSpec};
 use serde_json::Value;
-use spherepipe_stage::{nearest, Arity, Params, Registry, Stage};
+use spherepipe_stage::{did_you_mean, Arity, Params, Registry, Stage};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -115,8 +115,19 @@ struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
-    fn err(&mut self, at: &[&str], value: bool, stage: Option<&str>, message: String, fix: impl Into<Option<String>>) {
-        let pos = if value { self.loc.value(at) } else { self.loc.key(at) };
+    /// A problem with the key at `at`: the diagnostic points at the key.
+    fn err_key(&mut self, at: &[&str], stage: Option<&str>, message: String, fix: impl Into<Option<String>>) {
+        let pos = self.loc.key(at);
+        self.push(pos, stage, message, fix);
+    }
+
+    /// A problem with the value at `at`: the diagnostic points at the value.
+    fn err_value(&mut self, at: &[&str], stage: Option<&str>, message: String, fix: impl Into<Option<String>>) {
+        let pos = self.loc.value(at);
+        self.push(pos, stage, message, fix);
+    }
+
+    fn push(&mut self, pos: Option<Pos>, stage: Option<&str>, message: String, fix: impl Into<Option<String>>) {
         self.diags.push(Diagnostic {
             file: self.file.to_path_buf(),
             pos,
@@ -303,9 +314,8 @@ pub fn load(file: &Path, registry: &Registry, overrides: &[Override]) -> Result<
 fn resolve(mut spec: PipelineFile, cx: &mut Ctx<'_>, registry: &Registry, overrides: &[Override]) -> Option<Pipeline> {
     let file = cx.file.to_path_buf();
     if !valid_name(&spec.name) {
-        cx.err(
+        cx.err_value(
             &["name"],
-            true,
             None,
             format!("pipeline name `{}` is not allowed", spec.name),
             NAME_FIX.to_owned(),
@@ -314,18 +324,16 @@ fn resolve(mut spec: PipelineFile, cx: &mut Ctx<'_>, registry: &Registry, overri
     // Names: one namespace for datasets and stages.
     for name in spec.datasets.keys() {
         if !valid_name(name) {
-            cx.err(
+            cx.err_key(
                 &["datasets", name],
-                false,
                 None,
                 format!("dataset name `{name}` is not allowed"),
                 NAME_FIX.to_owned(),
             );
         }
         if spec.stages.contains_key(name) {
-            cx.err(
+            cx.err_key(
                 &["stages", name],
-                false,
                 Some(name),
                 format!("`{name}` names both a dataset and a stage"),
                 "rename one of them: inputs refer to either by name".to_owned(),
@@ -334,9 +342,8 @@ fn resolve(mut spec: PipelineFile, cx: &mut Ctx<'_>, registry: &Registry, overri
     }
     for name in spec.stages.keys() {
         if !valid_name(name) {
-            cx.err(
+            cx.err_key(
                 &["stages", name],
-                false,
                 Some(name),
                 format!("stage name `{name}` is not allowed"),
                 format!("{NAME_FIX}; `@` is reserved for matrix expansions"),
@@ -347,12 +354,9 @@ fn resolve(mut spec: PipelineFile, cx: &mut Ctx<'_>, registry: &Registry, overri
     // Overrides from the command line.
     for o in overrides {
         let Some(st) = spec.stages.get_mut(&o.stage) else {
-            let hint = nearest(&o.stage, spec.stages.keys().map(String::as_str))
-                .map(|n| format!("did you mean `{n}`? "))
-                .unwrap_or_default();
-            cx.err(
+            let hint = did_you_mean(&o.stage, spec.stages.keys().map(String::as_str));
+            cx.err_key(
                 &["stages"],
-                false,
                 None,
                 format!("`--set {}`: there is no stage `{}`", o.text, o.stage),
                 format!("{hint}stages: {}", spec.stages.keys().cloned().collect::<Vec<_>>().join(", ")),
@@ -376,9 +380,8 @@ fn resolve(mut spec: PipelineFile, cx: &mut Ctx<'_>, registry: &Registry, overri
         let path = root.join(&d.path);
         if !path.exists() {
             let about = d.about.as_deref().map(|a| format!(" ({a})")).unwrap_or_default();
-            cx.err(
+            cx.err_value(
                 &["datasets", name, "path"],
-                true,
                 None,
                 format!("dataset `{name}`: path {} does not exist", path.display()),
                 format!(
@@ -405,12 +408,9 @@ fn resolve(mut spec: PipelineFile, cx: &mut Ctx<'_>, registry: &Registry, overri
     for (name, st) in &order {
         let Some(kind) = registry.get(&st.kind) else {
             let kinds = registry.kinds();
-            let hint = nearest(&st.kind, kinds.iter().copied())
-                .map(|n| format!("did you mean `{n}`? "))
-                .unwrap_or_default();
-            cx.err(
+            let hint = did_you_mean(&st.kind, kinds.iter().copied());
+            cx.err_value(
                 &["stages", name, "kind"],
-                true,
                 Some(name),
                 format!("unknown stage kind `{}`", st.kind),
                 format!("{hint}valid kinds: {}", kinds.join(", ")),
@@ -422,13 +422,10 @@ fn resolve(mut spec: PipelineFile, cx: &mut Ctx<'_>, registry: &Registry, overri
         let mut ok = true;
         for key in st.params.keys().chain(st.matrix.keys()) {
             if !declared.contains(&key.as_str()) {
-                let hint = nearest(key, declared.iter().copied())
-                    .map(|n| format!("did you mean `{n}`? "))
-                    .unwrap_or_default();
+                let hint = did_you_mean(key, declared.iter().copied());
                 let section = if st.params.contains_key(key) { "params" } else { "matrix" };
-                cx.err(
+                cx.err_key(
                     &["stages", name, section, key],
-                    false,
                     Some(name),
                     format!("stage kind `{}` has no param `{key}`", st.kind),
                     format!("{hint}its params: {}", declared.join(", ")),
@@ -437,9 +434,8 @@ fn resolve(mut spec: PipelineFile, cx: &mut Ctx<'_>, registry: &Registry, overri
             }
         }
         for key in st.matrix.keys().filter(|k| st.params.contains_key(*k)) {
-            cx.err(
+            cx.err_key(
                 &["stages", name, "matrix", key],
-                false,
                 Some(name),
                 format!("`{key}` is set both in `params` and in `matrix`"),
                 "keep it in one place: the matrix sets the param for each expansion".to_owned(),
@@ -448,9 +444,8 @@ fn resolve(mut spec: PipelineFile, cx: &mut Ctx<'_>, registry: &Registry, overri
         }
         for (key, values) in &st.matrix {
             if values.is_empty() {
-                cx.err(
+                cx.err_key(
                     &["stages", name, "matrix", key],
-                    false,
                     Some(name),
                     format!("matrix axis `{key}` has no values"),
                     "give at least one value".to_owned(),
@@ -468,9 +463,8 @@ fn resolve(mut spec: PipelineFile, cx: &mut Ctx<'_>, registry: &Registry, overri
                 Some(v) => match to_json(v) {
                     Ok(j) => Some(j),
                     Err(e) => {
-                        cx.err(
+                        cx.err_value(
                             &["stages", name, "params", p.name],
-                            true,
                             Some(name),
                             format!("param `{}` {e}", p.name),
                             format!("expected {}", p.ty),
@@ -483,9 +477,8 @@ fn resolve(mut spec: PipelineFile, cx: &mut Ctx<'_>, registry: &Registry, overri
             };
             match raw {
                 None => {
-                    cx.err(
+                    cx.err_key(
                         &["stages", name, "params"],
-                        false,
                         Some(name),
                         format!("required param `{}` is missing", p.name),
                         format!("add `{}: <{}>` under params ({})", p.name, p.ty, p.doc),
@@ -497,9 +490,8 @@ fn resolve(mut spec: PipelineFile, cx: &mut Ctx<'_>, registry: &Registry, overri
                         fixed.insert(p.name.to_owned(), c);
                     }
                     Err(e) => {
-                        cx.err(
+                        cx.err_value(
                             &["stages", name, "params", p.name],
-                            true,
                             Some(name),
                             format!("param `{}`: {e}", p.name),
                             format!("expected {} ({})", p.ty, p.doc),
@@ -519,9 +511,8 @@ fn resolve(mut spec: PipelineFile, cx: &mut Ctx<'_>, registry: &Registry, overri
                     Ok(c) => coerced.push(c),
                     Err(e) => {
                         let idx = i.to_string();
-                        cx.err(
+                        cx.err_value(
                             &["stages", name, "matrix", key, &idx],
-                            true,
                             Some(name),
                             format!("matrix value {i} of `{key}`: {e}"),
                             format!("expected {}", p.ty),
@@ -564,9 +555,8 @@ fn resolve(mut spec: PipelineFile, cx: &mut Ctx<'_>, registry: &Registry, overri
                 format!("{name}@{}", labels.join(","))
             };
             if !labels.is_empty() && !node_name.chars().all(|c| c.is_ascii_alphanumeric() || "_.-@=,+".contains(c)) {
-                cx.err(
+                cx.err_key(
                     &["stages", name, "matrix"],
-                    false,
                     Some(name),
                     format!("matrix expansion `{node_name}` is not a usable stage name"),
                     "use matrix values made of letters, digits, `_`, `-`, `.` (or mappings with such a `name`)".to_owned(),
@@ -575,9 +565,8 @@ fn resolve(mut spec: PipelineFile, cx: &mut Ctx<'_>, registry: &Registry, overri
             }
             let params = Params(params);
             if let Err(e) = kind.validate(&params) {
-                cx.err(
+                cx.err_key(
                     &["stages", name, "params"],
-                    false,
                     Some(&node_name),
                     format!("invalid params: {e}"),
                     "adjust the params as the message says".to_owned(),
@@ -614,12 +603,9 @@ fn resolve(mut spec: PipelineFile, cx: &mut Ctx<'_>, registry: &Registry, overri
         let mut inputs = BTreeMap::new();
         for (input, r) in &refs[i] {
             let Some(d) = declared.iter().find(|d| d.name == input) else {
-                let hint = nearest(input, names.iter().copied())
-                    .map(|n| format!("did you mean `{n}`? "))
-                    .unwrap_or_default();
-                cx.err(
+                let hint = did_you_mean(input, names.iter().copied());
+                cx.err_key(
                     &["stages", &node.base, "inputs", input],
-                    false,
                     Some(&node.name),
                     format!("stage kind `{}` has no input `{input}`", node.kind.kind()),
                     format!("{hint}its inputs: {}", names.join(", ")),
@@ -643,10 +629,9 @@ fn resolve(mut spec: PipelineFile, cx: &mut Ctx<'_>, registry: &Registry, overri
                     sources.extend(matching.into_iter().map(Source::Stage));
                 } else {
                     let all = datasets.keys().map(String::as_str).chain(by_base.keys().copied());
-                    let hint = nearest(target, all).map(|n| format!("did you mean `{n}`? ")).unwrap_or_default();
-                    cx.err(
+                    let hint = did_you_mean(target, all);
+                    cx.err_value(
                         &at,
-                        true,
                         Some(&node.name),
                         format!("input `{input}` refers to `{target}`, which is neither a dataset nor a stage"),
                         format!("{hint}declare it under `datasets:` or `stages:`"),
@@ -661,9 +646,8 @@ fn resolve(mut spec: PipelineFile, cx: &mut Ctx<'_>, registry: &Registry, overri
                         Source::Dataset(d) => d.clone(),
                     })
                     .collect();
-                cx.err(
+                cx.err_value(
                     &["stages", &node.base, "inputs", input],
-                    true,
                     Some(&node.name),
                     format!("input `{input}` takes one artifact but gets {}: {}", names.len(), names.join(", ")),
                     "name one expansion (like `train@patch=eyes`), or give this stage the same matrix so expansions pair up".to_owned(),
@@ -672,9 +656,8 @@ fn resolve(mut spec: PipelineFile, cx: &mut Ctx<'_>, registry: &Registry, overri
             inputs.insert(input.clone(), sources);
         }
         for d in declared.iter().filter(|d| !d.optional && !refs[i].contains_key(d.name)) {
-            cx.err(
+            cx.err_key(
                 &["stages", &node.base],
-                false,
                 Some(&node.name),
                 format!("required input `{}` is not bound", d.name),
                 format!("add `inputs: {{{}: <dataset or stage>}}` ({})", d.name, d.doc),
@@ -744,9 +727,8 @@ fn toposort(nodes: Vec<Node>, cx: &mut Ctx<'_>) -> Option<Vec<Node>> {
                 let mut cycle: Vec<&str> = ring.iter().map(|&k| nodes[k].name.as_str()).collect();
                 cycle.push(cycle[0]);
                 let first = nodes[ring[0]].base.clone();
-                cx.err(
+                cx.err_key(
                     &["stages", &first, "inputs"],
-                    false,
                     Some(&first),
                     format!("the stages form a cycle: {}", cycle.join(" -> ")),
                     "break the cycle: a stage cannot depend, even indirectly, on its own output".to_owned(),

@@ -9,7 +9,7 @@
 mod params;
 mod progress;
 
-pub use params::{edit_distance, nearest, ParamError, ParamSpec, ParamType, Params};
+pub use params::{did_you_mean, edit_distance, nearest, ParamError, ParamSpec, ParamType, Params};
 pub use progress::{CancelToken, Cancelled, Progress, ProgressSink};
 
 use std::collections::BTreeMap;

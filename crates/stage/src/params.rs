@@ -156,6 +156,13 @@ fn show(v: &Value) -> String {
 }
 
 /// The closest candidate by edit distance, if close enough to be a plausible typo.
+/// "did you mean `x`? " when a candidate is close to `name`, else nothing: the start of a fix.
+pub fn did_you_mean<'a>(name: &str, candidates: impl IntoIterator<Item = &'a str>) -> String {
+    nearest(name, candidates)
+        .map(|n| format!("did you mean `{n}`? "))
+        .unwrap_or_default()
+}
+
 pub fn nearest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
     candidates
         .into_iter()
