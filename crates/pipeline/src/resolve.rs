@@ -4,7 +4,7 @@ use crate::diag::{Diagnostic, Diagnostics};
 use crate::locate::{locate, Locations, Pos};
 use crate::{InputRef, PipelineFile, StageSpec};
 use serde_json::Value;
-use spherepipe_stage::{did_you_mean, Arity, Params, Registry, Stage};
+use spherepipe_stage::{did_you_mean, Arity, ParamSpec, Params, Registry, Stage};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -311,8 +311,43 @@ pub fn load(file: &Path, registry: &Registry, overrides: &[Override]) -> Result<
     }
 }
 
+/// The phases of resolving a parsed file: names, overrides, datasets, expanded stages, matrix
+/// propagation, input binding, order. Each phase adds its problems to `cx`; a phase whose
+/// result the next cannot use stops here.
 fn resolve(mut spec: PipelineFile, cx: &mut Ctx<'_>, registry: &Registry, overrides: &[Override]) -> Option<Pipeline> {
-    let file = cx.file.to_path_buf();
+    check_names(&spec, cx);
+    apply_overrides(&mut spec, overrides, cx);
+    let base = cx.file.parent().unwrap_or(Path::new(".")).to_path_buf();
+    let root = base.join(spec.root.as_deref().unwrap_or("."));
+    let root = std::fs::canonicalize(&root).unwrap_or(root);
+    let cache = root.join(spec.cache.as_deref().unwrap_or("cache"));
+    let datasets = resolve_datasets(&spec, &root, cx);
+    let (mut nodes, mut refs) = expand_stages(&spec, registry, cx);
+    if !cx.diags.is_empty() {
+        return None;
+    }
+    propagate_matrix(&mut nodes, &mut refs, &datasets);
+    let bound = bind_inputs(&nodes, &refs, &datasets, cx);
+    for (node, inputs) in nodes.iter_mut().zip(bound) {
+        node.inputs = inputs;
+    }
+    if !cx.diags.is_empty() {
+        return None;
+    }
+    let nodes = toposort(nodes, cx)?;
+    Some(Pipeline {
+        name: spec.name,
+        file: cx.file.to_path_buf(),
+        root,
+        cache,
+        seed: spec.seed,
+        datasets,
+        nodes,
+    })
+}
+
+/// Names become directory names in the cache, and datasets and stages share one namespace.
+fn check_names(spec: &PipelineFile, cx: &mut Ctx<'_>) {
     if !valid_name(&spec.name) {
         cx.err_value(
             &["name"],
@@ -321,7 +356,6 @@ fn resolve(mut spec: PipelineFile, cx: &mut Ctx<'_>, registry: &Registry, overri
             NAME_FIX.to_owned(),
         );
     }
-    // Names: one namespace for datasets and stages.
     for name in spec.datasets.keys() {
         if !valid_name(name) {
             cx.err_key(
@@ -350,8 +384,10 @@ fn resolve(mut spec: PipelineFile, cx: &mut Ctx<'_>, registry: &Registry, overri
             );
         }
     }
+}
 
-    // Overrides from the command line.
+/// `--set STAGE.PARAM=VALUE`: sets the param, or narrows a matrix axis to that one value.
+fn apply_overrides(spec: &mut PipelineFile, overrides: &[Override], cx: &mut Ctx<'_>) {
     for o in overrides {
         let Some(st) = spec.stages.get_mut(&o.stage) else {
             let hint = did_you_mean(&o.stage, spec.stages.keys().map(String::as_str));
@@ -369,12 +405,10 @@ fn resolve(mut spec: PipelineFile, cx: &mut Ctx<'_>, registry: &Registry, overri
             st.params.insert(o.param.clone(), o.value.clone());
         }
     }
+}
 
-    let base = cx.file.parent().unwrap_or(Path::new(".")).to_path_buf();
-    let root = base.join(spec.root.as_deref().unwrap_or("."));
-    let root = std::fs::canonicalize(&root).unwrap_or(root);
-    let cache = root.join(spec.cache.as_deref().unwrap_or("cache"));
-
+/// The datasets with their paths resolved against `root`; a missing path is an error.
+fn resolve_datasets(spec: &PipelineFile, root: &Path, cx: &mut Ctx<'_>) -> BTreeMap<String, Dataset> {
     let mut datasets = BTreeMap::new();
     for (name, d) in &spec.datasets {
         let path = root.join(&d.path);
@@ -399,260 +433,261 @@ fn resolve(mut spec: PipelineFile, cx: &mut Ctx<'_>, registry: &Registry, overri
             },
         );
     }
+    datasets
+}
 
-    // Expand each stage.
+/// Every stage, in file order, expanded along its matrix; each node with the input
+/// references it was written with (bound later).
+fn expand_stages(spec: &PipelineFile, registry: &Registry, cx: &mut Ctx<'_>) -> (Vec<Node>, Vec<BTreeMap<String, InputRef>>) {
     let mut order: Vec<(&String, &StageSpec)> = spec.stages.iter().collect();
     order.sort_by_key(|(n, _)| cx.loc.key(&["stages", n]).map(|p| (p.line, p.col)));
-    let mut nodes: Vec<Node> = Vec::new();
-    let mut refs: Vec<BTreeMap<String, InputRef>> = Vec::new();
-    for (name, st) in &order {
-        let Some(kind) = registry.get(&st.kind) else {
-            let kinds = registry.kinds();
-            let hint = did_you_mean(&st.kind, kinds.iter().copied());
-            cx.err_value(
-                &["stages", name, "kind"],
-                Some(name),
-                format!("unknown stage kind `{}`", st.kind),
-                format!("{hint}valid kinds: {}", kinds.join(", ")),
-            );
-            continue;
-        };
-        let specs = kind.params();
-        let declared: Vec<&str> = specs.iter().map(|p| p.name).collect();
-        let mut ok = true;
-        for key in st.params.keys().chain(st.matrix.keys()) {
-            if !declared.contains(&key.as_str()) {
-                let hint = did_you_mean(key, declared.iter().copied());
-                let section = if st.params.contains_key(key) { "params" } else { "matrix" };
-                cx.err_key(
-                    &["stages", name, section, key],
-                    Some(name),
-                    format!("stage kind `{}` has no param `{key}`", st.kind),
-                    format!("{hint}its params: {}", declared.join(", ")),
-                );
-                ok = false;
-            }
-        }
-        for key in st.matrix.keys().filter(|k| st.params.contains_key(*k)) {
-            cx.err_key(
-                &["stages", name, "matrix", key],
-                Some(name),
-                format!("`{key}` is set both in `params` and in `matrix`"),
-                "keep it in one place: the matrix sets the param for each expansion".to_owned(),
-            );
-            ok = false;
-        }
-        for (key, values) in &st.matrix {
-            if values.is_empty() {
-                cx.err_key(
-                    &["stages", name, "matrix", key],
-                    Some(name),
-                    format!("matrix axis `{key}` has no values"),
-                    "give at least one value".to_owned(),
-                );
-                ok = false;
-            }
-        }
-        // Fixed params, coerced and defaulted.
-        let mut fixed = BTreeMap::new();
-        for p in &specs {
-            if st.matrix.contains_key(p.name) {
-                continue;
-            }
-            let raw = match st.params.get(p.name) {
-                Some(v) => match to_json(v) {
-                    Ok(j) => Some(j),
-                    Err(e) => {
-                        cx.err_value(
-                            &["stages", name, "params", p.name],
-                            Some(name),
-                            format!("param `{}` {e}", p.name),
-                            format!("expected {}", p.ty),
-                        );
-                        ok = false;
-                        continue;
-                    }
-                },
-                None => p.default.clone(),
-            };
-            match raw {
-                None => {
-                    cx.err_key(
-                        &["stages", name, "params"],
-                        Some(name),
-                        format!("required param `{}` is missing", p.name),
-                        format!("add `{}: <{}>` under params ({})", p.name, p.ty, p.doc),
-                    );
-                    ok = false;
-                }
-                Some(v) => match p.ty.coerce(&v) {
-                    Ok(c) => {
-                        fixed.insert(p.name.to_owned(), c);
-                    }
-                    Err(e) => {
-                        cx.err_value(
-                            &["stages", name, "params", p.name],
-                            Some(name),
-                            format!("param `{}`: {e}", p.name),
-                            format!("expected {} ({})", p.ty, p.doc),
-                        );
-                        ok = false;
-                    }
-                },
-            }
-        }
-        // Matrix axes, coerced.
-        let mut axes: Vec<(String, Vec<Value>)> = Vec::new();
-        for (key, values) in &st.matrix {
-            let Some(p) = specs.iter().find(|p| p.name == key) else { continue };
-            let mut coerced = Vec::new();
-            for (i, v) in values.iter().enumerate() {
-                match to_json(v).and_then(|j| p.ty.coerce(&j)) {
-                    Ok(c) => coerced.push(c),
-                    Err(e) => {
-                        let idx = i.to_string();
-                        cx.err_value(
-                            &["stages", name, "matrix", key, &idx],
-                            Some(name),
-                            format!("matrix value {i} of `{key}`: {e}"),
-                            format!("expected {}", p.ty),
-                        );
-                        ok = false;
-                    }
-                }
-            }
-            axes.push((key.clone(), coerced));
-        }
-        if !ok {
-            continue;
-        }
-        // Cross product of the axes.
-        let mut combos: Vec<Vec<(String, Value, usize)>> = vec![Vec::new()];
-        for (key, values) in &axes {
-            combos = combos
-                .into_iter()
-                .flat_map(|c| {
-                    values.iter().enumerate().map(move |(i, v)| {
-                        let mut c = c.clone();
-                        c.push((key.clone(), v.clone(), i));
-                        c
-                    })
-                })
-                .collect();
-        }
-        for combo in combos {
-            let mut params = fixed.clone();
-            let mut matrix = BTreeMap::new();
-            let mut labels = Vec::new();
-            for (k, v, i) in combo {
-                labels.push(format!("{k}={}", label(&v, i)));
-                params.insert(k.clone(), v.clone());
-                matrix.insert(k, v);
-            }
-            let node_name = if labels.is_empty() {
-                (*name).clone()
-            } else {
-                format!("{name}@{}", labels.join(","))
-            };
-            if !labels.is_empty() && !node_name.chars().all(|c| c.is_ascii_alphanumeric() || "_.-@=,+".contains(c)) {
-                cx.err_key(
-                    &["stages", name, "matrix"],
-                    Some(name),
-                    format!("matrix expansion `{node_name}` is not a usable stage name"),
-                    "use matrix values made of letters, digits, `_`, `-`, `.` (or mappings with such a `name`)".to_owned(),
-                );
-                continue;
-            }
-            let params = Params(params);
-            if let Err(e) = kind.validate(&params) {
-                cx.err_key(
-                    &["stages", name, "params"],
-                    Some(&node_name),
-                    format!("invalid params: {e}"),
-                    "adjust the params as the message says".to_owned(),
-                );
-                continue;
-            }
-            nodes.push(Node {
-                name: node_name,
-                base: (*name).clone(),
-                kind: kind.clone(),
-                params,
-                matrix,
-                inputs: BTreeMap::new(),
-            });
+    let mut nodes = Vec::new();
+    let mut refs = Vec::new();
+    for (name, st) in order {
+        for node in expand_stage(name, st, registry, cx) {
+            nodes.push(node);
             refs.push(st.inputs.clone());
         }
     }
-    if !cx.diags.is_empty() {
+    (nodes, refs)
+}
+
+/// One stage's nodes: its kind looked up, params checked, coerced and defaulted, one node per
+/// combination of matrix values (named `stage@axis=value,...`), each validated by its kind.
+fn expand_stage(name: &str, st: &StageSpec, registry: &Registry, cx: &mut Ctx<'_>) -> Vec<Node> {
+    let Some(kind) = registry.get(&st.kind) else {
+        let kinds = registry.kinds();
+        let hint = did_you_mean(&st.kind, kinds.iter().copied());
+        cx.err_value(
+            &["stages", name, "kind"],
+            Some(name),
+            format!("unknown stage kind `{}`", st.kind),
+            format!("{hint}valid kinds: {}", kinds.join(", ")),
+        );
+        return Vec::new();
+    };
+    let specs = kind.params();
+    let keys_ok = check_param_keys(name, st, &specs, cx);
+    let (fixed, axes) = (fixed_params(name, st, &specs, cx), matrix_axes(name, st, &specs, cx));
+    let (true, Some(fixed), Some(axes)) = (keys_ok, fixed, axes) else {
+        return Vec::new();
+    };
+    combinations(&axes)
+        .into_iter()
+        .filter_map(|combo| expansion(name, &kind, &fixed, combo, cx))
+        .collect()
+}
+
+/// Every param and matrix key is one the kind declares, set in one place, with values.
+fn check_param_keys(name: &str, st: &StageSpec, specs: &[ParamSpec], cx: &mut Ctx<'_>) -> bool {
+    let declared: Vec<&str> = specs.iter().map(|p| p.name).collect();
+    let mut ok = true;
+    for key in st.params.keys().chain(st.matrix.keys()) {
+        if !declared.contains(&key.as_str()) {
+            let hint = did_you_mean(key, declared.iter().copied());
+            let section = if st.params.contains_key(key) { "params" } else { "matrix" };
+            cx.err_key(
+                &["stages", name, section, key],
+                Some(name),
+                format!("stage kind `{}` has no param `{key}`", st.kind),
+                format!("{hint}its params: {}", declared.join(", ")),
+            );
+            ok = false;
+        }
+    }
+    for key in st.matrix.keys().filter(|k| st.params.contains_key(*k)) {
+        cx.err_key(
+            &["stages", name, "matrix", key],
+            Some(name),
+            format!("`{key}` is set both in `params` and in `matrix`"),
+            "keep it in one place: the matrix sets the param for each expansion".to_owned(),
+        );
+        ok = false;
+    }
+    for (key, values) in &st.matrix {
+        if values.is_empty() {
+            cx.err_key(
+                &["stages", name, "matrix", key],
+                Some(name),
+                format!("matrix axis `{key}` has no values"),
+                "give at least one value".to_owned(),
+            );
+            ok = false;
+        }
+    }
+    ok
+}
+
+/// The params that no matrix axis sets, coerced to their declared types, defaults filled in;
+/// `None` after reporting any that is missing or mistyped.
+fn fixed_params(name: &str, st: &StageSpec, specs: &[ParamSpec], cx: &mut Ctx<'_>) -> Option<BTreeMap<String, Value>> {
+    let mut fixed = BTreeMap::new();
+    let mut ok = true;
+    for p in specs.iter().filter(|p| !st.matrix.contains_key(p.name)) {
+        let raw = match st.params.get(p.name).map(to_json) {
+            Some(Ok(j)) => Some(j),
+            Some(Err(e)) => {
+                cx.err_value(
+                    &["stages", name, "params", p.name],
+                    Some(name),
+                    format!("param `{}` {e}", p.name),
+                    format!("expected {}", p.ty),
+                );
+                ok = false;
+                continue;
+            }
+            None => p.default.clone(),
+        };
+        let Some(v) = raw else {
+            cx.err_key(
+                &["stages", name, "params"],
+                Some(name),
+                format!("required param `{}` is missing", p.name),
+                format!("add `{}: <{}>` under params ({})", p.name, p.ty, p.doc),
+            );
+            ok = false;
+            continue;
+        };
+        match p.ty.coerce(&v) {
+            Ok(c) => {
+                fixed.insert(p.name.to_owned(), c);
+            }
+            Err(e) => {
+                cx.err_value(
+                    &["stages", name, "params", p.name],
+                    Some(name),
+                    format!("param `{}`: {e}", p.name),
+                    format!("expected {} ({})", p.ty, p.doc),
+                );
+                ok = false;
+            }
+        }
+    }
+    ok.then_some(fixed)
+}
+
+/// The matrix axes with their values coerced to the params' types; `None` after reporting a
+/// value that does not fit.
+fn matrix_axes(name: &str, st: &StageSpec, specs: &[ParamSpec], cx: &mut Ctx<'_>) -> Option<Vec<(String, Vec<Value>)>> {
+    let mut axes = Vec::new();
+    let mut ok = true;
+    for (key, values) in &st.matrix {
+        let Some(p) = specs.iter().find(|p| p.name == key) else { continue };
+        let mut coerced = Vec::new();
+        for (i, v) in values.iter().enumerate() {
+            match to_json(v).and_then(|j| p.ty.coerce(&j)) {
+                Ok(c) => coerced.push(c),
+                Err(e) => {
+                    let idx = i.to_string();
+                    cx.err_value(
+                        &["stages", name, "matrix", key, &idx],
+                        Some(name),
+                        format!("matrix value {i} of `{key}`: {e}"),
+                        format!("expected {}", p.ty),
+                    );
+                    ok = false;
+                }
+            }
+        }
+        axes.push((key.clone(), coerced));
+    }
+    ok.then_some(axes)
+}
+
+/// The cross product of the axes: one list of (axis, value, index of the value) per expansion.
+fn combinations(axes: &[(String, Vec<Value>)]) -> Vec<Vec<(String, Value, usize)>> {
+    let mut combos: Vec<Vec<(String, Value, usize)>> = vec![Vec::new()];
+    for (key, values) in axes {
+        combos = combos
+            .into_iter()
+            .flat_map(|c| {
+                values.iter().enumerate().map(move |(i, v)| {
+                    let mut c = c.clone();
+                    c.push((key.clone(), v.clone(), i));
+                    c
+                })
+            })
+            .collect();
+    }
+    combos
+}
+
+/// The node of one matrix combination, named and validated by its kind.
+fn expansion(
+    name: &str,
+    kind: &Arc<dyn Stage>,
+    fixed: &BTreeMap<String, Value>,
+    combo: Vec<(String, Value, usize)>,
+    cx: &mut Ctx<'_>,
+) -> Option<Node> {
+    let mut params = fixed.clone();
+    let mut matrix = BTreeMap::new();
+    let mut labels = Vec::new();
+    for (k, v, i) in combo {
+        labels.push(format!("{k}={}", label(&v, i)));
+        params.insert(k.clone(), v.clone());
+        matrix.insert(k, v);
+    }
+    let node_name = if labels.is_empty() {
+        name.to_owned()
+    } else {
+        format!("{name}@{}", labels.join(","))
+    };
+    if !labels.is_empty() && !node_name.chars().all(|c| c.is_ascii_alphanumeric() || "_.-@=,+".contains(c)) {
+        cx.err_key(
+            &["stages", name, "matrix"],
+            Some(name),
+            format!("matrix expansion `{node_name}` is not a usable stage name"),
+            "use matrix values made of letters, digits, `_`, `-`, `.` (or mappings with such a `name`)".to_owned(),
+        );
         return None;
     }
+    let params = Params(params);
+    if let Err(e) = kind.validate(&params) {
+        cx.err_key(
+            &["stages", name, "params"],
+            Some(&node_name),
+            format!("invalid params: {e}"),
+            "adjust the params as the message says".to_owned(),
+        );
+        return None;
+    }
+    Some(Node {
+        name: node_name,
+        base: name.to_owned(),
+        kind: kind.clone(),
+        params,
+        matrix,
+        inputs: BTreeMap::new(),
+    })
+}
 
-    propagate_matrix(&mut nodes, &mut refs, &datasets);
-
-    // Inputs.
-    let by_base: HashMap<&str, Vec<usize>> = nodes.iter().enumerate().fold(HashMap::new(), |mut m, (i, n)| {
-        m.entry(n.base.as_str()).or_default().push(i);
-        m
-    });
-    let by_name: HashMap<&str, usize> = nodes.iter().enumerate().map(|(i, n)| (n.name.as_str(), i)).collect();
-    let mut bound: Vec<BTreeMap<String, Vec<Source>>> = Vec::new();
+/// The sources of every node's inputs: datasets, named expansions, or a matrix stage's
+/// expansions (paired by shared axes); declared inputs only, one-artifact inputs given one.
+fn bind_inputs(
+    nodes: &[Node],
+    refs: &[BTreeMap<String, InputRef>],
+    datasets: &BTreeMap<String, Dataset>,
+    cx: &mut Ctx<'_>,
+) -> Vec<BTreeMap<String, Vec<Source>>> {
+    let names = Names::new(nodes, datasets);
+    let mut bound = Vec::new();
     for (i, node) in nodes.iter().enumerate() {
         let declared = node.kind.inputs();
-        let names: Vec<&str> = declared.iter().map(|d| d.name).collect();
         let mut inputs = BTreeMap::new();
         for (input, r) in &refs[i] {
             let Some(d) = declared.iter().find(|d| d.name == input) else {
-                let hint = did_you_mean(input, names.iter().copied());
+                let all: Vec<&str> = declared.iter().map(|d| d.name).collect();
                 cx.err_key(
                     &["stages", &node.base, "inputs", input],
                     Some(&node.name),
                     format!("stage kind `{}` has no input `{input}`", node.kind.kind()),
-                    format!("{hint}its inputs: {}", names.join(", ")),
+                    format!("{}its inputs: {}", did_you_mean(input, all.iter().copied()), all.join(", ")),
                 );
                 continue;
             };
-            let mut sources = Vec::new();
-            for target in r.names() {
-                let at = ["stages", node.base.as_str(), "inputs", input.as_str()];
-                if datasets.contains_key(target) {
-                    sources.push(Source::Dataset(target.to_owned()));
-                } else if let Some(&j) = by_name.get(target).filter(|_| target.contains('@')) {
-                    sources.push(Source::Stage(j));
-                } else if let Some(exps) = by_base.get(target) {
-                    // Same-matrix stages pair up expansion by expansion.
-                    let matching: Vec<usize> = exps
-                        .iter()
-                        .copied()
-                        .filter(|&j| nodes[j].matrix.iter().all(|(k, v)| node.matrix.get(k).is_none_or(|mine| mine == v)))
-                        .collect();
-                    sources.extend(matching.into_iter().map(Source::Stage));
-                } else {
-                    let all = datasets.keys().map(String::as_str).chain(by_base.keys().copied());
-                    let hint = did_you_mean(target, all);
-                    cx.err_value(
-                        &at,
-                        Some(&node.name),
-                        format!("input `{input}` refers to `{target}`, which is neither a dataset nor a stage"),
-                        format!("{hint}declare it under `datasets:` or `stages:`"),
-                    );
-                }
-            }
-            if d.arity == Arity::One && sources.len() > 1 {
-                let names: Vec<String> = sources
-                    .iter()
-                    .map(|s| match s {
-                        Source::Stage(j) => nodes[*j].name.clone(),
-                        Source::Dataset(d) => d.clone(),
-                    })
-                    .collect();
-                cx.err_value(
-                    &["stages", &node.base, "inputs", input],
-                    Some(&node.name),
-                    format!("input `{input}` takes one artifact but gets {}: {}", names.len(), names.join(", ")),
-                    "name one expansion (like `train@patch=eyes`), or give this stage the same matrix so expansions pair up".to_owned(),
-                );
-            }
+            let sources = names.sources(node, input, r, cx);
+            check_arity(node, input, d.arity, &sources, nodes, cx);
             inputs.insert(input.clone(), sources);
         }
         for d in declared.iter().filter(|d| !d.optional && !refs[i].contains_key(d.name)) {
@@ -665,22 +700,85 @@ fn resolve(mut spec: PipelineFile, cx: &mut Ctx<'_>, registry: &Registry, overri
         }
         bound.push(inputs);
     }
-    for (node, inputs) in nodes.iter_mut().zip(bound) {
-        node.inputs = inputs;
+    bound
+}
+
+/// What an input reference can name: datasets, expanded stages by full name, matrix stages by
+/// base name.
+struct Names<'a> {
+    nodes: &'a [Node],
+    datasets: &'a BTreeMap<String, Dataset>,
+    by_base: HashMap<&'a str, Vec<usize>>,
+    by_name: HashMap<&'a str, usize>,
+}
+
+impl<'a> Names<'a> {
+    fn new(nodes: &'a [Node], datasets: &'a BTreeMap<String, Dataset>) -> Self {
+        let by_base = nodes
+            .iter()
+            .enumerate()
+            .fold(HashMap::new(), |mut m: HashMap<&str, Vec<usize>>, (i, n)| {
+                m.entry(n.base.as_str()).or_default().push(i);
+                m
+            });
+        let by_name = nodes.iter().enumerate().map(|(i, n)| (n.name.as_str(), i)).collect();
+        Names {
+            nodes,
+            datasets,
+            by_base,
+            by_name,
+        }
     }
-    if !cx.diags.is_empty() {
-        return None;
+
+    /// The sources that input `input` of `node` names through `r`.
+    fn sources(&self, node: &Node, input: &str, r: &InputRef, cx: &mut Ctx<'_>) -> Vec<Source> {
+        let mut sources = Vec::new();
+        for target in r.names() {
+            if self.datasets.contains_key(target) {
+                sources.push(Source::Dataset(target.to_owned()));
+            } else if let Some(&j) = self.by_name.get(target).filter(|_| target.contains('@')) {
+                sources.push(Source::Stage(j));
+            } else if let Some(exps) = self.by_base.get(target) {
+                // Same-matrix stages pair up expansion by expansion.
+                let matching = exps.iter().copied().filter(|&j| {
+                    self.nodes[j]
+                        .matrix
+                        .iter()
+                        .all(|(k, v)| node.matrix.get(k).is_none_or(|mine| mine == v))
+                });
+                sources.extend(matching.map(Source::Stage));
+            } else {
+                let all = self.datasets.keys().map(String::as_str).chain(self.by_base.keys().copied());
+                cx.err_value(
+                    &["stages", node.base.as_str(), "inputs", input],
+                    Some(&node.name),
+                    format!("input `{input}` refers to `{target}`, which is neither a dataset nor a stage"),
+                    format!("{}declare it under `datasets:` or `stages:`", did_you_mean(target, all)),
+                );
+            }
+        }
+        sources
     }
-    let nodes = toposort(nodes, cx)?;
-    Some(Pipeline {
-        name: spec.name,
-        file,
-        root,
-        cache,
-        seed: spec.seed,
-        datasets,
-        nodes,
-    })
+}
+
+/// A one-artifact input bound to several sources is an error naming them.
+fn check_arity(node: &Node, input: &str, arity: Arity, sources: &[Source], nodes: &[Node], cx: &mut Ctx<'_>) {
+    if arity != Arity::One || sources.len() <= 1 {
+        return;
+    }
+    let names: Vec<String> = sources
+        .iter()
+        .map(|s| match s {
+            Source::Stage(j) => nodes[*j].name.clone(),
+            Source::Dataset(d) => d.clone(),
+        })
+        .collect();
+    cx.err_value(
+        &["stages", &node.base, "inputs", input],
+        Some(&node.name),
+        format!("input `{input}` takes one artifact but gets {}: {}", names.len(), names.join(", ")),
+        "name one expansion (like `train@patch=eyes`), or give this stage the same matrix so expansions pair up".to_owned(),
+    );
 }
 
 /// Orders nodes so inputs come first (ties keep file order); reports a cycle if there is one.
