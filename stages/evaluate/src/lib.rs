@@ -133,8 +133,6 @@ impl Stage for Evaluate {
         ]
     }
     fn run(&self, ctx: &StageContext<'_>) -> anyhow::Result<()> {
-        let p = ctx.params;
-        let data = ctx.inputs.one("data")?;
         let input = |n: &str| ctx.inputs.many(n).first().cloned();
         let (lfw, ytf, fs, dis, model) = (input("lfw"), input("ytf"), input("facescrub"), input("distractors"), input("model"));
         if lfw.is_none() && ytf.is_none() && fs.is_none() {
@@ -143,142 +141,196 @@ impl Stage for Evaluate {
         if dis.is_some() && fs.is_none() {
             bail!("`distractors` needs `facescrub` probes");
         }
-        let headline = Protocol::parse(p.str("protocol")?).context("protocol")?;
-        let fars: Vec<f64> = p.get("fars")?;
-        let mut metrics = serde_json::Map::new();
-        let mut fisher = serde_json::Map::new();
-        let mut plots = report::Plots::default();
-
+        let mut e = Evaluation::new(ctx)?;
         if let Some(dir) = &lfw {
-            ctx.progress.message("LFW");
-            let f = features_of(dir, "lfw")?;
-            let index: HashMap<&str, usize> = f.meta.iter().enumerate().map(|(i, m)| (m.source.as_str(), i)).collect();
-            let pairs_file = data.join(p.str("lfw_pairs")?);
-            let listed = read_lfw_pairs(&pairs_file)?;
-            let mut pairs = Vec::new();
-            let mut missing = Vec::new();
-            for q in &listed {
-                match (index.get(q.a.rel_path().as_str()), index.get(q.b.rel_path().as_str())) {
-                    (Some(&a), Some(&b)) => pairs.push(Pair {
-                        a: f.row(a),
-                        b: f.row(b),
-                        same: q.same,
-                        fold: q.fold,
-                    }),
-                    _ => missing.push(format!("{} / {}", q.a.rel_path(), q.b.rel_path())),
-                }
-            }
-            if pairs.is_empty() {
-                bail!(
-                    "none of the {} pairs in {} has both images among the LFW features: bind `lfw` to the features of that LFW",
-                    listed.len(),
-                    pairs_file.display()
-                );
-            }
-            let mut v = verification(&pairs, headline, &fars)?;
-            v["pairs_listed"] = json!(listed.len());
-            v["pairs_skipped"] = json!(missing);
-            plots.roc.push(("LFW".into(), v["roc"]["curve"].clone()));
-            metrics.insert("lfw".into(), v);
-            let labels = dense_labels(f.meta.iter().map(|m| m.identity.clone()));
-            fisher.insert("lfw".into(), json!(angular_fisher_score(&f.values, f.dim, &labels)));
-            plots.features = Some((f.clone(), labels));
+            e.lfw(dir)?;
         }
-
         if let Some(dir) = &ytf {
-            ctx.progress.message("YouTube Faces");
-            let f = features_of(dir, "ytf")?;
-            // Mean feature per video.
-            let mut videos: BTreeMap<String, (Vec<f64>, usize)> = BTreeMap::new();
-            for (i, m) in f.meta.iter().enumerate() {
-                let Some(v) = &m.video else {
-                    bail!("{} has no video id: bind `ytf` to features of YouTube Faces frames", m.source);
-                };
-                let e = videos.entry(v.clone()).or_insert_with(|| (vec![0.0; f.dim], 0));
-                e.0.iter_mut().zip(f.row(i)).for_each(|(s, &x)| *s += x as f64);
-                e.1 += 1;
-            }
-            let means: BTreeMap<String, Vec<f32>> = videos
-                .into_iter()
-                .map(|(k, (s, n))| (k, s.into_iter().map(|x| (x / n as f64) as f32).collect()))
-                .collect();
-            let splits_file = data.join(p.str("ytf_splits")?);
-            let listed = read_ytf_splits(&splits_file)?;
-            let mut pairs = Vec::new();
-            let mut missing = Vec::new();
-            for q in &listed {
-                match (means.get(&q.a), means.get(&q.b)) {
-                    (Some(a), Some(b)) => pairs.push(Pair {
-                        a,
-                        b,
-                        same: q.same,
-                        fold: q.split - 1,
-                    }),
-                    _ => missing.push(format!("{} / {}", q.a, q.b)),
-                }
-            }
-            if pairs.is_empty() {
-                bail!(
-                    "none of the {} pairs in {} has both videos among the YTF features",
-                    listed.len(),
-                    splits_file.display()
-                );
-            }
-            let mut v = verification(&pairs, headline, &fars)?;
-            v["videos"] = json!(means.len());
-            v["pairs_listed"] = json!(listed.len());
-            v["pairs_skipped"] = json!(missing);
-            plots.roc.push(("YTF".into(), v["roc"]["curve"].clone()));
-            metrics.insert("ytf".into(), v);
+            e.ytf(dir)?;
         }
-
         if let Some(dir) = &fs {
-            ctx.progress.message("MegaFace");
-            let probes = features_of(dir, "facescrub")?;
-            let labels = dense_labels(probes.meta.iter().map(|m| m.identity.clone()));
-            fisher.insert("facescrub".into(), json!(angular_fisher_score(&probes.values, probes.dim, &labels)));
-            if plots.features.is_none() {
-                plots.features = Some((probes.clone(), labels.clone()));
-            }
-            let sizes: Vec<usize> = p.get("distractor_sizes")?;
-            let mut search = Search::new(probes.values.clone(), labels.clone(), probes.dim, &sizes, p.f64("megaface_far")?)
-                .map_err(|e| anyhow::anyhow!(e))?;
-            if let Some(d) = &dis {
-                let file = d.join("features.parquet");
-                let mut reader = FeatureReader::open(&file).context("`distractors` must be an extract or ensemble stage")?;
-                while let Some(b) = reader.next_rows(8192)? {
-                    ctx.cancel.check()?;
-                    if b.dim != probes.dim {
-                        bail!(
-                            "distractor features have {} values, probes {}: extract both with the same model",
-                            b.dim,
-                            probes.dim
-                        );
-                    }
-                    search.push(&b.values).map_err(|e| anyhow::anyhow!(e))?;
-                }
-            }
-            let seen = search.seen();
-            let results = search.finish();
-            let identities = labels.iter().collect::<std::collections::BTreeSet<_>>().len();
-            plots.cmc = results
-                .iter()
-                .map(|r| (format!("{} distractors", r.distractors), r.cmc.clone()))
-                .collect();
-            metrics.insert(
-                "megaface".into(),
-                json!({
-                    "probes": probes.len(),
-                    "identities": identities,
-                    "distractors": seen,
-                    "sizes": results,
-                    "note": if results.is_empty() { "fewer distractors than the smallest set size: no identification figures" } else { "" },
+            e.megaface(dir, dis.as_deref())?;
+        }
+        e.write(model.as_deref())
+    }
+}
+
+/// One evaluation in progress: the metrics and plots gathered so far, protocol by protocol.
+struct Evaluation<'a> {
+    ctx: &'a StageContext<'a>,
+    p: &'a spherepipe_stage::Params,
+    data: &'a Path,
+    headline: Protocol,
+    fars: Vec<f64>,
+    metrics: serde_json::Map<String, Value>,
+    fisher: serde_json::Map<String, Value>,
+    plots: report::Plots,
+}
+
+impl<'a> Evaluation<'a> {
+    fn new(ctx: &'a StageContext<'a>) -> anyhow::Result<Self> {
+        Ok(Evaluation {
+            ctx,
+            p: ctx.params,
+            data: ctx.inputs.one("data")?,
+            headline: Protocol::parse(ctx.params.str("protocol")?).context("protocol")?,
+            fars: ctx.params.get("fars")?,
+            metrics: serde_json::Map::new(),
+            fisher: serde_json::Map::new(),
+            plots: report::Plots::default(),
+        })
+    }
+
+    /// LFW 10-fold verification over `pairs.txt`, and the angular Fisher score of its features.
+    fn lfw(&mut self, dir: &Path) -> anyhow::Result<()> {
+        self.ctx.progress.message("LFW");
+        let f = features_of(dir, "lfw")?;
+        let index: HashMap<&str, usize> = f.meta.iter().enumerate().map(|(i, m)| (m.source.as_str(), i)).collect();
+        let pairs_file = self.data.join(self.p.str("lfw_pairs")?);
+        let listed = read_lfw_pairs(&pairs_file)?;
+        let mut pairs = Vec::new();
+        let mut missing = Vec::new();
+        for q in &listed {
+            match (index.get(q.a.rel_path().as_str()), index.get(q.b.rel_path().as_str())) {
+                (Some(&a), Some(&b)) => pairs.push(Pair {
+                    a: f.row(a),
+                    b: f.row(b),
+                    same: q.same,
+                    fold: q.fold,
                 }),
+                _ => missing.push(format!("{} / {}", q.a.rel_path(), q.b.rel_path())),
+            }
+        }
+        if pairs.is_empty() {
+            bail!(
+                "none of the {} pairs in {} has both images among the LFW features: bind `lfw` to the features of that LFW",
+                listed.len(),
+                pairs_file.display()
             );
         }
-        metrics.insert("angular_fisher_score".into(), Value::Object(fisher));
+        let mut v = verification(&pairs, self.headline, &self.fars)?;
+        v["pairs_listed"] = json!(listed.len());
+        v["pairs_skipped"] = json!(missing);
+        self.plots.roc.push(("LFW".into(), v["roc"]["curve"].clone()));
+        self.metrics.insert("lfw".into(), v);
+        let labels = dense_labels(f.meta.iter().map(|m| m.identity.clone()));
+        self.fisher
+            .insert("lfw".into(), json!(angular_fisher_score(&f.values, f.dim, &labels)));
+        self.plots.features = Some((f.clone(), labels));
+        Ok(())
+    }
 
-        if let Some(m) = &model {
+    /// YouTube Faces: each video's mean feature, then 10-fold verification over `splits.txt`.
+    fn ytf(&mut self, dir: &Path) -> anyhow::Result<()> {
+        self.ctx.progress.message("YouTube Faces");
+        let f = features_of(dir, "ytf")?;
+        // Mean feature per video.
+        let mut videos: BTreeMap<String, (Vec<f64>, usize)> = BTreeMap::new();
+        for (i, m) in f.meta.iter().enumerate() {
+            let Some(v) = &m.video else {
+                bail!("{} has no video id: bind `ytf` to features of YouTube Faces frames", m.source);
+            };
+            let e = videos.entry(v.clone()).or_insert_with(|| (vec![0.0; f.dim], 0));
+            e.0.iter_mut().zip(f.row(i)).for_each(|(s, &x)| *s += x as f64);
+            e.1 += 1;
+        }
+        let means: BTreeMap<String, Vec<f32>> = videos
+            .into_iter()
+            .map(|(k, (s, n))| (k, s.into_iter().map(|x| (x / n as f64) as f32).collect()))
+            .collect();
+        let splits_file = self.data.join(self.p.str("ytf_splits")?);
+        let listed = read_ytf_splits(&splits_file)?;
+        let mut pairs = Vec::new();
+        let mut missing = Vec::new();
+        for q in &listed {
+            match (means.get(&q.a), means.get(&q.b)) {
+                (Some(a), Some(b)) => pairs.push(Pair {
+                    a,
+                    b,
+                    same: q.same,
+                    fold: q.split - 1,
+                }),
+                _ => missing.push(format!("{} / {}", q.a, q.b)),
+            }
+        }
+        if pairs.is_empty() {
+            bail!(
+                "none of the {} pairs in {} has both videos among the YTF features",
+                listed.len(),
+                splits_file.display()
+            );
+        }
+        let mut v = verification(&pairs, self.headline, &self.fars)?;
+        v["videos"] = json!(means.len());
+        v["pairs_listed"] = json!(listed.len());
+        v["pairs_skipped"] = json!(missing);
+        self.plots.roc.push(("YTF".into(), v["roc"]["curve"].clone()));
+        self.metrics.insert("ytf".into(), v);
+        Ok(())
+    }
+
+    /// MegaFace: FaceScrub probes against the distractors streamed from Parquet.
+    fn megaface(&mut self, dir: &Path, distractors: Option<&Path>) -> anyhow::Result<()> {
+        self.ctx.progress.message("MegaFace");
+        let probes = features_of(dir, "facescrub")?;
+        let labels = dense_labels(probes.meta.iter().map(|m| m.identity.clone()));
+        self.fisher
+            .insert("facescrub".into(), json!(angular_fisher_score(&probes.values, probes.dim, &labels)));
+        if self.plots.features.is_none() {
+            self.plots.features = Some((probes.clone(), labels.clone()));
+        }
+        let sizes: Vec<usize> = self.p.get("distractor_sizes")?;
+        let mut search = Search::new(
+            probes.values.clone(),
+            labels.clone(),
+            probes.dim,
+            &sizes,
+            self.p.f64("megaface_far")?,
+        )
+        .map_err(|e| anyhow::anyhow!(e))?;
+        if let Some(d) = distractors {
+            let file = d.join("features.parquet");
+            let mut reader = FeatureReader::open(&file).context("`distractors` must be an extract or ensemble stage")?;
+            while let Some(b) = reader.next_rows(8192)? {
+                self.ctx.cancel.check()?;
+                if b.dim != probes.dim {
+                    bail!(
+                        "distractor features have {} values, probes {}: extract both with the same model",
+                        b.dim,
+                        probes.dim
+                    );
+                }
+                search.push(&b.values).map_err(|e| anyhow::anyhow!(e))?;
+            }
+        }
+        let seen = search.seen();
+        let results = search.finish();
+        let identities = labels.iter().collect::<std::collections::BTreeSet<_>>().len();
+        self.plots.cmc = results
+            .iter()
+            .map(|r| (format!("{} distractors", r.distractors), r.cmc.clone()))
+            .collect();
+        self.metrics.insert(
+            "megaface".into(),
+            json!({
+                "probes": probes.len(),
+                "identities": identities,
+                "distractors": seen,
+                "sizes": results,
+                "note": if results.is_empty() { "fewer distractors than the smallest set size: no identification figures" } else { "" },
+            }),
+        );
+        Ok(())
+    }
+
+    /// `metrics.json` (with the model's card and the headline), `report.md` and its figures,
+    /// `summary.txt`.
+    fn write(mut self, model: Option<&Path>) -> anyhow::Result<()> {
+        let ctx = self.ctx;
+        let mut metrics = std::mem::take(&mut self.metrics);
+        metrics.insert("angular_fisher_score".into(), Value::Object(std::mem::take(&mut self.fisher)));
+        let mut plots = self.plots;
+        if let Some(m) = model {
             let info: Value = std::fs::read_to_string(m.join("model.json"))
                 .ok()
                 .and_then(|t| serde_json::from_str(&t).ok())
