@@ -11,6 +11,8 @@ use rayon::prelude::*;
 use spherepipe_face_loader::{decode_patch, Channels, Patch};
 use spherepipe_face_table::features::{FeatureMeta, FeatureWriter, Features};
 use spherepipe_face_table::for_each_row_batch;
+use spherepipe_face_table::FaceRow;
+use spherepipe_nn::sphere::SphereConfig;
 use spherepipe_nn::train::Trainer;
 use spherepipe_stage::{InputSpec, ParamSpec, ParamType, Stage, StageContext};
 use spherepipe_stage_train::ModelCard;
@@ -111,14 +113,59 @@ impl Stage for Extract {
     }
     fn run(&self, ctx: &StageContext<'_>) -> anyhow::Result<()> {
         let p = ctx.params;
-        let model_dir = ctx.inputs.one("model")?;
         let faces = ctx.inputs.one("faces")?.join("faces.parquet");
         if !faces.is_file() {
             bail!("{} does not exist: bind `faces` to an align stage", faces.display());
         }
-        let card = ModelCard::read(model_dir)?;
-        let net = card.net;
-        let channels = channels_for(p.str("channels")?, &card)?;
+        let card = ModelCard::read(ctx.inputs.one("model")?)?;
+        let extractor = Extractor::open(ctx, &card)?;
+        let devkit = match p.bool("devkit")? {
+            true => Some((ctx.out_dir.join("devkit"), p.str("devkit_suffix")?)),
+            false => None,
+        };
+        ctx.progress.set_length(spherepipe_face_table::row_count(&faces)? as u64);
+        let dim = 2 * card.net.features;
+        let mut writer = FeatureWriter::create(&ctx.out_dir.join("features.parquet"), dim)?;
+        for_each_row_batch(&faces, p.i64("batch")? as usize, |rows| {
+            ctx.cancel.check()?;
+            let out = extractor.features(&rows)?;
+            if let Some((dir, suffix)) = &devkit {
+                write_devkit(dir, suffix, &out)?;
+            }
+            writer.write(&out)?;
+            ctx.progress.inc(rows.len() as u64);
+            Ok(())
+        })?;
+        let faces_done = writer.finish()?;
+        let summary = serde_json::json!({
+            "faces": faces_done,
+            "dim": dim,
+            "fc1": card.net.features,
+            "layout": "FC1(face) then FC1(mirror)",
+            "patch": extractor.patch.map(|p| p.rect),
+            "channels": extractor.channels,
+            "model": {"net": card.net, "classes": card.classes, "channels": card.channels},
+            "devkit": devkit.is_some(),
+        });
+        std::fs::write(ctx.out_dir.join("features.json"), serde_json::to_string_pretty(&summary)?)?;
+        ctx.progress.message(&format!("{faces_done} faces, {dim} values each"));
+        Ok(())
+    }
+}
+
+/// A model ready to turn faces into features: the network, the crop and the colour order it
+/// was trained with (or that the params override).
+struct Extractor {
+    model: Trainer,
+    net: SphereConfig,
+    patch: Option<Patch>,
+    channels: Channels,
+}
+
+impl Extractor {
+    fn open(ctx: &StageContext<'_>, card: &ModelCard) -> anyhow::Result<Extractor> {
+        let p = ctx.params;
+        let channels = channels_for(p.str("channels")?, card)?;
         if channels != card.channels {
             ctx.progress.message(&format!(
                 "warning: the model was trained on {} input; feeding {} as the `channels` param asks",
@@ -127,91 +174,74 @@ impl Stage for Extract {
             ));
         }
         let device = spherepipe_nn::device_named(p.str("device")?)?;
-        let model = Trainer::for_features(net, card.classes, card.softmax_head, &model_dir.join("model.safetensors"), &device)?;
+        let weights = ctx.inputs.one("model")?.join("model.safetensors");
+        let model = Trainer::for_features(card.net, card.classes, card.softmax_head, &weights, &device)?;
         let patch_param = if p.raw("patch")?.is_null() { &card.patch } else { p.raw("patch")? };
-        let patch = Patch::from_param(patch_param, net.input).map_err(|e| anyhow::anyhow!("param `patch`: {e}"))?;
-        let batch = p.i64("batch")? as usize;
-        let devkit = p.bool("devkit")?;
-        let suffix = p.str("devkit_suffix")?;
-
-        let total = spherepipe_face_table::row_count(&faces)?;
-        ctx.progress.set_length(total as u64);
-        let dim = 2 * net.features;
-        let mut writer = FeatureWriter::create(&ctx.out_dir.join("features.parquet"), dim)?;
-        for_each_row_batch(&faces, batch, |rows| {
-            ctx.cancel.check()?;
-            if let Some(r) = rows
-                .iter()
-                .find(|r| r.height as usize != net.input[0] || r.width as usize != net.input[1])
-            {
-                bail!(
-                    "{} is {}x{} but the model was trained on {}x{} faces: align the test set with the same `size` as training",
-                    r.source,
-                    r.height,
-                    r.width,
-                    net.input[0],
-                    net.input[1]
-                );
-            }
-            // Faces first, then their mirrors, in one forward pass.
-            let decoded: anyhow::Result<Vec<Vec<f32>>> = [false, true]
-                .iter()
-                .flat_map(|&flip| rows.iter().map(move |r| (r, flip)))
-                .collect::<Vec<_>>()
-                .par_iter()
-                .map(|(r, flip)| {
-                    decode_patch(&r.png, *flip, patch.as_ref(), channels)
-                        .map(|d| d.0)
-                        .with_context(|| format!("decoding {}", r.source))
-                })
-                .collect();
-            let images: Vec<f32> = decoded?.concat();
-            let n = rows.len();
-            let f = model.features(&images, 2 * n, net.input[0], net.input[1])?;
-            let k = net.features;
-            let mut out = Features { dim, ..Default::default() };
-            for (i, r) in rows.iter().enumerate() {
-                let face = &f[i * k..(i + 1) * k];
-                let mirror = &f[(n + i) * k..(n + i + 1) * k];
-                if face.iter().chain(mirror).any(|v| !v.is_finite()) {
-                    bail!("the features of {} are not finite: the model weights are broken", r.source);
-                }
-                out.values.extend_from_slice(face);
-                out.values.extend_from_slice(mirror);
-                out.meta.push(FeatureMeta {
-                    source: r.source.clone(),
-                    identity: r.identity.clone(),
-                    dataset: r.dataset.clone(),
-                    video: r.video.clone(),
-                });
-            }
-            if devkit {
-                for (i, m) in out.meta.iter().enumerate() {
-                    if m.source.split('/').any(|c| c == ".." || c.is_empty()) {
-                        bail!("image path {} cannot name a devkit file", m.source);
-                    }
-                    write_devkit_feature(&ctx.out_dir.join("devkit").join(format!("{}_{suffix}.bin", m.source)), out.row(i))?;
-                }
-            }
-            writer.write(&out)?;
-            ctx.progress.inc(n as u64);
-            Ok(())
-        })?;
-        let faces_done = writer.finish()?;
-        let summary = serde_json::json!({
-            "faces": faces_done,
-            "dim": dim,
-            "fc1": net.features,
-            "layout": "FC1(face) then FC1(mirror)",
-            "patch": patch.map(|p| p.rect),
-            "channels": channels,
-            "model": {"net": net, "classes": card.classes, "channels": card.channels},
-            "devkit": devkit,
-        });
-        std::fs::write(ctx.out_dir.join("features.json"), serde_json::to_string_pretty(&summary)?)?;
-        ctx.progress.message(&format!("{faces_done} faces, {dim} values each"));
-        Ok(())
+        let patch = Patch::from_param(patch_param, card.net.input).map_err(|e| anyhow::anyhow!("param `patch`: {e}"))?;
+        Ok(Extractor {
+            model,
+            net: card.net,
+            patch,
+            channels,
+        })
     }
+
+    /// FC1 of each face and of its mirror, computed in one forward pass (faces first).
+    fn features(&self, rows: &[FaceRow]) -> anyhow::Result<Features> {
+        let [h, w] = self.net.input;
+        if let Some(r) = rows.iter().find(|r| r.height as usize != h || r.width as usize != w) {
+            bail!(
+                "{} is {}x{} but the model was trained on {h}x{w} faces: align the test set with the same `size` as training",
+                r.source,
+                r.height,
+                r.width
+            );
+        }
+        let decoded: anyhow::Result<Vec<Vec<f32>>> = [false, true]
+            .iter()
+            .flat_map(|&flip| rows.iter().map(move |r| (r, flip)))
+            .collect::<Vec<_>>()
+            .par_iter()
+            .map(|(r, flip)| {
+                decode_patch(&r.png, *flip, self.patch.as_ref(), self.channels)
+                    .map(|d| d.0)
+                    .with_context(|| format!("decoding {}", r.source))
+            })
+            .collect();
+        let n = rows.len();
+        let f = self.model.features(&decoded?.concat(), 2 * n, h, w)?;
+        let k = self.net.features;
+        let mut out = Features {
+            dim: 2 * k,
+            ..Default::default()
+        };
+        for (i, r) in rows.iter().enumerate() {
+            let (face, mirror) = (&f[i * k..(i + 1) * k], &f[(n + i) * k..(n + i + 1) * k]);
+            if face.iter().chain(mirror).any(|v| !v.is_finite()) {
+                bail!("the features of {} are not finite: the model weights are broken", r.source);
+            }
+            out.values.extend_from_slice(face);
+            out.values.extend_from_slice(mirror);
+            out.meta.push(FeatureMeta {
+                source: r.source.clone(),
+                identity: r.identity.clone(),
+                dataset: r.dataset.clone(),
+                video: r.video.clone(),
+            });
+        }
+        Ok(out)
+    }
+}
+
+/// One devkit file per face, `dir/<image path>_<suffix>.bin`.
+fn write_devkit(dir: &Path, suffix: &str, out: &Features) -> anyhow::Result<()> {
+    for (i, m) in out.meta.iter().enumerate() {
+        if m.source.split('/').any(|c| c == ".." || c.is_empty()) {
+            bail!("image path {} cannot name a devkit file", m.source);
+        }
+        write_devkit_feature(&dir.join(format!("{}_{suffix}.bin", m.source)), out.row(i))?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
