@@ -11,4 +11,30 @@ pub mod roc;
 pub mod search;
 pub mod verify;
 
+/// Inputs the evaluation maths cannot use.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum EvalError {
+    /// Verification got no pairs.
+    #[error("no pairs to evaluate")]
+    NoPairs,
+    /// Features must hold FC1 of the face and of its mirror.
+    #[error("features have {0} values; expected face + mirror (an even number)")]
+    OddFeatures(usize),
+    /// The two features of a pair (or two pairs) differ in length.
+    #[error("pair features differ in length ({a} and {b}, expected {expected})")]
+    MixedLengths { a: usize, b: usize, expected: usize },
+    /// Ten-fold verification needs folds to train thresholds on.
+    #[error("verification needs at least 2 folds")]
+    TooFewFolds,
+    /// A fold (1-based) with no pairs to test.
+    #[error("fold {0} has no pairs")]
+    EmptyFold(usize),
+    /// The probe matrix does not have `probes × dim` values.
+    #[error("{values} probe values for {probes} probes of {dim}")]
+    ProbeShape { values: usize, probes: usize, dim: usize },
+    /// A distractor block is not whole rows.
+    #[error("{values} distractor values is not a multiple of {dim}")]
+    DistractorShape { values: usize, dim: usize },
+}
+
 pub use search::l2_normalize;

@@ -15,6 +15,7 @@
 //! (`gemm`, parallel), so memory is the probes plus one chunk whatever the number of distractors.
 
 use crate::roc::{lowest_measurable_far, tar_at_far, TarAtFar};
+use crate::EvalError;
 use rayon::prelude::*;
 use serde::Serialize;
 use std::cmp::Reverse;
@@ -79,9 +80,13 @@ pub fn l2_normalize(v: &mut [f32]) {
 impl Search {
     /// `probes`: P rows of `dim` features; `identity`: the probe's identity; `sizes`: distractor
     /// set sizes to report; `far_floor`: the verification FAR (1e-6 in the challenge).
-    pub fn new(mut probes: Vec<f32>, identity: Vec<u32>, dim: usize, sizes: &[usize], far_floor: f64) -> Result<Self, String> {
+    pub fn new(mut probes: Vec<f32>, identity: Vec<u32>, dim: usize, sizes: &[usize], far_floor: f64) -> Result<Self, EvalError> {
         if dim == 0 || probes.len() != identity.len() * dim {
-            return Err(format!("{} probe values for {} probes of {dim}", probes.len(), identity.len()));
+            return Err(EvalError::ProbeShape {
+                values: probes.len(),
+                probes: identity.len(),
+                dim,
+            });
         }
         probes.chunks_mut(dim).for_each(l2_normalize);
         let mut sizes: Vec<usize> = sizes.iter().copied().filter(|&s| s > 0).collect();
@@ -118,9 +123,12 @@ impl Search {
     }
 
     /// Scores the next distractors (rows of `dim`, any norm).
-    pub fn push(&mut self, rows: &[f32]) -> Result<(), String> {
+    pub fn push(&mut self, rows: &[f32]) -> Result<(), EvalError> {
         if !rows.len().is_multiple_of(self.dim) {
-            return Err(format!("{} distractor values is not a multiple of {}", rows.len(), self.dim));
+            return Err(EvalError::DistractorShape {
+                values: rows.len(),
+                dim: self.dim,
+            });
         }
         let mut rows = rows.to_vec();
         rows.chunks_mut(self.dim).for_each(l2_normalize);

@@ -14,6 +14,7 @@
 //! - `sum-l2` — face and mirror FC1 summed, L2-normalised, squared Euclidean distance d ∈ [0, 4];
 //!   grid 0…4 in steps of 4e-4, mean of the best thresholds, positives right when d < threshold.
 
+use crate::EvalError;
 use serde::Serialize;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -162,27 +163,73 @@ fn dot(a: &[f64], b: &[f64]) -> f64 {
 }
 
 /// Runs the protocol. Errors when the features are not `2F` long and equal, or a fold is empty.
-pub fn ten_fold(pairs: &[Pair<'_>], protocol: Protocol) -> Result<TenFold, String> {
-    let dim = pairs.first().ok_or("no pairs to evaluate")?.a.len();
+pub fn ten_fold(pairs: &[Pair<'_>], protocol: Protocol) -> Result<TenFold, EvalError> {
+    let (dim, n_folds) = check_pairs(pairs)?;
+    let fixed = fixed_scores(pairs, protocol, dim / 2);
+    let mut folds = Vec::new();
+    let mut pair_scores = vec![0.0; pairs.len()];
+    for k in 0..n_folds {
+        let test: Vec<usize> = (0..pairs.len()).filter(|&i| pairs[i].fold == k).collect();
+        let train: Vec<usize> = (0..pairs.len()).filter(|&i| pairs[i].fold != k).collect();
+        if test.is_empty() {
+            return Err(EvalError::EmptyFold(k + 1));
+        }
+        let (scores, grid) = match &fixed {
+            Some((s, g)) => (s.clone(), *g),
+            None => (official_scores(pairs, &train, dim), OFFICIAL_GRID),
+        };
+        for &i in &test {
+            pair_scores[i] = scores[i];
+        }
+        folds.push(test_fold(k, pairs, &scores, &train, &test, grid, protocol));
+    }
+    let accs: Vec<f64> = folds.iter().map(|f| f.accuracy).collect();
+    let mean = accs.iter().sum::<f64>() / accs.len() as f64;
+    let std = (accs.iter().map(|a| (a - mean).powi(2)).sum::<f64>() / (accs.len() - 1) as f64).sqrt();
+    Ok(TenFold {
+        protocol,
+        folds,
+        mean,
+        std,
+        scores: pair_scores,
+    })
+}
+
+/// `evaluation.m`'s thresholds: (i − 10000) / 10000 for i = 0…20000, the mean of the best.
+const OFFICIAL_GRID: Grid = Grid {
+    points: Points::Ratio {
+        lo: -10_000,
+        denom: 10_000.0,
+    },
+    n: 20_001,
+    positive_inclusive: false,
+    pick: Pick::MeanOfBest,
+};
+
+/// The features' length (face + mirror) and the number of folds; errors when unusable.
+fn check_pairs(pairs: &[Pair<'_>]) -> Result<(usize, usize), EvalError> {
+    let dim = pairs.first().ok_or(EvalError::NoPairs)?.a.len();
     if dim == 0 || dim % 2 != 0 {
-        return Err(format!("features have {dim} values; expected face + mirror (an even number)"));
+        return Err(EvalError::OddFeatures(dim));
     }
     if let Some(p) = pairs.iter().find(|p| p.a.len() != dim || p.b.len() != dim) {
-        return Err(format!(
-            "pair features differ in length ({} and {}, expected {dim})",
-            p.a.len(),
-            p.b.len()
-        ));
+        return Err(EvalError::MixedLengths {
+            a: p.a.len(),
+            b: p.b.len(),
+            expected: dim,
+        });
     }
     let n_folds = pairs.iter().map(|p| p.fold).max().unwrap_or(0) + 1;
     if n_folds < 2 {
-        return Err("verification needs at least 2 folds".into());
+        return Err(EvalError::TooFewFolds);
     }
-    let same: Vec<bool> = pairs.iter().map(|p| p.same).collect();
-    let half = dim / 2;
+    Ok((dim, n_folds))
+}
 
-    // Fold-independent scores for the two simpler protocols.
-    let fixed: Option<(Vec<f64>, Grid)> = match protocol {
+/// Fold-independent scores and their threshold grid, for the protocols that have them
+/// (`official` subtracts a per-fold mean, so it has none).
+fn fixed_scores(pairs: &[Pair<'_>], protocol: Protocol, half: usize) -> Option<(Vec<f64>, Grid)> {
+    match protocol {
         Protocol::Official => None,
         Protocol::Unflipped => {
             let s = pairs
@@ -222,56 +269,26 @@ pub fn ten_fold(pairs: &[Pair<'_>], protocol: Protocol) -> Result<TenFold, Strin
             };
             Some((s, grid))
         }
-    };
-
-    let mut folds = Vec::new();
-    let mut pair_scores = vec![0.0; pairs.len()];
-    for k in 0..n_folds {
-        let test: Vec<usize> = (0..pairs.len()).filter(|&i| pairs[i].fold == k).collect();
-        let train: Vec<usize> = (0..pairs.len()).filter(|&i| pairs[i].fold != k).collect();
-        if test.is_empty() {
-            return Err(format!("fold {} has no pairs", k + 1));
-        }
-        let (scores, grid) = match &fixed {
-            Some((s, g)) => (s.clone(), *g),
-            None => (
-                official_scores(pairs, &train, dim),
-                Grid {
-                    points: Points::Ratio {
-                        lo: -10_000,
-                        denom: 10_000.0,
-                    },
-                    n: 20_001,
-                    positive_inclusive: false,
-                    pick: Pick::MeanOfBest,
-                },
-            ),
-        };
-        let pick =
-            |idx: &[usize]| -> (Vec<f64>, Vec<bool>) { (idx.iter().map(|&i| scores[i]).collect(), idx.iter().map(|&i| same[i]).collect()) };
-        let (tr_s, tr_y) = pick(&train);
-        let (te_s, te_y) = pick(&test);
-        let t = pick_threshold(&tr_s, &tr_y, grid);
-        for &i in &test {
-            pair_scores[i] = scores[i];
-        }
-        folds.push(Fold {
-            fold: k + 1,
-            pairs: test.len(),
-            accuracy: accuracy(&te_s, &te_y, t, grid.positive_inclusive),
-            threshold: if protocol == Protocol::SumL2 { -t } else { t },
-        });
     }
-    let accs: Vec<f64> = folds.iter().map(|f| f.accuracy).collect();
-    let mean = accs.iter().sum::<f64>() / accs.len() as f64;
-    let std = (accs.iter().map(|a| (a - mean).powi(2)).sum::<f64>() / (accs.len() - 1) as f64).sqrt();
-    Ok(TenFold {
-        protocol,
-        folds,
-        mean,
-        std,
-        scores: pair_scores,
-    })
+}
+
+/// Fold `k`: the threshold picked on the `train` pairs, the accuracy on the `test` pairs.
+fn test_fold(k: usize, pairs: &[Pair<'_>], scores: &[f64], train: &[usize], test: &[usize], grid: Grid, protocol: Protocol) -> Fold {
+    let pick = |idx: &[usize]| -> (Vec<f64>, Vec<bool>) {
+        (
+            idx.iter().map(|&i| scores[i]).collect(),
+            idx.iter().map(|&i| pairs[i].same).collect(),
+        )
+    };
+    let (tr_s, tr_y) = pick(train);
+    let (te_s, te_y) = pick(test);
+    let t = pick_threshold(&tr_s, &tr_y, grid);
+    Fold {
+        fold: k + 1,
+        pairs: test.len(),
+        accuracy: accuracy(&te_s, &te_y, t, grid.positive_inclusive),
+        threshold: if protocol == Protocol::SumL2 { -t } else { t },
+    }
 }
 
 /// Cosine of every pair after subtracting the mean feature of the `train` pairs (both sides)
@@ -450,6 +467,19 @@ mod tests {
         let r = ten_fold(&pairs, Protocol::Unflipped).unwrap();
         assert!((r.scores[0] - 1.0).abs() < 1e-12 && r.scores[1].abs() < 1e-12);
         assert_eq!(r.mean, 1.0);
-        assert!(ten_fold(&pairs[..1], Protocol::Unflipped).is_err());
+        assert_eq!(ten_fold(&pairs[..1], Protocol::Unflipped).unwrap_err(), EvalError::TooFewFolds);
+        assert_eq!(ten_fold(&[], Protocol::Official).unwrap_err(), EvalError::NoPairs);
+        let odd = [1.0, 2.0, 3.0];
+        let one = Pair {
+            a: &odd,
+            b: &odd,
+            same: true,
+            fold: 0,
+        };
+        assert_eq!(ten_fold(&[one], Protocol::Official).unwrap_err(), EvalError::OddFeatures(3));
+        // Folds 1 and 3 but no fold 2 (0-based 1).
+        let gap: Vec<Pair> = pairs.iter().filter(|p| p.fold != 1).copied().collect();
+        let e = ten_fold(&gap, Protocol::Unflipped).unwrap_err();
+        assert_eq!((e.clone(), e.to_string()), (EvalError::EmptyFold(2), "fold 2 has no pairs".into()));
     }
 }

@@ -50,7 +50,7 @@ fn verification(pairs: &[Pair<'_>], headline: Protocol, fars: &[f64]) -> anyhow:
     let mut head = None;
     for name in Protocol::NAMES {
         let p = Protocol::parse(name).context("protocol name")?;
-        let r = ten_fold(pairs, p).map_err(|e| anyhow::anyhow!(e))?;
+        let r = ten_fold(pairs, p)?;
         if p == headline {
             head = Some(r.clone());
         }
@@ -286,8 +286,7 @@ impl<'a> Evaluation<'a> {
             probes.dim,
             &sizes,
             self.p.f64("megaface_far")?,
-        )
-        .map_err(|e| anyhow::anyhow!(e))?;
+        )?;
         if let Some(d) = distractors {
             let file = d.join("features.parquet");
             let mut reader = FeatureReader::open(&file).context("`distractors` must be an extract or ensemble stage")?;
@@ -300,7 +299,7 @@ impl<'a> Evaluation<'a> {
                         probes.dim
                     );
                 }
-                search.push(&b.values).map_err(|e| anyhow::anyhow!(e))?;
+                search.push(&b.values)?;
             }
         }
         let seen = search.seen();
