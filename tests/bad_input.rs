@@ -1,8 +1,7 @@
 //! Every kind of bad pipeline file gets a located message with a fix, exit status 2, no
 //! panic, and leaves the cache exactly as it was.
 
-mod common;
-use common::{Ran, Sandbox, DIAMOND};
+use crate::common::{Ran, Sandbox, DIAMOND};
 
 /// Runs `yaml` (after a good run filled the cache) and checks the common promises.
 fn rejected(yaml: &str, extra: &[&str]) -> Ran {

@@ -1,10 +1,9 @@
 //! status, dag, show, verify, gc and --dry-run, checked against what is on disk.
 
-mod common;
-use common::Sandbox;
+use crate::common::Sandbox;
 use serde_json::Value;
 
-fn json(r: &common::Ran) -> Value {
+fn json(r: &crate::common::Ran) -> Value {
     assert_eq!(r.code, 0, "{}", r.stderr);
     serde_json::from_str(&r.stdout).expect("JSON output")
 }

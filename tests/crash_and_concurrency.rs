@@ -1,7 +1,6 @@
 //! Killing, interrupting and racing runs never leaves an artifact a later run would accept.
 
-mod common;
-use common::Sandbox;
+use crate::common::Sandbox;
 use std::path::Path;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};

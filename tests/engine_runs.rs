@@ -1,8 +1,7 @@
 //! Incremental behaviour of `spherepipe run`: what runs, what is cached, and what the
 //! artifacts contain.
 
-mod common;
-use common::{numbers, Sandbox};
+use crate::common::{numbers, Sandbox};
 use std::collections::BTreeMap;
 
 fn states(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
@@ -269,7 +268,7 @@ fn the_seed_enters_the_fingerprint_of_seeded_kinds_only() {
     let s = Sandbox::diamond();
     assert_eq!(s.run(&[]).code, 0);
     let first = s.last_artifacts();
-    s.write(&common::DIAMOND.replace("seed: 11", "seed: 12"));
+    s.write(&crate::common::DIAMOND.replace("seed: 11", "seed: 12"));
     assert_eq!(s.run(&[]).code, 0);
     let st = s.last_states();
     assert_eq!(st["draw"], "ran");

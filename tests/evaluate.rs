@@ -3,10 +3,9 @@
 //! the mirror symmetry, devkit files, the LFW accuracy recomputed independently from the
 //! feature table and pairs.txt, MegaFace and report outputs, and bad inputs.
 
-mod common;
-use common::Sandbox;
+use crate::common::Sandbox;
 use spherepipe_face_table::features::read_features;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 fn pipeline(extra: &str) -> String {
     format!(
@@ -48,12 +47,8 @@ stages:
     params: {{protocol: unflipped}}
   compare: {{kind: compare, inputs: {{results: [evaluate, evaluate_single]}}, params: {{title: Both}}}}
 {extra}"#,
-        data = common::TINY_DATA
+        data = crate::common::TINY_DATA
     )
-}
-
-fn artifact(s: &Sandbox, stage: &str) -> PathBuf {
-    s.cache().join("artifacts").join(&s.last_artifacts()[stage])
 }
 
 /// LFW `unflipped` accuracy computed from scratch: cosine of the face halves, thresholds
@@ -118,8 +113,8 @@ fn features_ensemble_and_evaluation_end_to_end() {
     assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
 
     // Features: one row per aligned LFW face, FC1 (3) of the face then of its mirror.
-    let lfw = read_features(&artifact(&s, "extract_lfw@patch=face").join("features.parquet")).unwrap();
-    let aligned = spherepipe_face_table::read_rows(&artifact(&s, "align_lfw").join("faces.parquet")).unwrap();
+    let lfw = read_features(&s.artifact_dir("extract_lfw@patch=face").join("features.parquet")).unwrap();
+    let aligned = spherepipe_face_table::read_rows(&s.artifact_dir("align_lfw").join("faces.parquet")).unwrap();
     assert_eq!(lfw.len(), aligned.len());
     assert_eq!(lfw.dim, 6);
     assert!(lfw
@@ -129,7 +124,7 @@ fn features_ensemble_and_evaluation_end_to_end() {
         .all(|(m, a)| m.source == a.source && m.identity == a.identity));
 
     // The mirror half of a face is the face half of its mirror image (flip stage), and back.
-    let flipped = read_features(&artifact(&s, "extract_flipped").join("features.parquet")).unwrap();
+    let flipped = read_features(&s.artifact_dir("extract_flipped").join("features.parquet")).unwrap();
     let mut checked = 0;
     for (i, m) in flipped.meta.iter().enumerate() {
         let rows: Vec<usize> = (0..lfw.len()).filter(|&j| lfw.meta[j].source == m.source).collect();
@@ -145,7 +140,8 @@ fn features_ensemble_and_evaluation_end_to_end() {
     assert_eq!(checked, lfw.len(), "every mirrored row was checked");
 
     // Devkit files: header (3*2 rows, 1 col, 4 bytes, CV_32F) and the same values.
-    let devkit = artifact(&s, "extract_lfw@patch=face")
+    let devkit = s
+        .artifact_dir("extract_lfw@patch=face")
         .join("devkit")
         .join(format!("{}_spherepipe.bin", lfw.meta[0].source));
     let b = std::fs::read(&devkit).unwrap();
@@ -155,8 +151,8 @@ fn features_ensemble_and_evaluation_end_to_end() {
     assert_eq!(vals, lfw.row(0));
 
     // Ensemble: two patches, each normalised, face halves then mirror halves.
-    let top = read_features(&artifact(&s, "extract_lfw@patch=top").join("features.parquet")).unwrap();
-    let ens = read_features(&artifact(&s, "ensemble_lfw").join("features.parquet")).unwrap();
+    let top = read_features(&s.artifact_dir("extract_lfw@patch=top").join("features.parquet")).unwrap();
+    let ens = read_features(&s.artifact_dir("ensemble_lfw").join("features.parquet")).unwrap();
     assert_eq!(ens.dim, 12);
     let n = |v: &[f32]| v.iter().map(|x| x * x).sum::<f32>().sqrt();
     let (a, t, e) = (lfw.row(1), top.row(1), ens.row(1));
@@ -166,11 +162,11 @@ fn features_ensemble_and_evaluation_end_to_end() {
     }
 
     // LFW accuracy recomputed from the feature table and pairs.txt by hand.
-    let synth = artifact(&s, "synth");
+    let synth = s.artifact_dir("synth");
     let m: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(artifact(&s, "evaluate_single").join("metrics.json")).unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(s.artifact_dir("evaluate_single").join("metrics.json")).unwrap()).unwrap();
     let want = unflipped_by_hand(
-        &artifact(&s, "extract_lfw@patch=face").join("features.parquet"),
+        &s.artifact_dir("extract_lfw@patch=face").join("features.parquet"),
         &synth.join("lfw/pairs.txt"),
     );
     let got: Vec<f64> = m["lfw"]["protocols"]["unflipped"]["folds"]
@@ -183,11 +179,11 @@ fn features_ensemble_and_evaluation_end_to_end() {
     assert_eq!(m["lfw"]["accuracy"].as_f64().unwrap(), want.iter().sum::<f64>() / 10.0);
     assert_eq!(m["lfw"]["pairs"], 20);
     // FC1 of 3: the features are drawn on the sphere.
-    let png = std::fs::read(artifact(&s, "evaluate_single").join("features.png")).unwrap();
+    let png = std::fs::read(s.artifact_dir("evaluate_single").join("features.png")).unwrap();
     assert_eq!(&png[1..4], b"PNG");
 
     // The full evaluation: every section, plots, report, and the line `run` prints.
-    let dir = artifact(&s, "evaluate");
+    let dir = s.artifact_dir("evaluate");
     let m: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("metrics.json")).unwrap()).unwrap();
     for key in ["official", "unflipped", "sum-l2"] {
         let folds = m["lfw"]["protocols"][key]["folds"].as_array().unwrap();
@@ -197,7 +193,7 @@ fn features_ensemble_and_evaluation_end_to_end() {
     }
     assert_eq!(m["ytf"]["pairs"], 20);
     let mf = &m["megaface"];
-    let probes = read_features(&artifact(&s, "ensemble_facescrub").join("features.parquet"))
+    let probes = read_features(&s.artifact_dir("ensemble_facescrub").join("features.parquet"))
         .unwrap()
         .len();
     assert_eq!(mf["probes"].as_u64().unwrap() as usize, probes);
@@ -228,7 +224,7 @@ fn features_ensemble_and_evaluation_end_to_end() {
     }
     assert!(r.stdout.contains("evaluate: LFW accuracy"), "{}", r.stdout);
     // `compare`: one markdown row per evaluation, in input order, printed at the end of the run.
-    let md = std::fs::read_to_string(artifact(&s, "compare").join("table.md")).unwrap();
+    let md = std::fs::read_to_string(s.artifact_dir("compare").join("table.md")).unwrap();
     let rows: Vec<&str> = md.lines().filter(|l| l.starts_with("| 1 ") || l.starts_with("| 2 ")).collect();
     assert_eq!(rows.len(), 2, "{md}");
     let pct = |v: &serde_json::Value| format!("{:.2}%", 100.0 * v.as_f64().unwrap());
@@ -258,7 +254,7 @@ fn features_ensemble_and_evaluation_end_to_end() {
     // `metrics`: a row per evaluation, the numbers of its metrics.json; `--history` adds the
     // first run's (m = 4, default) next to the current m = 2 ones.
     let evaluated: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(artifact(&s, "evaluate").join("metrics.json")).unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(s.artifact_dir("evaluate").join("metrics.json")).unwrap()).unwrap();
     let lfw_pct = format!("{:.2}%", 100.0 * evaluated["lfw"]["accuracy"].as_f64().unwrap());
     let r = s.sp(&["metrics", "p.yaml", "--set", "train.m=2"]);
     assert_eq!(r.code, 0, "{}", r.stderr);
@@ -281,7 +277,7 @@ fn features_ensemble_and_evaluation_end_to_end() {
         r.stdout
     );
 
-    python_reads(&artifact(&s, "ensemble_lfw").join("features.parquet"), lfw.len(), 12);
+    python_reads(&s.artifact_dir("ensemble_lfw").join("features.parquet"), lfw.len(), 12);
 }
 
 /// pyarrow and DuckDB read the feature table as is (required in CI).

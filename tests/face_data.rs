@@ -2,8 +2,7 @@
 //! shard, checked against independent facts (the corpus's own record of shared identities,
 //! the reference points, pixel mirroring, file hashes, and other Parquet readers).
 
-mod common;
-use common::Sandbox;
+use crate::common::Sandbox;
 use serde_json::Value;
 use spherepipe_face_datasets::normalize_name;
 use spherepipe_face_table::{decode_rgb, read_rows};
@@ -22,10 +21,6 @@ stages:
   align_lfw: {kind: align, inputs: {images: synth}, params: {format: lfw}}
 "#;
 
-fn artifact(s: &Sandbox, stage: &str) -> PathBuf {
-    s.cache().join("artifacts").join(&s.last_artifacts()[stage])
-}
-
 fn json(p: &Path) -> Value {
     serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
 }
@@ -36,11 +31,11 @@ fn the_face_stages_produce_what_they_promise() {
     s.write(FACES);
     let r = s.run(&[]);
     assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
-    let synth = artifact(&s, "synth");
+    let synth = s.artifact_dir("synth");
     let summary = json(&synth.join("synth.json"));
 
     // dedupe removed exactly the identities the corpus says it shared, by normalised name.
-    let report = json(&artifact(&s, "dedupe").join("report.json"));
+    let report = json(&s.artifact_dir("dedupe").join("report.json"));
     let shared = summary["shared"].as_array().unwrap();
     assert_eq!(report["identities_removed"].as_u64().unwrap() as usize, shared.len());
     for removed in report["removed"].as_array().unwrap() {
@@ -52,7 +47,7 @@ fn the_face_stages_produce_what_they_promise() {
             "{removed}"
         );
     }
-    let samples = std::fs::read_to_string(artifact(&s, "dedupe").join("samples.tsv")).unwrap();
+    let samples = std::fs::read_to_string(s.artifact_dir("dedupe").join("samples.tsv")).unwrap();
     let labels: BTreeSet<u32> = samples
         .lines()
         .skip(1)
@@ -62,7 +57,7 @@ fn the_face_stages_produce_what_they_promise() {
     let n_samples = samples.lines().count() - 1;
 
     // align: every kept sample, 112x96, landmarks carried onto the SphereFace reference.
-    let aligned = read_rows(&artifact(&s, "align").join("faces.parquet")).unwrap();
+    let aligned = read_rows(&s.artifact_dir("align").join("faces.parquet")).unwrap();
     assert_eq!(aligned.len(), n_samples);
     let reference = [
         30.2946, 51.6963, 65.5318, 51.5014, 48.0252, 71.7366, 33.5493, 92.3655, 62.7299, 92.2041,
@@ -77,7 +72,7 @@ fn the_face_stages_produce_what_they_promise() {
     assert!(err < 3.0, "mean landmark distance to the reference after alignment: {err:.2} px");
 
     // flip: each face followed by its exact mirror.
-    let flipped = read_rows(&artifact(&s, "flip").join("faces.parquet")).unwrap();
+    let flipped = read_rows(&s.artifact_dir("flip").join("faces.parquet")).unwrap();
     assert_eq!(flipped.len(), 2 * aligned.len());
     for pair in flipped.chunks(2).take(5) {
         assert!(!pair[0].flipped && pair[1].flipped && pair[0].source == pair[1].source);
@@ -94,7 +89,7 @@ fn the_face_stages_produce_what_they_promise() {
     }
 
     // shard: the manifest matches the files, which hold every flipped row once, shuffled.
-    let dir = artifact(&s, "shard");
+    let dir = s.artifact_dir("shard");
     let manifest = json(&dir.join("manifest.json"));
     assert_eq!(manifest["rows"].as_u64().unwrap() as usize, flipped.len());
     let mut all = Vec::new();
@@ -218,7 +213,7 @@ fn corpus_dataset(s: &Sandbox) -> PathBuf {
     let synth = Sandbox::new();
     synth.write("name: c\nseed: 5\nstages:\n  synth: {kind: synth, params: {preset: tiny}}\n");
     assert_eq!(synth.run(&[]).code, 0);
-    let src = artifact(&synth, "synth");
+    let src = synth.artifact_dir("synth");
     let dst = s.path().join("corpus");
     copy_dir(&src, &dst);
     dst
@@ -250,8 +245,8 @@ fn dedupe_phash_finds_a_test_image_copied_into_training() {
     s.write("name: p\ndatasets:\n  corpus: {path: corpus}\nstages:\n  d: {kind: dedupe, inputs: {train: corpus, tests: [corpus]}, params: {phash: true, phash_threshold: 0}}\n  plain: {kind: dedupe, inputs: {train: corpus, tests: [corpus]}}\n");
     let r = s.run(&[]);
     assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
-    let with = json(&artifact(&s, "d").join("report.json"));
-    let without = json(&artifact(&s, "plain").join("report.json"));
+    let with = json(&s.artifact_dir("d").join("report.json"));
+    let without = json(&s.artifact_dir("plain").join("report.json"));
     let near = with["near_duplicates"].as_array().unwrap();
     assert!(
         near.iter()
@@ -270,13 +265,13 @@ fn synth_sizes_override_the_preset_and_are_checked() {
     s.write("name: z\nstages:\n  synth: {kind: synth, params: {preset: tiny, sizes: {casia_identities: 4, casia_images: [2, 2], shared_identities: 1, distractors: 10}}}\n");
     let r = s.run(&[]);
     assert_eq!(r.code, 0, "{}", r.stderr);
-    let summary = json(&artifact(&s, "synth").join("synth.json"));
+    let summary = json(&s.artifact_dir("synth").join("synth.json"));
     assert_eq!(
         (summary["casia_images"].as_u64(), summary["distractor_images"].as_u64()),
         (Some(8), Some(10))
     );
     assert_eq!(summary["shared"].as_array().unwrap().len(), 1);
-    let names = std::fs::read_to_string(artifact(&s, "synth").join("casia/names.txt")).unwrap();
+    let names = std::fs::read_to_string(s.artifact_dir("synth").join("casia/names.txt")).unwrap();
     assert_eq!(names.lines().count(), 4);
 
     s.write("name: z\nstages:\n  synth: {kind: synth, params: {preset: tiny, sizes: {casia_images: [5, 2]}}}\n");
@@ -311,7 +306,7 @@ fn corrupt_images_and_bad_landmarks_are_skipped_and_reported() {
     s.write("name: bad\ndatasets:\n  corpus: {path: corpus}\nstages:\n  align: {kind: align, inputs: {images: corpus}}\n");
     let r = s.run(&[]);
     assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
-    let report = json(&artifact(&s, "align").join("report.json"));
+    let report = json(&s.artifact_dir("align").join("report.json"));
     assert_eq!(report["corrupt"].as_array().unwrap().len(), 1, "{report}");
     assert_eq!(report["corrupt"][0]["image"], lines[0].split('\t').next().unwrap());
     assert_eq!(report["bad_landmarks"].as_array().unwrap().len(), 1);

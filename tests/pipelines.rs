@@ -2,8 +2,7 @@
 //! stops without its data, naming the layout, then resolves once a corpus in that layout is
 //! in place.
 
-mod common;
-use common::Sandbox;
+use crate::common::Sandbox;
 use std::path::Path;
 
 fn repo() -> &'static Path {

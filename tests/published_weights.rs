@@ -4,9 +4,7 @@
 //! `train` with `init` and `steps: 0` keeps those weights, `extract` must reproduce the
 //! features, mirror half included, to 1e-4 — and only when it feeds BGR.
 
-mod common;
-
-use common::Sandbox;
+use crate::common::Sandbox;
 use spherepipe_face_table::features::{read_features, Features};
 use spherepipe_face_table::{write_rows, FaceRow};
 use std::path::{Path, PathBuf};

@@ -1,9 +1,7 @@
 //! The `train` stage end to end on the tiny corpus: outputs, a loss that falls, exact resume
 //! after a SIGKILL, and a param change that reruns training but nothing before it.
 
-mod common;
-use common::Sandbox;
-use std::path::PathBuf;
+use crate::common::Sandbox;
 use std::time::{Duration, Instant};
 
 fn pipeline(steps: u32, m: u32) -> String {
@@ -17,12 +15,8 @@ stages:
     inputs: {{shards: shard}}
     params: {{net: sphere4, width: 0.125, features: 32, m: {m}, batch: 8, steps: {steps}, lr: 0.01, milestones: [1000], checkpoint_every: 5, lambda_gamma: 1.0}}
 "#,
-        data = common::TINY_DATA
+        data = crate::common::TINY_DATA
     )
-}
-
-fn artifact(s: &Sandbox, stage: &str) -> PathBuf {
-    s.cache().join("artifacts").join(&s.last_artifacts()[stage])
 }
 
 /// Tensor names in a safetensors file, read from its JSON header by hand.
@@ -47,7 +41,7 @@ fn training_writes_weights_metrics_and_curve_and_resumes_exactly_after_a_kill() 
     s.write(&pipeline(20, 4));
     let r = s.run(&[]);
     assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
-    let dir = artifact(&s, "train");
+    let dir = s.artifact_dir("train");
     let names = tensor_names(&dir.join("model.safetensors"));
     // SphereFace-4 under the sphere20a names: a stride-2 conv + PReLU per stage, fc5, fc6.
     let mut want: Vec<String> = (1..=4)

@@ -1,6 +1,5 @@
 //! Helpers for the end-to-end tests: a scratch directory with a pipeline file and its cache,
 //! and a way to run the test binary there and read back what it did.
-#![allow(dead_code)] // each test file uses a different part of this module
 
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -106,6 +105,10 @@ impl Sandbox {
     /// stage -> artifact hash of the last run.
     pub fn last_artifacts(&self) -> BTreeMap<String, String> {
         self.last_field("artifact")
+    }
+    /// The artifact directory of `stage` in the last run.
+    pub fn artifact_dir(&self, stage: &str) -> PathBuf {
+        self.cache().join("artifacts").join(&self.last_artifacts()[stage])
     }
     pub fn artifact_file(&self, hash: &str, file: &str) -> String {
         std::fs::read_to_string(self.cache().join("artifacts").join(hash).join(file)).expect("artifact file")

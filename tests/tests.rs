@@ -1,0 +1,14 @@
+//! End-to-end tests of the `spherepipe` command: one test binary (fewer links than one per
+//! file), a module per area, sharing `common`. ARCHITECTURE.md's Testing section says what
+//! each module covers.
+
+mod bad_input;
+mod commands;
+mod common;
+mod crash_and_concurrency;
+mod engine_runs;
+mod evaluate;
+mod face_data;
+mod pipelines;
+mod published_weights;
+mod train;
