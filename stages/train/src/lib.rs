@@ -8,14 +8,15 @@
 
 mod card;
 mod curve;
+mod params;
 
 pub use card::ModelCard;
+pub use params::{loss_named, TrainParams, LOSSES};
 
 use anyhow::{bail, Context};
 use spherepipe_face_loader::{Channels, Loader, LoaderConfig, Patch};
-use spherepipe_nn::margin::{Lambda, Loss};
-use spherepipe_nn::sphere::SphereConfig;
-use spherepipe_nn::train::{StepMetrics, TrainConfig, Trainer};
+use spherepipe_nn::margin::Loss;
+use spherepipe_nn::train::{StepMetrics, Trainer};
 use spherepipe_stage::{InputSpec, ParamSpec, ParamType, Params, Stage, StageContext};
 use spherepipe_stage_shard::ShardManifest;
 use std::path::{Path, PathBuf};
@@ -23,24 +24,9 @@ use std::time::Instant;
 
 pub struct Train;
 
-const LOSSES: [&str; 5] = ["softmax", "modified-softmax", "a-softmax", "cosface", "arcface"];
-
-/// The loss named by the params.
+/// The loss named by the params (`loss` and its settings).
 pub fn loss_from(p: &Params) -> anyhow::Result<Loss> {
-    Ok(match p.str("loss")? {
-        "softmax" => Loss::Softmax,
-        "modified-softmax" => Loss::ModifiedSoftmax,
-        "a-softmax" => Loss::ASoftmax { m: p.i64("m")? as u32 },
-        "cosface" => Loss::CosFace {
-            s: p.f64("scale")?,
-            m: p.f64("margin")?,
-        },
-        "arcface" => Loss::ArcFace {
-            s: p.f64("scale")?,
-            m: p.f64("margin")?,
-        },
-        other => bail!("param `loss`: unknown loss `{other}` (use one of {})", LOSSES.join(", ")),
-    })
+    loss_named(p.str("loss")?, p)
 }
 
 impl Stage for Train {
@@ -56,96 +42,7 @@ impl Stage for Train {
         "SphereFace CNN + A-Softmax (or softmax/modified-softmax/cosface/arcface) training"
     }
     fn params(&self) -> Vec<ParamSpec> {
-        vec![
-            ParamSpec::new(
-                "net",
-                ParamType::Choice(&["sphere4", "sphere10", "sphere20", "sphere36", "sphere64"]),
-                "sphere20",
-                "network depth (paper Table 2)",
-            ),
-            ParamSpec::new(
-                "width",
-                ParamType::float_range(0.01, 4.0),
-                1.0,
-                "channel multiplier (64/128/256/512 at 1.0)",
-            ),
-            ParamSpec::new(
-                "features",
-                ParamType::int_range(2, 4096),
-                512,
-                "FC1 size (2 or 3 to plot features like the paper's Fig. 2)",
-            ),
-            ParamSpec::new("loss", ParamType::Choice(&LOSSES), "a-softmax", "classification loss"),
-            ParamSpec::new("m", ParamType::int_range(1, 4), 4, "A-Softmax angular margin"),
-            ParamSpec::new(
-                "lambda_base",
-                ParamType::float_range(0.0, 1e9),
-                1000.0,
-                "λ = max(λ_min, base (1 + γ iter)^-power)",
-            ),
-            ParamSpec::new("lambda_gamma", ParamType::float_range(0.0, 1e3), 0.12, "λ annealing γ"),
-            ParamSpec::new("lambda_power", ParamType::float_range(0.0, 100.0), 1.0, "λ annealing power"),
-            ParamSpec::new("lambda_min", ParamType::float_range(0.0, 1e9), 5.0, "λ floor"),
-            ParamSpec::new("scale", ParamType::float_range(0.0, 1e4), 30.0, "s for cosface/arcface"),
-            ParamSpec::new(
-                "margin",
-                ParamType::float_range(0.0, 3.0),
-                0.35,
-                "m for cosface (0.35) / arcface (0.5)",
-            ),
-            ParamSpec::new("lr", ParamType::float_range(0.0, 10.0), 0.1, "base learning rate"),
-            ParamSpec::new(
-                "milestones",
-                ParamType::list(ParamType::Int { min: Some(0), max: None }),
-                vec![16_000, 24_000],
-                "steps where the learning rate is divided by 10",
-            ),
-            ParamSpec::new(
-                "steps",
-                ParamType::Int { min: Some(0), max: None },
-                28_000,
-                "training iterations (0 with `init`: the given weights as they are, e.g. a published model to extract features with)",
-            ),
-            ParamSpec::new("batch", ParamType::int_range(1, 4096), 256, "images per step"),
-            ParamSpec::new("momentum", ParamType::float_range(0.0, 1.0), 0.9, "SGD momentum"),
-            ParamSpec::new("weight_decay", ParamType::float_range(0.0, 1.0), 5e-4, "L2 weight decay"),
-            ParamSpec::new(
-                "random_flip",
-                ParamType::float_range(0.0, 1.0),
-                0.0,
-                "probability of mirroring each training image on the fly",
-            ),
-            ParamSpec::new(
-                "shuffle_buffer",
-                ParamType::Int { min: Some(1), max: None },
-                8192,
-                "rows held for shuffling",
-            ),
-            ParamSpec::new(
-                "checkpoint_every",
-                ParamType::Int { min: Some(1), max: None },
-                1000,
-                "steps between checkpoints",
-            ),
-            ParamSpec::new(
-                "patch",
-                ParamType::Any,
-                serde_json::Value::Null,
-                "crop box {name, box: [x, y, w, h]} on the aligned face, resized to the face size (3-patch ensemble); null = whole face",
-            ),
-            ParamSpec::new(
-                "channels",
-                ParamType::Choice(&Channels::NAMES),
-                "bgr",
-                "colour order fed to the network: bgr, as the published SphereFace models were trained (weights given through `init` are taken to be BGR), or rgb",
-            ),
-            ParamSpec::new(
-                "device",
-                ParamType::Choice(&spherepipe_nn::DEVICE_NAMES),
-                "cpu",
-                "cpu (default), cuda, wgpu (need cargo features), auto",
-            ),
-        ]
+        [network_params(), loss_params(), optimiser_params(), input_params()].concat()
     }
     fn inputs(&self) -> Vec<InputSpec> {
         vec![
@@ -161,27 +58,21 @@ impl Stage for Train {
         true
     }
     fn validate(&self, p: &Params) -> Result<(), String> {
-        let loss = p.str("loss").map_err(|e| e.to_string())?;
-        if loss == "arcface" && p.f64("margin").map_err(|e| e.to_string())? > 1.5 {
-            return Err("arcface margin above 1.5 rad makes θ + m wrap past π; use about 0.5".into());
-        }
-        // The box is checked against the face size when the shards are read; its shape now.
-        Patch::parse_box(p.raw("patch").map_err(|e| e.to_string())?)?;
-        Ok(())
+        TrainParams::from_params(p).map(|_| ()).map_err(|e| format!("{e:#}"))
     }
     fn run(&self, ctx: &StageContext<'_>) -> anyhow::Result<()> {
-        let p = ctx.params;
+        let p = TrainParams::from_params(ctx.params)?;
         let shards = ShardSet::read(ctx.inputs.one("shards")?)?;
         let init = ctx.inputs.many("init").first().cloned();
-        let steps = p.i64("steps")? as u64;
+        let steps = p.steps;
         if steps == 0 && init.is_none() {
             bail!("`steps: 0` keeps the initial weights, so it needs weights to keep: bind `init` (or train for some steps)");
         }
         let input = probe_input_size(&shards.files)?;
-        let patch = Patch::from_param(p.raw("patch")?, input).map_err(|e| anyhow::anyhow!("param `patch`: {e}"))?;
-        let channels = Channels::named(p.str("channels")?).context("param `channels`: use bgr or rgb")?;
-        let cfg = train_config(p, input, shards.classes)?;
-        let device = spherepipe_nn::device_named(p.str("device")?)?;
+        let patch = Patch::from_param(&p.patch, input).map_err(|e| anyhow::anyhow!("param `patch`: {e}"))?;
+        let channels = p.channels;
+        let cfg = p.config(input, shards.classes);
+        let device = spherepipe_nn::device_named(&p.device)?;
         let mut trainer = Trainer::new(cfg.clone(), &device, ctx.seed)?;
         if let Some(init) = init {
             trainer.load_weights(&if init.is_dir() { init.join("model.safetensors") } else { init })?;
@@ -191,9 +82,9 @@ impl Stage for Train {
         let loader = Loader::new(
             shards.files,
             LoaderConfig {
-                batch: p.i64("batch")? as usize,
-                shuffle_buffer: p.i64("shuffle_buffer")? as usize,
-                flip: p.f64("random_flip")?,
+                batch: p.batch,
+                shuffle_buffer: p.shuffle_buffer,
+                flip: p.random_flip,
                 seed: ctx.seed,
                 prefetch: 4,
                 skip_batches: trainer.step,
@@ -201,27 +92,19 @@ impl Stage for Train {
                 channels,
             },
         )?;
-        train_steps(
-            &mut trainer,
-            &loader,
-            &mut metrics,
-            steps,
-            p.i64("checkpoint_every")? as u64,
-            &ckpt,
-            ctx,
-        )?;
+        train_steps(&mut trainer, &loader, &mut metrics, steps, p.checkpoint_every, &ckpt, ctx)?;
 
         trainer.save_weights(&ctx.out_dir.join("model.safetensors"))?;
         let last: Vec<&StepMetrics> = metrics.iter().rev().take(20).map(|m| &m.0).collect();
         let mean = |f: fn(&StepMetrics) -> f64| (!last.is_empty()).then(|| last.iter().map(|m| f(m)).sum::<f64>() / last.len() as f64);
         ModelCard {
             net: cfg.net,
-            patch: p.raw("patch")?.clone(),
+            patch: p.patch.clone(),
             channels,
             softmax_head: matches!(cfg.loss, Loss::Softmax),
             classes: shards.classes,
-            loss: p.str("loss")?.to_owned(),
-            params: p.0.clone(),
+            loss: p.loss_name.clone(),
+            params: ctx.params.0.clone(),
             steps,
             final_loss: mean(|m| m.loss),
             final_accuracy: mean(|m| m.accuracy),
@@ -235,6 +118,118 @@ impl Stage for Train {
         )?;
         Ok(())
     }
+}
+
+/// The network: depth, width, FC1 size.
+fn network_params() -> Vec<ParamSpec> {
+    vec![
+        ParamSpec::new(
+            "net",
+            ParamType::Choice(&["sphere4", "sphere10", "sphere20", "sphere36", "sphere64"]),
+            "sphere20",
+            "network depth (paper Table 2)",
+        ),
+        ParamSpec::new(
+            "width",
+            ParamType::float_range(0.01, 4.0),
+            1.0,
+            "channel multiplier (64/128/256/512 at 1.0)",
+        ),
+        ParamSpec::new(
+            "features",
+            ParamType::int_range(2, 4096),
+            512,
+            "FC1 size (2 or 3 to plot features like the paper's Fig. 2)",
+        ),
+    ]
+}
+
+/// The loss and its settings (A-Softmax's m and λ annealing; CosFace/ArcFace scale and margin).
+fn loss_params() -> Vec<ParamSpec> {
+    vec![
+        ParamSpec::new("loss", ParamType::Choice(&LOSSES), "a-softmax", "classification loss"),
+        ParamSpec::new("m", ParamType::int_range(1, 4), 4, "A-Softmax angular margin"),
+        ParamSpec::new(
+            "lambda_base",
+            ParamType::float_range(0.0, 1e9),
+            1000.0,
+            "λ = max(λ_min, base (1 + γ iter)^-power)",
+        ),
+        ParamSpec::new("lambda_gamma", ParamType::float_range(0.0, 1e3), 0.12, "λ annealing γ"),
+        ParamSpec::new("lambda_power", ParamType::float_range(0.0, 100.0), 1.0, "λ annealing power"),
+        ParamSpec::new("lambda_min", ParamType::float_range(0.0, 1e9), 5.0, "λ floor"),
+        ParamSpec::new("scale", ParamType::float_range(0.0, 1e4), 30.0, "s for cosface/arcface"),
+        ParamSpec::new(
+            "margin",
+            ParamType::float_range(0.0, 3.0),
+            0.35,
+            "m for cosface (0.35) / arcface (0.5)",
+        ),
+    ]
+}
+
+/// SGD and its schedule.
+fn optimiser_params() -> Vec<ParamSpec> {
+    vec![
+        ParamSpec::new("lr", ParamType::float_range(0.0, 10.0), 0.1, "base learning rate"),
+        ParamSpec::new(
+            "milestones",
+            ParamType::list(ParamType::Int { min: Some(0), max: None }),
+            vec![16_000, 24_000],
+            "steps where the learning rate is divided by 10",
+        ),
+        ParamSpec::new(
+            "steps",
+            ParamType::Int { min: Some(0), max: None },
+            28_000,
+            "training iterations (0 with `init`: the given weights as they are, e.g. a published model to extract features with)",
+        ),
+        ParamSpec::new("batch", ParamType::int_range(1, 4096), 256, "images per step"),
+        ParamSpec::new("momentum", ParamType::float_range(0.0, 1.0), 0.9, "SGD momentum"),
+        ParamSpec::new("weight_decay", ParamType::float_range(0.0, 1.0), 5e-4, "L2 weight decay"),
+    ]
+}
+
+/// What the network is fed and where it runs: flips, shuffling, crops, colour order, checkpoints, device.
+fn input_params() -> Vec<ParamSpec> {
+    vec![
+        ParamSpec::new(
+            "random_flip",
+            ParamType::float_range(0.0, 1.0),
+            0.0,
+            "probability of mirroring each training image on the fly",
+        ),
+        ParamSpec::new(
+            "shuffle_buffer",
+            ParamType::Int { min: Some(1), max: None },
+            8192,
+            "rows held for shuffling",
+        ),
+        ParamSpec::new(
+            "checkpoint_every",
+            ParamType::Int { min: Some(1), max: None },
+            1000,
+            "steps between checkpoints",
+        ),
+        ParamSpec::new(
+            "patch",
+            ParamType::Any,
+            serde_json::Value::Null,
+            "crop box {name, box: [x, y, w, h]} on the aligned face, resized to the face size (3-patch ensemble); null = whole face",
+        ),
+        ParamSpec::new(
+            "channels",
+            ParamType::Choice(&Channels::NAMES),
+            "bgr",
+            "colour order fed to the network: bgr, as the published SphereFace models were trained (weights given through `init` are taken to be BGR), or rgb",
+        ),
+        ParamSpec::new(
+            "device",
+            ParamType::Choice(&spherepipe_nn::DEVICE_NAMES),
+            "cpu",
+            "cpu (default), cuda, wgpu (need cargo features), auto",
+        ),
+    ]
 }
 
 /// The shard files and class count of a `shard` artifact, from its `manifest.json`.
@@ -273,31 +268,6 @@ fn probe_input_size(files: &[PathBuf]) -> anyhow::Result<[usize; 2]> {
     )?
     .next_batch()?;
     Ok([probe.height, probe.width])
-}
-
-/// The network, loss and optimiser settings of the params, for faces of size `input`.
-fn train_config(p: &Params, input: [usize; 2], classes: usize) -> anyhow::Result<TrainConfig> {
-    let depth: usize = p.str("net")?.trim_start_matches("sphere").parse()?;
-    Ok(TrainConfig {
-        net: SphereConfig {
-            depth,
-            width: p.f64("width")?,
-            features: p.i64("features")? as usize,
-            input,
-        },
-        classes,
-        loss: loss_from(p)?,
-        lambda: Lambda {
-            base: p.f64("lambda_base")?,
-            gamma: p.f64("lambda_gamma")?,
-            power: p.f64("lambda_power")?,
-            min: p.f64("lambda_min")?,
-        },
-        lr: p.f64("lr")?,
-        milestones: p.get("milestones")?,
-        momentum: p.f64("momentum")?,
-        weight_decay: p.f64("weight_decay")?,
-    })
 }
 
 /// Resumes from the scratch checkpoint of an earlier attempt, if any: the trainer's state and
@@ -440,6 +410,35 @@ mod tests {
             p.0.insert(k.to_owned(), v);
         }
         p
+    }
+
+    /// The kind's declared defaults, as a pipeline file that sets nothing resolves them.
+    fn defaults() -> Params {
+        Params(
+            Train
+                .params()
+                .into_iter()
+                .filter_map(|s| Some((s.name.to_owned(), s.default?)))
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn params_are_read_once_with_their_checks() {
+        let t = TrainParams::from_params(&defaults()).unwrap();
+        assert_eq!((t.depth, t.batch, t.steps, t.channels), (20, 256, 28_000, Channels::Bgr));
+        assert!(matches!(t.loss, Loss::ASoftmax { m: 4 }));
+        assert_eq!(t.config([112, 96], 10).net.input, [112, 96]);
+        let mut p = defaults();
+        p.0.insert("loss".into(), "arcface".into());
+        p.0.insert("margin".into(), 2.0.into());
+        assert_eq!(
+            Train.validate(&p).unwrap_err(),
+            "arcface margin above 1.5 rad makes θ + m wrap past π; use about 0.5"
+        );
+        let mut p = defaults();
+        p.0.insert("patch".into(), serde_json::json!({"name": "eyes"}));
+        assert!(Train.validate(&p).unwrap_err().contains("needs `box: [x, y, width, height]`"));
     }
 
     #[test]
