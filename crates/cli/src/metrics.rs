@@ -14,7 +14,10 @@ use spherepipe_store::Store;
 pub use spherepipe_headline::{table, Row};
 
 fn headline(store: &Store, artifact: &str) -> Option<Vec<(String, Value)>> {
+    // Artifacts of other kinds have no headline; they make no row.
     spherepipe_headline::read(&store.artifact_dir(artifact).join("metrics.json"))
+        .ok()
+        .map(|h| h.0)
 }
 
 /// Rows for the current resolution, then (with `history`) earlier runs' other artifacts.

@@ -4,22 +4,62 @@
 //! `spherepipe metrics` prints one across a pipeline's stages and runs; the `compare` stage
 //! writes one into an artifact.
 
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
+/// A result's key numbers, as `[name, value]` pairs: what the model was, then its figures.
+/// Written into `metrics.json` by the stage that evaluates and read back through this type.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Headline(pub Vec<(String, Value)>);
+
+impl Headline {
+    /// Appends one figure.
+    pub fn push(&mut self, name: &str, value: Value) {
+        self.0.push((name.to_owned(), value));
+    }
+}
+
+/// The part of a `metrics.json` that other stages read (the rest is the evaluation's own).
+#[derive(Deserialize)]
+struct WithHeadline {
+    headline: Headline,
+}
+
+/// Why a `metrics.json` gave no headline.
+#[derive(Debug, thiserror::Error)]
+pub enum HeadlineError {
+    /// There is no such file.
+    #[error("{0} does not exist")]
+    Missing(PathBuf),
+    /// The file is not JSON with a `headline` list of `[name, value]` pairs.
+    #[error("{path} has no `headline` list of [name, value] pairs ({why})")]
+    Malformed {
+        /// The file.
+        path: PathBuf,
+        /// What the JSON reader said.
+        why: String,
+    },
+}
+
+/// A row of a comparison table: its label and its headline figures.
 pub struct Row {
+    /// The row's label (a stage name, a run's `--set`, a number).
     pub label: String,
+    /// The figures, in headline order.
     pub values: Vec<(String, Value)>,
 }
 
-/// The `headline` of a `metrics.json`, if it has one.
-pub fn read(metrics_json: &Path) -> Option<Vec<(String, Value)>> {
-    let m: Value = serde_json::from_str(&std::fs::read_to_string(metrics_json).ok()?).ok()?;
-    m.get("headline")?
-        .as_array()?
-        .iter()
-        .map(|p| Some((p.get(0)?.as_str()?.to_owned(), p.get(1)?.clone())))
-        .collect()
+/// The `headline` of a `metrics.json`.
+pub fn read(metrics_json: &Path) -> Result<Headline, HeadlineError> {
+    let text = std::fs::read_to_string(metrics_json).map_err(|_| HeadlineError::Missing(metrics_json.to_path_buf()))?;
+    serde_json::from_str::<WithHeadline>(&text)
+        .map(|m| m.headline)
+        .map_err(|e| HeadlineError::Malformed {
+            path: metrics_json.to_path_buf(),
+            why: e.to_string(),
+        })
 }
 
 pub fn cell(v: &Value) -> String {
@@ -109,6 +149,29 @@ pub fn markdown(rows: &[Row], first: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_headline_is_written_as_pairs_and_read_back_from_metrics_json() {
+        let d = tempfile::tempdir().unwrap();
+        let mut h = Headline::default();
+        h.push("net", Value::from("sphere20 w1"));
+        h.push("LFW", Value::from(0.9925));
+        let file = d.path().join("metrics.json");
+        let metrics = serde_json::json!({"lfw": {"accuracy": 0.9925}, "headline": h});
+        assert_eq!(metrics["headline"], serde_json::json!([["net", "sphere20 w1"], ["LFW", 0.9925]]));
+        std::fs::write(&file, metrics.to_string()).unwrap();
+        assert_eq!(read(&file).unwrap(), h);
+        std::fs::write(&file, r#"{"headline": [["LFW"]]}"#).unwrap();
+        let e = read(&file).unwrap_err().to_string();
+        assert!(
+            e.starts_with(&format!("{} has no `headline` list of [name, value] pairs (", file.display())),
+            "{e}"
+        );
+        std::fs::write(&file, r#"{"lfw": {}}"#).unwrap();
+        assert!(read(&file).unwrap_err().to_string().contains("missing field `headline`"));
+        let gone = d.path().join("nothing.json");
+        assert_eq!(read(&gone).unwrap_err().to_string(), format!("{} does not exist", gone.display()));
+    }
 
     #[test]
     fn columns_are_the_union_in_first_seen_order() {

@@ -27,15 +27,10 @@ impl Stage for Compare {
     fn run(&self, ctx: &StageContext<'_>) -> anyhow::Result<()> {
         let mut rows = Vec::new();
         for (i, dir) in ctx.inputs.many("results").iter().enumerate() {
-            let Some(values) = read(&dir.join("metrics.json")) else {
-                bail!(
-                    "{} has no metrics.json with a headline: bind `results` to evaluate stages",
-                    dir.display()
-                );
-            };
+            let headline = read(&dir.join("metrics.json")).map_err(|e| anyhow::anyhow!("{e}: bind `results` to evaluate stages"))?;
             rows.push(Row {
                 label: format!("{}", i + 1),
-                values,
+                values: headline.0,
             });
         }
         if rows.is_empty() {

@@ -338,7 +338,7 @@ impl<'a> Evaluation<'a> {
             plots.curve = report::read_curve(&m.join("metrics.csv"));
         }
         let headline = report::headline(&Value::Object(metrics.clone()));
-        metrics.insert("headline".into(), headline);
+        metrics.insert("headline".into(), serde_json::to_value(&headline)?);
         let metrics = Value::Object(metrics);
         std::fs::write(ctx.out_dir.join("metrics.json"), serde_json::to_string_pretty(&metrics)?)?;
         let images = plots.draw(ctx.out_dir)?;

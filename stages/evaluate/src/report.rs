@@ -2,6 +2,7 @@
 
 use serde_json::Value;
 use spherepipe_face_table::features::Features;
+use spherepipe_headline::Headline;
 use spherepipe_plot::{feature_plot, Chart, Series, Style, PALETTE};
 use std::fmt::Write as _;
 use std::path::Path;
@@ -151,9 +152,9 @@ fn pct(v: &Value) -> String {
 
 /// `[name, value]` pairs `spherepipe metrics` tabulates across stages and runs: what the
 /// model was, then the headline numbers.
-pub fn headline(m: &Value) -> Value {
-    let mut h: Vec<Value> = Vec::new();
-    let mut add = |k: &str, v: Value| h.push(Value::Array(vec![Value::from(k), v]));
+pub fn headline(m: &Value) -> Headline {
+    let mut h = Headline::default();
+    let mut add = |k: &str, v: Value| h.push(k, v);
     if let Some(model) = m.get("model").filter(|v| !v.is_null()) {
         let loss = model["loss"].as_str().unwrap_or("?");
         let margin = match loss {
@@ -182,7 +183,7 @@ pub fn headline(m: &Value) -> Value {
     if let Some(f) = m.pointer("/angular_fisher_score/lfw").filter(|v| !v.is_null()) {
         add("A-Fisher (LFW)", Value::from(format!("{:.4}", f.as_f64().unwrap_or(f64::NAN))));
     }
-    Value::Array(h)
+    h
 }
 
 /// The line `spherepipe run` prints at the end.
