@@ -6,9 +6,11 @@
 //! directories into files in an empty output directory. Everything about ordering, caching,
 //! hashing and concurrency belongs to the engine; a stage only sees a [`StageContext`].
 
+mod contract;
 mod params;
 mod progress;
 
+pub use contract::{read_contract, write_contract};
 pub use params::{did_you_mean, edit_distance, nearest, ParamError, ParamSpec, ParamType, Params};
 pub use progress::{CancelToken, Cancelled, Progress, ProgressSink};
 

@@ -2,8 +2,8 @@
 //! written and read here. Fields are declared in alphabetical order, the order the file has
 //! always had, so the artifact's bytes (and every fingerprint after it) stay as they were.
 
-use anyhow::Context;
 use serde::{Deserialize, Serialize};
+use spherepipe_stage::{read_contract, write_contract};
 use std::path::{Path, PathBuf};
 
 /// What a shard artifact holds.
@@ -52,21 +52,12 @@ impl ShardManifest {
 
     /// Reads `manifest.json` from a shard artifact, naming the file and the fix on failure.
     pub fn read(dir: &Path) -> anyhow::Result<ShardManifest> {
-        let path = dir.join(Self::FILE);
-        let text = std::fs::read_to_string(&path)
-            .with_context(|| format!("{} has no {}: bind `shards` to a shard stage", dir.display(), Self::FILE))?;
-        serde_json::from_str(&text).with_context(|| {
-            format!(
-                "{} is not the manifest of this spherepipe's `shard` (written by another version?): rerun the shard stage",
-                path.display()
-            )
-        })
+        read_contract(dir, Self::FILE, "bind `shards` to a shard stage", "shard")
     }
 
     /// Writes `manifest.json` into `dir`.
     pub fn write(&self, dir: &Path) -> anyhow::Result<()> {
-        let path = dir.join(Self::FILE);
-        std::fs::write(&path, serde_json::to_string_pretty(self)?).with_context(|| format!("writing {}", path.display()))
+        write_contract(dir, Self::FILE, self)
     }
 
     /// The shard files' paths under the artifact directory `dir`.

@@ -2,10 +2,10 @@
 //! (`extract` rebuilds the network from it; `evaluate` copies it into its metrics): one serde
 //! struct, written and read here, so a field cannot be misspelt on one side only.
 
-use anyhow::Context;
 use serde::{Deserialize, Serialize};
 use spherepipe_face_loader::Channels;
 use spherepipe_nn::sphere::SphereConfig;
+use spherepipe_stage::{read_contract, write_contract};
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -41,21 +41,12 @@ impl ModelCard {
 
     /// Reads `model.json` from a model directory, naming the file and the fix on failure.
     pub fn read(dir: &Path) -> anyhow::Result<ModelCard> {
-        let path = dir.join(Self::FILE);
-        let text = std::fs::read_to_string(&path)
-            .with_context(|| format!("{} has no {}: bind `model` to a train stage", dir.display(), Self::FILE))?;
-        serde_json::from_str(&text).with_context(|| {
-            format!(
-                "{} is not the model.json of this spherepipe's `train` (written by another version?): rerun the train stage",
-                path.display()
-            )
-        })
+        read_contract(dir, Self::FILE, "bind `model` to a train stage", "train")
     }
 
     /// Writes `model.json` into `dir`.
     pub fn write(&self, dir: &Path) -> anyhow::Result<()> {
-        let path = dir.join(Self::FILE);
-        std::fs::write(&path, serde_json::to_string_pretty(self)?).with_context(|| format!("writing {}", path.display()))
+        write_contract(dir, Self::FILE, self)
     }
 }
 
