@@ -7,17 +7,18 @@
 //! 2. writing the aligned + mirrored faces as one zstd Parquet file (MB/s of file written).
 //!    Peers: `../shared/bench/peers.py` (OpenCV align, 1 thread; pyarrow zstd write).
 
+mod support;
+
 use rayon::prelude::*;
 use spherepipe_face_datasets::read_landmark_list;
 use spherepipe_face_table::{write_rows, FaceRow};
 use std::time::Instant;
 
 fn main() -> anyhow::Result<()> {
-    if std::env::args().any(|a| a == "--list") {
+    if support::listing_only() {
         return Ok(());
     }
-    let preset_name = std::env::var("PRESET").unwrap_or_else(|_| "demo".into());
-    let preset = spherepipe_synthface::Preset::named(&preset_name).ok_or_else(|| anyhow::anyhow!("unknown PRESET"))?;
+    let (preset_name, preset) = support::preset_from_env()?;
     let tmp = tempfile::tempdir()?;
     let corpus = tmp.path().join("corpus");
     let t = Instant::now();

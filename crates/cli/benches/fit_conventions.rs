@@ -7,6 +7,8 @@
 //! of where the two place each landmark in the crop (pixels apart) and of the ratio of their
 //! scales (cp2tform / Umeyama, never below 1).
 
+mod support;
+
 use spherepipe_face_datasets::{read_landmark_list, read_megaface_list, Listing};
 use spherepipe_face_geometry::{apply, cp2tform, umeyama, SPHEREFACE_REFERENCE};
 
@@ -72,11 +74,10 @@ fn quantiles(v: &[f64]) -> [f64; 3] {
 }
 
 fn main() -> anyhow::Result<()> {
-    if std::env::args().any(|a| a == "--list") {
+    if support::listing_only() {
         return Ok(());
     }
-    let preset_name = std::env::var("PRESET").unwrap_or_else(|_| "demo".into());
-    let preset = spherepipe_synthface::Preset::named(&preset_name).ok_or_else(|| anyhow::anyhow!("unknown PRESET"))?;
+    let (preset_name, preset) = support::preset_from_env()?;
     let tmp = tempfile::tempdir()?;
     let corpus = tmp.path().join("corpus");
     spherepipe_synthface::generate(&corpus, &preset, 7, &|| {})?;
