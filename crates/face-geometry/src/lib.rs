@@ -4,6 +4,8 @@
 //!
 //! Kept free of image-file and pipeline concerns so the maths can be tested on its own.
 
+#![warn(missing_docs)]
+
 mod cp2tform;
 mod umeyama;
 mod warp;

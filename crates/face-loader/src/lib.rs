@@ -8,6 +8,8 @@
 //! the training step. The stream is a pure function of (files, seed, config): a resumed run
 //! skips the batches already seen, without decoding them, and continues identically.
 
+#![warn(missing_docs)]
+
 use anyhow::{bail, Context, Result};
 use arrow::array::{Array, BinaryArray, Int32Array};
 use crossbeam_channel::{bounded, Receiver};
@@ -17,13 +19,16 @@ use rayon::prelude::*;
 use spherepipe_rng::Rng;
 use std::path::PathBuf;
 
+/// How the loader reads, orders and prepares batches.
 #[derive(Debug, Clone)]
 pub struct LoaderConfig {
+    /// Images per batch.
     pub batch: usize,
     /// Rows held for shuffling (memory ≈ this × one PNG).
     pub shuffle_buffer: usize,
     /// Probability of mirroring each image.
     pub flip: f64,
+    /// Seeds the shard order, the shuffle and the flips: the stream is a function of it.
     pub seed: u64,
     /// Batches decoded ahead of the consumer.
     pub prefetch: usize,
@@ -84,7 +89,9 @@ impl Channels {
 /// OpenCV's `resize`). One patch of the paper's Appendix H ensemble.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Patch {
+    /// The box [x, y, width, height] on the aligned face.
     pub rect: [f64; 4],
+    /// The size [height, width] it is resized to.
     pub out: [usize; 2],
 }
 
@@ -131,9 +138,13 @@ impl Patch {
 /// One batch: images as [batch, 3, height, width] f32 (CHW, normalised), labels as i64.
 #[derive(Debug, Clone)]
 pub struct Batch {
+    /// batch × 3 × height × width values, normalised to about [−1, 1].
     pub images: Vec<f32>,
+    /// One class label per image.
     pub labels: Vec<i64>,
+    /// Image height.
     pub height: usize,
+    /// Image width.
     pub width: usize,
     /// 0-based index of this batch in the stream.
     pub index: u64,
@@ -279,6 +290,7 @@ pub struct Loader {
 }
 
 impl Loader {
+    /// Starts the producer thread over `files`; the first batch is ready when it is decoded.
     pub fn new(files: Vec<PathBuf>, cfg: LoaderConfig) -> Result<Self> {
         if files.is_empty() {
             bail!("no shard files given");

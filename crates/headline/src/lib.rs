@@ -4,6 +4,8 @@
 //! `spherepipe metrics` prints one across a pipeline's stages and runs; the `compare` stage
 //! writes one into an artifact.
 
+#![warn(missing_docs)]
+
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -62,6 +64,7 @@ pub fn read(metrics_json: &Path) -> Result<Headline, HeadlineError> {
         })
 }
 
+/// One table cell: fractions in [0, 1] as percentages, other floats to 4 decimals, null as –.
 pub fn cell(v: &Value) -> String {
     match v {
         Value::Number(n) => {

@@ -2,10 +2,14 @@
 //! Owned here rather than taken from `rand` so what a seed produces never changes with a
 //! dependency upgrade.
 
+#![warn(missing_docs)]
+
+/// A splitmix64 generator: its whole state is one `u64`.
 #[derive(Clone, Debug)]
 pub struct Rng(u64);
 
 impl Rng {
+    /// A generator started at `seed`.
     pub fn new(seed: u64) -> Self {
         Rng(seed)
     }
@@ -19,6 +23,7 @@ impl Rng {
         }
         r
     }
+    /// The next 64 random bits.
     pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
@@ -30,6 +35,7 @@ impl Rng {
     pub fn unit(&mut self) -> f64 {
         (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
     }
+    /// Uniform in [lo, hi).
     pub fn range(&mut self, lo: f64, hi: f64) -> f64 {
         lo + (hi - lo) * self.unit()
     }
@@ -37,6 +43,7 @@ impl Rng {
     pub fn int(&mut self, lo: usize, hi: usize) -> usize {
         lo + (self.next_u64() % (hi - lo + 1) as u64) as usize
     }
+    /// True with probability `p`.
     pub fn chance(&mut self, p: f64) -> bool {
         self.unit() < p
     }
@@ -46,6 +53,7 @@ impl Rng {
         let u2 = self.unit();
         (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
     }
+    /// A uniformly chosen element of `xs` (which must not be empty).
     pub fn pick<'a, T>(&mut self, xs: &'a [T]) -> &'a T {
         &xs[self.int(0, xs.len() - 1)]
     }

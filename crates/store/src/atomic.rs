@@ -5,6 +5,7 @@ use std::fs;
 use std::io::Write;
 use std::path::Path;
 
+/// Flushes a directory's entries to disk, so a rename inside it survives a crash.
 pub fn fsync_dir(dir: &Path) -> Result<()> {
     fs::File::open(dir).and_then(|f| f.sync_all()).map_err(io_at(dir))
 }

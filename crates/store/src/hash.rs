@@ -11,8 +11,11 @@ use std::path::{Path, PathBuf};
 /// One file of a tree: its path relative to the root (with `/`), size and blake3 (hex).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct FileEntry {
+    /// Path relative to the tree's root, with `/`.
     pub path: String,
+    /// Size in bytes.
     pub size: u64,
+    /// blake3 of the contents, hex.
     pub blake3: String,
 }
 
@@ -21,7 +24,9 @@ pub struct FileEntry {
 pub struct TreeHash {
     /// blake3 over the sorted (path, size, file hash) list: the tree's content hash.
     pub hash: String,
+    /// Every file, sorted by path.
     pub files: Vec<FileEntry>,
+    /// Total size of the files.
     pub bytes: u64,
     /// How many files had to be read (the rest came from the stat cache).
     pub files_read: usize,

@@ -14,6 +14,8 @@
 //! and fsynced directory, so a killed writer leaves at most junk in `tmp/`, never something a
 //! later run would accept.
 
+#![warn(missing_docs)]
+
 mod atomic;
 mod hash;
 mod lock;
@@ -32,22 +34,41 @@ use std::path::{Path, PathBuf};
 /// Name of the manifest inside each artifact directory; stages may not write it.
 pub const MANIFEST: &str = ".manifest.json";
 
+/// What can go wrong in the store, each naming the path involved.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    /// An I/O error on `path`.
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: io::Error },
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// What the OS said.
+        source: io::Error,
+    },
+    /// Something the store refuses (a symlink in an artifact, a reserved name, …).
     #[error("{0}")]
     Invalid(String),
     /// A dataset holds a symbolic link whose target does not exist.
     #[error("{link} is a dangling symbolic link: it points to {target}, which does not exist; fix the link or remove it")]
-    DanglingLink { link: PathBuf, target: PathBuf },
+    DanglingLink {
+        /// The link.
+        link: PathBuf,
+        /// Where it points.
+        target: PathBuf,
+    },
     /// A dataset holds a symbolic link to a directory that contains the link.
     #[error(
         "{link} is a symbolic link to {target}, a directory that contains the link, so the dataset would never end; remove the link or point it outside"
     )]
-    SymlinkCycle { link: PathBuf, target: PathBuf },
+    SymlinkCycle {
+        /// The link.
+        link: PathBuf,
+        /// Where it points.
+        target: PathBuf,
+    },
 }
 
+/// The store's result type.
 pub type Result<T> = std::result::Result<T, StoreError>;
 
 /// Attaches the path to an io error.
@@ -61,14 +82,18 @@ pub(crate) fn io_at(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
 /// The manifest of an artifact: every file with its size and hash, and the artifact's hash.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Manifest {
+    /// The artifact's content hash (its directory name).
     pub hash: String,
+    /// Every file, sorted by path.
     pub files: Vec<FileEntry>,
 }
 
 /// What the index says about one stage fingerprint.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct IndexEntry {
+    /// The stage fingerprint.
     pub fingerprint: String,
+    /// The content hash of the artifact it produced.
     pub artifact: String,
     /// Free-form provenance written by the engine (stage, kind, params, inputs, time).
     #[serde(default)]
@@ -78,15 +103,20 @@ pub struct IndexEntry {
 /// One verified-or-quarantined artifact, as `verify` reports it.
 #[derive(Debug, Clone, Serialize)]
 pub struct VerifyProblem {
+    /// The artifact's hash.
     pub artifact: String,
+    /// What did not match.
     pub problem: String,
+    /// Where it was moved (under `quarantine/`).
     pub moved_to: PathBuf,
 }
 
 /// An artifact `gc` removes (or would remove).
 #[derive(Debug, Clone, Serialize)]
 pub struct GcEntry {
+    /// The artifact's hash.
     pub artifact: String,
+    /// Its size on disk.
     pub bytes: u64,
 }
 
@@ -108,10 +138,12 @@ impl Store {
         Ok(Store { root })
     }
 
+    /// The cache directory.
     pub fn root(&self) -> &Path {
         &self.root
     }
 
+    /// The directory of the artifact with content hash `hash`.
     pub fn artifact_dir(&self, hash: &str) -> PathBuf {
         self.root.join("artifacts").join(hash)
     }
@@ -195,6 +227,7 @@ impl Store {
         Ok(manifest)
     }
 
+    /// The manifest of artifact `hash`.
     pub fn read_manifest(&self, hash: &str) -> Result<Manifest> {
         let p = self.artifact_dir(hash).join(MANIFEST);
         let bytes = fs::read(&p).map_err(io_at(&p))?;

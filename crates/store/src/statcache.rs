@@ -78,12 +78,15 @@ impl StatCache {
         }
     }
 
+    /// The recorded hash of `path`, if its stat still matches.
     pub fn get(&self, path: &Path, meta: &fs::Metadata) -> Option<String> {
         let map = self.map.lock().ok()?;
         let (stamp, hash) = map.get(path)?;
         (*stamp == Stamp::of(meta)).then(|| hash.clone())
     }
 
+    /// Records `path`'s hash under its stat, unless the file changed too recently to trust
+    /// (git's racy-clean rule) or its name cannot be written in the file.
     pub fn put(&self, path: &Path, meta: &fs::Metadata, hash: &str) {
         let stamp = Stamp::of(meta);
         let now = std::time::SystemTime::now()
@@ -99,10 +102,12 @@ impl StatCache {
         }
     }
 
+    /// How many files are recorded.
     pub fn len(&self) -> usize {
         self.map.lock().map(|m| m.len()).unwrap_or(0)
     }
 
+    /// Nothing is recorded.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
