@@ -5,6 +5,8 @@
 //! Landmarks are always 5 points: left eye, right eye, nose tip, left mouth corner, right
 //! mouth corner, in pixels.
 
+#![warn(missing_docs)]
+
 mod lists;
 mod names;
 
@@ -14,13 +16,17 @@ pub use names::normalize_name;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+/// The 5 landmarks [x, y]: left eye, right eye, nose tip, left and right mouth corners.
 pub type Landmarks = [[f64; 2]; 5];
 
 /// A problem at a place in a file.
 #[derive(Debug, Clone, thiserror::Error)]
 pub struct ReadError {
+    /// The file being read.
     pub file: PathBuf,
+    /// The 1-based line, when the problem has one.
     pub line: Option<usize>,
+    /// What is wrong there.
     pub message: String,
 }
 
@@ -46,6 +52,7 @@ pub(crate) fn err(file: &Path, line: Option<usize>, message: impl Into<String>) 
 pub struct Sample {
     /// Path relative to the image root, with `/` (as written in the list file).
     pub rel_path: String,
+    /// The image's full path.
     pub path: PathBuf,
     /// The dataset's own identity key (CASIA folder id, or the person's folder name).
     pub identity: String,
@@ -55,13 +62,16 @@ pub struct Sample {
     pub label: u32,
     /// `Name/video` for YouTube Faces frames.
     pub video: Option<String>,
+    /// The detected landmarks, in image pixels.
     pub landmarks: Landmarks,
 }
 
 /// Samples that could be read, and the listed images that were not found.
 #[derive(Debug, Default)]
 pub struct Listing {
+    /// The listed images that exist, in list order.
     pub samples: Vec<Sample>,
+    /// The listed images that do not.
     pub missing: Vec<PathBuf>,
 }
 

@@ -6,7 +6,9 @@ use std::path::Path;
 /// One image of a pair: person name and 1-based image number (`Name/Name_0003.jpg`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PairSide {
+    /// The person's name as in LFW (`Aaron_Peirsol`).
     pub name: String,
+    /// 1-based image number.
     pub index: u32,
 }
 
@@ -17,12 +19,16 @@ impl PairSide {
     }
 }
 
+/// One line of LFW's `pairs.txt`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LfwPair {
     /// 0-based fold.
     pub fold: usize,
+    /// The first image.
     pub a: PairSide,
+    /// The second image.
     pub b: PairSide,
+    /// Both images show one person.
     pub same: bool,
 }
 
@@ -129,9 +135,13 @@ pub fn read_lfw_pairs(path: &Path) -> Result<Vec<LfwPair>, ReadError> {
 pub struct YtfPair {
     /// 1-based split, as in the file.
     pub split: usize,
+    /// The first video, `Name/video`.
     pub a: String,
+    /// The second video.
     pub b: String,
+    /// Both videos show one person.
     pub same: bool,
+    /// The file's fifth column: the two videos are physically the same footage.
     pub physically_same: bool,
 }
 

@@ -6,6 +6,8 @@
 //! - [`search`]: MegaFace identification (CMC) and verification, streamed over distractors.
 //! - [`fisher`]: the angular Fisher score (paper, Appendix E).
 
+#![warn(missing_docs)]
+
 pub mod fisher;
 pub mod roc;
 pub mod search;
@@ -22,7 +24,14 @@ pub enum EvalError {
     OddFeatures(usize),
     /// The two features of a pair (or two pairs) differ in length.
     #[error("pair features differ in length ({a} and {b}, expected {expected})")]
-    MixedLengths { a: usize, b: usize, expected: usize },
+    MixedLengths {
+        /// Length of the first feature.
+        a: usize,
+        /// Length of the second.
+        b: usize,
+        /// The length of the first pair's features.
+        expected: usize,
+    },
     /// Ten-fold verification needs folds to train thresholds on.
     #[error("verification needs at least 2 folds")]
     TooFewFolds,
@@ -31,10 +40,22 @@ pub enum EvalError {
     EmptyFold(usize),
     /// The probe matrix does not have `probes × dim` values.
     #[error("{values} probe values for {probes} probes of {dim}")]
-    ProbeShape { values: usize, probes: usize, dim: usize },
+    ProbeShape {
+        /// Values given.
+        values: usize,
+        /// Probes (identities given).
+        probes: usize,
+        /// Values per feature.
+        dim: usize,
+    },
     /// A distractor block is not whole rows.
     #[error("{values} distractor values is not a multiple of {dim}")]
-    DistractorShape { values: usize, dim: usize },
+    DistractorShape {
+        /// Values given.
+        values: usize,
+        /// Values per feature.
+        dim: usize,
+    },
 }
 
 pub use search::l2_normalize;

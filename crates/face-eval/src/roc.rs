@@ -3,6 +3,7 @@
 
 use serde::Serialize;
 
+/// The true accept rate at one false accept rate.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct TarAtFar {
     /// The FAR asked for.
@@ -63,20 +64,25 @@ pub fn lowest_measurable_far(impostors: u64, floor: f64) -> f64 {
     p(k)
 }
 
+/// A ROC summary of pair scores.
 #[derive(Debug, Clone, Serialize)]
 pub struct Roc {
+    /// Genuine (same-person) pairs.
     pub genuine: usize,
+    /// Impostor pairs.
     pub impostor: usize,
     /// Area under the curve: the probability a genuine pair outscores an impostor pair
     /// (ties count half).
     pub auc: f64,
     /// Where FAR equals FRR on the piecewise-linear curve.
     pub eer: f64,
+    /// TAR at each FAR asked for.
     pub tar_at_far: Vec<TarAtFar>,
     /// (FAR, TAR) points, thresholds descending, at most ~2000 of them.
     pub curve: Vec<[f64; 2]>,
 }
 
+/// The ROC of `scores` (higher = more alike) with their truth, TAR read at `fars`.
 pub fn roc(scores: &[f64], same: &[bool], fars: &[f64]) -> Roc {
     let mut genuine: Vec<f64> = scores.iter().zip(same).filter(|p| *p.1).map(|p| *p.0).collect();
     let mut impostor: Vec<f64> = scores.iter().zip(same).filter(|p| !*p.1).map(|p| *p.0).collect();

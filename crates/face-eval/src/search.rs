@@ -36,16 +36,22 @@ impl Ord for Score {
     }
 }
 
+/// MegaFace figures at one distractor set size.
 #[derive(Debug, Clone, Serialize)]
 pub struct SizeResult {
+    /// Distractors in the set (its first N).
     pub distractors: usize,
+    /// Identification rate at rank 1.
     pub rank1: f64,
     /// Identification rate at ranks 1..=10.
     pub cmc: Vec<f64>,
     /// (gallery image, probe image) pairs scored.
     pub probe_pairs: usize,
+    /// Pairs of probe images of one identity.
     pub genuine_pairs: usize,
+    /// Probe × distractor pairs.
     pub impostor_pairs: u64,
+    /// TAR at the challenge FAR, or the lowest the impostor count measures.
     pub verification: TarAtFar,
 }
 
@@ -55,6 +61,8 @@ struct Snapshot {
     impostors: Vec<f64>,
 }
 
+/// MegaFace scoring in progress: probes fixed, distractors pushed in chunks, figures taken at
+/// each set size as the stream passes it.
 pub struct Search {
     dim: usize,
     probes: Vec<f32>,
@@ -70,6 +78,7 @@ pub struct Search {
     snapshots: Vec<Snapshot>,
 }
 
+/// Scales `v` to unit length (a zero vector stays zero).
 pub fn l2_normalize(v: &mut [f32]) {
     let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
     if n > 0.0 {

@@ -19,14 +19,20 @@ use serde::Serialize;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
+/// How pairs are scored and thresholds chosen (see the module doc).
 pub enum Protocol {
+    /// The SphereFace repository's `evaluation.m`.
     Official,
+    /// The PyTorch port's `lfw_eval.py`: the face's own FC1 only.
     Unflipped,
+    /// Face + mirror summed, squared L2 distance.
     SumL2,
 }
 
 impl Protocol {
+    /// The names a pipeline file uses.
     pub const NAMES: [&'static str; 3] = ["official", "unflipped", "sum-l2"];
+    /// The protocol called `s`, if any.
     pub fn parse(s: &str) -> Option<Self> {
         match s {
             "official" => Some(Protocol::Official),
@@ -35,6 +41,7 @@ impl Protocol {
             _ => None,
         }
     }
+    /// Its name in a pipeline file.
     pub fn name(self) -> &'static str {
         match self {
             Protocol::Official => "official",
@@ -48,25 +55,37 @@ impl Protocol {
 /// 0-based fold it belongs to.
 #[derive(Debug, Clone, Copy)]
 pub struct Pair<'a> {
+    /// The first side's features.
     pub a: &'a [f32],
+    /// The second side's features.
     pub b: &'a [f32],
+    /// Both sides show one person.
     pub same: bool,
+    /// 0-based fold.
     pub fold: usize,
 }
 
+/// One test fold's result.
 #[derive(Debug, Clone, Serialize)]
 pub struct Fold {
+    /// 1-based fold.
     pub fold: usize,
+    /// Pairs tested.
     pub pairs: usize,
+    /// Fraction of them classified right at the threshold chosen on the other folds.
     pub accuracy: f64,
     /// In the protocol's own units (cosine, or squared distance for `sum-l2`).
     pub threshold: f64,
 }
 
+/// A 10-fold verification result.
 #[derive(Debug, Clone, Serialize)]
 pub struct TenFold {
+    /// The protocol used.
     pub protocol: Protocol,
+    /// Each fold's result.
     pub folds: Vec<Fold>,
+    /// Mean fold accuracy.
     pub mean: f64,
     /// Sample standard deviation over folds (n − 1, as MATLAB's `std`).
     pub std: f64,
