@@ -40,84 +40,14 @@ pub fn read_lfw_pairs(path: &Path) -> Result<Vec<LfwPair>, ReadError> {
     let (_, header) = lines
         .next()
         .ok_or_else(|| err(path, Some(1), "empty file; expected a header `10<TAB>N`"))?;
-    let h: Vec<&str> = header.split_whitespace().collect();
-    let (folds, n) = match h.as_slice() {
-        [f, n] => (f.parse::<usize>().ok(), n.parse::<usize>().ok()),
-        _ => (None, None),
-    };
-    let (Some(folds), Some(n)) = (folds, n) else {
-        return Err(err(
-            path,
-            Some(1),
-            format!("header `{header}` should be `<folds><TAB><pairs per fold>`, like `10\t300`"),
-        ));
-    };
-    let index = |s: &str, line: usize| {
-        s.parse::<u32>()
-            .ok()
-            .filter(|&i| i >= 1)
-            .ok_or_else(|| err(path, Some(line), format!("image number `{s}` is not a positive integer")))
-    };
+    let (folds, n) = lfw_header(path, header)?;
     let mut out = Vec::with_capacity(folds * 2 * n);
     for fold in 0..folds {
         for k in 0..2 * n {
-            let same = k < n;
             let Some((i, line)) = lines.next() else {
                 return Err(err(path, None, format!("file ends in fold {} after {k} of its {} pairs; the header promised {folds} folds of {n} matched and {n} mismatched", fold + 1, 2 * n)));
             };
-            let ln = i + 1;
-            let f: Vec<&str> = line.split_whitespace().collect();
-            let pair = match (same, f.as_slice()) {
-                (true, [name, a, b]) => LfwPair {
-                    fold,
-                    a: PairSide {
-                        name: (*name).into(),
-                        index: index(a, ln)?,
-                    },
-                    b: PairSide {
-                        name: (*name).into(),
-                        index: index(b, ln)?,
-                    },
-                    same,
-                },
-                (false, [n1, a, n2, b]) => LfwPair {
-                    fold,
-                    a: PairSide {
-                        name: (*n1).into(),
-                        index: index(a, ln)?,
-                    },
-                    b: PairSide {
-                        name: (*n2).into(),
-                        index: index(b, ln)?,
-                    },
-                    same,
-                },
-                (true, _) => {
-                    return Err(err(
-                        path,
-                        Some(ln),
-                        format!(
-                            "expected a matched pair `name i j` (pair {} of fold {}), found {} fields",
-                            k + 1,
-                            fold + 1,
-                            f.len()
-                        ),
-                    ))
-                }
-                (false, _) => {
-                    return Err(err(
-                        path,
-                        Some(ln),
-                        format!(
-                            "expected a mismatched pair `name1 i name2 j` (pair {} of fold {}), found {} fields",
-                            k + 1,
-                            fold + 1,
-                            f.len()
-                        ),
-                    ))
-                }
-            };
-            out.push(pair);
+            out.push(lfw_pair(path, i + 1, line, fold, k, n)?);
         }
     }
     if let Some((i, _)) = lines.next() {
@@ -128,6 +58,63 @@ pub fn read_lfw_pairs(path: &Path) -> Result<Vec<LfwPair>, ReadError> {
         ));
     }
     Ok(out)
+}
+
+/// The header `<folds><TAB><pairs per fold>`.
+fn lfw_header(path: &Path, header: &str) -> Result<(usize, usize), ReadError> {
+    let h: Vec<&str> = header.split_whitespace().collect();
+    match h.as_slice() {
+        [f, n] => f.parse::<usize>().ok().zip(n.parse::<usize>().ok()),
+        _ => None,
+    }
+    .ok_or_else(|| {
+        err(
+            path,
+            Some(1),
+            format!("header `{header}` should be `<folds><TAB><pairs per fold>`, like `10\t300`"),
+        )
+    })
+}
+
+/// Pair `k` of `fold` at line `ln`: the first `n` of a fold are matched (`name i j`), the next
+/// `n` mismatched (`name1 i name2 j`).
+fn lfw_pair(path: &Path, ln: usize, line: &str, fold: usize, k: usize, n: usize) -> Result<LfwPair, ReadError> {
+    let same = k < n;
+    let f: Vec<&str> = line.split_whitespace().collect();
+    let (n1, i, n2, j) = match (same, f.as_slice()) {
+        (true, [name, i, j]) => (*name, *i, *name, *j),
+        (false, [n1, i, n2, j]) => (*n1, *i, *n2, *j),
+        _ => {
+            let want = if same {
+                "a matched pair `name i j`"
+            } else {
+                "a mismatched pair `name1 i name2 j`"
+            };
+            return Err(err(
+                path,
+                Some(ln),
+                format!("expected {want} (pair {} of fold {}), found {} fields", k + 1, fold + 1, f.len()),
+            ));
+        }
+    };
+    let index = |s: &str| {
+        s.parse::<u32>()
+            .ok()
+            .filter(|&i| i >= 1)
+            .ok_or_else(|| err(path, Some(ln), format!("image number `{s}` is not a positive integer")))
+    };
+    Ok(LfwPair {
+        fold,
+        a: PairSide {
+            name: n1.into(),
+            index: index(i)?,
+        },
+        b: PairSide {
+            name: n2.into(),
+            index: index(j)?,
+        },
+        same,
+    })
 }
 
 /// One YouTube Faces pair: videos as `Name/video_number`.
@@ -220,6 +207,21 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("file ends in fold 1 after 1 of its 2 pairs"));
+        std::fs::write(&p, "1\t1\nA\t0\t2\nA\t1\tB\t2\n").unwrap();
+        assert!(read_lfw_pairs(&p)
+            .unwrap_err()
+            .to_string()
+            .ends_with("pairs.txt:2: image number `0` is not a positive integer"));
+        std::fs::write(&p, "1\t1\nA\t1\t2\nA\t1\tB\t2\nC\t1\t2\n").unwrap();
+        assert!(read_lfw_pairs(&p)
+            .unwrap_err()
+            .to_string()
+            .ends_with("pairs.txt:4: unexpected line after the 1 folds the header announced"));
+        std::fs::write(&p, "1\t1\nA\t1\nA\t1\tB\t2\n").unwrap();
+        assert!(read_lfw_pairs(&p)
+            .unwrap_err()
+            .to_string()
+            .ends_with("pairs.txt:2: expected a matched pair `name i j` (pair 1 of fold 1), found 2 fields"));
     }
 
     #[test]
