@@ -23,32 +23,43 @@ use std::sync::Arc;
 /// Who a feature belongs to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FeatureMeta {
+    /// The image's path relative to its dataset's image root.
     pub source: String,
+    /// The identity's name.
     pub identity: String,
+    /// Which dataset it came from.
     pub dataset: String,
+    /// `Name/video` for YouTube Faces frames.
     pub video: Option<String>,
 }
 
 /// Rows of metadata plus their features, `dim` values per row, contiguous.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Features {
+    /// Values per row.
     pub dim: usize,
+    /// Whose each row is.
     pub meta: Vec<FeatureMeta>,
+    /// `meta.len() × dim` values, row after row.
     pub values: Vec<f32>,
 }
 
 impl Features {
+    /// The features of row `i`.
     pub fn row(&self, i: usize) -> &[f32] {
         &self.values[i * self.dim..(i + 1) * self.dim]
     }
+    /// Rows.
     pub fn len(&self) -> usize {
         self.meta.len()
     }
+    /// No rows.
     pub fn is_empty(&self) -> bool {
         self.meta.is_empty()
     }
 }
 
+/// The Arrow schema of a feature table with `dim` values per row.
 pub fn feature_schema(dim: usize) -> SchemaRef {
     Arc::new(Schema::new(vec![
         Field::new("source", DataType::Utf8, false),
@@ -88,6 +99,7 @@ pub struct FeatureWriter {
 }
 
 impl FeatureWriter {
+    /// Starts a zstd Parquet feature table at `path`.
     pub fn create(path: &Path, dim: usize) -> Result<Self> {
         if dim == 0 {
             bail!("features of 0 values");
@@ -104,6 +116,7 @@ impl FeatureWriter {
         })
     }
 
+    /// Appends rows (of the table's `dim`).
     pub fn write(&mut self, f: &Features) -> Result<()> {
         if f.dim != self.dim || f.values.len() != f.meta.len() * f.dim {
             bail!(
@@ -190,6 +203,7 @@ pub struct FeatureReader {
 }
 
 impl FeatureReader {
+    /// Opens a feature table for reading in chunks.
     pub fn open(path: &Path) -> Result<Self> {
         let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
         let batches = ParquetRecordBatchReaderBuilder::try_new(file)

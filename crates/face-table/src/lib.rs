@@ -17,6 +17,8 @@
 //! aligned faces, and directly viewable from any Parquet client (`PIL.Image.open(BytesIO(b))`);
 //! decoding a 112×96 PNG costs far less than a training step uses per image.
 
+#![warn(missing_docs)]
+
 use anyhow::{anyhow, bail, Context, Result};
 use arrow::array::{
     Array, ArrayRef, BinaryArray, BinaryBuilder, BooleanArray, BooleanBuilder, FixedSizeListArray, FixedSizeListBuilder, Float32Array,
@@ -36,18 +38,29 @@ pub mod features;
 /// One face.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FaceRow {
+    /// The aligned face as PNG bytes (column `image`).
     pub png: Vec<u8>,
+    /// Face height in pixels.
     pub height: i32,
+    /// Face width in pixels.
     pub width: i32,
+    /// Dense class label (training sets) or the list's label.
     pub label: i32,
+    /// The identity's name.
     pub identity: String,
+    /// Which dataset it came from (`casia`, `lfw`, `ytf`, `megaface`).
     pub dataset: String,
+    /// The image's path relative to the dataset's image root.
     pub source: String,
+    /// `Name/video` for YouTube Faces frames.
     pub video: Option<String>,
+    /// The 5 landmarks after alignment, x1 y1 … x5 y5, in face pixels.
     pub landmarks: [f32; 10],
+    /// This row is the mirror image of its source.
     pub flipped: bool,
 }
 
+/// The Arrow schema of a face table.
 pub fn schema() -> SchemaRef {
     Arc::new(Schema::new(vec![
         Field::new("image", DataType::Binary, false),

@@ -3,12 +3,16 @@
 //! 8×8 bitmap font of `font8x8`, so they need no system fonts or C libraries and render the
 //! same on every machine (byte-identical PNGs for the same data: artifacts stay reproducible).
 
+#![warn(missing_docs)]
+
 use anyhow::Context;
 use font8x8::UnicodeFonts as _;
 use image::{Rgb, RgbImage};
 use std::path::Path;
 
+/// Chart width in pixels.
 pub const W: u32 = 800;
+/// Chart height in pixels.
 pub const H: u32 = 520;
 const LEFT: f64 = 78.0;
 const RIGHT: f64 = 24.0;
@@ -27,31 +31,46 @@ pub const PALETTE: [[u8; 3]; 8] = [
     [23, 190, 207],
 ];
 
+/// How a series is drawn.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Style {
+    /// Points joined by a line.
     Line,
+    /// Separate dots.
     Dots,
 }
 
+/// One named set of points.
 #[derive(Debug, Clone)]
 pub struct Series {
+    /// Its legend entry.
     pub name: String,
+    /// RGB colour.
     pub color: [u8; 3],
+    /// Line or dots.
     pub style: Style,
+    /// (x, y) in data units.
     pub points: Vec<(f64, f64)>,
 }
 
+/// A chart: axes with their ranges and labels, and the series on them.
 #[derive(Debug, Clone)]
 pub struct Chart {
+    /// Heading above the plot.
     pub title: String,
+    /// Label under the x axis.
     pub x_label: String,
+    /// Label beside the y axis.
     pub y_label: String,
+    /// The x range shown.
     pub x: (f64, f64),
+    /// The y range shown.
     pub y: (f64, f64),
     /// Base-10 logarithmic x axis (x must be > 0).
     pub log_x: bool,
     /// Legend in the lower right corner (for curves that hug the top) rather than the upper.
     pub legend_low: bool,
+    /// What is drawn, in legend order.
     pub series: Vec<Series>,
 }
 
@@ -82,6 +101,7 @@ fn put(img: &mut RgbImage, x: i64, y: i64, c: Rgb<u8>) {
     }
 }
 
+/// Draws a straight line from one pixel position to another (two pixels wide if `thick`).
 pub fn line(img: &mut RgbImage, (x0, y0): (f64, f64), (x1, y1): (f64, f64), c: Rgb<u8>, thick: bool) {
     let n = ((x1 - x0).abs().max((y1 - y0).abs()).ceil() as usize).max(1);
     for i in 0..=n {
@@ -95,6 +115,7 @@ pub fn line(img: &mut RgbImage, (x0, y0): (f64, f64), (x1, y1): (f64, f64), c: R
     }
 }
 
+/// Draws a filled square dot of half-width `r` centred on (x, y).
 pub fn dot(img: &mut RgbImage, x: f64, y: f64, r: i64, c: Rgb<u8>) {
     for dy in -r..=r {
         for dx in -r..=r {
@@ -154,6 +175,7 @@ impl Chart {
         H as f64 - BOTTOM - (H as f64 - TOP - BOTTOM) * (y - self.y.0) / (self.y.1 - self.y.0).max(1e-300)
     }
 
+    /// The chart as an 800×520 image.
     pub fn render(&self) -> RgbImage {
         let mut img = RgbImage::from_pixel(W, H, Rgb([255, 255, 255]));
         let black = Rgb([0, 0, 0]);
@@ -236,6 +258,7 @@ impl Chart {
         img
     }
 
+    /// Renders the chart and writes it as a PNG.
     pub fn save(&self, path: &Path) -> anyhow::Result<()> {
         self.render().save(path).with_context(|| format!("writing {}", path.display()))
     }
