@@ -4,12 +4,18 @@ use crate::locate::Pos;
 use std::fmt;
 use std::path::PathBuf;
 
+/// One problem with a pipeline file: where it is, which stage, what is wrong, and the fix.
 #[derive(Debug, Clone)]
 pub struct Diagnostic {
+    /// The pipeline file.
     pub file: PathBuf,
+    /// Line and column, when the problem has a place.
     pub pos: Option<Pos>,
+    /// The stage it concerns, if any.
     pub stage: Option<String>,
+    /// What is wrong.
     pub message: String,
+    /// How to fix it.
     pub fix: Option<String>,
 }
 

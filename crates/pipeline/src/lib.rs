@@ -4,6 +4,8 @@
 //! Every problem becomes a [`Diagnostic`] with the file, line, column, stage and a fix; all
 //! problems found are reported together.
 
+#![warn(missing_docs)]
+
 mod diag;
 mod locate;
 mod nesting;
@@ -20,6 +22,7 @@ use std::collections::BTreeMap;
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PipelineFile {
+    /// The pipeline's name (a directory name in the cache).
     pub name: String,
     /// Directory that relative paths (datasets, cache) are resolved against, itself relative
     /// to the pipeline file's directory. Default: the pipeline file's directory.
@@ -28,10 +31,13 @@ pub struct PipelineFile {
     /// The cache directory (default `cache`, under `root`).
     #[serde(default)]
     pub cache: Option<String>,
+    /// The seed of the stage kinds that use randomness (default 0).
     #[serde(default)]
     pub seed: u64,
+    /// External inputs by name.
     #[serde(default)]
     pub datasets: BTreeMap<String, DatasetSpec>,
+    /// The stages by name.
     pub stages: BTreeMap<String, StageSpec>,
 }
 
@@ -39,18 +45,23 @@ pub struct PipelineFile {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DatasetSpec {
+    /// A file or directory, relative to `root`.
     pub path: String,
     /// Free text shown in `dag` and error messages (for example where to get the data).
     #[serde(default)]
     pub about: Option<String>,
 }
 
+/// A stage as written.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StageSpec {
+    /// The stage kind (`spherepipe kinds` lists them).
     pub kind: String,
+    /// The kind's named inputs, each bound to datasets or stages.
     #[serde(default)]
     pub inputs: BTreeMap<String, InputRef>,
+    /// Params as written (checked and coerced against the kind's declarations).
     #[serde(default)]
     pub params: BTreeMap<String, serde_yaml::Value>,
     /// Param name -> values: the stage is expanded once per combination.
@@ -62,11 +73,14 @@ pub struct StageSpec {
 #[derive(Debug, Deserialize, Clone)]
 #[serde(untagged)]
 pub enum InputRef {
+    /// One dataset or stage.
     One(String),
+    /// Several.
     Many(Vec<String>),
 }
 
 impl InputRef {
+    /// The names referred to.
     pub fn names(&self) -> Vec<&str> {
         match self {
             InputRef::One(s) => vec![s.as_str()],

@@ -13,12 +13,17 @@ use std::sync::Arc;
 /// number, `[112, 112]` a list and `a-softmax` a string.
 #[derive(Debug, Clone)]
 pub struct Override {
+    /// The stage (its name in the file).
     pub stage: String,
+    /// The param, or the matrix axis to narrow.
     pub param: String,
+    /// The value, read as YAML.
     pub value: serde_yaml::Value,
+    /// The flag as typed, for messages.
     pub text: String,
 }
 
+/// Parses `STAGE.PARAM=VALUE`.
 pub fn parse_override(text: &str) -> Result<Override, String> {
     let (lhs, rhs) = text
         .split_once('=')
@@ -39,14 +44,18 @@ pub fn parse_override(text: &str) -> Result<Override, String> {
 /// A named external input.
 #[derive(Debug, Clone)]
 pub struct Dataset {
+    /// Its name in the file.
     pub name: String,
+    /// The resolved path.
     pub path: PathBuf,
+    /// The file's `about` text.
     pub about: Option<String>,
 }
 
 /// Where an input comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Source {
+    /// A dataset, by name.
     Dataset(String),
     /// Index into [`Pipeline::nodes`].
     Stage(usize),
@@ -59,25 +68,37 @@ pub struct Node {
     pub name: String,
     /// The stage's name in the file (`train`).
     pub base: String,
+    /// Its kind.
     pub kind: Arc<dyn Stage>,
+    /// Resolved params: coerced, defaults filled in, matrix values set.
     pub params: Params,
+    /// The matrix values of this expansion (empty for a plain stage).
     pub matrix: BTreeMap<String, Value>,
+    /// Each input's sources.
     pub inputs: BTreeMap<String, Vec<Source>>,
 }
 
 /// A checked pipeline: nodes in an order where every input comes before its users.
 #[derive(Clone)]
 pub struct Pipeline {
+    /// The pipeline's name.
     pub name: String,
+    /// The file it was read from.
     pub file: PathBuf,
+    /// The directory relative paths were resolved against.
     pub root: PathBuf,
+    /// The cache directory.
     pub cache: PathBuf,
+    /// The seed.
     pub seed: u64,
+    /// External inputs by name.
     pub datasets: BTreeMap<String, Dataset>,
+    /// The expanded stages, inputs first.
     pub nodes: Vec<Node>,
 }
 
 impl Pipeline {
+    /// The node named `name` exactly (an expansion's full name).
     pub fn index_of(&self, name: &str) -> Option<usize> {
         self.nodes.iter().position(|n| n.name == name)
     }
