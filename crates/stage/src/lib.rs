@@ -6,6 +6,8 @@
 //! directories into files in an empty output directory. Everything about ordering, caching,
 //! hashing and concurrency belongs to the engine; a stage only sees a [`StageContext`].
 
+#![warn(missing_docs)]
+
 mod contract;
 mod params;
 mod progress;
@@ -29,14 +31,18 @@ pub enum Arity {
 /// A named input a stage kind expects.
 #[derive(Debug, Clone)]
 pub struct InputSpec {
+    /// The input's name in `inputs:`.
     pub name: &'static str,
+    /// One artifact or a list.
     pub arity: Arity,
     /// Optional inputs may be left out of the pipeline file.
     pub optional: bool,
+    /// What to bind it to, for `spherepipe kinds` and error messages.
     pub doc: &'static str,
 }
 
 impl InputSpec {
+    /// An input taking exactly one artifact or dataset.
     pub const fn one(name: &'static str, doc: &'static str) -> Self {
         InputSpec {
             name,
@@ -45,6 +51,7 @@ impl InputSpec {
             doc,
         }
     }
+    /// An input taking a list (every expansion of a matrix stage, say).
     pub const fn many(name: &'static str, doc: &'static str) -> Self {
         InputSpec {
             name,
@@ -53,6 +60,7 @@ impl InputSpec {
             doc,
         }
     }
+    /// The same input, allowed to be left out.
     pub const fn optional(mut self) -> Self {
         self.optional = true;
         self
@@ -67,6 +75,7 @@ pub struct Inputs {
 }
 
 impl Inputs {
+    /// Inputs from input name to directories.
     pub fn new(map: BTreeMap<String, Vec<PathBuf>>) -> Self {
         Inputs { map }
     }
@@ -82,6 +91,7 @@ impl Inputs {
     pub fn many(&self, name: &str) -> &[PathBuf] {
         self.map.get(name).map(Vec::as_slice).unwrap_or(&[])
     }
+    /// The bound input names.
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.map.keys().map(String::as_str)
     }
@@ -93,6 +103,7 @@ pub struct StageContext<'a> {
     pub stage_name: &'a str,
     /// Resolved params: every declared param, defaults filled in, types checked.
     pub params: &'a Params,
+    /// The directories bound to each input.
     pub inputs: &'a Inputs,
     /// An empty directory; everything written here becomes the artifact.
     pub out_dir: &'a Path,
@@ -103,7 +114,9 @@ pub struct StageContext<'a> {
     /// Where to write how the run went (timings, throughput): kept beside the cache, outside
     /// the artifact, so the artifact stays a pure function of its inputs and params.
     pub logs: &'a Path,
+    /// Where to report items done.
     pub progress: &'a Progress,
+    /// Set on Ctrl-C: poll it between units of work.
     pub cancel: &'a CancelToken,
     /// The pipeline's seed (only part of the fingerprint when [`Stage::uses_seed`]).
     pub seed: u64,
@@ -120,7 +133,9 @@ pub trait Stage: Send + Sync {
     fn doc(&self) -> &'static str {
         ""
     }
+    /// The params it takes, with types, defaults and docs.
     fn params(&self) -> Vec<ParamSpec>;
+    /// The inputs it takes.
     fn inputs(&self) -> Vec<InputSpec>;
     /// Whether the pipeline seed affects the output (and so enters the fingerprint).
     fn uses_seed(&self) -> bool {
@@ -145,6 +160,7 @@ pub struct Registry {
 }
 
 impl Registry {
+    /// An empty registry.
     pub fn new() -> Self {
         Self::default()
     }
@@ -153,6 +169,7 @@ impl Registry {
         self.kinds.insert(stage.kind(), std::sync::Arc::new(stage));
         self
     }
+    /// The kind called `kind`, if registered.
     pub fn get(&self, kind: &str) -> Option<std::sync::Arc<dyn Stage>> {
         self.kinds.get(kind).cloned()
     }
@@ -160,6 +177,7 @@ impl Registry {
     pub fn kinds(&self) -> Vec<&'static str> {
         self.kinds.keys().copied().collect()
     }
+    /// Every kind, sorted by name.
     pub fn iter(&self) -> impl Iterator<Item = &std::sync::Arc<dyn Stage>> {
         self.kinds.values()
     }

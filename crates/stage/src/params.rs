@@ -12,42 +12,56 @@ use std::fmt;
 /// `2.5`; a `Float` param accepts `3` and stores `3.0`) so equal settings hash equally.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ParamType {
+    /// `true` or `false`.
     Bool,
+    /// A whole number, optionally bounded (inclusive).
     Int {
+        /// Smallest allowed value.
         min: Option<i64>,
+        /// Largest allowed value.
         max: Option<i64>,
     },
+    /// A number, optionally bounded (inclusive).
     Float {
+        /// Smallest allowed value.
         min: Option<f64>,
+        /// Largest allowed value.
         max: Option<f64>,
     },
+    /// Any string.
     Str,
     /// One of a fixed set of strings.
     Choice(&'static [&'static str]),
+    /// A list of values of one type.
     List(Box<ParamType>),
     /// Free-form structured value (a mapping or list); the stage checks it in `validate`.
     Any,
 }
 
 impl ParamType {
+    /// An unbounded integer.
     pub const fn int() -> Self {
         ParamType::Int { min: None, max: None }
     }
+    /// An integer in [min, max].
     pub const fn int_range(min: i64, max: i64) -> Self {
         ParamType::Int {
             min: Some(min),
             max: Some(max),
         }
     }
+    /// An unbounded number.
     pub const fn float() -> Self {
         ParamType::Float { min: None, max: None }
     }
+    /// A number in [min, max].
     pub const fn float_range(min: f64, max: f64) -> Self {
         ParamType::Float {
             min: Some(min),
             max: Some(max),
         }
     }
+    /// A list of `of`.
     pub fn list(of: ParamType) -> Self {
         ParamType::List(Box::new(of))
     }
@@ -163,6 +177,7 @@ pub fn did_you_mean<'a>(name: &str, candidates: impl IntoIterator<Item = &'a str
         .unwrap_or_default()
 }
 
+/// The candidate closest to `word` by edit distance, if it is close enough to be a likely typo.
 pub fn nearest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
     candidates
         .into_iter()
@@ -191,14 +206,18 @@ pub fn edit_distance(a: &str, b: &str) -> usize {
 /// A declared param.
 #[derive(Debug, Clone)]
 pub struct ParamSpec {
+    /// The param's name in `params:`.
     pub name: &'static str,
+    /// Its type (values are coerced to it).
     pub ty: ParamType,
     /// `None` makes the param required.
     pub default: Option<Value>,
+    /// What it does, for `spherepipe kinds` and error messages.
     pub doc: &'static str,
 }
 
 impl ParamSpec {
+    /// A param with a default.
     pub fn new(name: &'static str, ty: ParamType, default: impl Into<Value>, doc: &'static str) -> Self {
         ParamSpec {
             name,
@@ -207,6 +226,7 @@ impl ParamSpec {
             doc,
         }
     }
+    /// A param the pipeline file must set.
     pub fn required(name: &'static str, ty: ParamType, doc: &'static str) -> Self {
         ParamSpec {
             name,
@@ -222,7 +242,9 @@ impl ParamSpec {
 #[derive(Debug, thiserror::Error)]
 #[error("param `{name}`: {problem}")]
 pub struct ParamError {
+    /// The param.
     pub name: String,
+    /// What went wrong.
     pub problem: String,
 }
 
@@ -231,6 +253,7 @@ pub struct ParamError {
 pub struct Params(pub BTreeMap<String, Value>);
 
 impl Params {
+    /// The param's JSON value.
     pub fn raw(&self, name: &str) -> Result<&Value, ParamError> {
         self.0.get(name).ok_or_else(|| ParamError {
             name: name.into(),
@@ -244,15 +267,19 @@ impl Params {
             problem: e.to_string(),
         })
     }
+    /// An integer param.
     pub fn i64(&self, name: &str) -> Result<i64, ParamError> {
         self.get(name)
     }
+    /// A number param.
     pub fn f64(&self, name: &str) -> Result<f64, ParamError> {
         self.get(name)
     }
+    /// A boolean param.
     pub fn bool(&self, name: &str) -> Result<bool, ParamError> {
         self.get(name)
     }
+    /// A string param.
     pub fn str(&self, name: &str) -> Result<&str, ParamError> {
         self.raw(name)?.as_str().ok_or_else(|| ParamError {
             name: name.into(),

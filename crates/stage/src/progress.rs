@@ -5,8 +5,11 @@ use std::sync::Arc;
 
 /// Where progress goes (a terminal bar, log lines, nothing). Implemented by the front end.
 pub trait ProgressSink: Send + Sync {
+    /// How many items there are.
     fn set_length(&self, len: u64);
+    /// How many are done.
     fn set_position(&self, pos: u64);
+    /// A line of status.
     fn message(&self, msg: &str);
 }
 
@@ -26,6 +29,7 @@ pub struct Progress {
 }
 
 impl Progress {
+    /// A handle reporting to `sink`.
     pub fn new(sink: Arc<dyn ProgressSink>) -> Self {
         Progress {
             sink,
@@ -40,13 +44,16 @@ impl Progress {
     pub fn set_length(&self, len: u64) {
         self.sink.set_length(len);
     }
+    /// Counts `n` more items done.
     pub fn inc(&self, n: u64) {
         let pos = self.pos.fetch_add(n, Ordering::Relaxed) + n;
         self.sink.set_position(pos);
     }
+    /// Shows a line of status.
     pub fn message(&self, msg: &str) {
         self.sink.message(msg);
     }
+    /// Items done so far.
     pub fn position(&self) -> u64 {
         self.pos.load(Ordering::Relaxed)
     }
@@ -62,12 +69,15 @@ pub struct Cancelled;
 pub struct CancelToken(Arc<AtomicBool>);
 
 impl CancelToken {
+    /// A token not yet cancelled.
     pub fn new() -> Self {
         Self::default()
     }
+    /// Asks every stage holding a clone to stop.
     pub fn cancel(&self) {
         self.0.store(true, Ordering::SeqCst);
     }
+    /// Whether cancellation was requested.
     pub fn is_cancelled(&self) -> bool {
         self.0.load(Ordering::SeqCst)
     }
