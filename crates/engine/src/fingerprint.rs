@@ -74,7 +74,26 @@ impl Material {
 
     /// The fingerprint: blake3 over a prefix and the canonical JSON.
     pub fn fingerprint(&self) -> String {
-        fingerprint(&serde_json::to_value(self).unwrap_or(Value::Null))
+        fingerprint(&self.to_json())
+    }
+
+    /// The material as JSON, built field by field so it cannot fail (serde's `to_value` can,
+    /// in principle, and a fallback there would give different stages one fingerprint). Keys
+    /// are the serde field names, so this equals what `Serialize` writes.
+    fn to_json(&self) -> Value {
+        let inputs = self
+            .inputs
+            .iter()
+            .map(|(k, v)| (k.clone(), Value::from(v.clone())))
+            .collect::<serde_json::Map<_, _>>();
+        let fields = [
+            ("kind", Value::from(self.kind.clone())),
+            ("version", Value::from(self.version.clone())),
+            ("params", Value::Object(self.params.clone().into_iter().collect())),
+            ("inputs", Value::Object(inputs)),
+            ("seed", self.seed.map_or(Value::Null, Value::from)),
+        ];
+        Value::Object(fields.into_iter().map(|(k, v)| (k.to_owned(), v)).collect())
     }
 }
 
@@ -95,6 +114,21 @@ mod tests {
     fn canonical_json_sorts_keys_at_every_depth() {
         let v = json!({"b": 1, "a": {"z": [1, {"y": 2, "x": 1.5}], "c": "s"}});
         assert_eq!(canonical_json(&v), r#"{"a":{"c":"s","z":[1,{"x":1.5,"y":2}]},"b":1}"#);
+    }
+
+    #[test]
+    fn material_json_is_what_serde_writes() {
+        let m = Material {
+            kind: "train".into(),
+            version: "3".into(),
+            params: BTreeMap::from([("m".to_owned(), json!(4)), ("patch".to_owned(), json!({"box": [0, 1]}))]),
+            inputs: BTreeMap::from([("shards".to_owned(), vec!["ab".to_owned()])]),
+            seed: Some(7),
+        };
+        assert_eq!(m.to_json(), serde_json::to_value(&m).unwrap());
+        let unseeded = Material { seed: None, ..m };
+        assert_eq!(unseeded.to_json()["seed"], Value::Null);
+        assert_eq!(unseeded.to_json(), serde_json::to_value(&unseeded).unwrap());
     }
 
     #[test]
