@@ -24,11 +24,6 @@ use std::time::Instant;
 
 pub struct Train;
 
-/// The loss named by the params (`loss` and its settings).
-pub fn loss_from(p: &Params) -> anyhow::Result<Loss> {
-    loss_named(p.str("loss")?, p)
-}
-
 impl Stage for Train {
     fn kind(&self) -> &'static str {
         "train"
@@ -443,12 +438,18 @@ mod tests {
 
     #[test]
     fn every_loss_name_maps_to_its_own_loss_and_no_other() {
-        assert!(matches!(loss_from(&params("softmax")).unwrap(), Loss::Softmax));
-        assert!(matches!(loss_from(&params("modified-softmax")).unwrap(), Loss::ModifiedSoftmax));
-        assert!(matches!(loss_from(&params("a-softmax")).unwrap(), Loss::ASoftmax { m: 3 }));
-        assert!(matches!(loss_from(&params("cosface")).unwrap(), Loss::CosFace { .. }));
-        assert!(matches!(loss_from(&params("arcface")).unwrap(), Loss::ArcFace { .. }));
-        let e = loss_from(&params("sphereface")).unwrap_err().to_string();
+        assert!(matches!(loss_named("softmax", &params("softmax")).unwrap(), Loss::Softmax));
+        assert!(matches!(
+            loss_named("modified-softmax", &params("modified-softmax")).unwrap(),
+            Loss::ModifiedSoftmax
+        ));
+        assert!(matches!(
+            loss_named("a-softmax", &params("a-softmax")).unwrap(),
+            Loss::ASoftmax { m: 3 }
+        ));
+        assert!(matches!(loss_named("cosface", &params("cosface")).unwrap(), Loss::CosFace { .. }));
+        assert!(matches!(loss_named("arcface", &params("arcface")).unwrap(), Loss::ArcFace { .. }));
+        let e = loss_named("sphereface", &params("sphereface")).unwrap_err().to_string();
         assert_eq!(
             e,
             "param `loss`: unknown loss `sphereface` (use one of softmax, modified-softmax, a-softmax, cosface, arcface)"
