@@ -339,7 +339,7 @@ fn status(p: &Pipeline, json: bool) -> Result<u8, Failure> {
                 json!({
                     "stage": s.stage,
                     "state": s.state.as_str(),
-                    "reason": s.reason,
+                    "reason": s.reason(),
                     "reason_kind": s.reasons.first().map(|r| r.kind()).unwrap_or(""),
                     "fingerprint": s.fingerprint,
                     "artifact": s.artifact,
@@ -350,7 +350,7 @@ fn status(p: &Pipeline, json: bool) -> Result<u8, Failure> {
     } else {
         println!("{:<32} {:<10} REASON", "STAGE", "STATE");
         for s in &st {
-            println!("{:<32} {:<10} {}", s.stage, s.state.as_str(), s.reason);
+            println!("{:<32} {:<10} {}", s.stage, s.state.as_str(), s.reason());
         }
     }
     Ok(0)
@@ -472,7 +472,7 @@ fn dry(p: &Pipeline, store: &Store, force: &[String]) -> Result<u8, Failure> {
         } else if s.state == Status::Cached {
             ("cached", String::new())
         } else {
-            ("run", s.reason.clone())
+            ("run", s.reason())
         };
         if what == "run" {
             would += 1;
@@ -574,7 +574,7 @@ fn show(p: &Pipeline, stage: &str, as_json: bool) -> Result<u8, Failure> {
         "kind": node.kind.kind(),
         "version": node.kind.version(),
         "state": s.state.as_str(),
-        "reason": s.reason,
+        "reason": s.reason(),
         "fingerprint": s.fingerprint,
         "params": node.params.0,
         "artifact": dir.as_ref().map(|d| d.display().to_string()),
@@ -589,10 +589,10 @@ fn show(p: &Pipeline, stage: &str, as_json: bool) -> Result<u8, Failure> {
     println!(
         "state        {}{}",
         s.state.as_str(),
-        if s.reason.is_empty() {
+        if s.reasons.is_empty() {
             String::new()
         } else {
-            format!(" ({})", s.reason)
+            format!(" ({})", s.reason())
         }
     );
     println!(

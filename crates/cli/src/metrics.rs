@@ -37,7 +37,7 @@ pub fn rows(store: &Store, pipeline: &str, status: &[NodeStatus], sinks: &[Strin
                     });
                 }
             }
-            _ if sinks.contains(&s.stage) => missing.push((s.stage.clone(), s.reason.clone())),
+            _ if sinks.contains(&s.stage) => missing.push((s.stage.clone(), s.reason())),
             _ => {}
         }
     }

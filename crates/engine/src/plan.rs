@@ -32,9 +32,7 @@ impl Status {
 pub struct NodeStatus {
     pub stage: String,
     pub state: Status,
-    /// Why the stage is not cached, in words (empty when cached).
-    pub reason: String,
-    /// The same, typed: every difference found (empty when cached).
+    /// Why the stage is not cached: every difference found (empty when cached).
     #[serde(skip)]
     pub reasons: Vec<StaleReason>,
     /// Known when every input's content is known (inputs cached or datasets).
@@ -42,6 +40,13 @@ pub struct NodeStatus {
     pub artifact: Option<String>,
     #[serde(skip)]
     pub material: Option<Material>,
+}
+
+impl NodeStatus {
+    /// Why the stage is not cached, in words (empty when cached).
+    pub fn reason(&self) -> String {
+        self.reasons.iter().map(|r| r.to_string()).collect::<Vec<_>>().join("; ")
+    }
 }
 
 /// Why a stage is not cached: what differs from its last recorded run. Rendered in one place
@@ -207,7 +212,6 @@ pub fn plan(p: &Pipeline, store: &Store, datasets: &BTreeMap<String, String>) ->
         out.push(NodeStatus {
             stage: node.name.clone(),
             state,
-            reason: reasons.iter().map(|r| r.to_string()).collect::<Vec<_>>().join("; "),
             reasons,
             fingerprint,
             artifact,
