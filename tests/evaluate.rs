@@ -179,8 +179,11 @@ fn features_ensemble_and_evaluation_end_to_end() {
     assert_eq!(m["lfw"]["accuracy"].as_f64().unwrap(), want.iter().sum::<f64>() / 10.0);
     assert_eq!(m["lfw"]["pairs"], 20);
     // FC1 of 3: the features are drawn on the sphere.
-    let png = std::fs::read(s.artifact_dir("evaluate_single").join("features.png")).unwrap();
+    let single = s.artifact_dir("evaluate_single");
+    let png = std::fs::read(single.join("features.png")).unwrap();
     assert_eq!(&png[1..4], b"PNG");
+    let svg = std::fs::read_to_string(single.join("features.svg")).unwrap();
+    assert!(svg.starts_with("<svg") && svg.contains("FC1 (3-D)"), "{svg}");
 
     // The full evaluation: every section, plots, report, and the line `run` prints.
     let dir = s.artifact_dir("evaluate");
@@ -212,16 +215,23 @@ fn features_ensemble_and_evaluation_end_to_end() {
         "## YouTube Faces",
         "## MegaFace",
         "![",
-        "roc.png",
-        "cmc.png",
-        "curve.png",
+        "(roc.svg)",
+        "(cmc.svg)",
+        "(curve.svg)",
     ] {
         assert!(report.contains(part), "report lacks {part}");
     }
-    for png in ["roc.png", "cmc.png", "curve.png"] {
-        let b = std::fs::read(dir.join(png)).unwrap();
-        assert_eq!(u32::from_be_bytes(b[16..20].try_into().unwrap()), 800, "{png} width");
+    for stem in ["roc", "cmc", "curve"] {
+        let b = std::fs::read(dir.join(format!("{stem}.png"))).unwrap();
+        assert_eq!(u32::from_be_bytes(b[16..20].try_into().unwrap()), 800, "{stem}.png width");
+        let svg = std::fs::read_to_string(dir.join(format!("{stem}.svg"))).unwrap();
+        assert!(svg.starts_with("<svg width=\"800\""), "{stem}.svg");
     }
+    // The ROC's FAR axis is logarithmic and reaches as low as the impostor pairs do: 10 per
+    // set here, so down to 10⁻¹.
+    let roc = std::fs::read_to_string(dir.join("roc.svg")).unwrap();
+    assert!(roc.contains("\n10⁻¹\n") && roc.contains("\nfalse accept rate\n"), "{roc}");
+    assert!(!roc.contains("\n10⁻²\n"), "{roc}");
     assert!(r.stdout.contains("evaluate: LFW accuracy"), "{}", r.stdout);
     // `compare`: one markdown row per evaluation, in input order, printed at the end of the run.
     let md = std::fs::read_to_string(s.artifact_dir("compare").join("table.md")).unwrap();

@@ -67,6 +67,8 @@ fn training_writes_weights_metrics_and_curve_and_resumes_exactly_after_a_kill() 
     assert!(rows.iter().all(|r| (r[3] - (1000.0 / (1.0 + r[0])).max(5.0)).abs() < 1e-9));
     let png = std::fs::read(dir.join("curve.png")).unwrap();
     assert_eq!(&png[1..4], b"PNG");
+    let svg = std::fs::read_to_string(dir.join("curve.svg")).unwrap();
+    assert!(svg.contains("\naccuracy\n") && svg.contains("\nloss\n"), "{svg}");
     let model: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("model.json")).unwrap()).unwrap();
     assert_eq!(model["net"]["depth"], 4);
     assert!(

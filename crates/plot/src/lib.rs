@@ -1,23 +1,34 @@
-//! Small PNG charts for reports: line and scatter series on linear or log axes, with labelled
-//! ticks, axis titles, a title and a legend. Drawn with the `image` crate and the public-domain
-//! 8×8 bitmap font of `font8x8`, so they need no system fonts or C libraries and render the
-//! same on every machine (byte-identical PNGs for the same data: artifacts stay reproducible).
+//! The report's charts, drawn with `plotters`: line and scatter series on a linear or a base-10
+//! logarithmic x axis (a secondary y axis where two quantities share a chart), and the feature
+//! sphere of the paper's Fig. 2 / Fig. 5.
+//!
+//! Every figure comes out two ways: **SVG**, where text stays text (the viewer's sans-serif
+//! draws it, so no font file is needed) and which `report.md` embeds, and **PNG**, for image
+//! viewers and slides, whose text is drawn from a DejaVu Sans subset compiled into this crate
+//! (`fonts/`, with its licence). No system fonts or C libraries are needed, and the same data
+//! gives the same bytes on every machine, so artifacts stay reproducible. All axis labels read
+//! horizontally: the y axis's name stands above it rather than turned on its side.
 
 #![warn(missing_docs)]
 
+mod font;
+mod sphere;
+
+pub use sphere::Sphere;
+
 use anyhow::Context;
-use font8x8::UnicodeFonts as _;
-use image::{Rgb, RgbImage};
+use image::RgbImage;
+use plotters::chart::DualCoordChartContext;
+use plotters::coord::ranged1d::{AsRangedCoord, ValueFormatter};
+use plotters::coord::Shift;
+use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
 use std::path::Path;
 
-/// Chart width in pixels.
+/// Chart width in pixels (SVG user units and PNG pixels alike).
 pub const W: u32 = 800;
 /// Chart height in pixels.
 pub const H: u32 = 520;
-const LEFT: f64 = 78.0;
-const RIGHT: f64 = 24.0;
-const TOP: f64 = 44.0;
-const BOTTOM: f64 = 58.0;
 
 /// A colour per series, distinguishable in print.
 pub const PALETTE: [[u8; 3]; 8] = [
@@ -40,17 +51,70 @@ pub enum Style {
     Dots,
 }
 
+/// How data values map onto the x axis.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Scale {
+    /// Evenly.
+    Linear,
+    /// By their base-10 logarithm, ticks at the powers of ten (values must be > 0; others are
+    /// left out): how face-verification ROCs show FARs from 10⁻⁶ to 1.
+    Log10,
+}
+
+/// Where the legend box sits inside the plot.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Corner {
+    /// Top right, for curves that fall.
+    UpperRight,
+    /// Bottom right, for curves that hug the top.
+    LowerRight,
+}
+
 /// One named set of points.
 #[derive(Debug, Clone)]
 pub struct Series {
-    /// Its legend entry.
+    /// Its legend entry (empty: none).
     pub name: String,
     /// RGB colour.
     pub color: [u8; 3],
     /// Line or dots.
     pub style: Style,
-    /// (x, y) in data units.
+    /// (x, y) in data units; non-finite points are left out.
     pub points: Vec<(f64, f64)>,
+    /// Measured against the secondary (right-hand) y axis.
+    pub right: bool,
+}
+
+impl Series {
+    /// A line series on the primary y axis.
+    pub fn line(name: &str, color: [u8; 3], points: Vec<(f64, f64)>) -> Self {
+        Series {
+            name: name.into(),
+            color,
+            style: Style::Line,
+            points,
+            right: false,
+        }
+    }
+}
+
+/// An axis: its name and the range shown.
+#[derive(Debug, Clone)]
+pub struct Axis {
+    /// What it measures, written horizontally beside the axis.
+    pub label: String,
+    /// (low, high) in data units.
+    pub range: (f64, f64),
+}
+
+impl Axis {
+    /// An axis named `label` showing `lo..hi`.
+    pub fn new(label: &str, lo: f64, hi: f64) -> Self {
+        Axis {
+            label: label.into(),
+            range: (lo, hi),
+        }
+    }
 }
 
 /// A chart: axes with their ranges and labels, and the series on them.
@@ -58,93 +122,79 @@ pub struct Series {
 pub struct Chart {
     /// Heading above the plot.
     pub title: String,
-    /// Label under the x axis.
-    pub x_label: String,
-    /// Label beside the y axis.
-    pub y_label: String,
-    /// The x range shown.
-    pub x: (f64, f64),
-    /// The y range shown.
-    pub y: (f64, f64),
-    /// Base-10 logarithmic x axis (x must be > 0).
-    pub log_x: bool,
-    /// Legend in the lower right corner (for curves that hug the top) rather than the upper.
-    pub legend_low: bool,
+    /// The horizontal axis.
+    pub x: Axis,
+    /// How x values are spaced.
+    pub x_scale: Scale,
+    /// The left-hand vertical axis.
+    pub y: Axis,
+    /// A right-hand vertical axis, for series with `right` set.
+    pub y2: Option<Axis>,
+    /// Where the legend goes.
+    pub legend: Corner,
     /// What is drawn, in legend order.
     pub series: Vec<Series>,
 }
 
-/// Draws `text` with its top-left corner at (x, y), `scale` pixels per font pixel.
-pub fn text(img: &mut RgbImage, x: i64, y: i64, s: &str, scale: i64, c: Rgb<u8>) {
-    for (k, ch) in s.chars().enumerate() {
-        let glyph = font8x8::BASIC_FONTS
-            .get(ch)
-            .or_else(|| font8x8::BASIC_FONTS.get('?'))
-            .unwrap_or([0; 8]);
-        for (row, bits) in glyph.iter().enumerate() {
-            for col in 0..8 {
-                if bits & (1 << col) != 0 {
-                    for dy in 0..scale {
-                        for dx in 0..scale {
-                            put(img, x + (k as i64 * 8 + col) * scale + dx, y + row as i64 * scale + dy, c);
-                        }
-                    }
-                }
-            }
+/// Height of the band above a chart that holds its title and its y axes' names.
+const TOP_BAND: u32 = 52;
+
+/// `title`, centred at the top of a figure `width` wide.
+pub(crate) fn draw_title<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, title: &str, width: u32) -> anyhow::Result<()> {
+    let style = TextStyle::from((font::FAMILY, 22).into_font())
+        .color(&BLACK)
+        .pos(Pos::new(HPos::Center, VPos::Top));
+    root.draw(&Text::new(title, (width as i32 / 2, 10), style)).map_err(drawing)
+}
+
+/// The error a plotters drawing call gives, as text (its type differs by backend).
+fn drawing<E: std::fmt::Display>(e: E) -> anyhow::Error {
+    anyhow::anyhow!("drawing a chart: {e}")
+}
+
+/// Draws `figure` onto an SVG document.
+pub(crate) fn svg_of(size: (u32, u32), figure: impl Fn(&DrawingArea<SVGBackend, Shift>) -> anyhow::Result<()>) -> anyhow::Result<String> {
+    font::register()?;
+    let mut out = String::new();
+    {
+        let root = SVGBackend::with_string(&mut out, size).into_drawing_area();
+        figure(&root)?;
+        root.present().map_err(drawing)?;
+    }
+    Ok(out)
+}
+
+/// Draws `figure` into an RGB image, text from the embedded font.
+pub(crate) fn png_of(
+    size: (u32, u32),
+    figure: impl Fn(&DrawingArea<BitMapBackend, Shift>) -> anyhow::Result<()>,
+) -> anyhow::Result<RgbImage> {
+    font::register()?;
+    let mut buf = vec![0u8; size.0 as usize * size.1 as usize * 3];
+    {
+        let root = BitMapBackend::with_buffer(&mut buf, size).into_drawing_area();
+        figure(&root)?;
+        root.present().map_err(drawing)?;
+    }
+    RgbImage::from_raw(size.0, size.1, buf).context("chart buffer has the wrong size")
+}
+
+/// Writes `<stem>.svg` and `<stem>.png` into `dir`.
+pub(crate) fn save_both(dir: &Path, stem: &str, svg: anyhow::Result<String>, png: anyhow::Result<RgbImage>) -> anyhow::Result<()> {
+    let path = dir.join(format!("{stem}.svg"));
+    std::fs::write(&path, svg?).with_context(|| format!("writing {}", path.display()))?;
+    let path = dir.join(format!("{stem}.png"));
+    png?.save(&path).with_context(|| format!("writing {}", path.display()))
+}
+
+/// A tick label: short, without float noise; powers of ten on a log axis as 10⁻⁶ … 1.
+pub fn label(v: f64, scale: Scale) -> String {
+    if scale == Scale::Log10 {
+        let e = v.log10().round() as i32;
+        if (v.log10() - e as f64).abs() < 1e-9 {
+            return power_of_ten(e);
         }
     }
-}
-
-fn put(img: &mut RgbImage, x: i64, y: i64, c: Rgb<u8>) {
-    if x >= 0 && y >= 0 && (x as u32) < img.width() && (y as u32) < img.height() {
-        img.put_pixel(x as u32, y as u32, c);
-    }
-}
-
-/// Draws a straight line from one pixel position to another (two pixels wide if `thick`).
-pub fn line(img: &mut RgbImage, (x0, y0): (f64, f64), (x1, y1): (f64, f64), c: Rgb<u8>, thick: bool) {
-    let n = ((x1 - x0).abs().max((y1 - y0).abs()).ceil() as usize).max(1);
-    for i in 0..=n {
-        let t = i as f64 / n as f64;
-        let (x, y) = ((x0 + (x1 - x0) * t).round() as i64, (y0 + (y1 - y0) * t).round() as i64);
-        put(img, x, y, c);
-        if thick {
-            put(img, x + 1, y, c);
-            put(img, x, y + 1, c);
-        }
-    }
-}
-
-/// Draws a filled square dot of half-width `r` centred on (x, y).
-pub fn dot(img: &mut RgbImage, x: f64, y: f64, r: i64, c: Rgb<u8>) {
-    for dy in -r..=r {
-        for dx in -r..=r {
-            if dx * dx + dy * dy <= r * r {
-                put(img, x.round() as i64 + dx, y.round() as i64 + dy, c);
-            }
-        }
-    }
-}
-
-/// Tick values: about five "nice" steps (1, 2 or 5 × 10^k) across [lo, hi].
-pub fn ticks(lo: f64, hi: f64) -> Vec<f64> {
-    if hi.partial_cmp(&lo) != Some(std::cmp::Ordering::Greater) || !lo.is_finite() || !hi.is_finite() {
-        return vec![lo];
-    }
-    let raw = (hi - lo) / 5.0;
-    let mag = 10f64.powf(raw.log10().floor());
-    let step = [1.0, 2.0, 5.0, 10.0]
-        .iter()
-        .map(|m| m * mag)
-        .find(|s| *s >= raw)
-        .unwrap_or(10.0 * mag);
-    let first = (lo / step).ceil() as i64;
-    let last = (hi / step).floor() as i64;
-    (first..=last).map(|k| k as f64 * step).collect()
-}
-
-/// A tick label: short, without float noise.
-pub fn label(v: f64) -> String {
     if v == 0.0 {
         return "0".into();
     }
@@ -162,226 +212,202 @@ pub fn label(v: f64) -> String {
     s.trim_end_matches('0').trim_end_matches('.').to_owned()
 }
 
-impl Chart {
-    fn map_x(&self, x: f64) -> f64 {
-        let (lo, hi, v) = if self.log_x {
-            (self.x.0.log10(), self.x.1.log10(), x.max(1e-300).log10())
-        } else {
-            (self.x.0, self.x.1, x)
-        };
-        LEFT + (W as f64 - LEFT - RIGHT) * (v - lo) / (hi - lo).max(1e-300)
+/// 10 to the `e`, written with superscript digits (1 and 10 as themselves).
+fn power_of_ten(e: i32) -> String {
+    match e {
+        0 => "1".into(),
+        1 => "10".into(),
+        _ => {
+            const SUP: [char; 10] = ['⁰', '¹', '²', '³', '⁴', '⁵', '⁶', '⁷', '⁸', '⁹'];
+            let digits: String = e
+                .unsigned_abs()
+                .to_string()
+                .chars()
+                .filter_map(|d| d.to_digit(10))
+                .map(|d| SUP[d as usize])
+                .collect();
+            format!("10{}{digits}", if e < 0 { "⁻" } else { "" })
+        }
     }
-    fn map_y(&self, y: f64) -> f64 {
-        H as f64 - BOTTOM - (H as f64 - TOP - BOTTOM) * (y - self.y.0) / (self.y.1 - self.y.0).max(1e-300)
+}
+
+impl Chart {
+    /// The chart as an SVG document.
+    pub fn svg(&self) -> anyhow::Result<String> {
+        svg_of((W, H), |root| self.draw(root))
     }
 
     /// The chart as an 800×520 image.
-    pub fn render(&self) -> RgbImage {
-        let mut img = RgbImage::from_pixel(W, H, Rgb([255, 255, 255]));
-        let black = Rgb([0, 0, 0]);
-        let grid = Rgb([225, 225, 225]);
-        let (px0, px1) = (LEFT, W as f64 - RIGHT);
-        let (py0, py1) = (H as f64 - BOTTOM, TOP);
-        let xt: Vec<f64> = if self.log_x {
-            let (a, b) = (self.x.0.log10().ceil() as i32, self.x.1.log10().floor() as i32);
-            (a..=b).map(|e| 10f64.powi(e)).collect()
-        } else {
-            ticks(self.x.0, self.x.1)
-        };
-        for &t in &xt {
-            let x = self.map_x(t);
-            line(&mut img, (x, py0), (x, py1), grid, false);
-            line(&mut img, (x, py0), (x, py0 + 5.0), black, false);
-            let l = label(t);
-            text(&mut img, x as i64 - 4 * l.len() as i64, py0 as i64 + 9, &l, 1, black);
-        }
-        for t in ticks(self.y.0, self.y.1) {
-            let y = self.map_y(t);
-            line(&mut img, (px0, y), (px1, y), grid, false);
-            line(&mut img, (px0 - 5.0, y), (px0, y), black, false);
-            let l = label(t);
-            text(&mut img, px0 as i64 - 9 - 8 * l.len() as i64, y as i64 - 4, &l, 1, black);
-        }
-        line(&mut img, (px0, py0), (px1, py0), black, false);
-        line(&mut img, (px0, py0), (px0, py1), black, false);
-        text(
-            &mut img,
-            (W as i64 - 16 * self.title.chars().count() as i64) / 2,
-            10,
-            &self.title,
-            2,
-            black,
-        );
-        let xl = self.x_label.chars().count() as i64;
-        text(
-            &mut img,
-            (px0 + px1) as i64 / 2 - 8 * xl / 2,
-            H as i64 - 24,
-            &self.x_label,
-            1,
-            black,
-        );
-        // The y title, one character per line down the left edge.
-        for (k, ch) in self.y_label.chars().enumerate() {
-            text(&mut img, 6, TOP as i64 + 10 * k as i64, &ch.to_string(), 1, black);
-        }
-        for s in &self.series {
-            let c = Rgb(s.color);
-            let pts: Vec<(f64, f64)> = s
-                .points
-                .iter()
-                .filter(|p| p.0.is_finite() && p.1.is_finite() && (!self.log_x || p.0 > 0.0))
-                .map(|&(x, y)| (self.map_x(x), self.map_y(y)))
-                .collect();
-            match s.style {
-                Style::Line => pts.windows(2).for_each(|w| line(&mut img, w[0], w[1], c, true)),
-                Style::Dots => pts.iter().for_each(|&(x, y)| dot(&mut img, x, y, 2, c)),
-            }
-        }
-        // Legend, top right inside the plot.
-        let named: Vec<&Series> = self.series.iter().filter(|s| !s.name.is_empty()).collect();
-        let width = named.iter().map(|s| s.name.chars().count()).max().unwrap_or(0) as i64 * 8 + 30;
-        for (k, s) in named.iter().enumerate() {
-            let top = if self.legend_low {
-                py0 as i64 - 12 - 14 * named.len() as i64
-            } else {
-                py1 as i64 + 8
-            };
-            let (x, y) = (px1 as i64 - width - 6, top + 14 * k as i64);
-            for dx in 0..16 {
-                for dy in 2..6 {
-                    put(&mut img, x + dx, y + dy, Rgb(s.color));
-                }
-            }
-            text(&mut img, x + 22, y, &s.name, 1, black);
-        }
-        img
+    pub fn png(&self) -> anyhow::Result<RgbImage> {
+        png_of((W, H), |root| self.draw(root))
     }
 
-    /// Renders the chart and writes it as a PNG.
-    pub fn save(&self, path: &Path) -> anyhow::Result<()> {
-        self.render().save(path).with_context(|| format!("writing {}", path.display()))
+    /// Writes `<stem>.svg` and `<stem>.png` into `dir`.
+    pub fn save(&self, dir: &Path, stem: &str) -> anyhow::Result<()> {
+        save_both(dir, stem, self.svg(), self.png())
+    }
+
+    /// The number of labelled x ticks: one per decade on a log axis.
+    fn x_ticks(&self) -> usize {
+        match self.x_scale {
+            Scale::Linear => 6,
+            Scale::Log10 => ((self.x.range.1 / self.x.range.0).log10().round().max(1.0) as usize) + 1,
+        }
+    }
+
+    fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> anyhow::Result<()> {
+        let (lo, hi) = self.x.range;
+        match self.x_scale {
+            Scale::Linear => self.draw_on(root, lo..hi),
+            // A hair wider, so that rounding in the tick search cannot drop the lowest decade.
+            Scale::Log10 => self.draw_on(root, (lo * (1.0 - 1e-9)..hi * (1.0 + 1e-9)).log_scale()),
+        }
+    }
+
+    /// The whole chart on a given x coordinate: frame and mesh, series, legend, axis names.
+    fn draw_on<DB, X>(&self, root: &DrawingArea<DB, Shift>, x: X) -> anyhow::Result<()>
+    where
+        DB: DrawingBackend,
+        X: AsRangedCoord<Value = f64> + Clone,
+        X::CoordDescType: ValueFormatter<f64>,
+    {
+        root.fill(&WHITE).map_err(drawing)?;
+        // The title and the y axes' names share a band above the plot.
+        let body = root.margin(TOP_BAND, 0, 0, 0);
+        let y2 = self.y2.as_ref().unwrap_or(&self.y);
+        let mut chart = ChartBuilder::on(&body)
+            .margin(12)
+            .set_label_area_size(LabelAreaPosition::Left, 58)
+            .set_label_area_size(LabelAreaPosition::Bottom, 52)
+            .set_label_area_size(LabelAreaPosition::Right, if self.y2.is_some() { 58 } else { 0 })
+            .build_cartesian_2d(x.clone(), self.y.range.0..self.y.range.1)
+            .map_err(drawing)?
+            .set_secondary_coord(x, y2.range.0..y2.range.1);
+        let scale = self.x_scale;
+        chart
+            .configure_mesh()
+            .x_labels(self.x_ticks())
+            .y_labels(6)
+            .x_label_formatter(&|v| label(*v, scale))
+            .y_label_formatter(&|v| label(*v, Scale::Linear))
+            .x_desc(&self.x.label)
+            .label_style((font::FAMILY, 14))
+            .axis_desc_style((font::FAMILY, 15))
+            .light_line_style(RGBColor(240, 240, 240))
+            .draw()
+            .map_err(drawing)?;
+        if self.y2.is_some() {
+            chart
+                .configure_secondary_axes()
+                .y_labels(6)
+                .y_label_formatter(&|v| label(*v, Scale::Linear))
+                .label_style((font::FAMILY, 14))
+                .draw()
+                .map_err(drawing)?;
+        }
+        for s in &self.series {
+            self.draw_series(&mut chart, s)?;
+        }
+        self.draw_legend(&mut chart)?;
+        draw_title(root, &self.title, W)?;
+        self.draw_axis_names(root, chart.plotting_area().get_pixel_range())
+    }
+
+    fn draw_series<DB, X, Y, X2, Y2>(
+        &self,
+        chart: &mut DualCoordChartContext<DB, Cartesian2d<X, Y>, Cartesian2d<X2, Y2>>,
+        s: &Series,
+    ) -> anyhow::Result<()>
+    where
+        DB: DrawingBackend,
+        X: Ranged<ValueType = f64>,
+        Y: Ranged<ValueType = f64>,
+        X2: Ranged<ValueType = f64>,
+        Y2: Ranged<ValueType = f64>,
+    {
+        let color = RGBColor(s.color[0], s.color[1], s.color[2]);
+        let log = self.x_scale == Scale::Log10;
+        let points = s
+            .points
+            .iter()
+            .copied()
+            .filter(|p| p.0.is_finite() && p.1.is_finite() && (!log || p.0 > 0.0));
+        let anno = match (s.style, s.right) {
+            (Style::Line, false) => chart.draw_series(LineSeries::new(points, color.stroke_width(2))),
+            (Style::Line, true) => chart.draw_secondary_series(LineSeries::new(points, color.stroke_width(2))),
+            (Style::Dots, false) => chart.draw_series(points.map(|p| Circle::new(p, 3, color.filled()))),
+            (Style::Dots, true) => chart.draw_secondary_series(points.map(|p| Circle::new(p, 3, color.filled()))),
+        }
+        .map_err(drawing)?;
+        if !s.name.is_empty() {
+            anno.label(s.name.as_str())
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(3)));
+        }
+        Ok(())
+    }
+
+    fn draw_legend<'a, DB, CT1, CT2>(&self, chart: &mut DualCoordChartContext<'a, DB, CT1, CT2>) -> anyhow::Result<()>
+    where
+        DB: DrawingBackend + 'a,
+        CT1: CoordTranslate,
+        CT2: CoordTranslate,
+    {
+        if self.series.iter().all(|s| s.name.is_empty()) {
+            return Ok(());
+        }
+        let position = match self.legend {
+            Corner::UpperRight => SeriesLabelPosition::UpperRight,
+            Corner::LowerRight => SeriesLabelPosition::LowerRight,
+        };
+        chart
+            .configure_series_labels()
+            .position(position)
+            .label_font((font::FAMILY, 14))
+            .background_style(WHITE.mix(0.85))
+            .border_style(RGBColor(160, 160, 160))
+            .draw()
+            .map_err(drawing)
+    }
+
+    /// The y axes' names, written horizontally just above each axis.
+    fn draw_axis_names<DB: DrawingBackend>(
+        &self,
+        root: &DrawingArea<DB, Shift>,
+        (xs, ys): (std::ops::Range<i32>, std::ops::Range<i32>),
+    ) -> anyhow::Result<()> {
+        let style = TextStyle::from((font::FAMILY, 15).into_font()).color(&BLACK);
+        root.draw(&Text::new(self.y.label.as_str(), (xs.start - 40, ys.start - 22), style.clone()))
+            .map_err(drawing)?;
+        if let Some(y2) = &self.y2 {
+            let right = style.pos(Pos::new(HPos::Right, VPos::Top));
+            root.draw(&Text::new(y2.label.as_str(), (xs.end + 40, ys.start - 22), right))
+                .map_err(drawing)?;
+        }
+        Ok(())
     }
 }
 
-/// Features on the unit circle (2-D) or sphere (3-D, orthographic view along the features' mean
-/// direction, far side faded), one
-/// colour per class: the paper's Fig. 2 / Fig. 5 view of how A-Softmax separates classes by
-/// angle. `labels` index the palette (cycled).
-pub fn feature_plot(path: &Path, title: &str, features: &[Vec<f64>], labels: &[usize]) -> anyhow::Result<()> {
-    let side = H;
-    let mut img = RgbImage::from_pixel(side, side, Rgb([255, 255, 255]));
-    let c = side as f64 / 2.0;
-    let r = side as f64 * 0.4;
-    let grey = Rgb([170, 170, 170]);
-    for k in 0..720 {
-        let (a0, a1) = (
-            k as f64 * std::f64::consts::PI / 360.0,
-            (k + 1) as f64 * std::f64::consts::PI / 360.0,
-        );
-        line(
-            &mut img,
-            (c + r * a0.cos(), c - r * a0.sin()),
-            (c + r * a1.cos(), c - r * a1.sin()),
-            grey,
-            false,
-        );
+/// A training run's curve: loss on the left axis and accuracy (0–1) on the right, against the
+/// step; `points` are (step, loss, accuracy).
+pub fn training_curve(points: &[(f64, f64, f64)]) -> Chart {
+    let max_loss = points.iter().map(|p| p.1).filter(|v| v.is_finite()).fold(1e-9, f64::max);
+    let last = points.last().map_or(1.0, |p| p.0.max(1.0));
+    Chart {
+        title: "Training".into(),
+        x: Axis::new("step", 0.0, last),
+        x_scale: Scale::Linear,
+        y: Axis::new("loss", 0.0, max_loss * 1.05),
+        y2: Some(Axis::new("accuracy", 0.0, 1.0)),
+        legend: Corner::UpperRight,
+        series: vec![
+            Series::line("loss", PALETTE[0], points.iter().map(|p| (p.0, p.1)).collect()),
+            Series {
+                right: true,
+                ..Series::line("accuracy", PALETTE[2], points.iter().map(|p| (p.0, p.2)).collect())
+            },
+        ],
     }
-    let unit = |f: &Vec<f64>| -> Option<Vec<f64>> {
-        let n = f.iter().map(|v| v * v).sum::<f64>().sqrt();
-        (n > 0.0 && n.is_finite()).then(|| f.iter().map(|x| x / n).collect())
-    };
-    // 3-D: look along the features' mean direction, so most of them face the viewer.
-    let mut w = [0.0f64; 3];
-    for v in features.iter().filter_map(unit).filter(|v| v.len() >= 3) {
-        (0..3).for_each(|k| w[k] += v[k]);
-    }
-    let norm = |a: [f64; 3]| {
-        let n = (a[0] * a[0] + a[1] * a[1] + a[2] * a[2]).sqrt();
-        if n > 1e-12 {
-            a.map(|x| x / n)
-        } else {
-            [0.0, 0.0, 1.0]
-        }
-    };
-    let cross = |a: [f64; 3], b: [f64; 3]| [a[1] * b[2] - a[2] * b[1], a[2] * b[0] - a[0] * b[2], a[0] * b[1] - a[1] * b[0]];
-    let w = norm(w);
-    let e = if w[0].abs() < 0.9 { [1.0, 0.0, 0.0] } else { [0.0, 1.0, 0.0] };
-    let u = norm(cross(e, w));
-    let v = cross(w, u);
-    let proj = |a: [f64; 3], b: &[f64]| a[0] * b[0] + a[1] * b[1] + a[2] * b[2];
-    let mut pts: Vec<(f64, f64, f64, usize)> = features
-        .iter()
-        .zip(labels)
-        .filter_map(|(f, &l)| {
-            let p = unit(f)?;
-            Some(match p.len() {
-                2 => (p[0], p[1], 1.0, l),
-                _ => {
-                    let q = [p[0], p[1], p.get(2).copied().unwrap_or(0.0)];
-                    (proj(u, &q), proj(v, &q), proj(w, &q), l)
-                }
-            })
-        })
-        .collect();
-    // Far side first, so the near side is drawn over it.
-    pts.sort_by(|a, b| a.2.total_cmp(&b.2));
-    for (x, y, z, l) in pts {
-        let base = PALETTE[l % PALETTE.len()];
-        let col = if z < 0.0 {
-            base.map(|v| ((v as u16 + 2 * 255) / 3) as u8)
-        } else {
-            base
-        };
-        dot(&mut img, c + r * x, c - r * y, 3, Rgb(col));
-    }
-    text(&mut img, 10, 10, title, 2, Rgb([0, 0, 0]));
-    img.save(path).with_context(|| format!("writing {}", path.display()))
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ticks_are_nice_and_inside() {
-        assert_eq!(ticks(0.0, 1.0), [0.0, 0.2, 0.4, 0.6000000000000001, 0.8, 1.0]);
-        assert_eq!(ticks(0.0, 240.0), [0.0, 50.0, 100.0, 150.0, 200.0]);
-        assert_eq!(label(0.6000000000000001), "0.6");
-        assert_eq!(label(1e-6), "1e-6");
-        assert_eq!(label(250000.0), "2.5e5");
-    }
-
-    #[test]
-    fn text_and_series_land_where_they_should() {
-        let mut img = RgbImage::from_pixel(40, 20, Rgb([255, 255, 255]));
-        text(&mut img, 0, 0, "I", 1, Rgb([0, 0, 0]));
-        // font8x8's "I" has its vertical bar in columns 2..4 of row 3.
-        let black: Vec<u32> = (0..8).filter(|&x| img.get_pixel(x, 3).0 == [0, 0, 0]).collect();
-        assert!(!black.is_empty() && black.iter().all(|&x| (1..6).contains(&x)), "{black:?}");
-        let chart = Chart {
-            title: "t".into(),
-            x_label: "x".into(),
-            y_label: "y".into(),
-            x: (0.0, 1.0),
-            y: (0.0, 1.0),
-            log_x: false,
-            legend_low: false,
-            series: vec![Series {
-                name: String::new(),
-                color: [255, 0, 0],
-                style: Style::Dots,
-                points: vec![(0.5, 0.5)],
-            }],
-        };
-        let img = chart.render();
-        let (cx, cy) = (
-            (LEFT + (W as f64 - LEFT - RIGHT) / 2.0) as u32,
-            (TOP + (H as f64 - TOP - BOTTOM) / 2.0) as u32,
-        );
-        assert_eq!(img.get_pixel(cx, cy).0, [255, 0, 0]);
-        let d = tempfile::tempdir().unwrap();
-        chart.save(&d.path().join("c.png")).unwrap();
-        assert_eq!(image::open(d.path().join("c.png")).unwrap().width(), W);
-    }
-}
+mod tests;

@@ -9,9 +9,9 @@
 //!   each distractor set size the data reaches; distractors are streamed.
 //! - The angular Fisher score (Appendix E) of the LFW and FaceScrub features.
 //!
-//! Writes `metrics.json` (every number), `report.md` (tables and plots), `roc.png`, `cmc.png`,
-//! `curve.png` (with a `model`), `features.png` (when FC1 has 2 or 3 dimensions) and
-//! `summary.txt`, which `spherepipe run` prints at the end.
+//! Writes `metrics.json` (every number), `report.md` (tables, with the figures embedded as SVG),
+//! `roc`, `cmc`, `curve` (with a `model`) and `features` (when FC1 has 2 or 3 dimensions), each
+//! as `.svg` and `.png`, and `summary.txt`, which `spherepipe run` prints at the end.
 
 mod report;
 
@@ -82,7 +82,8 @@ impl Stage for Evaluate {
         "evaluate"
     }
     fn version(&self) -> &'static str {
-        "1"
+        // 2: figures drawn with plotters as SVG and PNG, the ROC on a log FAR axis.
+        "2"
     }
     fn doc(&self) -> &'static str {
         "LFW/YTF 10-fold verification, ROC, MegaFace identification and verification, angular Fisher score; report.md and plots"

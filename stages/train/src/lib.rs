@@ -3,11 +3,10 @@
 //! stopped and produces the same result as an uninterrupted one. The artifact holds the final
 //! weights (`model.safetensors`), `model.json` (a [`ModelCard`]: what `extract` needs to rebuild
 //! the network and feed it, colour order included),
-//! `metrics.csv` (loss, accuracy, λ, learning rate per step) and `curve.png`; images/s per step
+//! `metrics.csv` (loss, accuracy, λ, learning rate per step) and `curve.svg`/`curve.png`; images/s per step
 //! goes to `cache/logs/<fingerprint>/timing.csv`, outside the artifact, to keep it deterministic.
 
 mod card;
-mod curve;
 mod params;
 
 pub use card::ModelCard;
@@ -30,8 +29,9 @@ impl Stage for Train {
     }
     fn version(&self) -> &'static str {
         // 2: seeded init from our own generator, sphere20a parameter names, patch crops,
-        // labelled curve. 3: BGR input by default, `channels` in model.json.
-        "3"
+        // labelled curve. 3: BGR input by default, `channels` in model.json. 4: the curve drawn
+        // with plotters, as curve.svg and curve.png.
+        "4"
     }
     fn doc(&self) -> &'static str {
         "SphereFace CNN + A-Softmax (or softmax/modified-softmax/cosface/arcface) training"
@@ -107,10 +107,8 @@ impl Stage for Train {
         .write(ctx.out_dir)?;
         write_metrics(&ctx.out_dir.join("metrics.csv"), &metrics)?;
         write_timing(&ctx.logs.join("timing.csv"), &metrics)?;
-        curve::draw(
-            &ctx.out_dir.join("curve.png"),
-            &metrics.iter().map(|m| (m.0.loss, m.0.accuracy)).collect::<Vec<_>>(),
-        )?;
+        let curve: Vec<_> = metrics.iter().map(|m| (m.0.step as f64, m.0.loss, m.0.accuracy)).collect();
+        spherepipe_plot::training_curve(&curve).save(ctx.out_dir, "curve")?;
         Ok(())
     }
 }
