@@ -9,6 +9,7 @@
 #![warn(missing_docs)]
 
 pub mod fisher;
+mod nullable;
 pub mod roc;
 pub mod search;
 pub mod verify;

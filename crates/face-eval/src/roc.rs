@@ -1,10 +1,10 @@
 //! ROC summaries of pair scores (higher = more alike): the curve, AUC, EER, and TAR at fixed
 //! FARs, which are only reported when there are enough impostor pairs to measure them.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// The true accept rate at one false accept rate.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct TarAtFar {
     /// The FAR asked for.
     pub far: f64,
@@ -65,16 +65,18 @@ pub fn lowest_measurable_far(impostors: u64, floor: f64) -> f64 {
 }
 
 /// A ROC summary of pair scores.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Roc {
     /// Genuine (same-person) pairs.
     pub genuine: usize,
     /// Impostor pairs.
     pub impostor: usize,
     /// Area under the curve: the probability a genuine pair outscores an impostor pair
-    /// (ties count half).
+    /// (ties count half). NaN (null in JSON) without both kinds of pair.
+    #[serde(deserialize_with = "crate::nullable::f64")]
     pub auc: f64,
-    /// Where FAR equals FRR on the piecewise-linear curve.
+    /// Where FAR equals FRR on the piecewise-linear curve; NaN (null) as `auc`.
+    #[serde(deserialize_with = "crate::nullable::f64")]
     pub eer: f64,
     /// TAR at each FAR asked for.
     pub tar_at_far: Vec<TarAtFar>,

@@ -17,7 +17,7 @@
 use crate::roc::{lowest_measurable_far, tar_at_far, TarAtFar};
 use crate::EvalError;
 use rayon::prelude::*;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
@@ -37,13 +37,15 @@ impl Ord for Score {
 }
 
 /// MegaFace figures at one distractor set size.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SizeResult {
     /// Distractors in the set (its first N).
     pub distractors: usize,
-    /// Identification rate at rank 1.
+    /// Identification rate at rank 1 (NaN, null in JSON, without probe pairs).
+    #[serde(deserialize_with = "crate::nullable::f64")]
     pub rank1: f64,
     /// Identification rate at ranks 1..=10.
+    #[serde(deserialize_with = "crate::nullable::f64s")]
     pub cmc: Vec<f64>,
     /// (gallery image, probe image) pairs scored.
     pub probe_pairs: usize,

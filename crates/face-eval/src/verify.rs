@@ -15,9 +15,9 @@
 //!   grid 0…4 in steps of 4e-4, mean of the best thresholds, positives right when d < threshold.
 
 use crate::EvalError;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 /// How pairs are scored and thresholds chosen (see the module doc).
 pub enum Protocol {
@@ -66,7 +66,7 @@ pub struct Pair<'a> {
 }
 
 /// One test fold's result.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Fold {
     /// 1-based fold.
     pub fold: usize,
@@ -79,7 +79,7 @@ pub struct Fold {
 }
 
 /// A 10-fold verification result.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TenFold {
     /// The protocol used.
     pub protocol: Protocol,

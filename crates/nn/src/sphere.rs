@@ -19,37 +19,14 @@ pub fn units_for(depth: usize) -> Option<[usize; 4]> {
     }
 }
 
-/// Network shape: depth, width multiplier, feature size and input size.
-#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct SphereConfig {
-    pub depth: usize,
-    pub width: f64,
-    pub features: usize,
-    pub input: [usize; 2],
-}
+pub use spherepipe_model_card::SphereConfig;
 
-impl SphereConfig {
-    pub fn new(depth: usize) -> Self {
-        SphereConfig {
-            depth,
-            width: 1.0,
-            features: 512,
-            input: [112, 96],
-        }
-    }
-    /// Channels of each stage after the width multiplier (at least 1).
-    pub fn channels(&self) -> [usize; 4] {
-        [64, 128, 256, 512].map(|c| ((c as f64 * self.width).round() as usize).max(1))
-    }
-    /// Spatial size after the four stride-2 convolutions (padding 1, kernel 3).
-    pub fn final_size(&self) -> [usize; 2] {
-        self.input.map(|s| (0..4).fold(s, |s, _| (s + 2 - 3) / 2 + 1))
-    }
-    /// The network with zero weights: a [`Trainer`](crate::train::Trainer) draws the initial
-    /// values itself, from its seed, so they do not depend on the backend's RNG.
-    pub fn init(&self, device: &Device) -> anyhow::Result<SphereNet> {
-        let units = units_for(self.depth).ok_or_else(|| anyhow::anyhow!("depth {} is not one of 4, 10, 20, 36, 64", self.depth))?;
-        let ch = self.channels();
+impl SphereNet {
+    /// The network of shape `cfg` with zero weights: a [`Trainer`](crate::train::Trainer) draws
+    /// the initial values itself, from its seed, so they do not depend on the backend's RNG.
+    pub fn zeroed(cfg: &SphereConfig, device: &Device) -> anyhow::Result<SphereNet> {
+        let units = units_for(cfg.depth).ok_or_else(|| anyhow::anyhow!("depth {} is not one of 4, 10, 20, 36, 64", cfg.depth))?;
+        let ch = cfg.channels();
         let mut stages = Vec::new();
         let mut cin = 3;
         for (s, &cout) in ch.iter().enumerate() {
@@ -63,8 +40,8 @@ impl SphereConfig {
             stages.push(Stage { down, units: us });
             cin = cout;
         }
-        let [h, w] = self.final_size();
-        let fc5 = LinearConfig::new(ch[3] * h * w, self.features)
+        let [h, w] = cfg.final_size();
+        let fc5 = LinearConfig::new(ch[3] * h * w, cfg.features)
             .with_initializer(Initializer::Zeros)
             .init(device);
         Ok(SphereNet { stages, fc5 })
@@ -174,7 +151,7 @@ mod tests {
                 width: 0.125,
                 ..SphereConfig::new(depth)
             };
-            let net = cfg.init(&d).unwrap();
+            let net = SphereNet::zeroed(&cfg, &d).unwrap();
             let head = Head::new(cfg.features, 10, false, &d);
             assert_eq!(
                 net.num_params() + head.num_params(),
@@ -190,6 +167,6 @@ mod tests {
         // Full-width SphereFace-20: 4 stride-2 convs + 16 unit convs, 21,504 inputs to FC1.
         let cfg = SphereConfig::new(20);
         assert_eq!(cfg.channels()[3] * 7 * 6, 21_504);
-        assert!(SphereConfig::new(21).init(&d).is_err());
+        assert!(SphereNet::zeroed(&SphereConfig::new(21), &d).is_err());
     }
 }

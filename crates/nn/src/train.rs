@@ -93,7 +93,7 @@ pub struct SphereFace {
 impl SphereFace {
     pub fn new(cfg: &SphereConfig, classes: usize, loss: Loss, device: &Device) -> Result<Self> {
         Ok(SphereFace {
-            net: cfg.init(device)?,
+            net: SphereNet::zeroed(cfg, device)?,
             fc6: Head::new(cfg.features, classes, matches!(loss, Loss::Softmax), device),
         })
     }

@@ -13,16 +13,19 @@
 //! `roc`, `cmc`, `curve` (with a `model`) and `features` (when FC1 has 2 or 3 dimensions), each
 //! as `.svg` and `.png`, and `summary.txt`, which `spherepipe run` prints at the end.
 
+mod figures;
+pub mod metrics;
 mod report;
 
 use anyhow::{bail, Context};
-use serde_json::{json, Value};
+use metrics::{MegaFace, Metrics, Verification};
 use spherepipe_face_datasets::{read_lfw_pairs, read_ytf_splits};
 use spherepipe_face_eval::fisher::angular_fisher_score;
 use spherepipe_face_eval::roc::{lowest_measurable_far, roc};
 use spherepipe_face_eval::search::Search;
 use spherepipe_face_eval::verify::{ten_fold, Pair, Protocol};
 use spherepipe_face_table::features::{read_features, FeatureReader, Features};
+use spherepipe_model_card::ModelCard;
 use spherepipe_stage::{InputSpec, ParamSpec, ParamType, Stage, StageContext};
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -44,37 +47,35 @@ fn dense_labels(names: impl Iterator<Item = String>) -> Vec<u32> {
         .collect()
 }
 
-/// Verification in all three protocols, the headline one first, plus its ROC.
-fn verification(pairs: &[Pair<'_>], headline: Protocol, fars: &[f64]) -> anyhow::Result<Value> {
-    let mut out = serde_json::Map::new();
-    let mut head = None;
+/// Verification in all three protocols, the headline one first, plus its ROC; `listed` pairs
+/// were in the list, `skipped` of them had no features.
+fn verification(pairs: &[Pair<'_>], headline: Protocol, fars: &[f64], listed: usize, skipped: Vec<String>) -> anyhow::Result<Verification> {
+    let mut protocols = BTreeMap::new();
     for name in Protocol::NAMES {
         let p = Protocol::parse(name).context("protocol name")?;
-        let r = ten_fold(pairs, p)?;
-        if p == headline {
-            head = Some(r.clone());
-        }
-        out.insert(name.to_owned(), serde_json::to_value(&r)?);
+        protocols.insert(name.to_owned(), ten_fold(pairs, p)?);
     }
-    let head = head.context("headline protocol")?;
+    let head = protocols.get(headline.name()).context("headline protocol")?;
     let same: Vec<bool> = pairs.iter().map(|p| p.same).collect();
-    // Also the lowest FAR these impostor pairs can measure, when the asked ones are too low.
+    // Also the lowest FAR these impostor pairs can measure, when every asked one is too low.
     let impostors = same.iter().filter(|s| !**s).count() as u64;
     let floor = fars.iter().copied().fold(1.0, f64::min);
     let lowest = lowest_measurable_far(impostors, floor);
     let mut fars = fars.to_vec();
-    if !fars.iter().any(|&f| f <= lowest) {
+    if !fars.iter().any(|&f| f >= lowest) {
         fars.push(lowest);
     }
-    let roc = roc(&head.scores, &same, &fars);
-    Ok(json!({
-        "protocol": headline.name(),
-        "accuracy": head.mean,
-        "std": head.std,
-        "pairs": pairs.len(),
-        "protocols": out,
-        "roc": roc,
-    }))
+    Ok(Verification {
+        protocol: headline,
+        accuracy: head.mean,
+        std: head.std,
+        pairs: pairs.len(),
+        pairs_listed: listed,
+        pairs_skipped: skipped,
+        videos: None,
+        roc: roc(&head.scores, &same, &fars),
+        protocols,
+    })
 }
 
 impl Stage for Evaluate {
@@ -82,7 +83,8 @@ impl Stage for Evaluate {
         "evaluate"
     }
     fn version(&self) -> &'static str {
-        // 2: figures drawn with plotters as SVG and PNG, the ROC on a log FAR axis.
+        // 2: figures drawn with plotters as SVG and PNG, the ROC on a log FAR axis; metrics.json
+        // written from a typed struct (its key order, no empty `note`).
         "2"
     }
     fn doc(&self) -> &'static str {
@@ -163,9 +165,8 @@ struct Evaluation<'a> {
     data: &'a Path,
     headline: Protocol,
     fars: Vec<f64>,
-    metrics: serde_json::Map<String, Value>,
-    fisher: serde_json::Map<String, Value>,
-    plots: report::Plots,
+    metrics: Metrics,
+    plots: figures::Plots,
 }
 
 impl<'a> Evaluation<'a> {
@@ -176,9 +177,8 @@ impl<'a> Evaluation<'a> {
             data: ctx.inputs.one("data")?,
             headline: Protocol::parse(ctx.params.str("protocol")?).context("protocol")?,
             fars: ctx.params.get("fars")?,
-            metrics: serde_json::Map::new(),
-            fisher: serde_json::Map::new(),
-            plots: report::Plots::default(),
+            metrics: Metrics::default(),
+            plots: figures::Plots::default(),
         })
     }
 
@@ -209,14 +209,12 @@ impl<'a> Evaluation<'a> {
                 pairs_file.display()
             );
         }
-        let mut v = verification(&pairs, self.headline, &self.fars)?;
-        v["pairs_listed"] = json!(listed.len());
-        v["pairs_skipped"] = json!(missing);
-        self.plots.roc.push(("LFW".into(), v["roc"]["curve"].clone()));
-        self.metrics.insert("lfw".into(), v);
+        let v = verification(&pairs, self.headline, &self.fars, listed.len(), missing)?;
+        self.plots.roc.push(("LFW".into(), v.roc.curve.clone()));
+        self.metrics.lfw = Some(v);
         let labels = dense_labels(f.meta.iter().map(|m| m.identity.clone()));
-        self.fisher
-            .insert("lfw".into(), json!(angular_fisher_score(&f.values, f.dim, &labels)));
+        let fisher = angular_fisher_score(&f.values, f.dim, &labels);
+        self.metrics.angular_fisher_score.insert("lfw".into(), fisher);
         self.plots.features = Some((f.clone(), labels));
         Ok(())
     }
@@ -261,12 +259,12 @@ impl<'a> Evaluation<'a> {
                 splits_file.display()
             );
         }
-        let mut v = verification(&pairs, self.headline, &self.fars)?;
-        v["videos"] = json!(means.len());
-        v["pairs_listed"] = json!(listed.len());
-        v["pairs_skipped"] = json!(missing);
-        self.plots.roc.push(("YTF".into(), v["roc"]["curve"].clone()));
-        self.metrics.insert("ytf".into(), v);
+        let v = verification(&pairs, self.headline, &self.fars, listed.len(), missing)?;
+        self.plots.roc.push(("YTF".into(), v.roc.curve.clone()));
+        self.metrics.ytf = Some(Verification {
+            videos: Some(means.len()),
+            ..v
+        });
         Ok(())
     }
 
@@ -275,8 +273,8 @@ impl<'a> Evaluation<'a> {
         self.ctx.progress.message("MegaFace");
         let probes = features_of(dir, "facescrub")?;
         let labels = dense_labels(probes.meta.iter().map(|m| m.identity.clone()));
-        self.fisher
-            .insert("facescrub".into(), json!(angular_fisher_score(&probes.values, probes.dim, &labels)));
+        let fisher = angular_fisher_score(&probes.values, probes.dim, &labels);
+        self.metrics.angular_fisher_score.insert("facescrub".into(), fisher);
         if self.plots.features.is_none() {
             self.plots.features = Some((probes.clone(), labels.clone()));
         }
@@ -310,43 +308,111 @@ impl<'a> Evaluation<'a> {
             .iter()
             .map(|r| (format!("{} distractors", r.distractors), r.cmc.clone()))
             .collect();
-        self.metrics.insert(
-            "megaface".into(),
-            json!({
-                "probes": probes.len(),
-                "identities": identities,
-                "distractors": seen,
-                "sizes": results,
-                "note": if results.is_empty() { "fewer distractors than the smallest set size: no identification figures" } else { "" },
-            }),
-        );
+        self.metrics.megaface = Some(MegaFace {
+            probes: probes.len(),
+            identities,
+            distractors: seen,
+            note: results
+                .is_empty()
+                .then(|| "fewer distractors than the smallest set size: no identification figures".into()),
+            sizes: results,
+        });
         Ok(())
     }
 
     /// `metrics.json` (with the model's card and the headline), `report.md` and its figures,
     /// `summary.txt`.
-    fn write(mut self, model: Option<&Path>) -> anyhow::Result<()> {
-        let ctx = self.ctx;
-        let mut metrics = std::mem::take(&mut self.metrics);
-        metrics.insert("angular_fisher_score".into(), Value::Object(std::mem::take(&mut self.fisher)));
-        let mut plots = self.plots;
+    fn write(self, model: Option<&Path>) -> anyhow::Result<()> {
+        let (ctx, mut metrics, mut plots) = (self.ctx, self.metrics, self.plots);
         if let Some(m) = model {
-            let info: Value = std::fs::read_to_string(m.join("model.json"))
-                .ok()
-                .and_then(|t| serde_json::from_str(&t).ok())
-                .unwrap_or(Value::Null);
-            metrics.insert("model".into(), info);
-            plots.curve = report::read_curve(&m.join("metrics.csv"));
+            metrics.model = Some(ModelCard::read(m)?);
+            plots.curve = figures::read_curve(&m.join("metrics.csv"));
         }
-        let headline = report::headline(&Value::Object(metrics.clone()));
-        metrics.insert("headline".into(), serde_json::to_value(&headline)?);
-        let metrics = Value::Object(metrics);
-        std::fs::write(ctx.out_dir.join("metrics.json"), serde_json::to_string_pretty(&metrics)?)?;
+        metrics.headline = report::headline(&metrics);
+        metrics.write(ctx.out_dir)?;
         let images = plots.draw(ctx.out_dir)?;
         std::fs::write(ctx.out_dir.join("report.md"), report::markdown(&metrics, &images))?;
         let summary = report::summary(&metrics);
         std::fs::write(ctx.out_dir.join("summary.txt"), format!("{summary}\n"))?;
         ctx.progress.message(&summary);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// 20 pairs in 10 folds, one genuine and one impostor per fold: genuine pairs are the same
+    /// feature, impostors opposite ones, so every protocol separates them perfectly.
+    fn perfect() -> Verification {
+        let (x, y) = (vec![1.0f32, 0.5, 1.0, 0.5], vec![-1.0f32, -0.5, -1.0, -0.5]);
+        let pairs: Vec<Pair<'_>> = (0..20)
+            .map(|i| Pair {
+                a: &x,
+                b: if i % 2 == 0 { &x } else { &y },
+                same: i % 2 == 0,
+                fold: i / 2,
+            })
+            .collect();
+        verification(&pairs, Protocol::Official, &[1e-3], 21, vec!["a.jpg / b.jpg".into()]).unwrap()
+    }
+
+    #[test]
+    fn a_perfect_separation_reads_as_one_in_every_figure() {
+        let v = perfect();
+        assert_eq!((v.accuracy, v.std, v.pairs), (1.0, 0.0, 20));
+        assert_eq!(v.protocols.len(), 3);
+        assert!(v.protocols.values().all(|r| r.mean == 1.0 && r.folds.len() == 10));
+        assert_eq!((v.roc.auc, v.roc.eer, v.roc.impostor), (1.0, 0.0, 10));
+        // 10 impostors cannot measure FAR 10⁻³; the lowest they can (10⁻¹) is added.
+        let fars: Vec<f64> = v.roc.tar_at_far.iter().map(|t| t.far).collect();
+        assert_eq!(fars, [1e-3, 0.1]);
+        let m = Metrics {
+            lfw: Some(v),
+            ..Metrics::default()
+        };
+        assert_eq!(report::summary(&m), "LFW accuracy 100.00% ± 0.00 (official, 20 pairs)");
+        let md = report::markdown(&m, &[("ROC".into(), "roc.svg".into())]);
+        for part in [
+            "21 listed",
+            "**1 pairs skipped**",
+            "| official (headline) | 100.00% | 0.00 | 100.0 100.0",
+            "AUC 1.0000, EER 0.00%.",
+            "| 0.1 | 100.00% |",
+            "![ROC](roc.svg)",
+        ] {
+            assert!(md.contains(part), "{part} missing from\n{md}");
+        }
+        let h = report::headline(&m);
+        assert_eq!(h.0[0], ("LFW".to_owned(), serde_json::json!(1.0)));
+    }
+
+    #[test]
+    fn metrics_read_back_as_written_nan_and_null_included() {
+        let mut v = perfect();
+        v.roc.auc = f64::NAN;
+        let mut m = Metrics {
+            ytf: Some(Verification { videos: Some(7), ..v }),
+            ..Metrics::default()
+        };
+        m.angular_fisher_score.insert("lfw".into(), None);
+        m.headline = report::headline(&m);
+        let d = tempfile::tempdir().unwrap();
+        m.write(d.path()).unwrap();
+        let back = Metrics::read(d.path()).unwrap();
+        let y = back.ytf.as_ref().unwrap();
+        assert!(y.roc.auc.is_nan() && y.videos == Some(7) && back.lfw.is_none());
+        assert_eq!(back.angular_fisher_score["lfw"], None);
+        assert_eq!(back.headline, m.headline);
+        // An unknown key is refused, naming the file and the fix.
+        let mut raw: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(d.path().join("metrics.json")).unwrap()).unwrap();
+        raw["lwf"] = serde_json::json!({});
+        std::fs::write(d.path().join("metrics.json"), raw.to_string()).unwrap();
+        let e = format!("{:#}", Metrics::read(d.path()).unwrap_err());
+        assert!(
+            e.contains("metrics.json is not the metrics.json") && e.contains("unknown field `lwf`"),
+            "{e}"
+        );
     }
 }

@@ -6,11 +6,10 @@
 //! `metrics.csv` (loss, accuracy, λ, learning rate per step) and `curve.svg`/`curve.png`; images/s per step
 //! goes to `cache/logs/<fingerprint>/timing.csv`, outside the artifact, to keep it deterministic.
 
-mod card;
 mod params;
 
-pub use card::ModelCard;
 pub use params::{loss_named, TrainParams, LOSSES};
+pub use spherepipe_model_card::ModelCard;
 
 use anyhow::{bail, Context};
 use spherepipe_face_loader::{Channels, Loader, LoaderConfig, Patch};

@@ -1,13 +1,48 @@
 //! `model.json`, the contract between a `train` artifact and the stages that use the model
-//! (`extract` rebuilds the network from it; `evaluate` copies it into its metrics): one serde
-//! struct, written and read here, so a field cannot be misspelt on one side only.
+//! (`extract` rebuilds the network from it; `evaluate` reports it): one serde struct, written and
+//! read here, so a field cannot be misspelt on one side only. It has no deep-learning
+//! dependency, so a stage that only reads the card does not build burn.
+
+#![warn(missing_docs)]
 
 use serde::{Deserialize, Serialize};
 use spherepipe_face_loader::Channels;
-use spherepipe_nn::sphere::SphereConfig;
 use spherepipe_stage::{read_contract, write_contract};
 use std::collections::BTreeMap;
 use std::path::Path;
+
+/// Network shape: depth, width multiplier, feature size and input size.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct SphereConfig {
+    /// 4, 10, 20, 36 or 64 layers.
+    pub depth: usize,
+    /// Channel multiplier on the paper's 64/128/256/512.
+    pub width: f64,
+    /// FC1 (embedding) size.
+    pub features: usize,
+    /// Input [height, width] in pixels.
+    pub input: [usize; 2],
+}
+
+impl SphereConfig {
+    /// The paper's network of `depth` layers: full width, 512 features, 112×96 input.
+    pub fn new(depth: usize) -> Self {
+        SphereConfig {
+            depth,
+            width: 1.0,
+            features: 512,
+            input: [112, 96],
+        }
+    }
+    /// Channels of each stage after the width multiplier (at least 1).
+    pub fn channels(&self) -> [usize; 4] {
+        [64, 128, 256, 512].map(|c| ((c as f64 * self.width).round() as usize).max(1))
+    }
+    /// Spatial size after the four stride-2 convolutions (padding 1, kernel 3).
+    pub fn final_size(&self) -> [usize; 2] {
+        self.input.map(|s| (0..4).fold(s, |s, _| (s + 2 - 3) / 2 + 1))
+    }
+}
 
 /// What a trained model is: the network, its input, its head, and how it was trained.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -53,6 +88,16 @@ impl ModelCard {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_shape_follows_the_paper() {
+        let c = SphereConfig::new(20);
+        assert_eq!(c.channels(), [64, 128, 256, 512]);
+        // 112×96 halved four times (kernel 3, stride 2, padding 1): 56×48, 28×24, 14×12, 7×6.
+        assert_eq!(c.final_size(), [7, 6]);
+        assert_eq!(SphereConfig { width: 0.25, ..c }.channels(), [16, 32, 64, 128]);
+        assert_eq!(SphereConfig { width: 0.001, ..c }.channels(), [1, 1, 1, 1]);
+    }
 
     fn card() -> ModelCard {
         ModelCard {
