@@ -36,6 +36,7 @@ fn bucket(n: usize) -> &'static str {
     }
 }
 
+/// What `spherepipe inspect` prints for a shard file or directory; with `sheet`, also a contact sheet of `samples` faces with their landmarks.
 pub fn inspect(path: &Path, sheet: Option<&Path>, samples: usize) -> Result<String> {
     let files = parquet_files(path)?;
     let mut out = String::new();

@@ -4,6 +4,8 @@
 //! Exit status: 0 success, 1 a stage failed (or `verify` found corruption), 2 a problem with
 //! the command or the pipeline file, 130 interrupted.
 
+#![warn(missing_docs)]
+
 mod inspect;
 mod metrics;
 mod progress;
@@ -178,6 +180,7 @@ pub fn default_registry() -> Registry {
     r
 }
 
+/// The whole command line over the stage kinds in `registry`: parses, dispatches, maps failures to exit codes.
 pub fn main_with(registry: Registry) -> ExitCode {
     let cli = Cli::parse();
     // One rayon pool for the whole process: concurrent stages share it.

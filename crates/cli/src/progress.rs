@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+/// Shows a run's progress and implements the engine's `Observer`.
 pub struct Reporter {
     quiet: bool,
     bars: Option<(MultiProgress, ProgressBar)>,
@@ -16,6 +17,7 @@ pub struct Reporter {
 }
 
 impl Reporter {
+    /// A reporter for `total` stages: bars on a terminal, lines elsewhere, nothing when `quiet`.
     pub fn new(total: usize, quiet: bool) -> Self {
         use std::io::IsTerminal;
         let bars = (!quiet && std::io::stderr().is_terminal()).then(|| {
@@ -49,6 +51,7 @@ impl Reporter {
         }
     }
 
+    /// Clears the bars.
     pub fn finish(&self) {
         if let Some((_, overall)) = &self.bars {
             overall.finish_and_clear();

@@ -23,13 +23,21 @@ pub(crate) trait Executor {
 
 /// One stage to run: everything a worker needs, with no reference to the pipeline.
 pub(crate) struct Job {
+    /// The stage's position in the pipeline's order.
     pub index: usize,
+    /// Its fingerprint: where the artifact is committed.
     pub fingerprint: String,
+    /// The stage's name in the pipeline.
     pub name: String,
+    /// What runs it.
     pub kind: Arc<dyn Stage>,
+    /// Its resolved params.
     pub params: spherepipe_stage::Params,
+    /// Its inputs, as artifact or dataset paths.
     pub inputs: Inputs,
+    /// The seed derived from the fingerprint, for stages that draw random numbers.
     pub seed: u64,
+    /// Where its progress goes.
     pub sink: Arc<dyn ProgressSink>,
 }
 

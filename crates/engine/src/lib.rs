@@ -7,9 +7,13 @@
 //!   a local pool of worker threads).
 //! - [`records`]: `runs.jsonl` and the last state of every stage.
 
+#![warn(missing_docs)]
+
 mod executor;
+/// What identifies a stage's output: its material and the hash of it.
 pub mod fingerprint;
 mod plan;
+/// The last state of every stage and the log of runs.
 pub mod records;
 mod run;
 

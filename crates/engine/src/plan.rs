@@ -10,15 +10,20 @@ use spherepipe_pipeline::{Pipeline, Source};
 use spherepipe_store::{hash_tree, StatCache, Store, TreeKind};
 use std::collections::BTreeMap;
 
+/// Whether a stage's output is in the cache.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Status {
+    /// Its fingerprint is in the index.
     Cached,
+    /// It ran before, with other material.
     Stale,
+    /// It never ran in this pipeline.
     NeverRun,
 }
 
 impl Status {
+    /// The name `status` prints.
     pub fn as_str(self) -> &'static str {
         match self {
             Status::Cached => "cached",
@@ -28,16 +33,21 @@ impl Status {
     }
 }
 
+/// One stage's status, as `status` shows it (and `--json` writes it).
 #[derive(Debug, Clone, Serialize)]
 pub struct NodeStatus {
+    /// The stage's name.
     pub stage: String,
+    /// Cached, stale or never run.
     pub state: Status,
     /// Why the stage is not cached: every difference found (empty when cached).
     #[serde(skip)]
     pub reasons: Vec<StaleReason>,
     /// Known when every input's content is known (inputs cached or datasets).
     pub fingerprint: Option<String>,
+    /// The cached artifact's id, when cached.
     pub artifact: Option<String>,
+    /// What the fingerprint is made of, when known.
     #[serde(skip)]
     pub material: Option<Material>,
 }
@@ -56,21 +66,61 @@ pub enum StaleReason {
     /// No run of the stage is recorded.
     NeverRun,
     /// An input stage is not cached, so this stage's inputs are not known yet.
-    Upstream { stage: String, state: Status },
+    Upstream {
+        /// The input stage.
+        stage: String,
+        /// Its state.
+        state: Status,
+    },
     /// The stage's kind changed.
-    Kind { from: String, to: String },
+    Kind {
+        /// The recorded kind.
+        from: String,
+        /// The kind now.
+        to: String,
+    },
     /// The kind's `version()` changed: its output changes for the same input.
-    Version { from: String, to: String },
+    Version {
+        /// The recorded version.
+        from: String,
+        /// The version now.
+        to: String,
+    },
     /// A param has another value.
-    Param { name: String, from: Value, to: Value },
+    Param {
+        /// The param.
+        name: String,
+        /// Its recorded value.
+        from: Value,
+        /// Its value now.
+        to: Value,
+    },
     /// A param was not there before.
-    ParamAdded { name: String, value: Value },
+    ParamAdded {
+        /// The param.
+        name: String,
+        /// Its value now.
+        value: Value,
+    },
     /// A param is no longer there.
-    ParamRemoved { name: String },
+    ParamRemoved {
+        /// The param.
+        name: String,
+    },
     /// The pipeline's seed changed (for a kind that uses it).
-    Seed { from: Option<u64>, to: Option<u64> },
+    Seed {
+        /// The recorded seed (none: the kind did not use it).
+        from: Option<u64>,
+        /// The seed now.
+        to: Option<u64>,
+    },
     /// An input's content changed; `sources` names where it comes from.
-    Input { name: String, sources: Vec<String> },
+    Input {
+        /// The input's name.
+        name: String,
+        /// The stages or datasets it is bound to.
+        sources: Vec<String>,
+    },
     /// Nothing differs, but the artifact is gone (gc, or set aside by verify).
     ArtifactGone,
 }
@@ -113,8 +163,11 @@ impl std::fmt::Display for StaleReason {
 /// that fingerprint is in the index. `plan` (status) and the coordinator (run) both decide
 /// through this, so they cannot disagree about what is cached.
 pub(crate) struct Resolved {
+    /// What the fingerprint is made of.
     pub material: Material,
+    /// Its hash.
     pub fingerprint: String,
+    /// The artifact the index holds for it, if any.
     pub cached: Option<String>,
 }
 

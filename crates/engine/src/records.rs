@@ -10,8 +10,11 @@ use std::path::PathBuf;
 /// The fingerprint material, fingerprint and artifact of a stage's last successful run.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LastState {
+    /// What its fingerprint was made of.
     pub material: Material,
+    /// The fingerprint.
     pub fingerprint: String,
+    /// The artifact it committed.
     pub artifact: String,
 }
 
@@ -19,11 +22,13 @@ fn state_path(store: &Store, pipeline: &str, stage: &str) -> PathBuf {
     store.root().join("state").join(pipeline).join(format!("{stage}.json"))
 }
 
+/// The last successful state of `stage` in `pipeline`, if it ever ran.
 pub fn last_state(store: &Store, pipeline: &str, stage: &str) -> Option<LastState> {
     let bytes = std::fs::read(state_path(store, pipeline, stage)).ok()?;
     serde_json::from_slice(&bytes).ok()
 }
 
+/// Records `s` as the last successful state of `stage` in `pipeline` (tmp + rename).
 pub fn save_state(store: &Store, pipeline: &str, stage: &str, s: &LastState) -> anyhow::Result<()> {
     write_atomic(&state_path(store, pipeline, stage), &serde_json::to_vec_pretty(s)?)?;
     Ok(())
@@ -32,12 +37,19 @@ pub fn save_state(store: &Store, pipeline: &str, stage: &str, s: &LastState) -> 
 /// One stage's line in a run record.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StageRecord {
+    /// The stage's name.
     pub stage: String,
+    /// Its kind.
     pub kind: String,
+    /// ran, cached, skipped, failed or cancelled.
     pub state: String,
+    /// Its fingerprint, when its inputs were known.
     pub fingerprint: Option<String>,
+    /// The artifact it produced or found.
     pub artifact: Option<String>,
+    /// Seconds it ran.
     pub wall_s: f64,
+    /// Why it failed or was skipped.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
@@ -45,15 +57,23 @@ pub struct StageRecord {
 /// One line of `runs.jsonl`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RunRecord {
+    /// Unique per run: start time and process id.
     pub run_id: String,
+    /// The pipeline's name.
     pub pipeline: String,
+    /// The pipeline file as given.
     pub file: String,
+    /// When it started, in seconds since the Unix epoch.
     pub started_unix: f64,
+    /// Seconds it took.
     pub wall_s: f64,
+    /// Its `--set` texts.
     pub overrides: Vec<String>,
+    /// Every stage's outcome, in pipeline order.
     pub stages: Vec<StageRecord>,
 }
 
+/// `runs.jsonl` in the store: one line per run.
 pub fn runs_path(store: &Store) -> PathBuf {
     store.root().join("runs.jsonl")
 }

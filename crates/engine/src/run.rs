@@ -16,6 +16,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// How `execute` runs a pipeline.
 #[derive(Debug, Clone)]
 pub struct RunOptions {
     /// Stages run at once.
@@ -24,7 +25,9 @@ pub struct RunOptions {
     pub force: BTreeSet<String>,
     /// After a failure, keep running stages that do not depend on it.
     pub keep_going: bool,
+    /// Wait for, or fail on, another process holding a stage's lock.
     pub lock: LockMode,
+    /// Set by Ctrl-C: running stages stop at their next check.
     pub cancel: CancelToken,
     /// The `--set` texts, for the run record.
     pub overrides: Vec<String>,
@@ -43,16 +46,23 @@ impl Default for RunOptions {
     }
 }
 
+/// What became of a stage in a run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StageState {
+    /// It ran and committed an artifact.
     Ran,
+    /// Its artifact was already in the cache.
     Cached,
+    /// An input failed, so it could not run.
     Skipped,
+    /// It ran and returned an error.
     Failed,
+    /// The run was interrupted before it finished.
     Cancelled,
 }
 
 impl StageState {
+    /// The name the report and the run record use.
     pub fn as_str(self) -> &'static str {
         match self {
             StageState::Ran => "ran",
@@ -67,10 +77,15 @@ impl StageState {
 /// What happened to one stage.
 #[derive(Debug, Clone)]
 pub struct Outcome {
+    /// The stage's name.
     pub stage: String,
+    /// What became of it.
     pub state: StageState,
+    /// Its fingerprint, when its inputs were known.
     pub fingerprint: Option<String>,
+    /// The artifact it produced or found.
     pub artifact: Option<String>,
+    /// How long it ran.
     pub wall: Duration,
     /// Why it failed or was skipped.
     pub reason: Option<String>,
@@ -89,14 +104,19 @@ impl Outcome {
     }
 }
 
+/// What a run did, stage by stage.
 #[derive(Debug, Clone)]
 pub struct RunReport {
+    /// Every stage's outcome, in pipeline order.
     pub outcomes: Vec<Outcome>,
+    /// How long the run took.
     pub wall: Duration,
+    /// Ctrl-C stopped it.
     pub cancelled: bool,
 }
 
 impl RunReport {
+    /// Every stage ran or was cached, and nothing was cancelled.
     pub fn ok(&self) -> bool {
         !self.cancelled
             && self
@@ -104,6 +124,7 @@ impl RunReport {
                 .iter()
                 .all(|o| matches!(o.state, StageState::Ran | StageState::Cached))
     }
+    /// How many stages ended in state `s`.
     pub fn count(&self, s: StageState) -> usize {
         self.outcomes.iter().filter(|o| o.state == s).count()
     }
@@ -113,6 +134,7 @@ impl RunReport {
 pub trait Observer: Send + Sync {
     /// A stage is about to run; returns where its progress goes.
     fn started(&self, stage: &str) -> Arc<dyn ProgressSink>;
+    /// A stage ran, was cached, failed, was skipped or was cancelled.
     fn finished(&self, outcome: &Outcome);
     /// Anything else worth telling the user (waiting for the lock, cleaning up).
     fn note(&self, msg: &str);

@@ -1,9 +1,15 @@
 //! Networks and losses for SphereFace, in burn. Every burn-specific line of the project lives
 //! in this crate, so stages never touch the tensor backend.
 
+#![warn(missing_docs)]
+
+/// The losses: A-Softmax with its λ schedule, CosFace, ArcFace, plain softmax.
 pub mod margin;
+/// Parameter names in weights files: the public sphere20a / Caffe names.
 pub mod names;
+/// The SphereFace networks (4 to 64 layers) and the classifier head.
 pub mod sphere;
+/// Training: a step of SGD with the margin loss, checkpoints, weights files.
 pub mod train;
 
 pub use burn;
@@ -14,6 +20,7 @@ pub use burn::tensor::Device;
 pub fn cuda_device() -> Device {
     Device::cuda(0)
 }
+/// Without the `cuda` feature: the CPU (`device_named` refuses `cuda` first).
 #[cfg(not(feature = "cuda"))]
 pub fn cuda_device() -> Device {
     Device::flex()
@@ -24,6 +31,7 @@ pub fn cuda_device() -> Device {
 pub fn wgpu_device() -> Device {
     Device::wgpu(Default::default())
 }
+/// Without the `wgpu` feature: the CPU (`device_named` refuses `wgpu` first).
 #[cfg(not(feature = "wgpu"))]
 pub fn wgpu_device() -> Device {
     Device::flex()

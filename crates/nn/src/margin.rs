@@ -17,19 +17,36 @@ pub enum Loss {
     /// ‖x‖ cos θ logits: normalised class weights, no bias (paper Sec. 3.1).
     ModifiedSoftmax,
     /// SphereFace's angular margin m (1..=4), blended with weight λ.
-    ASoftmax { m: u32 },
+    ASoftmax {
+        /// The margin: cos(mθ) for the target class.
+        m: u32,
+    },
     /// s (cos θ − m) for the target class, s cos θ otherwise.
-    CosFace { s: f64, m: f64 },
+    CosFace {
+        /// Feature scale.
+        s: f64,
+        /// Additive cosine margin.
+        m: f64,
+    },
     /// s cos(θ + m) for the target class, s cos θ otherwise.
-    ArcFace { s: f64, m: f64 },
+    ArcFace {
+        /// Feature scale.
+        s: f64,
+        /// Additive angular margin, radians.
+        m: f64,
+    },
 }
 
 /// λ annealing of the official implementation: max(λ_min, base (1 + γ iter)^(−power)).
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Lambda {
+    /// λ at iteration 0 (1000 in the paper's prototxt).
     pub base: f64,
+    /// How fast λ decays (0.12).
     pub gamma: f64,
+    /// The decay's exponent (1).
     pub power: f64,
+    /// The floor λ never goes under (5).
     pub min: f64,
 }
 
@@ -45,6 +62,7 @@ impl Default for Lambda {
 }
 
 impl Lambda {
+    /// λ at iteration `iter`.
     pub fn at(&self, iter: u64) -> f64 {
         (self.base * (1.0 + self.gamma * iter as f64).powf(-self.power)).max(self.min)
     }

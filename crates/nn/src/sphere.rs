@@ -51,7 +51,9 @@ impl SphereNet {
 /// A 3×3 convolution (padding 1) followed by a per-channel PReLU.
 #[derive(Module, Debug)]
 pub struct ConvAct {
+    /// The convolution.
     pub conv: Conv2d,
+    /// Its PReLU, one slope per channel.
     pub act: PRelu,
 }
 
@@ -74,20 +76,27 @@ impl ConvAct {
 /// x + b(a(x)).
 #[derive(Module, Debug)]
 pub struct Unit {
+    /// The first convolution.
     pub a: ConvAct,
+    /// The second.
     pub b: ConvAct,
 }
 
+/// One of the four stages: a stride-2 convolution, then residual units.
 #[derive(Module, Debug)]
 pub struct Stage {
+    /// The stride-2 convolution that halves the size.
     pub down: ConvAct,
+    /// The residual units after it.
     pub units: Vec<Unit>,
 }
 
 /// The trunk up to FC1.
 #[derive(Module, Debug)]
 pub struct SphereNet {
+    /// The four stages.
     pub stages: Vec<Stage>,
+    /// FC1 (named fc5 in the published weights).
     pub fc5: Linear,
 }
 
@@ -109,11 +118,14 @@ impl SphereNet {
 /// Class weights (and bias, for plain softmax) on top of FC1.
 #[derive(Module, Debug)]
 pub struct Head {
+    /// [features, classes] class weights (fc6).
     pub weight: Param<Tensor<2>>,
+    /// Per-class bias, for plain softmax only.
     pub bias: Option<Param<Tensor<1>>>,
 }
 
 impl Head {
+    /// A zero head; `bias` for plain softmax.
     pub fn new(features: usize, classes: usize, bias: bool, device: &Device) -> Self {
         Head {
             weight: Initializer::Zeros.init([features, classes], device),

@@ -86,11 +86,14 @@ impl burn::module::ModuleMapper for SeededInit {
 /// The network and its classifier, as one module (so one optimizer and one checkpoint).
 #[derive(Module, Debug)]
 pub struct SphereFace {
+    /// The trunk up to FC1.
     pub net: SphereNet,
+    /// The class weights.
     pub fc6: Head,
 }
 
 impl SphereFace {
+    /// A zero network of shape `cfg` with a head for `classes` (a bias for plain softmax).
     pub fn new(cfg: &SphereConfig, classes: usize, loss: Loss, device: &Device) -> Result<Self> {
         Ok(SphereFace {
             net: SphereNet::zeroed(cfg, device)?,
@@ -102,14 +105,21 @@ impl SphereFace {
 /// Everything that defines a training run.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TrainConfig {
+    /// The network's shape.
     pub net: SphereConfig,
+    /// Training identities.
     pub classes: usize,
+    /// The loss and its margin.
     pub loss: Loss,
+    /// A-Softmax's λ schedule.
     pub lambda: Lambda,
+    /// The base learning rate.
     pub lr: f64,
     /// Steps at which the learning rate is divided by 10.
     pub milestones: Vec<u64>,
+    /// SGD momentum.
     pub momentum: f64,
+    /// L2 weight decay.
     pub weight_decay: f64,
 }
 
@@ -123,20 +133,27 @@ impl TrainConfig {
 /// What one step measured.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct StepMetrics {
+    /// The step (0-based).
     pub step: u64,
+    /// Mean loss over the batch.
     pub loss: f64,
+    /// Fraction of the batch classified right.
     pub accuracy: f64,
+    /// λ at this step.
     pub lambda: f64,
+    /// The learning rate at this step.
     pub lr: f64,
 }
 
 /// Model + optimizer on an autodiff device.
 pub struct Trainer {
+    /// What defines the run.
     pub cfg: TrainConfig,
     /// Always `Some`: taken only for the optimizer step, which consumes it and returns the
     /// updated model, with nothing fallible in between.
     model: Option<SphereFace>,
     optim: ModuleOptimizer,
+    /// Steps taken so far.
     pub step: u64,
     device: Device,
 }
@@ -183,10 +200,12 @@ impl Trainer {
         Ok(t)
     }
 
+    /// The model as it stands.
     pub fn model(&self) -> &SphereFace {
         self.model.as_ref().expect("model present between steps")
     }
 
+    /// The device it trains on.
     pub fn device(&self) -> &Device {
         &self.device
     }

@@ -107,19 +107,31 @@ impl Identity {
 /// How one image of a person differs from the others.
 #[derive(Clone, Debug)]
 pub struct Variation {
+    /// In-plane rotation, degrees.
     pub angle: f64,
+    /// Size relative to the canonical face.
     pub scale: f64,
+    /// Offset of the face centre, in canonical pixels.
     pub shift: [f64; 2],
     /// Head turn, -1..1: features slide sideways and the far side narrows.
     pub yaw: f64,
+    /// Overall brightness factor.
     pub brightness: f64,
+    /// Direction the light falls from, in the image plane.
     pub light: [f64; 2],
+    /// How far the mouth corners rise, 0..1.
     pub smile: f64,
+    /// How far the mouth opens, 0..1.
     pub mouth_open: f64,
+    /// How open the eyes are, 0..1.
     pub eye_open: f64,
+    /// Box-blur radius in pixels.
     pub blur: f64,
+    /// Pixel noise, standard deviation in grey levels.
     pub noise: f64,
+    /// A rectangle [x, y, w, h] in canonical pixels painted over the face (sunglasses, a hand), and its colour.
     pub occlusion: Option<([f64; 4], Rgb)>,
+    /// The background gradient's two colours.
     pub background: (Rgb, Rgb),
     /// Landmark detector error, in pixels (standard deviation).
     pub landmark_noise: f64,
@@ -320,9 +332,13 @@ fn shade(id: &Identity, v: &Variation, l: &Layout, x: f64, y: f64) -> Rgb {
 /// A rendered image (interleaved RGB, row-major) and its landmarks: left eye, right eye,
 /// nose tip, left mouth corner, right mouth corner (image left/right), in pixels.
 pub struct Rendered {
+    /// Width in pixels.
     pub width: usize,
+    /// Height in pixels.
     pub height: usize,
+    /// width × height × 3 bytes.
     pub rgb: Vec<u8>,
+    /// The five landmarks, (x, y) in pixels.
     pub landmarks: [[f64; 2]; 5],
 }
 

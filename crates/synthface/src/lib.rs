@@ -20,6 +20,8 @@
 //! Landmark order everywhere: left eye, right eye, nose tip, left mouth corner, right mouth
 //! corner (left/right as seen in the image), in pixels.
 
+#![warn(missing_docs)]
+
 mod face;
 mod names;
 
@@ -39,19 +41,31 @@ use std::path::{Path, PathBuf};
 /// CASIA-WebFace.
 #[derive(Debug, Clone, Serialize)]
 pub struct Preset {
+    /// The preset's name.
     pub name: &'static str,
+    /// Training identities (CASIA-WebFace).
     pub casia_identities: usize,
+    /// Images per training identity.
     pub casia_images: (usize, usize),
+    /// LFW identities.
     pub lfw_identities: usize,
+    /// Images per LFW identity.
     pub lfw_images: (usize, usize),
     /// N in pairs.txt: matched (and mismatched) pairs per fold.
     pub pairs_per_fold: usize,
+    /// YouTube Faces identities.
     pub ytf_identities: usize,
+    /// Videos per YTF identity.
     pub ytf_videos: (usize, usize),
+    /// Frames per video.
     pub ytf_frames: (usize, usize),
+    /// Matched (and mismatched) video pairs per split in splits.txt.
     pub ytf_pairs_per_split: usize,
+    /// MegaFace probe identities (FaceScrub).
     pub facescrub_identities: usize,
+    /// Images per FaceScrub identity.
     pub facescrub_images: (usize, usize),
+    /// MegaFace distractor images.
     pub distractors: usize,
     /// Training identities whose names (spelt differently) also appear in a test set.
     pub shared_identities: usize,
@@ -60,8 +74,10 @@ pub struct Preset {
 }
 
 impl Preset {
+    /// The presets by name, smallest first.
     pub const NAMES: [&'static str; 3] = ["tiny", "demo", "bench"];
 
+    /// The preset called `name`.
     pub fn named(name: &str) -> Option<Preset> {
         let base = Preset {
             name: "demo",
@@ -125,18 +141,31 @@ impl Preset {
 #[derive(Debug, Clone, Default, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Sizes {
+    /// Overrides `casia_identities`.
     pub casia_identities: Option<usize>,
+    /// Overrides `casia_images`.
     pub casia_images: Option<(usize, usize)>,
+    /// Overrides `lfw_identities`.
     pub lfw_identities: Option<usize>,
+    /// Overrides `lfw_images`.
     pub lfw_images: Option<(usize, usize)>,
+    /// Overrides `pairs_per_fold`.
     pub pairs_per_fold: Option<usize>,
+    /// Overrides `ytf_identities`.
     pub ytf_identities: Option<usize>,
+    /// Overrides `ytf_videos`.
     pub ytf_videos: Option<(usize, usize)>,
+    /// Overrides `ytf_frames`.
     pub ytf_frames: Option<(usize, usize)>,
+    /// Overrides `ytf_pairs_per_split`.
     pub ytf_pairs_per_split: Option<usize>,
+    /// Overrides `facescrub_identities`.
     pub facescrub_identities: Option<usize>,
+    /// Overrides `facescrub_images`.
     pub facescrub_images: Option<(usize, usize)>,
+    /// Overrides `distractors`.
     pub distractors: Option<usize>,
+    /// Overrides `shared_identities`.
     pub shared_identities: Option<usize>,
 }
 
@@ -186,15 +215,25 @@ impl Sizes {
 /// What a generation produced (also written to `synth.json`).
 #[derive(Debug, Clone, Serialize)]
 pub struct Summary {
+    /// The sizes used.
     pub preset: Preset,
+    /// The seed.
     pub seed: u64,
+    /// Training images written.
     pub casia_images: usize,
+    /// LFW images written.
     pub lfw_images: usize,
+    /// Pairs in pairs.txt.
     pub lfw_pairs: usize,
+    /// YTF videos written.
     pub ytf_videos: usize,
+    /// YTF frames written.
     pub ytf_frames: usize,
+    /// Video pairs in splits.txt.
     pub ytf_pairs: usize,
+    /// FaceScrub probe images written.
     pub facescrub_images: usize,
+    /// MegaFace distractors written.
     pub distractor_images: usize,
     /// (CASIA spelling, test-set spelling, test set) of every shared identity.
     pub shared: Vec<(String, String, String)>,

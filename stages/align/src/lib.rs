@@ -6,6 +6,8 @@
 //! Images that cannot be used are skipped and listed with the reason: missing files, corrupt
 //! or truncated JPEGs, and missing, NaN, degenerate or out-of-image landmarks.
 
+#![warn(missing_docs)]
+
 use anyhow::{bail, Context};
 use rayon::prelude::*;
 use serde_json::json;
@@ -15,6 +17,7 @@ use spherepipe_face_table::{encode_png, write_rows, FaceRow};
 use spherepipe_stage::{InputSpec, ParamSpec, ParamType, Params, Stage, StageContext};
 use std::path::Path;
 
+/// The `align` stage kind.
 pub struct Align;
 
 const FORMATS: [&str; 4] = ["casia", "lfw", "ytf", "megaface"];
@@ -33,7 +36,9 @@ fn defaults(format: &str) -> (&'static str, &'static str) {
 /// Why an image was left out.
 #[derive(Debug)]
 pub enum Skip {
+    /// The image could not be read or decoded (the message says why).
     Corrupt(String),
+    /// Its landmarks are missing, non-finite or cannot be fitted (the message says why).
     Landmarks(String),
 }
 

@@ -2,10 +2,13 @@
 //! receives all expansions of a matrix), and it writes one table of their headline numbers —
 //! `table.md`, and `summary.txt`, which `spherepipe run` prints — plus `table.json`.
 
+#![warn(missing_docs)]
+
 use anyhow::bail;
 use spherepipe_headline::{markdown, read, table, Row};
 use spherepipe_stage::{InputSpec, ParamSpec, ParamType, Stage, StageContext};
 
+/// The `compare` stage kind.
 pub struct Compare;
 
 impl Stage for Compare {

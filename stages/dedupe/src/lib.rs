@@ -3,6 +3,8 @@
 //! name matches a test-set identity, optionally also training images that are perceptual-hash
 //! near-duplicates of a test image, and re-indexes the remaining labels densely 0..N-1.
 
+#![warn(missing_docs)]
+
 mod phash;
 
 pub use phash::{hamming, phash};
@@ -15,6 +17,7 @@ use spherepipe_stage::{InputSpec, ParamSpec, ParamType, Stage, StageContext};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
+/// The `dedupe` stage kind.
 pub struct Dedupe;
 
 impl Stage for Dedupe {

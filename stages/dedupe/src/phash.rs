@@ -3,6 +3,7 @@
 
 use image::GrayImage;
 
+/// The 64-bit perceptual hash of `img`.
 pub fn phash(img: &GrayImage) -> u64 {
     let small = image::imageops::resize(img, 32, 32, image::imageops::FilterType::Triangle);
     let px: Vec<f64> = small.pixels().map(|p| p.0[0] as f64).collect();
@@ -31,6 +32,7 @@ pub fn phash(img: &GrayImage) -> u64 {
         .fold(0u64, |h, (i, c)| if *c > median { h | (1 << i) } else { h })
 }
 
+/// Bits that differ between two hashes: near-duplicates differ in few.
 pub fn hamming(a: u64, b: u64) -> u32 {
     (a ^ b).count_ones()
 }

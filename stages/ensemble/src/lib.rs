@@ -4,11 +4,14 @@
 //! concatenated keeping the table's layout — all patches' face halves, then all mirror
 //! halves — so every evaluation protocol reads the result like a single model's.
 
+#![warn(missing_docs)]
+
 use anyhow::{bail, Context};
 use spherepipe_face_table::features::{FeatureReader, FeatureWriter, Features};
 use spherepipe_stage::{InputSpec, ParamSpec, ParamType, Stage, StageContext};
 use std::path::PathBuf;
 
+/// The `ensemble` stage kind.
 pub struct Ensemble;
 
 fn l2(v: &[f32]) -> f32 {

@@ -13,7 +13,10 @@
 //! `roc`, `cmc`, `curve` (with a `model`) and `features` (when FC1 has 2 or 3 dimensions), each
 //! as `.svg` and `.png`, and `summary.txt`, which `spherepipe run` prints at the end.
 
+#![warn(missing_docs)]
+
 mod figures;
+/// `metrics.json` as typed structs.
 pub mod metrics;
 mod report;
 
@@ -30,6 +33,7 @@ use spherepipe_stage::{InputSpec, ParamSpec, ParamType, Stage, StageContext};
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
+/// The `evaluate` stage kind.
 pub struct Evaluate;
 
 fn features_of(dir: &Path, what: &str) -> anyhow::Result<Features> {

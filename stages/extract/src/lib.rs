@@ -6,6 +6,8 @@
 //! order it was trained on (its `model.json` says which). With `devkit: true`,
 //! also one MegaFace devkit feature file per image under `devkit/`.
 
+#![warn(missing_docs)]
+
 use anyhow::{bail, Context};
 use rayon::prelude::*;
 use spherepipe_face_loader::{decode_patch, Channels, Patch};
@@ -19,6 +21,7 @@ use spherepipe_stage_train::ModelCard;
 use std::io::Write;
 use std::path::Path;
 
+/// The `extract` stage kind.
 pub struct Extract;
 
 /// A MegaFace devkit feature file (the devkit's `matio` layout, as OpenCV writes a `Mat`): four

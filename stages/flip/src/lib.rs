@@ -2,10 +2,13 @@
 //! mirror (`flipped = true`), with landmarks mirrored and re-ordered so that landmark 1 is
 //! still the eye on the image's left.
 
+#![warn(missing_docs)]
+
 use rayon::prelude::*;
 use spherepipe_face_table::{decode_rgb, encode_png, read_rows, write_rows, FaceRow};
 use spherepipe_stage::{InputSpec, ParamSpec, Stage, StageContext};
 
+/// The `flip` stage kind.
 pub struct Flip;
 
 /// Mirrors interleaved RGB rows left-right.
@@ -34,6 +37,7 @@ pub fn mirror_landmarks(m: &[f32; 10], width: i32) -> [f32; 10] {
     out
 }
 
+/// The row with its face mirrored left to right and its landmarks mirrored (eyes and mouth corners swapping sides).
 pub fn mirror_row(r: &FaceRow) -> anyhow::Result<FaceRow> {
     let (rgb, w, h) = decode_rgb(&r.png)?;
     Ok(FaceRow {

@@ -2,6 +2,8 @@
 //! Parquet shards of `rows_per_shard` rows (zstd, `row_group_size` rows per row group), plus
 //! `manifest.json` with per-shard row counts, label counts and blake3 hashes.
 
+#![warn(missing_docs)]
+
 mod manifest;
 
 pub use manifest::{ShardFile, ShardManifest};
@@ -10,6 +12,7 @@ use spherepipe_face_table::{read_rows, write_rows, FaceRow};
 use spherepipe_stage::{InputSpec, ParamSpec, ParamType, Stage, StageContext};
 use std::collections::BTreeSet;
 
+/// The `shard` stage kind.
 pub struct Shard;
 
 /// Fisher-Yates with the shared splitmix64 generator.

@@ -1,8 +1,11 @@
 //! `synth`: the synthetic corpus as a pipeline stage, so the demo needs no downloaded data.
 
+#![warn(missing_docs)]
+
 use spherepipe_stage::{InputSpec, ParamSpec, ParamType, Params, Stage, StageContext};
 use spherepipe_synthface::{generate, Preset, Sizes};
 
+/// The `synth` stage kind.
 pub struct Synth;
 
 impl Stage for Synth {

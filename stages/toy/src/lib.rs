@@ -1,6 +1,8 @@
 //! Small, real stage kinds for the engine's tests and the starter pipeline. Each does genuine
 //! (if tiny) work on text files, so caching, early cutoff and matrix fan-in can be observed.
 
+#![warn(missing_docs)]
+
 use anyhow::{bail, Context};
 use rayon::prelude::*;
 use spherepipe_stage::{InputSpec, ParamSpec, ParamType, Params, Registry, Stage, StageContext};

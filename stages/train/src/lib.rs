@@ -6,6 +6,8 @@
 //! `metrics.csv` (loss, accuracy, λ, learning rate per step) and `curve.svg`/`curve.png`; images/s per step
 //! goes to `cache/logs/<fingerprint>/timing.csv`, outside the artifact, to keep it deterministic.
 
+#![warn(missing_docs)]
+
 mod params;
 
 pub use params::{loss_named, TrainParams, LOSSES};
@@ -20,6 +22,7 @@ use spherepipe_stage_shard::ShardManifest;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+/// The `train` stage kind.
 pub struct Train;
 
 impl Stage for Train {
