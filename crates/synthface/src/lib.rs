@@ -32,6 +32,7 @@ pub use spherepipe_rng::Rng;
 use anyhow::{bail, Context, Result};
 use rayon::prelude::*;
 use serde::Serialize;
+use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -278,6 +279,42 @@ fn write(path: &Path, text: &str) -> Result<()> {
 /// Writes the whole corpus under `out` (which must not exist or be empty). `tick` is called
 /// once per image written, from any thread.
 pub fn generate(out: &Path, p: &Preset, seed: u64, tick: &(dyn Fn() + Sync)) -> Result<Summary> {
+    check_target(out, p)?;
+    let mut c = Corpus::new(out, p, seed);
+    // The order of these steps is the order of the generator's draws: changing it changes
+    // every byte of the corpus.
+    let casia = c.casia()?;
+    let (lfw_people, ytf_people, fs_people) = c.test_people(&casia.people);
+    let lfw = c.lfw(&lfw_people)?;
+    let ytf = c.ytf(&ytf_people)?;
+    c.megaface(&fs_people)?;
+    let marks = render_all(out, seed, &c.jobs, tick)?;
+    let landmarks = |prefix: &str, rel: &str| -> Result<&[[f64; 2]; 5]> {
+        marks
+            .get(&format!("{prefix}/{rel}"))
+            .with_context(|| format!("internal: no landmarks for {prefix}/{rel}"))
+    };
+    let mut casia_txt = String::new();
+    for (rel, class) in &casia.images {
+        writeln!(casia_txt, "{rel}\t{class}\t{}", fmt_marks(landmarks("casia", rel)?, true))?;
+    }
+    write(&out.join("casia_landmark.txt"), &casia_txt)?;
+    let mut lfw_txt = String::new();
+    for rel in &lfw {
+        writeln!(lfw_txt, "{rel}\t{}", fmt_marks(landmarks("lfw", rel)?, true))?;
+    }
+    write(&out.join("lfw_landmark.txt"), &lfw_txt)?;
+    let mut ytf_txt = String::new();
+    for rel in &ytf {
+        writeln!(ytf_txt, "{rel}\t{}", fmt_marks(landmarks("ytf", rel)?, false))?;
+    }
+    write(&out.join("ytf_landmark.txt"), &ytf_txt)?;
+    write(&out.join("synth.json"), &serde_json::to_string_pretty(&c.summary)?)?;
+    Ok(c.summary)
+}
+
+/// Refuses a non-empty target and presets too small for the protocols' ten folds.
+fn check_target(out: &Path, p: &Preset) -> Result<()> {
     if out.exists() && fs::read_dir(out).map(|mut d| d.next().is_some()).unwrap_or(true) {
         bail!("{} already exists and is not empty; choose a new directory", out.display());
     }
@@ -287,113 +324,230 @@ pub fn generate(out: &Path, p: &Preset, seed: u64, tick: &(dyn Fn() + Sync)) -> 
             p.name
         );
     }
-    let mut r = Rng::derive(seed, &[0xC0]);
-    let mut next_person = 0u64;
-    let mut person = || {
-        next_person += 1;
-        next_person
-    };
-    let mut jobs: Vec<Job> = Vec::new();
-    let mut summary = Summary {
-        preset: p.clone(),
-        seed,
-        casia_images: 0,
-        lfw_images: 0,
-        lfw_pairs: 0,
-        ytf_videos: 0,
-        ytf_frames: 0,
-        ytf_pairs: 0,
-        facescrub_images: 0,
-        distractor_images: 0,
-        shared: Vec::new(),
-    };
-    let var = |tags: &[u64]| Variation::draw(&mut Rng::derive(seed, tags), p.difficulty);
+    Ok(())
+}
 
-    // CASIA-WebFace: the first `shared` training identities reappear in the test sets.
-    let casia: Vec<u64> = (0..p.casia_identities).map(|_| person()).collect();
-    let mut names_txt = String::new();
-    let mut casia_marks: Vec<(String, usize, String)> = Vec::new();
-    for (class, &pid) in casia.iter().enumerate() {
-        let dir = format!("{:07}", 100 + class * 37);
-        let shared = class < p.shared_identities;
-        writeln!(
-            names_txt,
-            "{dir} {}",
-            name_for(seed, pid, if shared { Spelling::Training } else { Spelling::Plain })
-        )?;
-        for k in 0..long_tail(&mut r, p.casia_images) {
-            let rel = format!("{dir}/{:03}.jpg", k + 1);
-            casia_marks.push((rel.clone(), class, String::new()));
-            jobs.push(Job {
-                rel: format!("casia/{rel}"),
-                person: pid,
-                variation: var(&[1, pid, k as u64]),
-                size: (250, 250),
-                zoom: 1.0,
-                noise_seed: r.next_u64(),
-            });
+/// The training set's people and images (relative path, class).
+struct Casia {
+    people: Vec<u64>,
+    images: Vec<(String, usize)>,
+}
+
+/// A corpus being planned: the protocol files are written as it goes, the images collected as
+/// jobs to render at the end.
+struct Corpus<'a> {
+    out: &'a Path,
+    p: &'a Preset,
+    seed: u64,
+    r: Rng,
+    people: u64,
+    jobs: Vec<Job>,
+    summary: Summary,
+}
+
+impl<'a> Corpus<'a> {
+    fn new(out: &'a Path, p: &'a Preset, seed: u64) -> Self {
+        Corpus {
+            out,
+            p,
+            seed,
+            r: Rng::derive(seed, &[0xC0]),
+            people: 0,
+            jobs: Vec::new(),
+            summary: Summary {
+                preset: p.clone(),
+                seed,
+                casia_images: 0,
+                lfw_images: 0,
+                lfw_pairs: 0,
+                ytf_videos: 0,
+                ytf_frames: 0,
+                ytf_pairs: 0,
+                facescrub_images: 0,
+                distractor_images: 0,
+                shared: Vec::new(),
+            },
         }
     }
-    summary.casia_images = casia_marks.len();
-    write(&out.join("casia/names.txt"), &names_txt)?;
 
-    // Test-set identities: shared ones round-robin over LFW, YTF and FaceScrub, the rest new.
-    let mut lfw_people: Vec<u64> = Vec::new();
-    let mut ytf_people: Vec<u64> = Vec::new();
-    let mut fs_people: Vec<u64> = Vec::new();
-    for (k, &pid) in casia.iter().take(p.shared_identities).enumerate() {
-        let (set, list) = match k % 3 {
-            0 => ("lfw", &mut lfw_people),
-            1 => ("ytf", &mut ytf_people),
-            _ => ("megaface", &mut fs_people),
-        };
-        list.push(pid);
-        summary.shared.push((
-            name_for(seed, pid, Spelling::Training),
-            name_for(seed, pid, Spelling::Plain),
-            set.into(),
-        ));
-    }
-    while lfw_people.len() < p.lfw_identities {
-        lfw_people.push(person());
-    }
-    while ytf_people.len() < p.ytf_identities {
-        ytf_people.push(person());
-    }
-    while fs_people.len() < p.facescrub_identities {
-        fs_people.push(person());
+    /// A new person id.
+    fn person(&mut self) -> u64 {
+        self.people += 1;
+        self.people
     }
 
-    // LFW with pairs.txt (folds are identity-disjoint, as in View 2).
-    let mut lfw_counts = Vec::new();
-    let mut lfw_marks_rel = Vec::new();
-    for &pid in &lfw_people {
-        let name = name_for(seed, pid, Spelling::Plain);
-        let n = long_tail(&mut r, p.lfw_images);
-        for k in 1..=n {
-            let rel = format!("{name}/{name}_{k:04}.jpg");
-            lfw_marks_rel.push(rel.clone());
-            jobs.push(Job {
-                rel: format!("lfw/{rel}"),
-                person: pid,
-                variation: var(&[2, pid, k as u64]),
-                size: (250, 250),
-                zoom: 1.0,
-                noise_seed: r.next_u64(),
-            });
+    /// The variation seeded by `tags` (independent of the main generator).
+    fn var(&self, tags: &[u64]) -> Variation {
+        Variation::draw(&mut Rng::derive(self.seed, tags), self.p.difficulty)
+    }
+
+    /// Queues one image of `person`.
+    fn image(&mut self, rel: String, person: u64, variation: Variation, size: (usize, usize), zoom: f64) {
+        let noise_seed = self.r.next_u64();
+        self.jobs.push(Job {
+            rel,
+            person,
+            variation,
+            size,
+            zoom,
+            noise_seed,
+        });
+    }
+
+    fn name(&self, person: u64) -> String {
+        name_for(self.seed, person, Spelling::Plain)
+    }
+
+    /// CASIA-WebFace and `names.txt`; the first `shared_identities` names are spelt the
+    /// training way, as they reappear in the test sets.
+    fn casia(&mut self) -> Result<Casia> {
+        let people: Vec<u64> = (0..self.p.casia_identities).map(|_| self.person()).collect();
+        let mut names_txt = String::new();
+        let mut images = Vec::new();
+        for (class, &pid) in people.iter().enumerate() {
+            let dir = format!("{:07}", 100 + class * 37);
+            let spelling = if class < self.p.shared_identities {
+                Spelling::Training
+            } else {
+                Spelling::Plain
+            };
+            writeln!(names_txt, "{dir} {}", name_for(self.seed, pid, spelling))?;
+            for k in 0..long_tail(&mut self.r, self.p.casia_images) {
+                let rel = format!("{dir}/{:03}.jpg", k + 1);
+                images.push((rel.clone(), class));
+                let v = self.var(&[1, pid, k as u64]);
+                self.image(format!("casia/{rel}"), pid, v, (250, 250), 1.0);
+            }
         }
-        lfw_counts.push((name, n));
+        self.summary.casia_images = images.len();
+        write(&self.out.join("casia/names.txt"), &names_txt)?;
+        Ok(Casia { people, images })
     }
-    summary.lfw_images = lfw_marks_rel.len();
-    let mut pairs = format!("10\t{}\n", p.pairs_per_fold);
+
+    /// The LFW, YTF and FaceScrub people: shared training identities round-robin over the
+    /// three, then new people up to each set's size.
+    fn test_people(&mut self, casia: &[u64]) -> (Vec<u64>, Vec<u64>, Vec<u64>) {
+        let (mut lfw, mut ytf, mut fs) = (Vec::new(), Vec::new(), Vec::new());
+        for (k, &pid) in casia.iter().take(self.p.shared_identities).enumerate() {
+            let (set, list) = match k % 3 {
+                0 => ("lfw", &mut lfw),
+                1 => ("ytf", &mut ytf),
+                _ => ("megaface", &mut fs),
+            };
+            list.push(pid);
+            let training = name_for(self.seed, pid, Spelling::Training);
+            self.summary.shared.push((training, self.name(pid), set.into()));
+        }
+        for (list, size) in [
+            (&mut lfw, self.p.lfw_identities),
+            (&mut ytf, self.p.ytf_identities),
+            (&mut fs, self.p.facescrub_identities),
+        ] {
+            while list.len() < size {
+                self.people += 1;
+                list.push(self.people);
+            }
+        }
+        (lfw, ytf, fs)
+    }
+
+    /// LFW images and `pairs.txt`; returns the images' relative paths.
+    fn lfw(&mut self, people: &[u64]) -> Result<Vec<String>> {
+        let mut counts = Vec::new();
+        let mut rels = Vec::new();
+        for &pid in people {
+            let name = self.name(pid);
+            let n = long_tail(&mut self.r, self.p.lfw_images);
+            for k in 1..=n {
+                let rel = format!("{name}/{name}_{k:04}.jpg");
+                rels.push(rel.clone());
+                let v = self.var(&[2, pid, k as u64]);
+                self.image(format!("lfw/{rel}"), pid, v, (250, 250), 1.0);
+            }
+            counts.push((name, n));
+        }
+        self.summary.lfw_images = rels.len();
+        let pairs = lfw_pairs(&mut self.r, &counts, self.p.pairs_per_fold)?;
+        self.summary.lfw_pairs = 20 * self.p.pairs_per_fold;
+        write(&self.out.join("lfw/pairs.txt"), &pairs)?;
+        Ok(rels)
+    }
+
+    /// YouTube Faces frames (each video drifts smoothly between two variations) and
+    /// `splits.txt`; returns the frames' relative paths.
+    fn ytf(&mut self, people: &[u64]) -> Result<Vec<String>> {
+        let mut videos: Vec<(String, usize)> = Vec::new();
+        let mut rels = Vec::new();
+        for &pid in people {
+            let name = self.name(pid);
+            for v in 0..self.r.int(self.p.ytf_videos.0, self.p.ytf_videos.1) {
+                let (a, b) = (self.var(&[3, pid, v as u64, 0]), self.var(&[3, pid, v as u64, 1]));
+                let frames = self.r.int(self.p.ytf_frames.0, self.p.ytf_frames.1);
+                for f in 0..frames {
+                    let t = if frames > 1 { f as f64 / (frames - 1) as f64 } else { 0.0 };
+                    let rel = format!("{name}/{v}/{}.jpg", 100 + f * 3);
+                    rels.push(rel.clone());
+                    self.image(format!("ytf/{rel}"), pid, blend(&a, &b, t), (320, 240), 0.8);
+                }
+                videos.push((name.clone(), v));
+            }
+        }
+        self.summary.ytf_videos = videos.len();
+        self.summary.ytf_frames = rels.len();
+        let names: Vec<String> = people.iter().map(|&pid| self.name(pid)).collect();
+        let splits = ytf_splits(&mut self.r, &names, &videos, self.p.ytf_pairs_per_split)?;
+        self.summary.ytf_pairs = 10 * self.p.ytf_pairs_per_split;
+        write(&self.out.join("ytf/splits.txt"), &splits)?;
+        Ok(rels)
+    }
+
+    /// MegaFace: FaceScrub probes, single-image distractor identities, and the devkit's
+    /// template lists (one per distractor set size, 10 to 1M, that the distractors reach).
+    fn megaface(&mut self, people: &[u64]) -> Result<()> {
+        let (mut ids, mut paths) = (Vec::new(), Vec::new());
+        for &pid in people {
+            let name = self.name(pid);
+            for k in 0..long_tail(&mut self.r, self.p.facescrub_images) {
+                let rel = format!("facescrub_images/{name}/{name}_{}.jpg", 1000 + k * 7);
+                ids.push(name.clone());
+                paths.push(rel.clone());
+                let v = self.var(&[4, pid, k as u64]);
+                self.image(format!("megaface/{rel}"), pid, v, (300, 300), 1.1);
+            }
+        }
+        self.summary.facescrub_images = paths.len();
+        let mut distractors = Vec::new();
+        for d in 0..self.p.distractors {
+            let pid = self.person();
+            let rel = format!("megaface_images/{}/{:08}@N00/{}_{}.jpg", d % 10, 1000 + d, 10_000 + d * 13, 1);
+            distractors.push(rel.clone());
+            let v = self.var(&[5, pid]);
+            self.image(format!("megaface/{rel}"), pid, v, (300, 300), 1.1);
+        }
+        self.summary.distractor_images = distractors.len();
+        let tl = self.out.join("megaface/templatelists");
+        let probes = serde_json::json!({"id": ids, "path": paths});
+        write(&tl.join("facescrub_features_list.json"), &serde_json::to_string_pretty(&probes)?)?;
+        let mut size = 10;
+        while size <= self.p.distractors.min(1_000_000) {
+            let list = serde_json::json!({"path": distractors[..size]});
+            write(
+                &tl.join(format!("megaface_features_list.json_{size}_1")),
+                &serde_json::to_string_pretty(&list)?,
+            )?;
+            size *= 10;
+        }
+        Ok(())
+    }
+}
+
+/// `pairs.txt` of LFW View 2: ten identity-disjoint folds of `per_fold` matched pairs, then
+/// `per_fold` mismatched pairs; `counts` are (name, images) per person.
+fn lfw_pairs(r: &mut Rng, counts: &[(String, usize)], per_fold: usize) -> Result<String> {
+    let mut pairs = format!("10\t{per_fold}\n");
     for fold in 0..10 {
-        let members: Vec<&(String, usize)> = lfw_counts
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| i % 10 == fold)
-            .map(|(_, x)| x)
-            .collect();
-        for _ in 0..p.pairs_per_fold {
+        let members: Vec<&(String, usize)> = counts.iter().enumerate().filter(|(i, _)| i % 10 == fold).map(|(_, x)| x).collect();
+        for _ in 0..per_fold {
             let (name, n) = r.pick(&members);
             let i = r.int(1, *n);
             let j = loop {
@@ -404,52 +558,25 @@ pub fn generate(out: &Path, p: &Preset, seed: u64, tick: &(dyn Fn() + Sync)) -> 
             };
             writeln!(pairs, "{name}\t{}\t{}", i.min(j), i.max(j))?;
         }
-        for _ in 0..p.pairs_per_fold {
+        for _ in 0..per_fold {
             let a = r.int(0, members.len() - 1);
             let b = (a + r.int(1, members.len() - 1)) % members.len();
             let ((na, ca), (nb, cb)) = (members[a], members[b]);
             writeln!(pairs, "{na}\t{}\t{nb}\t{}", r.int(1, *ca), r.int(1, *cb))?;
         }
     }
-    summary.lfw_pairs = 20 * p.pairs_per_fold;
-    write(&out.join("lfw/pairs.txt"), &pairs)?;
+    Ok(pairs)
+}
 
-    // YouTube Faces: frames of one video drift smoothly between two variations.
-    let mut videos: Vec<(String, usize)> = Vec::new();
-    let mut ytf_rel = Vec::new();
-    for &pid in &ytf_people {
-        let name = name_for(seed, pid, Spelling::Plain);
-        for v in 0..r.int(p.ytf_videos.0, p.ytf_videos.1) {
-            let (a, b) = (var(&[3, pid, v as u64, 0]), var(&[3, pid, v as u64, 1]));
-            let frames = r.int(p.ytf_frames.0, p.ytf_frames.1);
-            for f in 0..frames {
-                let t = if frames > 1 { f as f64 / (frames - 1) as f64 } else { 0.0 };
-                let rel = format!("{name}/{v}/{}.jpg", 100 + f * 3);
-                ytf_rel.push(rel.clone());
-                jobs.push(Job {
-                    rel: format!("ytf/{rel}"),
-                    person: pid,
-                    variation: blend(&a, &b, t),
-                    size: (320, 240),
-                    zoom: 0.8,
-                    noise_seed: r.next_u64(),
-                });
-            }
-            videos.push((name.clone(), v));
-        }
-    }
-    summary.ytf_videos = videos.len();
-    summary.ytf_frames = ytf_rel.len();
+/// `splits.txt` of YouTube Faces: ten splits of `per_split` video pairs, same-person pairs
+/// first, each split from its own people (`names`, in order); `videos` are (name, video).
+fn ytf_splits(r: &mut Rng, names: &[String], videos: &[(String, usize)], per_split: usize) -> Result<String> {
     let mut splits = String::from("split number, first video, second video, is same, is physically the same\n");
+    let vids_of = |i: usize| -> Vec<&(String, usize)> { videos.iter().filter(|(n, _)| *n == names[i]).collect() };
     for split in 1..=10 {
-        // Same-person pairs first, then different-person pairs, from this split's people.
-        let people: Vec<usize> = (0..ytf_people.len()).filter(|i| i % 10 == split - 1).collect();
-        let vids_of = |i: usize| -> Vec<&(String, usize)> {
-            let name = name_for(seed, ytf_people[i], Spelling::Plain);
-            videos.iter().filter(|(n, _)| *n == name).collect()
-        };
-        for k in 0..p.ytf_pairs_per_split {
-            let same = k < p.ytf_pairs_per_split / 2;
+        let people: Vec<usize> = (0..names.len()).filter(|i| i % 10 == split - 1).collect();
+        for k in 0..per_split {
+            let same = k < per_split / 2;
             let i = *r.pick(&people);
             let vi = vids_of(i);
             let (a, b) = if same {
@@ -459,118 +586,62 @@ pub fn generate(out: &Path, p: &Preset, seed: u64, tick: &(dyn Fn() + Sync)) -> 
                 let j = if people.len() > 1 {
                     people[(people.iter().position(|&q| q == i).unwrap_or(0) + r.int(1, people.len() - 1)) % people.len()]
                 } else {
-                    (i + 1) % ytf_people.len()
+                    (i + 1) % names.len()
                 };
-                let vj = vids_of(j);
-                (*r.pick(&vi), *r.pick(&vj))
+                (*r.pick(&vi), *r.pick(&vids_of(j)))
             };
             let s = u8::from(same);
             writeln!(splits, "{split}, {}/{}, {}/{}, {s}, {s}", a.0, a.1, b.0, b.1)?;
         }
     }
-    summary.ytf_pairs = 10 * p.ytf_pairs_per_split;
-    write(&out.join("ytf/splits.txt"), &splits)?;
+    Ok(splits)
+}
 
-    // MegaFace: FaceScrub probes and single-image distractor identities.
-    let mut fs_ids = Vec::new();
-    let mut fs_paths = Vec::new();
-    for &pid in &fs_people {
-        let name = name_for(seed, pid, Spelling::Plain);
-        for k in 0..long_tail(&mut r, p.facescrub_images) {
-            let rel = format!("facescrub_images/{name}/{name}_{}.jpg", 1000 + k * 7);
-            fs_ids.push(name.clone());
-            fs_paths.push(rel.clone());
-            jobs.push(Job {
-                rel: format!("megaface/{rel}"),
-                person: pid,
-                variation: var(&[4, pid, k as u64]),
-                size: (300, 300),
-                zoom: 1.1,
-                noise_seed: r.next_u64(),
-            });
-        }
-    }
-    summary.facescrub_images = fs_paths.len();
-    let mut distractor_paths = Vec::new();
-    for d in 0..p.distractors {
-        let pid = person();
-        let rel = format!("megaface_images/{}/{:08}@N00/{}_{}.jpg", d % 10, 1000 + d, 10_000 + d * 13, 1);
-        distractor_paths.push(rel.clone());
-        jobs.push(Job {
-            rel: format!("megaface/{rel}"),
-            person: pid,
-            variation: var(&[5, pid]),
-            size: (300, 300),
-            zoom: 1.1,
-            noise_seed: r.next_u64(),
-        });
-    }
-    summary.distractor_images = distractor_paths.len();
-    let tl = out.join("megaface/templatelists");
-    write(
-        &tl.join("facescrub_features_list.json"),
-        &serde_json::to_string_pretty(&serde_json::json!({"id": fs_ids, "path": fs_paths}))?,
-    )?;
-    let mut size = 10;
-    while size <= p.distractors.min(1_000_000) {
-        write(
-            &tl.join(format!("megaface_features_list.json_{size}_1")),
-            &serde_json::to_string_pretty(&serde_json::json!({"path": distractor_paths[..size]}))?,
-        )?;
-        size *= 10;
-    }
-
-    // Render everything in parallel; each job carries its own seeds.
-    let marks: Vec<(String, [[f64; 2]; 5])> = jobs
-        .par_iter()
-        .map(|j| -> Result<(String, [[f64; 2]; 5])> {
-            let img = render(&Identity::new(seed ^ j.person.wrapping_mul(0xA24B_AED4_963E_E407)), &j.variation, j.size.0, j.size.1, j.zoom, j.noise_seed);
-            let path = out.join(&j.rel);
-            if let Some(d) = path.parent() {
-                fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
-            }
-            let mut bytes = Vec::new();
-            image::codecs::jpeg::JpegEncoder::new_with_quality(&mut bytes, 92).encode(&img.rgb, img.width as u32, img.height as u32, image::ExtendedColorType::Rgb8)?;
-            fs::write(&path, bytes).with_context(|| format!("writing {}", path.display()))?;
-            if j.rel.starts_with("megaface/") {
-                let m = img.landmarks;
-                let xs = m.iter().map(|p| p[0]).fold(f64::INFINITY, f64::min);
-                let ys = m.iter().map(|p| p[1]).fold(f64::INFINITY, f64::min);
-                let side = (m[1][0] - m[0][0]).abs().max(10.0) * 2.6;
-                let sidecar = serde_json::json!({
-                    "bounding_box": {"x": xs - side * 0.3, "y": ys - side * 0.35, "width": side, "height": side * 1.2},
-                    "landmarks": (0..5).map(|k| (k.to_string(), serde_json::json!({"x": m[k][0], "y": m[k][1]}))).collect::<serde_json::Map<_, _>>(),
-                });
-                fs::write(path.with_extension("jpg.json"), serde_json::to_string_pretty(&sidecar)?)?;
-            }
+/// Renders every job in parallel (each carries its own seeds), writes the JPEGs (and
+/// MegaFace's JSON sidecars); returns each image's landmarks by relative path.
+fn render_all(out: &Path, seed: u64, jobs: &[Job], tick: &(dyn Fn() + Sync)) -> Result<HashMap<String, [[f64; 2]; 5]>> {
+    jobs.par_iter()
+        .map(|j| {
+            let marks = render_job(out, seed, j)?;
             tick();
-            Ok((j.rel.clone(), img.landmarks))
+            Ok((j.rel.clone(), marks))
         })
-        .collect::<Result<_>>()?;
-    let lookup: std::collections::HashMap<&str, &[[f64; 2]; 5]> = marks.iter().map(|(k, v)| (k.as_str(), v)).collect();
-    let get = |rel: &str| {
-        lookup
-            .get(rel)
-            .copied()
-            .with_context(|| format!("internal: no landmarks for {rel}"))
-    };
-    let mut casia_txt = String::new();
-    for (rel, class, _) in &casia_marks {
-        writeln!(casia_txt, "{rel}\t{class}\t{}", fmt_marks(get(&format!("casia/{rel}"))?, true))?;
+        .collect()
+}
+
+/// One image: rendered, written as JPEG (quality 92), with a MegaFace sidecar where the
+/// layout has one.
+fn render_job(out: &Path, seed: u64, j: &Job) -> Result<[[f64; 2]; 5]> {
+    let id = Identity::new(seed ^ j.person.wrapping_mul(0xA24B_AED4_963E_E407));
+    let img = render(&id, &j.variation, j.size.0, j.size.1, j.zoom, j.noise_seed);
+    let path = out.join(&j.rel);
+    if let Some(d) = path.parent() {
+        fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
     }
-    write(&out.join("casia_landmark.txt"), &casia_txt)?;
-    let mut lfw_txt = String::new();
-    for rel in &lfw_marks_rel {
-        writeln!(lfw_txt, "{rel}\t{}", fmt_marks(get(&format!("lfw/{rel}"))?, true))?;
+    let mut bytes = Vec::new();
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut bytes, 92).encode(
+        &img.rgb,
+        img.width as u32,
+        img.height as u32,
+        image::ExtendedColorType::Rgb8,
+    )?;
+    fs::write(&path, bytes).with_context(|| format!("writing {}", path.display()))?;
+    if j.rel.starts_with("megaface/") {
+        let sidecar = megaface_sidecar(&img.landmarks);
+        fs::write(path.with_extension("jpg.json"), serde_json::to_string_pretty(&sidecar)?)?;
     }
-    write(&out.join("lfw_landmark.txt"), &lfw_txt)?;
-    let mut ytf_txt = String::new();
-    for rel in &ytf_rel {
-        writeln!(ytf_txt, "{rel}\t{}", fmt_marks(get(&format!("ytf/{rel}"))?, false))?;
-    }
-    write(&out.join("ytf_landmark.txt"), &ytf_txt)?;
-    write(&out.join("synth.json"), &serde_json::to_string_pretty(&summary)?)?;
-    Ok(summary)
+    Ok(img.landmarks)
+}
+
+/// The JSON beside a MegaFace image: a face box around the landmarks, and the landmarks.
+fn megaface_sidecar(m: &[[f64; 2]; 5]) -> serde_json::Value {
+    let xs = m.iter().map(|p| p[0]).fold(f64::INFINITY, f64::min);
+    let ys = m.iter().map(|p| p[1]).fold(f64::INFINITY, f64::min);
+    let side = (m[1][0] - m[0][0]).abs().max(10.0) * 2.6;
+    serde_json::json!({
+        "bounding_box": {"x": xs - side * 0.3, "y": ys - side * 0.35, "width": side, "height": side * 1.2},
+        "landmarks": (0..5).map(|k| (k.to_string(), serde_json::json!({"x": m[k][0], "y": m[k][1]}))).collect::<serde_json::Map<_, _>>(),
+    })
 }
 
 /// A frame between two variations (pose and lighting interpolated; the rest from `a`).
