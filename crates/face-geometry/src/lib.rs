@@ -110,6 +110,14 @@ impl FitMethod {
         }
     }
 
+    /// Its name in a pipeline file.
+    pub fn name(self) -> &'static str {
+        match self {
+            FitMethod::Cp2tform => "cp2tform",
+            FitMethod::Umeyama => "umeyama",
+        }
+    }
+
     /// Fits the similarity taking `src` (detected) onto `dst` (template); with `reflective`,
     /// a mirrored fit is tried too and kept if it fits better.
     pub fn fit(self, src: &[[f64; 2]], dst: &[[f64; 2]], reflective: bool) -> Result<Fit, FitError> {
@@ -178,6 +186,7 @@ pub(crate) mod tests {
     #[test]
     fn methods_are_named_as_in_pipeline_files() {
         for name in FitMethod::NAMES {
+            assert_eq!(FitMethod::named(name).map(FitMethod::name), Some(name));
             assert!(FitMethod::named(name).is_some(), "{name}");
         }
         assert_eq!(FitMethod::named("procrustes"), None);

@@ -8,10 +8,14 @@
 
 #![warn(missing_docs)]
 
+mod params;
+
+pub use params::{AlignParams, Format};
+
 use anyhow::{bail, Context};
 use rayon::prelude::*;
 use serde_json::json;
-use spherepipe_face_datasets::{read_landmark_list, read_megaface_list, read_samples, Listing, Sample};
+use spherepipe_face_datasets::{read_samples, Listing, Sample};
 use spherepipe_face_geometry::{apply, warp_affine, FitMethod, SPHEREFACE_REFERENCE};
 use spherepipe_face_table::{encode_png, write_rows, FaceRow};
 use spherepipe_stage::{InputSpec, ParamSpec, ParamType, Params, Stage, StageContext};
@@ -19,19 +23,6 @@ use std::path::Path;
 
 /// The `align` stage kind.
 pub struct Align;
-
-const FORMATS: [&str; 4] = ["casia", "lfw", "ytf", "megaface"];
-
-/// Default list file and image root for each format, relative to the dataset root
-/// (the layouts `spherepipe synth` writes and the public datasets use).
-fn defaults(format: &str) -> (&'static str, &'static str) {
-    match format {
-        "casia" => ("casia_landmark.txt", "casia"),
-        "lfw" => ("lfw_landmark.txt", "lfw"),
-        "ytf" => ("ytf_landmark.txt", "ytf"),
-        _ => ("megaface/templatelists/facescrub_features_list.json", "megaface"),
-    }
-}
 
 /// Why an image was left out.
 #[derive(Debug)]
@@ -58,7 +49,7 @@ impl Stage for Align {
         vec![
             ParamSpec::new(
                 "format",
-                ParamType::Choice(&FORMATS),
+                ParamType::Choice(&Format::NAMES),
                 "casia",
                 "layout of `images`: which list format to read (ignored when `samples` is bound)",
             ),
@@ -107,95 +98,88 @@ impl Stage for Align {
         ]
     }
     fn validate(&self, p: &Params) -> Result<(), String> {
-        let size: Vec<i64> = p.get("size").map_err(|e| e.to_string())?;
-        if size.len() != 2 {
-            return Err(format!("`size` needs [height, width], got {} values", size.len()));
-        }
-        let r: Vec<Vec<f64>> = p.get("reference").map_err(|e| e.to_string())?;
-        if r.len() != 5 || r.iter().any(|q| q.len() != 2) {
-            return Err("`reference` needs 5 points, each [x, y]".into());
-        }
-        Ok(())
+        AlignParams::from_params(p).map(|_| ()).map_err(|e| format!("{e:#}"))
     }
     fn run(&self, ctx: &StageContext<'_>) -> anyhow::Result<()> {
+        let p = AlignParams::from_params(ctx.params)?;
         let root = ctx.inputs.one("images")?;
-        let format = ctx.params.str("format")?;
-        let (dlist, droot) = defaults(format);
-        let pick = |name: &str, d: &'static str| -> anyhow::Result<String> {
-            let v = ctx.params.str(name)?;
-            Ok(if v.is_empty() { d.to_owned() } else { v.to_owned() })
-        };
-        let image_root = root.join(pick("root", droot)?);
-        let (listing, dataset): (Listing, String) = match ctx.inputs.many("samples").first() {
-            Some(dir) => (read_samples(&dir.join("samples.tsv"), &image_root)?, format.to_owned()),
-            None => {
-                let list = root.join(pick("list", dlist)?);
-                let l = match format {
-                    "casia" => read_landmark_list(&list, &image_root, true)?,
-                    "megaface" => read_megaface_list(&list, &image_root)?,
-                    _ => read_landmark_list(&list, &image_root, false)?,
-                };
-                (l, format.to_owned())
-            }
+        let image_root = root.join(&p.root);
+        let listing = match ctx.inputs.many("samples").first() {
+            Some(dir) => read_samples(&dir.join("samples.tsv"), &image_root)?,
+            None => p.format.read(&root.join(&p.list), &image_root)?,
         };
         if listing.samples.is_empty() {
             bail!("no images listed under {}: check `format`, `list` and `root`", image_root.display());
         }
-        let crop = Crop::from_params(ctx.params)?;
-        ctx.progress.set_length(listing.samples.len() as u64);
-
-        let results: Vec<Result<FaceRow, (String, Skip)>> = listing
-            .samples
-            .par_iter()
-            .map(|s| {
-                let r = if ctx.cancel.is_cancelled() {
-                    Err((s.rel_path.clone(), Skip::Corrupt("cancelled".into())))
-                } else {
-                    align_one(s, &dataset, &crop)
-                };
-                ctx.progress.inc(1);
-                r
-            })
-            .collect();
-        ctx.cancel.check()?;
-        let mut rows = Vec::new();
-        let (mut corrupt, mut bad) = (Vec::new(), Vec::new());
-        for r in results {
-            match r {
-                Ok(row) => rows.push(row),
-                Err((p, Skip::Corrupt(why))) => corrupt.push(json!({"image": p, "reason": why})),
-                Err((p, Skip::Landmarks(why))) => bad.push(json!({"image": p, "reason": why})),
-            }
-        }
-        if rows.is_empty() {
-            bail!(
-                "none of the {} listed images could be aligned (first problem: {})",
-                listing.samples.len(),
-                corrupt.first().or(bad.first()).map(|v| v.to_string()).unwrap_or_default()
-            );
-        }
-        write_rows(&ctx.out_dir.join("faces.parquet"), &rows, 4096)?;
+        let outcome = align_all(ctx, &listing, p.format.name(), &p.crop)?;
+        write_rows(&ctx.out_dir.join("faces.parquet"), &outcome.rows, 4096)?;
+        let listed = listing.samples.len() + listing.missing.len();
         let report = json!({
-            "listed": listing.samples.len() + listing.missing.len(),
-            "aligned": rows.len(),
+            "listed": listed,
+            "aligned": outcome.rows.len(),
             "missing": listing.missing.iter().map(|p| p.strip_prefix(&image_root).unwrap_or(p).display().to_string()).collect::<Vec<_>>(),
-            "corrupt": corrupt,
-            "bad_landmarks": bad,
-            "size": [crop.height, crop.width],
-            "fit": ctx.params.str("fit")?,
-            "reflective": crop.reflective,
+            "corrupt": outcome.corrupt,
+            "bad_landmarks": outcome.bad,
+            "size": [p.crop.height, p.crop.width],
+            "fit": p.crop.method.name(),
+            "reflective": p.crop.reflective,
         });
         std::fs::write(ctx.out_dir.join("report.json"), serde_json::to_string_pretty(&report)?)?;
         ctx.progress.message(&format!(
-            "aligned {} of {}; skipped {} missing, {} corrupt, {} bad landmarks",
-            rows.len(),
-            listing.samples.len() + listing.missing.len(),
+            "aligned {} of {listed}; skipped {} missing, {} corrupt, {} bad landmarks",
+            outcome.rows.len(),
             listing.missing.len(),
-            corrupt.len(),
-            bad.len()
+            outcome.corrupt.len(),
+            outcome.bad.len()
         ));
         Ok(())
     }
+}
+
+/// The faces aligned, and the images skipped (image, reason) by why.
+struct Aligned {
+    rows: Vec<FaceRow>,
+    corrupt: Vec<serde_json::Value>,
+    bad: Vec<serde_json::Value>,
+}
+
+/// Aligns every listed image in parallel; an error when none could be aligned.
+fn align_all(ctx: &StageContext<'_>, listing: &Listing, dataset: &str, crop: &Crop) -> anyhow::Result<Aligned> {
+    ctx.progress.set_length(listing.samples.len() as u64);
+    let results: Vec<Result<FaceRow, (String, Skip)>> = listing
+        .samples
+        .par_iter()
+        .map(|s| {
+            let r = if ctx.cancel.is_cancelled() {
+                Err((s.rel_path.clone(), Skip::Corrupt("cancelled".into())))
+            } else {
+                align_one(s, dataset, crop)
+            };
+            ctx.progress.inc(1);
+            r
+        })
+        .collect();
+    ctx.cancel.check()?;
+    let mut out = Aligned {
+        rows: Vec::new(),
+        corrupt: Vec::new(),
+        bad: Vec::new(),
+    };
+    for r in results {
+        match r {
+            Ok(row) => out.rows.push(row),
+            Err((p, Skip::Corrupt(why))) => out.corrupt.push(json!({"image": p, "reason": why})),
+            Err((p, Skip::Landmarks(why))) => out.bad.push(json!({"image": p, "reason": why})),
+        }
+    }
+    if out.rows.is_empty() {
+        bail!(
+            "none of the {} listed images could be aligned (first problem: {})",
+            listing.samples.len(),
+            out.corrupt.first().or(out.bad.first()).map(|v| v.to_string()).unwrap_or_default()
+        );
+    }
+    Ok(out)
 }
 
 /// How every face of a dataset is cropped: the template, the fit and the output size.
@@ -223,21 +207,6 @@ impl Crop {
             height: 112,
             width: 96,
         }
-    }
-
-    /// Reads `size`, `reference`, `fit` and `reflective` (already checked by `validate`).
-    fn from_params(p: &Params) -> anyhow::Result<Crop> {
-        let size: Vec<i64> = p.get("size")?;
-        let name = p.str("fit")?;
-        let method =
-            FitMethod::named(name).with_context(|| format!("param `fit`: unknown method `{name}` (use one of {:?})", FitMethod::NAMES))?;
-        Ok(Crop {
-            reference: p.get::<Vec<Vec<f64>>>("reference")?.into_iter().map(|q| [q[0], q[1]]).collect(),
-            method,
-            reflective: p.bool("reflective")?,
-            height: size[0] as usize,
-            width: size[1] as usize,
-        })
     }
 }
 

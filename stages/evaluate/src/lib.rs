@@ -139,6 +139,9 @@ impl Stage for Evaluate {
             InputSpec::one("model", "the train stage, for its curve and settings").optional(),
         ]
     }
+    fn validate(&self, p: &spherepipe_stage::Params) -> Result<(), String> {
+        EvaluateParams::from_params(p).map(|_| ()).map_err(|e| format!("{e:#}"))
+    }
     fn run(&self, ctx: &StageContext<'_>) -> anyhow::Result<()> {
         let input = |n: &str| ctx.inputs.many(n).first().cloned();
         let (lfw, ytf, fs, dis, model) = (input("lfw"), input("ytf"), input("facescrub"), input("distractors"), input("model"));
@@ -162,13 +165,44 @@ impl Stage for Evaluate {
     }
 }
 
+/// Every `evaluate` param, read once; `validate` and `run` both go through it.
+#[derive(Debug, Clone)]
+pub struct EvaluateParams {
+    /// The headline LFW/YTF protocol.
+    pub protocol: Protocol,
+    /// LFW's pairs file, relative to `data`.
+    pub lfw_pairs: String,
+    /// YouTube Faces' splits file, relative to `data`.
+    pub ytf_splits: String,
+    /// FARs to read TAR at on LFW/YTF pairs.
+    pub fars: Vec<f64>,
+    /// MegaFace distractor set sizes.
+    pub distractor_sizes: Vec<usize>,
+    /// MegaFace's verification FAR.
+    pub megaface_far: f64,
+}
+
+impl EvaluateParams {
+    /// Reads and checks every param.
+    pub fn from_params(p: &spherepipe_stage::Params) -> anyhow::Result<EvaluateParams> {
+        let name = p.str("protocol")?;
+        Ok(EvaluateParams {
+            protocol: Protocol::parse(name)
+                .with_context(|| format!("param `protocol`: unknown protocol `{name}` (use one of {:?})", Protocol::NAMES))?,
+            lfw_pairs: p.str("lfw_pairs")?.to_owned(),
+            ytf_splits: p.str("ytf_splits")?.to_owned(),
+            fars: p.get("fars")?,
+            distractor_sizes: p.get("distractor_sizes")?,
+            megaface_far: p.f64("megaface_far")?,
+        })
+    }
+}
+
 /// One evaluation in progress: the metrics and plots gathered so far, protocol by protocol.
 struct Evaluation<'a> {
     ctx: &'a StageContext<'a>,
-    p: &'a spherepipe_stage::Params,
+    p: EvaluateParams,
     data: &'a Path,
-    headline: Protocol,
-    fars: Vec<f64>,
     metrics: Metrics,
     plots: figures::Plots,
 }
@@ -177,10 +211,8 @@ impl<'a> Evaluation<'a> {
     fn new(ctx: &'a StageContext<'a>) -> anyhow::Result<Self> {
         Ok(Evaluation {
             ctx,
-            p: ctx.params,
+            p: EvaluateParams::from_params(ctx.params)?,
             data: ctx.inputs.one("data")?,
-            headline: Protocol::parse(ctx.params.str("protocol")?).context("protocol")?,
-            fars: ctx.params.get("fars")?,
             metrics: Metrics::default(),
             plots: figures::Plots::default(),
         })
@@ -191,7 +223,7 @@ impl<'a> Evaluation<'a> {
         self.ctx.progress.message("LFW");
         let f = features_of(dir, "lfw")?;
         let index: HashMap<&str, usize> = f.meta.iter().enumerate().map(|(i, m)| (m.source.as_str(), i)).collect();
-        let pairs_file = self.data.join(self.p.str("lfw_pairs")?);
+        let pairs_file = self.data.join(&self.p.lfw_pairs);
         let listed = read_lfw_pairs(&pairs_file)?;
         let mut pairs = Vec::new();
         let mut missing = Vec::new();
@@ -213,7 +245,7 @@ impl<'a> Evaluation<'a> {
                 pairs_file.display()
             );
         }
-        let v = verification(&pairs, self.headline, &self.fars, listed.len(), missing)?;
+        let v = verification(&pairs, self.p.protocol, &self.p.fars, listed.len(), missing)?;
         self.plots.roc.push(("LFW".into(), v.roc.curve.clone()));
         self.metrics.lfw = Some(v);
         let labels = dense_labels(f.meta.iter().map(|m| m.identity.clone()));
@@ -241,7 +273,7 @@ impl<'a> Evaluation<'a> {
             .into_iter()
             .map(|(k, (s, n))| (k, s.into_iter().map(|x| (x / n as f64) as f32).collect()))
             .collect();
-        let splits_file = self.data.join(self.p.str("ytf_splits")?);
+        let splits_file = self.data.join(&self.p.ytf_splits);
         let listed = read_ytf_splits(&splits_file)?;
         let mut pairs = Vec::new();
         let mut missing = Vec::new();
@@ -263,7 +295,7 @@ impl<'a> Evaluation<'a> {
                 splits_file.display()
             );
         }
-        let v = verification(&pairs, self.headline, &self.fars, listed.len(), missing)?;
+        let v = verification(&pairs, self.p.protocol, &self.p.fars, listed.len(), missing)?;
         self.plots.roc.push(("YTF".into(), v.roc.curve.clone()));
         self.metrics.ytf = Some(Verification {
             videos: Some(means.len()),
@@ -282,13 +314,12 @@ impl<'a> Evaluation<'a> {
         if self.plots.features.is_none() {
             self.plots.features = Some((probes.clone(), labels.clone()));
         }
-        let sizes: Vec<usize> = self.p.get("distractor_sizes")?;
         let mut search = Search::new(
             probes.values.clone(),
             labels.clone(),
             probes.dim,
-            &sizes,
-            self.p.f64("megaface_far")?,
+            &self.p.distractor_sizes,
+            self.p.megaface_far,
         )?;
         if let Some(d) = distractors {
             let file = d.join("features.parquet");
