@@ -7,9 +7,8 @@
 
 use serde::{Deserialize, Serialize};
 use spherepipe_face_loader::Channels;
-use spherepipe_stage::{read_contract, write_contract};
+pub use spherepipe_stage::Contract;
 use std::collections::BTreeMap;
-use std::path::Path;
 
 /// Network shape: depth, width multiplier, feature size and input size.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -70,19 +69,10 @@ pub struct ModelCard {
     pub final_accuracy: Option<f64>,
 }
 
-impl ModelCard {
-    /// The file name inside an artifact.
-    pub const FILE: &'static str = "model.json";
-
-    /// Reads `model.json` from a model directory, naming the file and the fix on failure.
-    pub fn read(dir: &Path) -> anyhow::Result<ModelCard> {
-        read_contract(dir, Self::FILE, "bind `model` to a train stage", "train")
-    }
-
-    /// Writes `model.json` into `dir`.
-    pub fn write(&self, dir: &Path) -> anyhow::Result<()> {
-        write_contract(dir, Self::FILE, self)
-    }
+impl Contract for ModelCard {
+    const FILE: &'static str = "model.json";
+    const WRITER: &'static str = "train";
+    const BIND: &'static str = "bind `model` to a train stage";
 }
 
 #[cfg(test)]

@@ -68,6 +68,8 @@ pub enum Corner {
     UpperRight,
     /// Bottom right, for curves that hug the top.
     LowerRight,
+    /// Halfway up on the right, for one curve that falls and one that rises.
+    MiddleRight,
 }
 
 /// One named set of points.
@@ -358,6 +360,7 @@ impl Chart {
         let position = match self.legend {
             Corner::UpperRight => SeriesLabelPosition::UpperRight,
             Corner::LowerRight => SeriesLabelPosition::LowerRight,
+            Corner::MiddleRight => SeriesLabelPosition::MiddleRight,
         };
         chart
             .configure_series_labels()
@@ -398,7 +401,7 @@ pub fn training_curve(points: &[(f64, f64, f64)]) -> Chart {
         x_scale: Scale::Linear,
         y: Axis::new("loss", 0.0, max_loss * 1.05),
         y2: Some(Axis::new("accuracy", 0.0, 1.0)),
-        legend: Corner::UpperRight,
+        legend: Corner::MiddleRight,
         series: vec![
             Series::line("loss", PALETTE[0], points.iter().map(|p| (p.0, p.1)).collect()),
             Series {

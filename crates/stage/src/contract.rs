@@ -1,6 +1,7 @@
-//! Files one stage writes for another to read (`model.json`, `manifest.json`): a serde struct,
-//! defined in the crate of the stage that writes it, written and read through these two
-//! functions so that every such file fails the same way — naming the file and the fix.
+//! Files one stage writes for another to read (`model.json`, `manifest.json`, `metrics.json`):
+//! a serde struct, defined once, that implements [`Contract`] and so is written and read
+//! through the same two functions, so that every such file fails the same way — naming the
+//! file and the fix.
 
 use anyhow::Context;
 use serde::de::DeserializeOwned;
@@ -25,4 +26,25 @@ pub fn read_contract<T: DeserializeOwned>(dir: &Path, file: &str, bind: &str, wr
 pub fn write_contract<T: Serialize>(dir: &Path, file: &str, value: &T) -> anyhow::Result<()> {
     let path = dir.join(file);
     std::fs::write(&path, serde_json::to_string_pretty(value)?).with_context(|| format!("writing {}", path.display()))
+}
+
+/// A file one stage kind writes into its artifact for others to read, as a serde struct.
+/// Implementors name the file and who writes it; reading and writing come with the trait.
+pub trait Contract: Serialize + DeserializeOwned {
+    /// The file name inside an artifact (`model.json`).
+    const FILE: &'static str;
+    /// The stage kind that writes it, for the fix when the file does not parse.
+    const WRITER: &'static str;
+    /// What to bind when the file is missing (`"bind `model` to a train stage"`).
+    const BIND: &'static str;
+
+    /// Reads the file from an artifact directory, naming the file and the fix on failure.
+    fn read(dir: &Path) -> anyhow::Result<Self> {
+        read_contract(dir, Self::FILE, Self::BIND, Self::WRITER)
+    }
+
+    /// Writes the file into `dir`.
+    fn write(&self, dir: &Path) -> anyhow::Result<()> {
+        write_contract(dir, Self::FILE, self)
+    }
 }

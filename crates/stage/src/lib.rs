@@ -12,7 +12,7 @@ mod contract;
 mod params;
 mod progress;
 
-pub use contract::{read_contract, write_contract};
+pub use contract::{read_contract, write_contract, Contract};
 pub use params::{did_you_mean, edit_distance, nearest, ParamError, ParamSpec, ParamType, Params};
 pub use progress::{CancelToken, Cancelled, Progress, ProgressSink};
 

@@ -29,7 +29,7 @@ use spherepipe_face_eval::search::Search;
 use spherepipe_face_eval::verify::{ten_fold, Pair, Protocol};
 use spherepipe_face_table::features::{read_features, FeatureReader, Features};
 use spherepipe_model_card::ModelCard;
-use spherepipe_stage::{InputSpec, ParamSpec, ParamType, Stage, StageContext};
+use spherepipe_stage::{Contract, InputSpec, ParamSpec, ParamType, Stage, StageContext};
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 

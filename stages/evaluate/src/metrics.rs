@@ -9,9 +9,8 @@ use spherepipe_face_eval::search::SizeResult;
 use spherepipe_face_eval::verify::{Protocol, TenFold};
 use spherepipe_headline::Headline;
 use spherepipe_model_card::ModelCard;
-use spherepipe_stage::{read_contract, write_contract};
+use spherepipe_stage::Contract;
 use std::collections::BTreeMap;
-use std::path::Path;
 
 /// Everything an evaluation measured, section by section (a section is absent when its
 /// features were not bound).
@@ -78,20 +77,13 @@ pub struct MegaFace {
     pub note: Option<String>,
 }
 
+impl Contract for Metrics {
+    const FILE: &'static str = "metrics.json";
+    const WRITER: &'static str = "evaluate";
+    const BIND: &'static str = "bind it to an evaluate stage";
+}
+
 impl Metrics {
-    /// The file name inside an artifact.
-    pub const FILE: &'static str = "metrics.json";
-
-    /// Reads `metrics.json` from an evaluate artifact, naming the file and the fix on failure.
-    pub fn read(dir: &Path) -> anyhow::Result<Metrics> {
-        read_contract(dir, Self::FILE, "bind it to an evaluate stage", "evaluate")
-    }
-
-    /// Writes `metrics.json` into `dir`.
-    pub fn write(&self, dir: &Path) -> anyhow::Result<()> {
-        write_contract(dir, Self::FILE, self)
-    }
-
     /// The largest distractor set's figures.
     pub fn megaface_last(&self) -> Option<&SizeResult> {
         self.megaface.as_ref().and_then(|m| m.sizes.last())

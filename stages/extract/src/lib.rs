@@ -16,7 +16,7 @@ use spherepipe_face_table::for_each_row_batch;
 use spherepipe_face_table::FaceRow;
 use spherepipe_nn::sphere::SphereConfig;
 use spherepipe_nn::train::Trainer;
-use spherepipe_stage::{InputSpec, ParamSpec, ParamType, Stage, StageContext};
+use spherepipe_stage::{Contract, InputSpec, ParamSpec, ParamType, Stage, StageContext};
 use spherepipe_stage_train::ModelCard;
 use std::io::Write;
 use std::path::Path;

@@ -9,7 +9,7 @@ mod manifest;
 pub use manifest::{ShardFile, ShardManifest};
 
 use spherepipe_face_table::{read_rows, write_rows, FaceRow};
-use spherepipe_stage::{InputSpec, ParamSpec, ParamType, Stage, StageContext};
+use spherepipe_stage::{Contract, InputSpec, ParamSpec, ParamType, Stage, StageContext};
 use std::collections::BTreeSet;
 
 /// The `shard` stage kind.

@@ -3,7 +3,7 @@
 //! always had, so the artifact's bytes (and every fingerprint after it) stay as they were.
 
 use serde::{Deserialize, Serialize};
-use spherepipe_stage::{read_contract, write_contract};
+use spherepipe_stage::Contract;
 use std::path::{Path, PathBuf};
 
 /// What a shard artifact holds.
@@ -46,20 +46,13 @@ pub struct ShardFile {
     pub rows: usize,
 }
 
+impl Contract for ShardManifest {
+    const FILE: &'static str = "manifest.json";
+    const WRITER: &'static str = "shard";
+    const BIND: &'static str = "bind `shards` to a shard stage";
+}
+
 impl ShardManifest {
-    /// The file name inside an artifact.
-    pub const FILE: &'static str = "manifest.json";
-
-    /// Reads `manifest.json` from a shard artifact, naming the file and the fix on failure.
-    pub fn read(dir: &Path) -> anyhow::Result<ShardManifest> {
-        read_contract(dir, Self::FILE, "bind `shards` to a shard stage", "shard")
-    }
-
-    /// Writes `manifest.json` into `dir`.
-    pub fn write(&self, dir: &Path) -> anyhow::Result<()> {
-        write_contract(dir, Self::FILE, self)
-    }
-
     /// The shard files' paths under the artifact directory `dir`.
     pub fn paths(&self, dir: &Path) -> Vec<PathBuf> {
         self.shards.iter().map(|s| dir.join(&s.file)).collect()

@@ -17,7 +17,7 @@ use anyhow::{bail, Context};
 use spherepipe_face_loader::{Channels, Loader, LoaderConfig, Patch};
 use spherepipe_nn::margin::Loss;
 use spherepipe_nn::train::{StepMetrics, Trainer};
-use spherepipe_stage::{InputSpec, ParamSpec, ParamType, Params, Stage, StageContext};
+use spherepipe_stage::{Contract, InputSpec, ParamSpec, ParamType, Params, Stage, StageContext};
 use spherepipe_stage_shard::ShardManifest;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
