@@ -19,11 +19,15 @@
 mod atomic;
 mod hash;
 mod lock;
+pub mod mirror;
+pub mod remote;
 mod statcache;
 
 pub use atomic::{fsync_dir, write_atomic};
 pub use hash::{hash_file, hash_tree, FileEntry, TreeHash, TreeKind};
 pub use lock::{CacheLock, LockMode};
+pub use mirror::{Mirror, MirrorError, Pushed};
+pub use remote::{ObjectRemote, RemoteError, RemoteStore};
 pub use statcache::StatCache;
 
 use serde::{Deserialize, Serialize};
