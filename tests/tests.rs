@@ -11,4 +11,5 @@ mod evaluate;
 mod face_data;
 mod pipelines;
 mod published_weights;
+mod shared_store;
 mod train;

@@ -16,7 +16,7 @@ use serde_json::json;
 use spherepipe_engine::{execute, hash_datasets, open_store, plan, records, RunOptions, RunReport, StageState, Status};
 use spherepipe_pipeline::{load, parse_override, Pipeline, Source};
 use spherepipe_stage::{CancelToken, Registry};
-use spherepipe_store::{CacheLock, LockMode, Store};
+use spherepipe_store::{CacheLock, LockMode, Mirror, ObjectRemote, Store};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -131,6 +131,11 @@ struct RunArgs {
     /// Stop instead of waiting when another run holds the cache.
     #[arg(long)]
     no_wait: bool,
+    /// Share artifacts through this store: file:///shared/dir, s3://bucket/prefix (AWS_*
+    /// variables: AWS_ENDPOINT_URL, credentials, region) or memory://name. The local cache
+    /// becomes a working copy: what the store has is downloaded instead of run.
+    #[arg(long, value_name = "URL", env = "SPHEREPIPE_STORE")]
+    store: Option<String>,
 }
 
 /// A command that could not do its job: the message to print and the exit status.
@@ -231,6 +236,15 @@ fn dispatch(cli: Cli, registry: &Registry) -> Result<u8, Failure> {
     }
 }
 
+/// The local cache as a working copy of the shared store at `url`, which must answer now:
+/// an unreachable store, refused credentials or a missing bucket stop here (exit 2), before
+/// anything runs or is cached.
+fn with_shared_store(store: Store, url: Option<&str>) -> Result<Store, Failure> {
+    let Some(url) = url else { return Ok(store) };
+    let remote = ObjectRemote::connect(url).map_err(|e| Failure::usage(format!("error: {e}")))?;
+    Ok(store.with_mirror(Mirror::new(std::sync::Arc::new(remote))))
+}
+
 /// `spherepipe run`: runs what is not cached, prints one line per stage, each stage's
 /// `summary.txt`, and the totals.
 fn run(args: RunArgs, registry: &Registry, quiet: bool) -> Result<u8, Failure> {
@@ -242,6 +256,7 @@ fn run(args: RunArgs, registry: &Registry, quiet: bool) -> Result<u8, Failure> {
         dry_run,
         keep_going,
         no_wait,
+        store: store_url,
     } = args;
     let p = load_pipeline(&pipeline, registry, &set)?;
     for f in &force {
@@ -252,7 +267,7 @@ fn run(args: RunArgs, registry: &Registry, quiet: bool) -> Result<u8, Failure> {
             )));
         }
     }
-    let store = open_store(&p)?;
+    let store = with_shared_store(open_store(&p)?, store_url.as_deref())?;
     if dry_run {
         return dry(&p, &store, &force);
     }

@@ -135,4 +135,13 @@ impl Observer for Reporter {
     fn note(&self, msg: &str) {
         self.line(msg);
     }
+
+    fn warning(&self, msg: &str) {
+        match &self.bars {
+            Some((multi, _)) if !self.quiet => {
+                let _ = multi.println(msg);
+            }
+            _ => eprintln!("{msg}"),
+        }
+    }
 }

@@ -10,7 +10,7 @@ use crate::records::{append_run, save_state, LastState, RunRecord, StageRecord};
 use serde_json::json;
 use spherepipe_pipeline::{Pipeline, Source};
 use spherepipe_stage::{CancelToken, Inputs, ProgressSink};
-use spherepipe_store::{CacheLock, IndexEntry, LockMode, Store};
+use spherepipe_store::{CacheLock, IndexEntry, LockMode, MirrorError, Pushed, Store};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -138,6 +138,11 @@ pub trait Observer: Send + Sync {
     fn finished(&self, outcome: &Outcome);
     /// Anything else worth telling the user (waiting for the lock, cleaning up).
     fn note(&self, msg: &str);
+    /// Something the user must see even in a quiet run (a corrupt object refused, a stage
+    /// kind found not deterministic).
+    fn warning(&self, msg: &str) {
+        self.note(msg)
+    }
 }
 
 /// Where a stage is in this run.
@@ -250,9 +255,13 @@ impl<'a> Coordinator<'a> {
         if !ups.iter().all(|&u| matches!(self.slots[u], Slot::Done(_))) {
             return Ok(false);
         }
-        let r = resolve_node(self.p, i, self.store, &self.datasets, &self.artifacts)
+        let mut r = resolve_node(self.p, i, self.store, &self.datasets, &self.artifacts)
             .map_err(|u| anyhow::anyhow!("internal: input `{u}` has no content hash"))?;
-        if let (Some(artifact), false) = (&r.cached, self.forced.contains(&i)) {
+        let forced = self.forced.contains(&i);
+        if r.cached.is_none() && !forced {
+            r.cached = self.fetch_shared(&r.fingerprint)?;
+        }
+        if let (Some(artifact), false) = (&r.cached, forced) {
             self.finish_cached(i, &r.fingerprint, r.material.clone(), artifact)?;
             return Ok(true);
         }
@@ -273,8 +282,42 @@ impl<'a> Coordinator<'a> {
         })
     }
 
+    /// On a local miss, the shared store's artifact (downloaded and checked), if it has one.
+    /// A corrupt one is refused with a warning, and the stage rebuilt; a store that fails
+    /// stops the run.
+    fn fetch_shared(&self, fp: &str) -> anyhow::Result<Option<String>> {
+        match self.store.fetch_remote(fp) {
+            Ok(entry) => Ok(entry.map(|e| e.artifact)),
+            Err(e @ MirrorError::Corrupt { .. }) => {
+                self.obs.warning(&format!("warning: {e}"));
+                Ok(None)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Hands stage `i`'s recorded artifact to the shared store, if there is one, and warns when
+    /// another machine recorded a different artifact for the same fingerprint.
+    fn share(&self, i: usize, entry: &IndexEntry) -> anyhow::Result<()> {
+        if let Some(Pushed::Differs { theirs }) = self.store.publish(entry)? {
+            let node = &self.p.nodes[i];
+            let url = self.store.mirror().map_or("", |m| m.url());
+            self.obs.warning(&format!(
+                "warning: stage `{}` of kind `{}` is not deterministic: for fingerprint {} the store {url} already holds artifact {theirs}, this run made {}; the store keeps the first",
+                node.name,
+                node.kind.kind(),
+                entry.fingerprint,
+                entry.artifact
+            ));
+        }
+        Ok(())
+    }
+
     /// Finishes stage `i` from the cache.
     fn finish_cached(&mut self, i: usize, fp: &str, m: Material, artifact: &str) -> anyhow::Result<()> {
+        if let Some(entry) = self.store.lookup(fp) {
+            self.share(i, &entry)?;
+        }
         self.record_state(i, m, fp, artifact)?;
         self.artifacts[i] = Some(artifact.to_owned());
         let o = Outcome {
@@ -337,11 +380,13 @@ impl<'a> Coordinator<'a> {
                 };
                 let node = &self.p.nodes[index];
                 let provenance = json!({"stage": node.name, "pipeline": self.p.name, "material": material});
-                self.store.record(&IndexEntry {
+                let entry = IndexEntry {
                     fingerprint: fingerprint.clone(),
                     artifact: manifest_hash.clone(),
                     provenance,
-                })?;
+                };
+                self.store.record(&entry)?;
+                self.share(index, &entry)?;
                 self.record_state(index, material, &fingerprint, &manifest_hash)?;
                 self.artifacts[index] = Some(manifest_hash.clone());
                 let o = Outcome {

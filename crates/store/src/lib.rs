@@ -128,6 +128,8 @@ pub struct GcEntry {
 #[derive(Debug, Clone)]
 pub struct Store {
     root: PathBuf,
+    /// The shared store this cache mirrors, if any.
+    mirror: Option<Mirror>,
 }
 
 impl Store {
@@ -139,12 +141,39 @@ impl Store {
             fs::create_dir_all(&p).map_err(io_at(&p))?;
         }
         let root = fs::canonicalize(&root).map_err(io_at(&root))?;
-        Ok(Store { root })
+        Ok(Store { root, mirror: None })
     }
 
     /// The cache directory.
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// This cache as a working copy of the shared store `mirror`: see [`Store::fetch_remote`]
+    /// and [`Store::publish`].
+    pub fn with_mirror(mut self, mirror: Mirror) -> Store {
+        self.mirror = Some(mirror);
+        self
+    }
+
+    /// The shared store, if this cache mirrors one.
+    pub fn mirror(&self) -> Option<&Mirror> {
+        self.mirror.as_ref()
+    }
+
+    /// On a local miss: the shared store's artifact for `fingerprint`, downloaded, checked and
+    /// recorded here; `None` without a shared store or when it has none.
+    pub fn fetch_remote(&self, fingerprint: &str) -> std::result::Result<Option<IndexEntry>, MirrorError> {
+        match &self.mirror {
+            Some(m) => m.fetch(self, fingerprint),
+            None => Ok(None),
+        }
+    }
+
+    /// Hands a recorded artifact to the shared store, if there is one; says what its index
+    /// held.
+    pub fn publish(&self, entry: &IndexEntry) -> std::result::Result<Option<Pushed>, MirrorError> {
+        self.mirror.as_ref().map(|m| m.push(self, entry)).transpose()
     }
 
     /// The directory of the artifact with content hash `hash`.

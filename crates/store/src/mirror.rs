@@ -72,6 +72,12 @@ pub struct Mirror {
     remote: Arc<dyn RemoteStore>,
 }
 
+impl std::fmt::Debug for Mirror {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Mirror").field("url", &self.url()).finish()
+    }
+}
+
 fn blob_key(hash: &str) -> String {
     format!("blobs/{hash}")
 }

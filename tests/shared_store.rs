@@ -1,0 +1,118 @@
+//! `run --store URL`: the local cache as a working copy of a store that machines share
+//! (issue 11). A shared directory always; an S3 server too where one is configured (`.ci/run`
+//! starts moto and sets `SPHEREPIPE_TEST_S3`).
+
+use crate::common::{Ran, Sandbox};
+use std::collections::BTreeMap;
+
+/// A shared directory to use as `file://` store.
+fn shared_dir() -> (tempfile::TempDir, String) {
+    let d = tempfile::tempdir().unwrap();
+    let url = format!("file://{}", d.path().display());
+    (d, url)
+}
+
+/// The S3 store to test against, with a prefix of its own; `None` (said) without a server.
+fn s3_url(test: &str) -> Option<String> {
+    match std::env::var("SPHEREPIPE_TEST_S3") {
+        Ok(base) => Some(format!("{}/{test}-{}", base.trim_end_matches('/'), std::process::id())),
+        Err(_) if std::env::var_os("SPHEREPIPE_REQUIRE_S3").is_some() => {
+            panic!("SPHEREPIPE_REQUIRE_S3 is set but SPHEREPIPE_TEST_S3 is not")
+        }
+        Err(_) => {
+            eprintln!("S3 part skipped: no S3 server (set SPHEREPIPE_TEST_S3 and AWS_ENDPOINT_URL, as .ci/run does)");
+            None
+        }
+    }
+}
+
+/// The artifact files of a cache, by path under `artifacts/`.
+fn artifacts(s: &Sandbox) -> BTreeMap<String, Vec<u8>> {
+    s.snapshot().into_iter().filter(|(k, _)| k.starts_with("artifacts")).collect()
+}
+
+fn all(state: &str) -> BTreeMap<String, String> {
+    ["draw", "half", "double", "total", "words"]
+        .iter()
+        .map(|s| (s.to_string(), state.to_owned()))
+        .collect()
+}
+
+/// The first machine runs everything; the second, with an empty cache, fetches it all.
+fn two_machines(url: &str) {
+    let a = Sandbox::diamond();
+    let r = a.run(&["--store", url]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(a.last_states(), all("ran"));
+    let b = Sandbox::diamond();
+    let r: Ran = b
+        .cmd(&["run", "p.yaml", "--quiet"])
+        .env("SPHEREPIPE_STORE", url)
+        .output()
+        .unwrap()
+        .into();
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(b.last_states(), all("cached"), "{url}");
+    assert_eq!(artifacts(&a), artifacts(&b), "{url}: the fetched artifacts are byte-identical");
+    assert_eq!(a.last_artifacts(), b.last_artifacts());
+}
+
+#[test]
+fn a_second_machine_fetches_what_the_first_ran_byte_for_byte() {
+    let (dir, url) = shared_dir();
+    two_machines(&url);
+    // One index entry per stage in the shared directory.
+    assert_eq!(std::fs::read_dir(dir.path().join("index")).unwrap().count(), 5);
+    if let Some(url) = s3_url("two-machines") {
+        two_machines(&url);
+    }
+}
+
+#[test]
+fn a_corrupt_object_in_the_store_is_refused_and_its_stage_rebuilt() {
+    let (dir, url) = shared_dir();
+    let a = Sandbox::diamond();
+    assert_eq!(a.run(&["--store", &url]).code, 0);
+    let numbers = std::fs::read(a.artifact_dir("draw").join("numbers.txt")).unwrap();
+    let blob = dir.path().join("blobs").join(blake3::hash(&numbers).to_hex().as_str());
+    let mut bad = numbers.clone();
+    bad[0] ^= 1;
+    std::fs::write(&blob, &bad).unwrap();
+
+    let b = Sandbox::diamond();
+    let r = b.run(&["--store", &url]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("warning:") && r.stderr.contains("is corrupt and was not used"),
+        "{}",
+        r.stderr
+    );
+    // `draw` is rebuilt (the same bytes: the kind is deterministic); what follows it is then
+    // found in the store under the same fingerprints.
+    let mut want = all("cached");
+    want.insert("draw".into(), "ran".into());
+    assert_eq!(b.last_states(), want);
+    assert_eq!(artifacts(&a), artifacts(&b));
+    assert_eq!(
+        std::fs::read(&blob).unwrap(),
+        numbers,
+        "the rebuilt artifact's push repaired the store"
+    );
+}
+
+#[test]
+fn a_store_that_cannot_be_reached_stops_the_run_before_anything_changes() {
+    let s = Sandbox::diamond();
+    assert_eq!(s.run(&[]).code, 0);
+    let before = s.snapshot();
+    let runs = s.runs().len();
+    let r = s.run(&["--force", "draw", "--store", "file:///no/such/shared/dir"]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("store file:///no/such/shared/dir") && r.stderr.contains("check that the shared file system is mounted"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(s.snapshot(), before, "the local cache is untouched");
+    assert_eq!(s.runs().len(), runs, "no run was recorded");
+}
