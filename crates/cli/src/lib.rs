@@ -46,6 +46,10 @@ enum Cmd {
         set: Vec<String>,
         #[arg(long)]
         json: bool,
+        /// Also count as cached what this shared store holds (see `run --store`); nothing
+        /// is downloaded.
+        #[arg(long, value_name = "URL", env = "SPHEREPIPE_STORE")]
+        store: Option<String>,
     },
     /// Compare the headline results (metrics.json) of a pipeline's stages: one row per
     /// evaluate stage or matrix expansion, as resolved with --set.
@@ -216,7 +220,12 @@ fn load_pipeline(file: &Path, registry: &Registry, set: &[String]) -> Result<Pip
 fn dispatch(cli: Cli, registry: &Registry) -> Result<u8, Failure> {
     match cli.cmd {
         Cmd::Run(args) => run(args, registry, cli.quiet),
-        Cmd::Status { pipeline, set, json } => status(&load_pipeline(&pipeline, registry, &set)?, json),
+        Cmd::Status {
+            pipeline,
+            set,
+            json,
+            store,
+        } => status(&load_pipeline(&pipeline, registry, &set)?, json, store.as_deref()),
         Cmd::Metrics { pipeline, set, history } => metrics_table(&pipeline, &load_pipeline(&pipeline, registry, &set)?, history),
         Cmd::Dag { pipeline, dot } => dag(&load_pipeline(&pipeline, registry, &[])?, dot),
         Cmd::Show {
@@ -347,9 +356,9 @@ fn print_report(p: &Pipeline, store: &Store, report: &RunReport) {
 }
 
 /// `spherepipe status`: each stage cached, stale (and why) or never-run.
-fn status(p: &Pipeline, json: bool) -> Result<u8, Failure> {
-    let store = open_store(p)?;
-    let st = plan(p, &store, &hash_datasets(p, &store)?);
+fn status(p: &Pipeline, json: bool, store_url: Option<&str>) -> Result<u8, Failure> {
+    let store = with_shared_store(open_store(p)?, store_url)?;
+    let st = plan(p, &store, &hash_datasets(p, &store)?)?;
     if json {
         let rows: Vec<_> = st
             .iter()
@@ -377,7 +386,7 @@ fn status(p: &Pipeline, json: bool) -> Result<u8, Failure> {
 /// `spherepipe metrics`: the headline table of the pipeline's final stages.
 fn metrics_table(file: &Path, p: &Pipeline, history: bool) -> Result<u8, Failure> {
     let store = open_store(p)?;
-    let st = plan(p, &store, &hash_datasets(p, &store)?);
+    let st = plan(p, &store, &hash_datasets(p, &store)?)?;
     let used: std::collections::HashSet<usize> = p
         .nodes
         .iter()
@@ -481,7 +490,7 @@ fn kinds(registry: &Registry) -> Result<u8, Failure> {
 }
 
 fn dry(p: &Pipeline, store: &Store, force: &[String]) -> Result<u8, Failure> {
-    let st = plan(p, store, &hash_datasets(p, store)?);
+    let st = plan(p, store, &hash_datasets(p, store)?)?;
     let forced: BTreeSet<usize> = force.iter().flat_map(|f| p.select(f)).collect();
     let mut would = 0;
     for (i, s) in st.iter().enumerate() {
@@ -573,7 +582,7 @@ fn show(p: &Pipeline, stage: &str, as_json: bool) -> Result<u8, Failure> {
         return Err(no_such_stage(p, stage));
     };
     let store = open_store(p)?;
-    let st = plan(p, &store, &hash_datasets(p, &store)?);
+    let st = plan(p, &store, &hash_datasets(p, &store)?)?;
     let s = &st[i];
     let dir = s.artifact.as_ref().map(|a| store.artifact_dir(a));
     let files = s
@@ -647,7 +656,7 @@ fn gc(files: &[PathBuf], registry: &Registry, yes: bool) -> Result<u8, Failure> 
     for f in files {
         let p = load_pipeline(f, registry, &[])?;
         let store = open_store(&p)?;
-        let st = plan(&p, &store, &hash_datasets(&p, &store)?);
+        let st = plan(&p, &store, &hash_datasets(&p, &store)?)?;
         let entry = live
             .entry(store.root().to_path_buf())
             .or_insert_with(|| (store.clone(), BTreeSet::new()));

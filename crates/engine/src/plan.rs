@@ -233,7 +233,7 @@ pub(crate) fn input_hashes(
 }
 
 /// Status of every node, in topological order.
-pub fn plan(p: &Pipeline, store: &Store, datasets: &BTreeMap<String, String>) -> Vec<NodeStatus> {
+pub fn plan(p: &Pipeline, store: &Store, datasets: &BTreeMap<String, String>) -> anyhow::Result<Vec<NodeStatus>> {
     let mut artifacts: Vec<Option<String>> = vec![None; p.nodes.len()];
     let mut out: Vec<NodeStatus> = Vec::new();
     for (i, node) in p.nodes.iter().enumerate() {
@@ -247,7 +247,11 @@ pub fn plan(p: &Pipeline, store: &Store, datasets: &BTreeMap<String, String>) ->
                     .unwrap_or(Status::NeverRun);
                 (vec![StaleReason::Upstream { stage: upstream, state }], None, None, None)
             }
-            Ok(r) => {
+            Ok(mut r) => {
+                if r.cached.is_none() {
+                    // A stage the shared store holds counts as cached: a run would fetch it.
+                    r.cached = store.locate(&r.fingerprint)?.map(|e| e.artifact);
+                }
                 artifacts[i] = r.cached.clone();
                 let reasons = match (&r.cached, &last) {
                     (Some(_), _) => Vec::new(),
@@ -271,7 +275,7 @@ pub fn plan(p: &Pipeline, store: &Store, datasets: &BTreeMap<String, String>) ->
             material,
         });
     }
-    out
+    Ok(out)
 }
 
 /// What differs between the material of the last recorded run of stage `i` and now.

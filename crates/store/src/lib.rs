@@ -170,6 +170,16 @@ impl Store {
         }
     }
 
+    /// Where `fingerprint`'s artifact is known: the local index, else the shared store's
+    /// (nothing is downloaded).
+    pub fn locate(&self, fingerprint: &str) -> std::result::Result<Option<IndexEntry>, MirrorError> {
+        match (self.lookup(fingerprint), &self.mirror) {
+            (Some(e), _) => Ok(Some(e)),
+            (None, Some(m)) => m.locate(fingerprint),
+            (None, None) => Ok(None),
+        }
+    }
+
     /// Hands a recorded artifact to the shared store, if there is one; says what its index
     /// held.
     pub fn publish(&self, entry: &IndexEntry) -> std::result::Result<Option<Pushed>, MirrorError> {

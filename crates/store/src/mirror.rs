@@ -151,6 +151,15 @@ impl Mirror {
         }
     }
 
+    /// The store's index entry for `fingerprint` if its artifact is committed there (its
+    /// manifest present), without downloading anything.
+    pub fn locate(&self, fingerprint: &str) -> Result<Option<IndexEntry>, MirrorError> {
+        match self.index_entry(fingerprint)? {
+            Some(e) if self.remote.exists(&manifest_key(&e.artifact))? => Ok(Some(e)),
+            _ => Ok(None),
+        }
+    }
+
     /// Makes the store's artifact for `fingerprint` present in the local cache and records it
     /// there: nothing is downloaded when the local cache already holds it; otherwise every
     /// file is downloaded, re-hashed and committed. `None` when the store has no finished
