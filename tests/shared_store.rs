@@ -116,3 +116,16 @@ fn a_store_that_cannot_be_reached_stops_the_run_before_anything_changes() {
     assert_eq!(s.snapshot(), before, "the local cache is untouched");
     assert_eq!(s.runs().len(), runs, "no run was recorded");
 }
+
+#[test]
+fn the_pipeline_file_can_name_the_store_and_the_command_line_wins() {
+    let (dir, url) = shared_dir();
+    let s = Sandbox::diamond();
+    s.write(&format!("{}store: {url}\n", crate::common::DIAMOND));
+    let r = s.run(&[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(std::fs::read_dir(dir.path().join("index")).unwrap().count(), 5);
+    // --store overrides the file's key: a store that does not exist is refused.
+    let r = s.run(&["--store", "file:///no/such/shared/dir"]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+}

@@ -276,7 +276,7 @@ fn run(args: RunArgs, registry: &Registry, quiet: bool) -> Result<u8, Failure> {
             )));
         }
     }
-    let store = with_shared_store(open_store(&p)?, store_url.as_deref())?;
+    let store = with_shared_store(open_store(&p)?, store_url.as_deref().or(p.store.as_deref()))?;
     if dry_run {
         return dry(&p, &store, &force);
     }
@@ -357,7 +357,7 @@ fn print_report(p: &Pipeline, store: &Store, report: &RunReport) {
 
 /// `spherepipe status`: each stage cached, stale (and why) or never-run.
 fn status(p: &Pipeline, json: bool, store_url: Option<&str>) -> Result<u8, Failure> {
-    let store = with_shared_store(open_store(p)?, store_url)?;
+    let store = with_shared_store(open_store(p)?, store_url.or(p.store.as_deref()))?;
     let st = plan(p, &store, &hash_datasets(p, &store)?)?;
     if json {
         let rows: Vec<_> = st

@@ -31,6 +31,10 @@ pub struct PipelineFile {
     /// The cache directory (default `cache`, under `root`).
     #[serde(default)]
     pub cache: Option<String>,
+    /// A store shared by machines (`file:///…`, `s3://…`), used when `--store` and
+    /// `SPHEREPIPE_STORE` are not given.
+    #[serde(default)]
+    pub store: Option<String>,
     /// The seed of the stage kinds that use randomness (default 0).
     #[serde(default)]
     pub seed: u64,

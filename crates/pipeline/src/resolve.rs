@@ -89,6 +89,8 @@ pub struct Pipeline {
     pub root: PathBuf,
     /// The cache directory.
     pub cache: PathBuf,
+    /// The shared store the file names, if any (the command line and environment win).
+    pub store: Option<String>,
     /// The seed.
     pub seed: u64,
     /// External inputs by name.
@@ -361,6 +363,7 @@ fn resolve(mut spec: PipelineFile, cx: &mut Ctx<'_>, registry: &Registry, overri
         file: cx.file.to_path_buf(),
         root,
         cache,
+        store: spec.store,
         seed: spec.seed,
         datasets,
         nodes,
