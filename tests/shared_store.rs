@@ -129,3 +129,36 @@ fn the_pipeline_file_can_name_the_store_and_the_command_line_wins() {
     let r = s.run(&["--store", "file:///no/such/shared/dir"]);
     assert_eq!(r.code, 2, "{}", r.stderr);
 }
+
+#[test]
+fn two_runs_at_once_leave_one_entry_per_fingerprint_and_verify_finds_a_flipped_byte() {
+    let (dir, url) = shared_dir();
+    let (a, b) = (Sandbox::diamond(), Sandbox::diamond());
+    let (ra, rb) = std::thread::scope(|s| {
+        let ta = s.spawn(|| a.run(&["--store", &url]));
+        let tb = s.spawn(|| b.run(&["--store", &url]));
+        (ta.join().unwrap(), tb.join().unwrap())
+    });
+    assert_eq!((ra.code, rb.code), (0, 0), "{}\n{}", ra.stderr, rb.stderr);
+    assert_eq!(a.last_artifacts(), b.last_artifacts());
+    assert_eq!(std::fs::read_dir(dir.path().join("index")).unwrap().count(), 5);
+    let r = a.sp(&["verify", "--store", &url]);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    assert!(r.stdout.contains(": 0 corrupted"), "{}", r.stdout);
+
+    // A flipped byte: reported by key, removed, and the store is clean again after a run.
+    let numbers = std::fs::read(a.artifact_dir("draw").join("numbers.txt")).unwrap();
+    let key = format!("blobs/{}", blake3::hash(&numbers).to_hex());
+    let mut bad = numbers.clone();
+    bad[0] ^= 1;
+    std::fs::write(dir.path().join(&key), &bad).unwrap();
+    let r = a.sp(&["verify", "--store", &url]);
+    assert_eq!(r.code, 1, "{}{}", r.stdout, r.stderr);
+    assert!(r.stdout.contains(&format!("corrupted: {key} in {url}")), "{}", r.stdout);
+    assert!(!dir.path().join(&key).exists());
+    let c = Sandbox::diamond();
+    assert_eq!(c.run(&["--store", &url]).code, 0);
+    assert_eq!(c.last_states()["draw"], "ran", "the artifact lost its blob, so it is rebuilt");
+    let r = a.sp(&["verify", "--store", &url]);
+    assert_eq!(r.code, 0, "{}", r.stdout);
+}

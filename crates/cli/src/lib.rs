@@ -80,6 +80,10 @@ enum Cmd {
     Verify {
         #[arg(long, default_value = "cache")]
         cache: PathBuf,
+        /// Verify this shared store instead: re-hash every blob, check every manifest's blobs,
+        /// remove what is corrupt so the next run rebuilds it.
+        #[arg(long, value_name = "URL", env = "SPHEREPIPE_STORE")]
+        store: Option<String>,
     },
     /// List (with --yes, delete) artifacts that none of the given pipelines uses.
     Gc {
@@ -234,7 +238,8 @@ fn dispatch(cli: Cli, registry: &Registry) -> Result<u8, Failure> {
             set,
             json,
         } => show(&load_pipeline(&pipeline, registry, &set)?, &stage, json),
-        Cmd::Verify { cache } => verify(&cache),
+        Cmd::Verify { store: Some(url), .. } => verify_shared(&url),
+        Cmd::Verify { cache, store: None } => verify(&cache),
         Cmd::Gc { pipelines, yes } => gc(&pipelines, registry, yes),
         Cmd::Inspect { path, sheet, samples } => {
             print!("{}", inspect::inspect(&path, sheet.as_deref(), samples.max(1))?);
@@ -249,9 +254,16 @@ fn dispatch(cli: Cli, registry: &Registry) -> Result<u8, Failure> {
 /// an unreachable store, refused credentials or a missing bucket stop here (exit 2), before
 /// anything runs or is cached.
 fn with_shared_store(store: Store, url: Option<&str>) -> Result<Store, Failure> {
-    let Some(url) = url else { return Ok(store) };
+    match url {
+        Some(url) => Ok(store.with_mirror(connect_shared(url)?)),
+        None => Ok(store),
+    }
+}
+
+/// The shared store at `url`, checked to answer (exit 2 with the URL and the fix otherwise).
+fn connect_shared(url: &str) -> Result<Mirror, Failure> {
     let remote = ObjectRemote::connect(url).map_err(|e| Failure::usage(format!("error: {e}")))?;
-    Ok(store.with_mirror(Mirror::new(std::sync::Arc::new(remote))))
+    Ok(Mirror::new(std::sync::Arc::new(remote)))
 }
 
 /// `spherepipe run`: runs what is not cached, prints one line per stage, each stage's
@@ -439,6 +451,25 @@ fn verify(cache: &Path) -> Result<u8, Failure> {
         "verified {n} artifacts: {} corrupted{}",
         problems.len(),
         if problems.is_empty() { "" } else { "; the next run rebuilds them" }
+    );
+    Ok(if problems.is_empty() { 0 } else { 1 })
+}
+
+/// `spherepipe verify --store URL`: the shared store's objects re-hashed, corrupt ones removed.
+fn verify_shared(url: &str) -> Result<u8, Failure> {
+    let mirror = connect_shared(url)?;
+    let (n, problems) = mirror.verify().context("verifying the store")?;
+    for pr in &problems {
+        println!("corrupted: {} in {url}: {}", pr.key, pr.problem);
+    }
+    println!(
+        "verified {n} objects in {url}: {} corrupted{}",
+        problems.len(),
+        if problems.is_empty() {
+            ""
+        } else {
+            "; the next run rebuilds what they belonged to"
+        }
     );
     Ok(if problems.is_empty() { 0 } else { 1 })
 }

@@ -26,7 +26,7 @@ mod statcache;
 pub use atomic::{fsync_dir, write_atomic};
 pub use hash::{hash_file, hash_tree, FileEntry, TreeHash, TreeKind};
 pub use lock::{CacheLock, LockMode};
-pub use mirror::{Mirror, MirrorError, Pushed};
+pub use mirror::{Mirror, MirrorError, Pushed, RemoteProblem};
 pub use remote::{ObjectRemote, RemoteError, RemoteStore};
 pub use statcache::StatCache;
 

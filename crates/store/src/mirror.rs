@@ -66,6 +66,15 @@ pub enum Pushed {
     },
 }
 
+/// One problem `verify` found in the shared store, and what was done about it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RemoteProblem {
+    /// The object.
+    pub key: String,
+    /// What is wrong, and what was done.
+    pub problem: String,
+}
+
 /// The local cache and the remote store it mirrors.
 #[derive(Clone)]
 pub struct Mirror {
@@ -178,6 +187,50 @@ impl Mirror {
         }
         local.record(&entry)?;
         Ok(Some(entry))
+    }
+
+    /// Re-hashes every blob in the store and checks that every manifest's blobs are there.
+    /// A blob whose content does not hash to its name is deleted, and so is a manifest that
+    /// lacks a blob, so that nothing corrupt is trusted and the next run that makes the
+    /// artifact uploads it again. Returns how many objects were checked and what was wrong.
+    pub fn verify(&self) -> Result<(usize, Vec<RemoteProblem>), MirrorError> {
+        let mut problems = Vec::new();
+        let blobs = self.remote.list("blobs")?;
+        let mut good = std::collections::BTreeSet::new();
+        for b in &blobs {
+            let name = b.key.trim_start_matches("blobs/");
+            let Some(bytes) = self.remote.get(&b.key)? else { continue };
+            let got = blake3::hash(&bytes).to_hex().to_string();
+            if got == name {
+                good.insert(got);
+            } else {
+                self.remote.delete(&b.key)?;
+                problems.push(RemoteProblem {
+                    key: b.key.clone(),
+                    problem: format!("its content hashes to {got}; removed"),
+                });
+            }
+        }
+        let manifests = self.remote.list("artifacts")?;
+        for m in &manifests {
+            let Some(bytes) = self.remote.get(&m.key)? else { continue };
+            let missing = match serde_json::from_slice::<Manifest>(&bytes) {
+                Ok(manifest) => manifest
+                    .files
+                    .iter()
+                    .find(|f| !good.contains(&f.blake3))
+                    .map(|f| format!("lacks the blob of {}", f.path)),
+                Err(e) => Some(format!("is not a manifest ({e})")),
+            };
+            if let Some(why) = missing {
+                self.remote.delete(&m.key)?;
+                problems.push(RemoteProblem {
+                    key: m.key.clone(),
+                    problem: format!("{why}; removed, so the artifact is rebuilt and uploaded again"),
+                });
+            }
+        }
+        Ok((blobs.len() + manifests.len(), problems))
     }
 
     /// Downloads an artifact's files into a staging directory, checks each file's hash, and
