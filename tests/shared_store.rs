@@ -162,3 +162,51 @@ fn two_runs_at_once_leave_one_entry_per_fingerprint_and_verify_finds_a_flipped_b
     let r = a.sp(&["verify", "--store", &url]);
     assert_eq!(r.code, 0, "{}", r.stdout);
 }
+
+#[test]
+fn gc_in_the_store_spares_what_is_used_and_what_is_young() {
+    let (dir, url) = shared_dir();
+    let s = Sandbox::diamond();
+    assert_eq!(s.run(&["--store", &url]).code, 0);
+    let old = s.last_artifacts();
+    // The pipeline changes: draw (and all that follows it) gets new artifacts.
+    s.write(&crate::common::DIAMOND.replace("count: 50", "count: 40"));
+    assert_eq!(s.run(&["--store", &url]).code, 0);
+    let new = s.last_artifacts();
+    assert_ne!(old["draw"], new["draw"]);
+    assert_eq!(old["words"], new["words"]);
+    let count = |sub: &str| std::fs::read_dir(dir.path().join(sub)).unwrap().count();
+    let before = (count("index"), count("artifacts"), count("blobs"));
+
+    // Everything is younger than the default grace of 24 h: nothing goes.
+    let r = s.sp(&["gc", "p.yaml", "--store", &url, "--yes"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stdout.contains("0 objects deleted"), "{}", r.stdout);
+    assert_eq!((count("index"), count("artifacts"), count("blobs")), before);
+
+    // Without a grace period the old draw, half, double and total go: their index entries,
+    // manifests and the blobs only they used; words and the new ones stay.
+    let r = s.sp(&["gc", "p.yaml", "--store", &url, "--grace-hours", "0"]);
+    assert!(r.stdout.contains("unused "), "{}", r.stdout);
+    assert_eq!(
+        (count("index"), count("artifacts"), count("blobs")),
+        before,
+        "listing deletes nothing"
+    );
+    let r = s.sp(&["gc", "p.yaml", "--store", &url, "--grace-hours", "0", "--yes"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    for stage in ["draw", "half", "double", "total"] {
+        assert!(
+            r.stdout.contains(&format!("deleted artifacts/{}.json", old[stage])),
+            "{stage}: {}",
+            r.stdout
+        );
+    }
+    assert_eq!((count("index"), count("artifacts")), (5, 5));
+    // What is left is whole: verify finds nothing, and a fresh machine fetches the new run.
+    assert_eq!(s.sp(&["verify", "--store", &url]).code, 0);
+    let b = Sandbox::diamond();
+    b.write(&crate::common::DIAMOND.replace("count: 50", "count: 40"));
+    assert_eq!(b.run(&["--store", &url]).code, 0);
+    assert_eq!(b.last_states(), all("cached"));
+}

@@ -91,6 +91,14 @@ enum Cmd {
         pipelines: Vec<PathBuf>,
         #[arg(long)]
         yes: bool,
+        /// Collect in this shared store instead of the local caches: what none of the given
+        /// pipelines uses (they must be every pipeline that shares the store).
+        #[arg(long, value_name = "URL", env = "SPHEREPIPE_STORE")]
+        store: Option<String>,
+        /// With --store: never remove objects younger than this, since a run in flight
+        /// uploads its files before it records them.
+        #[arg(long, value_name = "HOURS", default_value_t = 24.0)]
+        grace_hours: f64,
     },
     /// The stage kinds this binary knows, with their params and inputs.
     Kinds,
@@ -240,7 +248,13 @@ fn dispatch(cli: Cli, registry: &Registry) -> Result<u8, Failure> {
         } => show(&load_pipeline(&pipeline, registry, &set)?, &stage, json),
         Cmd::Verify { store: Some(url), .. } => verify_shared(&url),
         Cmd::Verify { cache, store: None } => verify(&cache),
-        Cmd::Gc { pipelines, yes } => gc(&pipelines, registry, yes),
+        Cmd::Gc {
+            pipelines,
+            yes,
+            store: Some(url),
+            grace_hours,
+        } => gc_shared(&pipelines, registry, &url, grace_hours, yes),
+        Cmd::Gc { pipelines, yes, .. } => gc(&pipelines, registry, yes),
         Cmd::Inspect { path, sheet, samples } => {
             print!("{}", inspect::inspect(&path, sheet.as_deref(), samples.max(1))?);
             Ok(0)
@@ -678,6 +692,44 @@ fn show(p: &Pipeline, stage: &str, as_json: bool) -> Result<u8, Failure> {
         ),
         None => println!("last run     (none recorded)"),
     }
+    Ok(0)
+}
+
+/// `spherepipe gc --store URL`: what the given pipelines do not use, in the shared store,
+/// sparing objects younger than the grace period.
+fn gc_shared(files: &[PathBuf], registry: &Registry, url: &str, grace_hours: f64, yes: bool) -> Result<u8, Failure> {
+    if !(grace_hours.is_finite() && grace_hours >= 0.0) {
+        return Err(Failure::usage(format!(
+            "error: --grace-hours {grace_hours}: give a number of hours, 0 or more"
+        )));
+    }
+    let mirror = connect_shared(url)?;
+    let mut keep = BTreeSet::new();
+    for f in files {
+        let p = load_pipeline(f, registry, &[])?;
+        let store = open_store(&p)?.with_mirror(mirror.clone());
+        keep.extend(
+            plan(&p, &store, &hash_datasets(&p, &store)?)?
+                .into_iter()
+                .filter_map(|s| s.artifact),
+        );
+    }
+    let grace = std::time::Duration::from_secs_f64(grace_hours * 3600.0);
+    let gone = mirror.gc(&keep, grace, yes).context("collecting garbage in the store")?;
+    let bytes: u64 = gone.iter().map(|o| o.size).sum();
+    for o in &gone {
+        println!("{} {} ({} bytes)", if yes { "deleted" } else { "unused " }, o.key, o.size);
+    }
+    println!(
+        "{url}: {} artifacts kept, {} objects {} ({bytes} bytes); objects younger than {grace_hours} h are never removed",
+        keep.len(),
+        gone.len(),
+        if yes {
+            "deleted"
+        } else {
+            "unused; rerun with --yes to delete them"
+        }
+    );
     Ok(0)
 }
 

@@ -12,8 +12,9 @@
 //! refused and reported, never used. The local cache stays the working copy: what is already
 //! there with the right hash is not downloaded again.
 
-use crate::remote::{Created, RemoteError, RemoteStore};
+use crate::remote::{Created, RemoteError, RemoteObject, RemoteStore};
 use crate::{hash_file, IndexEntry, Manifest, Store, StoreError};
+use std::collections::BTreeSet;
 use std::fs;
 use std::path::Path;
 use std::sync::Arc;
@@ -233,6 +234,49 @@ impl Mirror {
         Ok((blobs.len() + manifests.len(), problems))
     }
 
+    /// Removes (with `delete`; else only lists) what no artifact in `keep` needs: index
+    /// entries and manifests of other artifacts, and blobs no remaining manifest names. An
+    /// object younger than `grace` is never removed: a run in flight uploads its blobs
+    /// before its manifest and index entry, so they look unused until it finishes.
+    pub fn gc(&self, keep: &BTreeSet<String>, grace: std::time::Duration, delete: bool) -> Result<Vec<RemoteObject>, MirrorError> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(i64::MAX);
+        let old = |o: &RemoteObject| now.saturating_sub(o.modified_unix) >= grace.as_secs() as i64;
+        let mut gone = Vec::new();
+        for o in self.remote.list("index")? {
+            let Some(bytes) = self.remote.get(&o.key)? else { continue };
+            let unused = serde_json::from_slice::<IndexEntry>(&bytes).map_or(true, |e| !keep.contains(&e.artifact));
+            if unused && old(&o) {
+                gone.push(o);
+            }
+        }
+        let mut needed = BTreeSet::new();
+        for o in self.remote.list("artifacts")? {
+            let artifact = o.key.trim_start_matches("artifacts/").trim_end_matches(".json");
+            if keep.contains(artifact) || !old(&o) {
+                if let Some(bytes) = self.remote.get(&o.key)? {
+                    let m: Manifest = self.parse(&o.key, &bytes)?;
+                    needed.extend(m.files.into_iter().map(|f| f.blake3));
+                }
+            } else {
+                gone.push(o);
+            }
+        }
+        for o in self.remote.list("blobs")? {
+            if !needed.contains(o.key.trim_start_matches("blobs/")) && old(&o) {
+                gone.push(o);
+            }
+        }
+        if delete {
+            for o in &gone {
+                self.remote.delete(&o.key)?;
+            }
+        }
+        Ok(gone)
+    }
+
     /// Downloads an artifact's files into a staging directory, checks each file's hash, and
     /// commits it; the committed tree must hash to `artifact`.
     fn download(&self, local: &Store, artifact: &str, manifest: &Manifest) -> Result<(), MirrorError> {
@@ -287,7 +331,7 @@ impl Mirror {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::remote::{ObjectRemote, RemoteObject};
+    use crate::remote::ObjectRemote;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     /// A remote that counts the objects read through it.
