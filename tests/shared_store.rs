@@ -44,6 +44,38 @@ fn two_machines(url: &str) {
     let r = a.run(&["--store", url]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert_eq!(a.last_states(), all("ran"));
+
+    // `status --store` on a fresh machine: everything counts as cached, nothing is downloaded.
+    let c = Sandbox::diamond();
+    let r = c.sp(&["status", "p.yaml", "--json", "--store", url]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&r.stdout).unwrap();
+    let seen: BTreeMap<String, (String, String)> = rows
+        .iter()
+        .map(|v| {
+            let s = |k: &str| v[k].as_str().unwrap_or_default().to_owned();
+            (s("stage"), (s("state"), s("artifact")))
+        })
+        .collect();
+    let want: BTreeMap<String, (String, String)> = a.last_artifacts().into_iter().map(|(k, v)| (k, ("cached".to_owned(), v))).collect();
+    assert_eq!(seen, want, "{url}");
+    // `show --store`: the artifact is in the store only, its files read from its manifest there.
+    let r = c.sp(&["show", "p.yaml", "draw", "--json", "--store", url]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(v["state"], "cached");
+    assert!(v["artifact"].is_null(), "{v}");
+    assert_eq!(v["in_store"], format!("{url}/artifacts/{}.json", a.last_artifacts()["draw"]));
+    assert_eq!(v["files"][0]["path"], "numbers.txt");
+    assert!(artifacts(&c).is_empty(), "status and show download nothing");
+    let r = c.sp(&["status", "p.yaml", "--json"]);
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&r.stdout).unwrap();
+    assert!(
+        rows.len() == 5 && rows.iter().all(|v| v["state"] == "never-run"),
+        "without the store: {}",
+        r.stdout
+    );
+
     let b = Sandbox::diamond();
     let r: Ran = b
         .cmd(&["run", "p.yaml", "--quiet"])

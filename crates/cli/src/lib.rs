@@ -75,6 +75,9 @@ enum Cmd {
         set: Vec<String>,
         #[arg(long)]
         json: bool,
+        /// Also look in this shared store (see `run --store`); nothing is downloaded.
+        #[arg(long, value_name = "URL", env = "SPHEREPIPE_STORE")]
+        store: Option<String>,
     },
     /// Re-hash every artifact; set corrupted ones aside so the next run rebuilds them.
     Verify {
@@ -245,7 +248,8 @@ fn dispatch(cli: Cli, registry: &Registry) -> Result<u8, Failure> {
             stage,
             set,
             json,
-        } => show(&load_pipeline(&pipeline, registry, &set)?, &stage, json),
+            store,
+        } => show(&load_pipeline(&pipeline, registry, &set)?, &stage, json, store.as_deref()),
         Cmd::Verify { store: Some(url), .. } => verify_shared(&url),
         Cmd::Verify { cache, store: None } => verify(&cache),
         Cmd::Gc {
@@ -622,20 +626,25 @@ fn no_such_stage(p: &Pipeline, stage: &str) -> Failure {
     ))
 }
 
-fn show(p: &Pipeline, stage: &str, as_json: bool) -> Result<u8, Failure> {
+fn show(p: &Pipeline, stage: &str, as_json: bool, store_url: Option<&str>) -> Result<u8, Failure> {
     let Some(i) = p.index_of(stage) else {
         return Err(no_such_stage(p, stage));
     };
-    let store = open_store(p)?;
+    let store = with_shared_store(open_store(p)?, store_url.or(p.store.as_deref()))?;
     let st = plan(p, &store, &hash_datasets(p, &store)?)?;
     let s = &st[i];
-    let dir = s.artifact.as_ref().map(|a| store.artifact_dir(a));
-    let files = s
-        .artifact
-        .as_ref()
-        .and_then(|a| store.read_manifest(a).ok())
-        .map(|m| m.files)
-        .unwrap_or_default();
+    let local = s.artifact.as_ref().and_then(|a| store.read_manifest(a).ok());
+    let dir = s.artifact.as_ref().filter(|_| local.is_some()).map(|a| store.artifact_dir(a));
+    // Held only by the shared store: its manifest there, and where.
+    let remote = match (&s.artifact, &local, store.mirror()) {
+        (Some(a), None, Some(m)) => m
+            .manifest(a)
+            .context("reading the store")?
+            .map(|man| (format!("{}/artifacts/{a}.json", m.url()), man)),
+        _ => None,
+    };
+    let in_store = remote.as_ref().map(|r| r.0.clone());
+    let files = local.or(remote.map(|r| r.1)).map(|m| m.files).unwrap_or_default();
     let last_run = records::read_runs(&store).into_iter().rev().find_map(|r| {
         let rec = r.stages.into_iter().find(|x| x.stage == stage && x.state != "skipped")?;
         Some(json!({"run_id": r.run_id, "started_unix": r.started_unix, "state": rec.state, "wall_s": rec.wall_s, "artifact": rec.artifact, "error": rec.error}))
@@ -650,6 +659,7 @@ fn show(p: &Pipeline, stage: &str, as_json: bool) -> Result<u8, Failure> {
         "fingerprint": s.fingerprint,
         "params": node.params.0,
         "artifact": dir.as_ref().map(|d| d.display().to_string()),
+        "in_store": in_store,
         "files": files,
         "last_run": last_run,
     });
@@ -671,10 +681,12 @@ fn show(p: &Pipeline, stage: &str, as_json: bool) -> Result<u8, Failure> {
         "fingerprint  {}",
         s.fingerprint.as_deref().unwrap_or("(unknown until its inputs are built)")
     );
-    println!(
-        "artifact     {}",
-        dir.map(|d| d.display().to_string()).unwrap_or_else(|| "(none)".into())
-    );
+    let where_ = match (dir, &in_store) {
+        (Some(d), _) => d.display().to_string(),
+        (None, Some(key)) => format!("{key} (in the shared store only; `run` fetches it)"),
+        (None, None) => "(none)".into(),
+    };
+    println!("artifact     {where_}");
     println!("params");
     for (k, v) in &node.params.0 {
         println!("  {k}: {v}");

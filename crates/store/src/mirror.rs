@@ -161,6 +161,15 @@ impl Mirror {
         }
     }
 
+    /// An artifact's manifest in the store, if it is committed there.
+    pub fn manifest(&self, artifact: &str) -> Result<Option<Manifest>, MirrorError> {
+        let key = manifest_key(artifact);
+        match self.remote.get(&key)? {
+            Some(bytes) => self.parse(&key, &bytes).map(Some),
+            None => Ok(None),
+        }
+    }
+
     /// The store's index entry for `fingerprint` if its artifact is committed there (its
     /// manifest present), without downloading anything.
     pub fn locate(&self, fingerprint: &str) -> Result<Option<IndexEntry>, MirrorError> {
