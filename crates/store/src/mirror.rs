@@ -11,6 +11,10 @@
 //! downloaded file is re-hashed before it enters the local cache; a file whose hash differs is
 //! refused and reported, never used. The local cache stays the working copy: what is already
 //! there with the right hash is not downloaded again.
+//!
+//! **Architecture Invariant:** a manifest is in the store only while every blob it names is:
+//! it is written after them, and removed (by `fetch` or `verify`) with any of them found bad.
+//! So `push` uploads nothing for an artifact whose manifest is there.
 
 use crate::remote::{Created, RemoteError, RemoteObject, RemoteStore};
 use crate::{hash_file, IndexEntry, Manifest, Store, StoreError};
@@ -122,18 +126,20 @@ impl Mirror {
     /// Uploads the committed local artifact of `entry` (blobs not yet there, then its
     /// manifest) and records the fingerprint if the store has none for it.
     pub fn push(&self, local: &Store, entry: &IndexEntry) -> Result<Pushed, MirrorError> {
-        let manifest = local.read_manifest(&entry.artifact)?;
-        let dir = local.artifact_dir(&entry.artifact);
-        for f in &manifest.files {
-            let key = blob_key(&f.blake3);
-            if !self.remote.exists(&key)? {
-                let path = dir.join(&f.path);
-                let bytes = fs::read(&path).map_err(crate::io_at(&path))?;
-                self.remote.put(&key, bytes)?;
-            }
-        }
+        // A manifest is in the store only while all its blobs are (it is written after them,
+        // and removed with a blob found bad), so a present manifest means nothing to upload.
         let mkey = manifest_key(&entry.artifact);
         if !self.remote.exists(&mkey)? {
+            let manifest = local.read_manifest(&entry.artifact)?;
+            let dir = local.artifact_dir(&entry.artifact);
+            for f in &manifest.files {
+                let key = blob_key(&f.blake3);
+                if !self.remote.exists(&key)? {
+                    let path = dir.join(&f.path);
+                    let bytes = fs::read(&path).map_err(crate::io_at(&path))?;
+                    self.remote.put(&key, bytes)?;
+                }
+            }
             let bytes = serde_json::to_vec_pretty(&manifest).map_err(|e| StoreError::Invalid(e.to_string()))?;
             self.remote.put(&mkey, bytes)?;
         }
@@ -290,7 +296,9 @@ impl Mirror {
     /// commits it; the committed tree must hash to `artifact`.
     fn download(&self, local: &Store, artifact: &str, manifest: &Manifest) -> Result<(), MirrorError> {
         let staging = local.new_staging_dir(&format!("fetch-{artifact}"))?;
-        let result = self.download_into(&staging, manifest).and_then(|()| Ok(local.commit(&staging)?));
+        let result = self
+            .download_into(&staging, artifact, manifest)
+            .and_then(|()| Ok(local.commit(&staging)?));
         match result {
             Ok(m) if m.hash == artifact => Ok(()),
             Ok(m) => Err(MirrorError::Corrupt {
@@ -307,7 +315,7 @@ impl Mirror {
         }
     }
 
-    fn download_into(&self, staging: &Path, manifest: &Manifest) -> Result<(), MirrorError> {
+    fn download_into(&self, staging: &Path, artifact: &str, manifest: &Manifest) -> Result<(), MirrorError> {
         for f in &manifest.files {
             let key = blob_key(&f.blake3);
             let bytes = self.remote.get(&key)?.ok_or_else(|| MirrorError::Corrupt {
@@ -323,8 +331,10 @@ impl Mirror {
             fs::write(&path, &bytes).map_err(crate::io_at(&path))?;
             let got = hash_file(&path)?;
             if got != f.blake3 {
-                // Remove the bad copy, so that the rebuilt artifact's push uploads a good one.
+                // Remove the bad copy, and the manifest that relied on it, so that the rebuilt
+                // artifact's push uploads both again.
                 self.remote.delete(&key)?;
+                self.remote.delete(&manifest_key(artifact))?;
                 return Err(MirrorError::Corrupt {
                     url: self.url().to_owned(),
                     key,
@@ -466,6 +476,10 @@ mod tests {
             "nothing corrupt enters the cache"
         );
         assert!(!remote.exists(&key).unwrap(), "the bad copy is gone from the store");
+        assert!(
+            !remote.exists(&format!("artifacts/{}.json", entry.artifact)).unwrap(),
+            "and its manifest"
+        );
         // The rebuilt artifact's push uploads the blob again; then the fetch succeeds.
         assert_eq!(mirror.push(&a, &entry).unwrap(), Pushed::Agreed);
         assert_eq!(mirror.fetch(&b, "fp").unwrap(), Some(entry.clone()));
