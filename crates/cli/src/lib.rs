@@ -729,20 +729,25 @@ fn gc_shared(files: &[PathBuf], registry: &Registry, url: &str, grace_hours: f64
     let grace = std::time::Duration::from_secs_f64(grace_hours * 3600.0);
     let gone = mirror.gc(&keep, grace, yes).context("collecting garbage in the store")?;
     let bytes: u64 = gone.iter().map(|o| o.size).sum();
+    let (each, all) = gc_words(yes);
     for o in &gone {
-        println!("{} {} ({} bytes)", if yes { "deleted" } else { "unused " }, o.key, o.size);
+        println!("{each} {} ({} bytes)", o.key, o.size);
     }
     println!(
-        "{url}: {} artifacts kept, {} objects {} ({bytes} bytes); objects younger than {grace_hours} h are never removed",
+        "{url}: {} artifacts kept, {} objects {all} ({bytes} bytes); objects younger than {grace_hours} h are never removed",
         keep.len(),
         gone.len(),
-        if yes {
-            "deleted"
-        } else {
-            "unused; rerun with --yes to delete them"
-        }
     );
     Ok(0)
+}
+
+/// How `gc` words what it found: per item, and in the closing line.
+fn gc_words(yes: bool) -> (&'static str, &'static str) {
+    if yes {
+        ("deleted", "deleted")
+    } else {
+        ("unused ", "unused; rerun with --yes to delete them")
+    }
 }
 
 fn gc(files: &[PathBuf], registry: &Registry, yes: bool) -> Result<u8, Failure> {
@@ -765,25 +770,16 @@ fn gc(files: &[PathBuf], registry: &Registry, yes: bool) -> Result<u8, Failure> 
             None
         };
         let gone = store.gc(keep, yes).context("collecting garbage")?;
+        let (each, all) = gc_words(yes);
         for g in &gone {
-            println!(
-                "{} {} ({} bytes)",
-                if yes { "deleted" } else { "unused " },
-                store.artifact_dir(&g.artifact).display(),
-                g.bytes
-            );
+            println!("{each} {} ({} bytes)", store.artifact_dir(&g.artifact).display(), g.bytes);
             total += g.bytes;
         }
         println!(
-            "{}: {} artifacts kept, {} {} ({total} bytes)",
+            "{}: {} artifacts kept, {} {all} ({total} bytes)",
             root.display(),
             keep.len(),
-            gone.len(),
-            if yes {
-                "deleted"
-            } else {
-                "unused; rerun with --yes to delete them"
-            }
+            gone.len()
         );
     }
     Ok(0)
