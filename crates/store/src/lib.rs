@@ -21,6 +21,7 @@ mod hash;
 mod lock;
 pub mod mirror;
 pub mod remote;
+mod scratch;
 mod statcache;
 
 pub use atomic::{fsync_dir, write_atomic};
@@ -28,6 +29,7 @@ pub use hash::{hash_file, hash_tree, FileEntry, TreeHash, TreeKind};
 pub use lock::{CacheLock, LockMode};
 pub use mirror::{Mirror, MirrorError, Pushed, RemoteProblem};
 pub use remote::{ObjectRemote, RemoteError, RemoteStore};
+pub use scratch::ScratchSync;
 pub use statcache::StatCache;
 
 use serde::{Deserialize, Serialize};
@@ -264,7 +266,13 @@ impl Store {
                 // A directory without a readable manifest is not an artifact: set it aside.
                 self.quarantine(&manifest.hash)?;
             }
-            fs::rename(staging, &dest).map_err(io_at(&dest))?;
+            if let Err(e) = fs::rename(staging, &dest) {
+                // Another process (a job on the same node) committed the same content first.
+                if self.read_manifest(&manifest.hash).is_err() {
+                    return Err(StoreError::Io { path: dest, source: e });
+                }
+                fs::remove_dir_all(staging).map_err(io_at(staging))?;
+            }
             fsync_dir(&self.root.join("artifacts"))?;
         }
         Ok(manifest)

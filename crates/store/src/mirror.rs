@@ -83,7 +83,7 @@ pub struct RemoteProblem {
 /// The local cache and the remote store it mirrors.
 #[derive(Clone)]
 pub struct Mirror {
-    remote: Arc<dyn RemoteStore>,
+    pub(crate) remote: Arc<dyn RemoteStore>,
 }
 
 impl std::fmt::Debug for Mirror {
