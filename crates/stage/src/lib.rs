@@ -11,10 +11,12 @@
 mod contract;
 mod params;
 mod progress;
+mod resources;
 
 pub use contract::{read_contract, write_contract, Contract};
 pub use params::{did_you_mean, edit_distance, nearest, ParamError, ParamSpec, ParamType, Params};
 pub use progress::{CancelToken, Cancelled, Progress, ProgressSink};
+pub use resources::Resources;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -122,6 +124,40 @@ pub struct StageContext<'a> {
     pub seed: u64,
 }
 
+/// One of `count` parts of a splittable stage's work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Part {
+    /// Which part, from 0.
+    pub index: usize,
+    /// How many parts.
+    pub count: usize,
+}
+
+impl Part {
+    /// Parses `I/N` (as `run-stage --part` takes it), with `I < N`.
+    pub fn parse(s: &str) -> Result<Part, String> {
+        let bad = || format!("--part {s}: expected I/N with 0 <= I < N, e.g. 0/4");
+        let (i, n) = s.split_once('/').ok_or_else(bad)?;
+        let (index, count) = (i.trim().parse().map_err(|_| bad())?, n.trim().parse().map_err(|_| bad())?);
+        if index >= count {
+            return Err(bad());
+        }
+        Ok(Part { index, count })
+    }
+
+    /// This part's share of `n` units (rows, images, batches): contiguous, in order, sizes
+    /// differing by at most one, together covering `0..n` exactly once.
+    pub fn range(&self, n: usize) -> std::ops::Range<usize> {
+        n * self.index / self.count..n * (self.index + 1) / self.count
+    }
+}
+
+impl std::fmt::Display for Part {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.index, self.count)
+    }
+}
+
 /// A stage kind. Implementations must be deterministic given params, inputs and seed, or the
 /// cache and early cutoff lose their meaning.
 pub trait Stage: Send + Sync {
@@ -145,6 +181,28 @@ pub trait Stage: Send + Sync {
     /// how to fix it.
     fn validate(&self, _params: &Params) -> Result<(), String> {
         Ok(())
+    }
+    /// Whether `parts: N` may split its work into parts that run apart (on several
+    /// workers or cluster jobs) and are then gathered. A splittable kind implements
+    /// [`Stage::run_part`] and [`Stage::gather`].
+    fn splittable(&self) -> bool {
+        false
+    }
+    /// Makes part `part` of the artifact in `ctx.out_dir` (a part artifact, cached and shared
+    /// like any other).
+    fn run_part(&self, _ctx: &StageContext<'_>, _part: Part) -> anyhow::Result<()> {
+        anyhow::bail!("stage kind `{}` cannot be split into parts", self.kind())
+    }
+    /// Writes the artifact into `ctx.out_dir` from the part artifacts, in part order. It must
+    /// be byte-identical to what [`Stage::run`] writes, whatever the number of parts: that is
+    /// what keeps `parts` out of the fingerprint.
+    fn gather(&self, _ctx: &StageContext<'_>, _parts: &[std::path::PathBuf]) -> anyhow::Result<()> {
+        anyhow::bail!("stage kind `{}` cannot be split into parts", self.kind())
+    }
+    /// What it asks of a cluster node by default (the pipeline's `resources:` wins field by
+    /// field). Never part of the fingerprint.
+    fn resources(&self, _params: &Params) -> Resources {
+        Resources::default()
     }
     /// Produces the artifact in `ctx.out_dir`. Return an error (never panic) on bad input, and
     /// poll `ctx.cancel` between units of work. A `summary.txt` in the artifact is printed at
@@ -180,5 +238,35 @@ impl Registry {
     /// Every kind, sorted by name.
     pub fn iter(&self) -> impl Iterator<Item = &std::sync::Arc<dyn Stage>> {
         self.kinds.values()
+    }
+}
+
+#[cfg(test)]
+mod part_tests {
+    use super::Part;
+
+    #[test]
+    fn parts_cover_every_unit_once_in_order() {
+        for n in [0usize, 1, 5, 7, 64, 101] {
+            for count in 1..=8 {
+                let ranges: Vec<_> = (0..count).map(|index| Part { index, count }.range(n)).collect();
+                let flat: Vec<usize> = ranges.iter().flat_map(|r| r.clone()).collect();
+                assert_eq!(flat, (0..n).collect::<Vec<_>>(), "n={n} count={count}");
+                let sizes: Vec<usize> = ranges.iter().map(|r| r.len()).collect();
+                assert!(
+                    sizes.iter().max().unwrap_or(&0) - sizes.iter().min().unwrap_or(&0) <= 1,
+                    "{sizes:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn part_text_round_trips_and_nonsense_is_refused() {
+        assert_eq!(Part::parse("3/4"), Ok(Part { index: 3, count: 4 }));
+        assert_eq!(Part::parse("3/4").map(|p| p.to_string()).as_deref(), Ok("3/4"));
+        for bad in ["4/4", "1", "a/2", "0/0", "-1/3"] {
+            assert!(Part::parse(bad).is_err(), "{bad}");
+        }
     }
 }
