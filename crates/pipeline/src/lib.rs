@@ -71,6 +71,15 @@ pub struct StageSpec {
     /// Param name -> values: the stage is expanded once per combination.
     #[serde(default)]
     pub matrix: BTreeMap<String, Vec<serde_yaml::Value>>,
+    /// What a cluster executor asks for (`cpus`, `mem`, `gpus`, `time`, `partition`); an
+    /// execution setting, never part of the fingerprint.
+    #[serde(default)]
+    pub resources: Option<spherepipe_stage::Resources>,
+    /// Split the work into this many parts (splittable kinds: align, extract), each a job of
+    /// its own, gathered into an artifact byte-identical to the unsplit one; an execution
+    /// setting, never part of the fingerprint.
+    #[serde(default)]
+    pub parts: Option<usize>,
 }
 
 /// `inputs: {x: a}` or `inputs: {x: [a, b]}`.

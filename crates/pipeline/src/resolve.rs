@@ -4,7 +4,7 @@ use crate::diag::{Diagnostic, Diagnostics};
 use crate::locate::{locate, Locations, Pos};
 use crate::{InputRef, PipelineFile, StageSpec};
 use serde_json::Value;
-use spherepipe_stage::{did_you_mean, Arity, ParamSpec, Params, Registry, Stage};
+use spherepipe_stage::{did_you_mean, Arity, ParamSpec, Params, Registry, Resources, Stage};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -76,6 +76,11 @@ pub struct Node {
     pub matrix: BTreeMap<String, Value>,
     /// Each input's sources.
     pub inputs: BTreeMap<String, Vec<Source>>,
+    /// What it asks of a cluster node: the file's `resources:` over the kind's defaults.
+    /// Not part of the fingerprint.
+    pub resources: Resources,
+    /// How many parts its work is split into (1: not split). Not part of the fingerprint.
+    pub parts: usize,
 }
 
 /// A checked pipeline: nodes in an order where every input comes before its users.
@@ -493,13 +498,53 @@ fn expand_stage(name: &str, st: &StageSpec, registry: &Registry, cx: &mut Ctx<'_
     let specs = kind.params();
     let keys_ok = check_param_keys(name, st, &specs, cx);
     let (fixed, axes) = (fixed_params(name, st, &specs, cx), matrix_axes(name, st, &specs, cx));
-    let (true, Some(fixed), Some(axes)) = (keys_ok, fixed, axes) else {
+    let parts = check_parts(name, st, &kind, registry, cx);
+    let (true, Some(fixed), Some(axes), Some(parts)) = (keys_ok, fixed, axes, parts) else {
         return Vec::new();
     };
     combinations(&axes)
         .into_iter()
         .filter_map(|combo| expansion(name, &kind, &fixed, combo, cx))
+        .map(|mut node| {
+            node.resources = st.resources.clone().unwrap_or_default().or(kind.resources(&node.params));
+            node.parts = parts;
+            node
+        })
         .collect()
+}
+
+/// The stage's `parts:`, if its kind can be split and the count makes sense.
+fn check_parts(name: &str, st: &StageSpec, kind: &Arc<dyn Stage>, registry: &Registry, cx: &mut Ctx<'_>) -> Option<usize> {
+    match st.parts {
+        None => Some(1),
+        Some(0) => {
+            cx.err_value(
+                &["stages", name, "parts"],
+                Some(name),
+                "`parts: 0` leaves no part to run".to_owned(),
+                "use parts: 1 or more".to_owned(),
+            );
+            None
+        }
+        Some(n) if n > 1 && !kind.splittable() => {
+            cx.err_key(
+                &["stages", name, "parts"],
+                Some(name),
+                format!("stage kind `{}` cannot be split into parts", st.kind),
+                format!(
+                    "remove `parts:`; kinds that can be split: {}",
+                    registry
+                        .iter()
+                        .filter(|k| k.splittable())
+                        .map(|k| k.kind())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            );
+            None
+        }
+        Some(n) => Some(n),
+    }
 }
 
 /// Every param and matrix key is one the kind declares, set in one place, with values.
@@ -683,6 +728,8 @@ fn expansion(
         params,
         matrix,
         inputs: BTreeMap::new(),
+        resources: Resources::default(),
+        parts: 1,
     })
 }
 

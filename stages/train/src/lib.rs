@@ -17,7 +17,7 @@ use anyhow::{bail, Context};
 use spherepipe_face_loader::{Channels, Loader, LoaderConfig, Patch};
 use spherepipe_nn::margin::Loss;
 use spherepipe_nn::train::{StepMetrics, Trainer};
-use spherepipe_stage::{Contract, InputSpec, ParamSpec, ParamType, Params, Stage, StageContext};
+use spherepipe_stage::{Contract, InputSpec, ParamSpec, ParamType, Params, Resources, Stage, StageContext};
 use spherepipe_stage_shard::ShardManifest;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -56,6 +56,14 @@ impl Stage for Train {
     }
     fn validate(&self, p: &Params) -> Result<(), String> {
         TrainParams::from_params(p).map(|_| ()).map_err(|e| format!("{e:#}"))
+    }
+    /// One GPU when the stage trains on one (`device: cuda` or `wgpu`); the CPU default otherwise.
+    fn resources(&self, p: &Params) -> Resources {
+        let on_gpu = matches!(p.str("device"), Ok("cuda" | "wgpu"));
+        Resources {
+            gpus: on_gpu.then_some(1),
+            ..Resources::default()
+        }
     }
     fn run(&self, ctx: &StageContext<'_>) -> anyhow::Result<()> {
         let p = TrainParams::from_params(ctx.params)?;
