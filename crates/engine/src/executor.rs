@@ -1,12 +1,15 @@
 //! Where stages run. The coordinator (`run.rs`) hands [`Job`]s to an [`Executor`] and takes
 //! [`JobResult`]s back; it never knows whether a job ran on a thread of this process or
 //! elsewhere. [`LocalPool`] is the first executor: `jobs` worker threads over crossbeam
-//! channels, each running one stage at a time.
+//! channels, each running one stage at a time. The other is
+//! [`SlurmExecutor`](crate::slurm::SlurmExecutor): one `sbatch` job per stage.
 
+use crate::job::{gather, make_part, run_job};
 use crossbeam_channel::{unbounded, Receiver, RecvTimeoutError, Sender};
-use spherepipe_stage::{CancelToken, Cancelled, Inputs, Progress, ProgressSink, Stage, StageContext};
+use spherepipe_stage::{CancelToken, Inputs, Part, ProgressSink, Stage};
 use spherepipe_store::Store;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread::Scope;
 use std::time::{Duration, Instant};
 
@@ -39,6 +42,8 @@ pub(crate) struct Job {
     pub seed: u64,
     /// Where its progress goes.
     pub sink: Arc<dyn ProgressSink>,
+    /// How many parts its work is split into (1: not split).
+    pub parts: usize,
 }
 
 /// How a job ended: its artifact in the store, or why not.
@@ -47,6 +52,8 @@ pub(crate) enum JobResult {
         index: usize,
         manifest_hash: String,
         wall: Duration,
+        /// Committed to the shared store by another machine (recorded there, not here).
+        in_store_only: bool,
     },
     Failed {
         index: usize,
@@ -56,76 +63,53 @@ pub(crate) enum JobResult {
     },
 }
 
-/// Runs one job in this process: a staging directory, the stage, the commit to the store;
-/// a panic is caught and reported as the stage kind's bug; nothing partial survives.
-fn run_job(store: &Store, cancel: &CancelToken, job: Job) -> JobResult {
-    let start = Instant::now();
-    let fail = |error: String, cancelled: bool| JobResult::Failed {
-        index: job.index,
-        error,
-        cancelled,
-        wall: start.elapsed(),
-    };
-    let staging = match store.new_staging_dir(&job.name) {
-        Ok(d) => d,
-        Err(e) => return fail(format!("cannot create a staging directory: {e}"), false),
-    };
-    let scratch = store.root().join("scratch").join(&job.fingerprint);
-    if let Err(e) = std::fs::create_dir_all(&scratch) {
-        let _ = std::fs::remove_dir_all(&staging);
-        return fail(format!("cannot create {}: {e}", scratch.display()), false);
-    }
-    let logs = store.root().join("logs").join(&job.fingerprint);
-    let _ = std::fs::create_dir_all(&logs);
-    let progress = Progress::new(job.sink.clone());
-    let ctx = StageContext {
-        stage_name: &job.name,
-        params: &job.params,
-        inputs: &job.inputs,
-        out_dir: &staging,
-        scratch: &scratch,
-        logs: &logs,
-        progress: &progress,
-        cancel,
-        seed: job.seed,
-    };
-    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job.kind.run(&ctx)));
-    let outcome = match result {
-        Ok(Ok(())) => store.commit(&staging).map_err(|e| (format!("committing the artifact: {e}"), false)),
-        Ok(Err(e)) => Err((format!("{e:#}"), e.downcast_ref::<Cancelled>().is_some())),
-        Err(panic) => {
-            let msg = panic
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "unknown panic".into());
-            Err((
-                format!("the stage panicked (a bug in stage kind `{}`): {msg}", job.kind.kind()),
-                false,
-            ))
-        }
-    };
-    match outcome {
-        Ok(m) => {
-            // Checkpoints are no longer needed once the result is safely in the store.
-            let _ = std::fs::remove_dir_all(&scratch);
-            JobResult::Done {
-                index: job.index,
-                manifest_hash: m.hash,
-                wall: start.elapsed(),
+/// A unit of work for a worker: a whole job, or one part of a split one.
+enum Work {
+    Whole(Job),
+    Part(Arc<Split>, Part),
+}
+
+/// A job split into parts, shared by the workers that make them: the worker that finishes
+/// the last part gathers (or reports the first part's failure).
+struct Split {
+    job: Job,
+    left: AtomicUsize,
+    failure: Mutex<Option<(String, bool)>>,
+    start: Instant,
+}
+
+impl Split {
+    /// Makes one part (unless a part already failed), and returns the job's result when this
+    /// was the last part.
+    fn work(&self, store: &Store, cancel: &CancelToken, part: Part) -> Option<JobResult> {
+        let already_failed = self.failure.lock().map(|f| f.is_some()).unwrap_or(true);
+        if !already_failed {
+            if let Err(e) = make_part(store, cancel, &self.job, part) {
+                if let Ok(mut f) = self.failure.lock() {
+                    f.get_or_insert(e);
+                }
             }
         }
-        Err((error, cancelled)) => {
-            // Nothing partial survives: the staging directory goes.
-            let _ = std::fs::remove_dir_all(&staging);
-            fail(error, cancelled || cancel.is_cancelled())
+        if self.left.fetch_sub(1, Ordering::SeqCst) != 1 {
+            return None;
         }
+        let failure = self.failure.lock().ok().and_then(|mut f| f.take());
+        Some(match failure {
+            Some((error, cancelled)) => JobResult::Failed {
+                index: self.job.index,
+                error,
+                cancelled,
+                wall: self.start.elapsed(),
+            },
+            None => gather(store, cancel, &self.job, self.start),
+        })
     }
 }
 
-/// `workers` threads in a scope, each taking jobs from one channel and running them here.
+/// `workers` threads in a scope, each taking work from one channel and running it here. The
+/// parts of a split job are spread over the workers like jobs.
 pub(crate) struct LocalPool {
-    jobs: Sender<Job>,
+    work: Sender<Work>,
     results: Receiver<JobResult>,
     workers: usize,
 }
@@ -133,20 +117,26 @@ pub(crate) struct LocalPool {
 impl LocalPool {
     /// Starts the workers; they stop when the pool is dropped and the scope joins them.
     pub fn start<'scope>(scope: &'scope Scope<'scope, '_>, store: &'scope Store, cancel: &CancelToken, workers: usize) -> LocalPool {
-        let (job_tx, job_rx) = unbounded::<Job>();
+        let (work_tx, work_rx) = unbounded::<Work>();
         let (res_tx, res_rx) = unbounded::<JobResult>();
         for _ in 0..workers.max(1) {
-            let (job_rx, res_tx, cancel) = (job_rx.clone(), res_tx.clone(), cancel.clone());
+            let (work_rx, res_tx, cancel) = (work_rx.clone(), res_tx.clone(), cancel.clone());
             scope.spawn(move || {
-                for job in job_rx {
-                    if res_tx.send(run_job(store, &cancel, job)).is_err() {
-                        break;
+                for work in work_rx {
+                    let result = match work {
+                        Work::Whole(job) => Some(run_job(store, &cancel, job)),
+                        Work::Part(split, part) => split.work(store, &cancel, part),
+                    };
+                    if let Some(r) = result {
+                        if res_tx.send(r).is_err() {
+                            break;
+                        }
                     }
                 }
             });
         }
         LocalPool {
-            jobs: job_tx,
+            work: work_tx,
             results: res_rx,
             workers: workers.max(1),
         }
@@ -159,7 +149,21 @@ impl Executor for LocalPool {
     }
 
     fn submit(&self, job: Job) -> anyhow::Result<()> {
-        self.jobs.send(job).map_err(|_| anyhow::anyhow!("the worker pool stopped"))
+        let stopped = |_| anyhow::anyhow!("the worker pool stopped");
+        if job.parts <= 1 {
+            return self.work.send(Work::Whole(job)).map_err(stopped);
+        }
+        let count = job.parts;
+        let split = Arc::new(Split {
+            job,
+            left: AtomicUsize::new(count),
+            failure: Mutex::new(None),
+            start: Instant::now(),
+        });
+        for index in 0..count {
+            self.work.send(Work::Part(split.clone(), Part { index, count })).map_err(stopped)?;
+        }
+        Ok(())
     }
 
     fn next_result(&self, timeout: Duration) -> anyhow::Result<Option<JobResult>> {

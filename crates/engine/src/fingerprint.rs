@@ -105,6 +105,12 @@ pub fn fingerprint(material: &Value) -> String {
     h.finalize().to_hex().to_string()
 }
 
+/// The fingerprint of part `part` of the stage with fingerprint `stage`: a part's artifact
+/// depends on exactly what the stage's does, and on which part of how many it is.
+pub fn part_fingerprint(stage: &str, part: spherepipe_stage::Part) -> String {
+    fingerprint(&serde_json::json!({"stage": stage, "part": part.index, "of": part.count}))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

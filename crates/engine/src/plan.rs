@@ -192,9 +192,19 @@ pub(crate) fn resolve_node(
 
 /// Content hashes of the datasets that some node uses, read through the stat cache.
 pub fn hash_datasets(p: &Pipeline, store: &Store) -> anyhow::Result<BTreeMap<String, String>> {
+    hash_datasets_of(p, store, 0..p.nodes.len())
+}
+
+/// Content hashes of the datasets that the given nodes use (a cluster job hashes only its
+/// own stage's ancestry).
+pub(crate) fn hash_datasets_of(
+    p: &Pipeline,
+    store: &Store,
+    nodes: impl IntoIterator<Item = usize>,
+) -> anyhow::Result<BTreeMap<String, String>> {
     let stat = StatCache::load(store.root().join("stat-cache.tsv"));
     let mut out = BTreeMap::new();
-    for n in &p.nodes {
+    for n in nodes.into_iter().map(|i| &p.nodes[i]) {
         for s in n.inputs.values().flatten() {
             if let Source::Dataset(d) = s {
                 if out.contains_key(d) {

@@ -7,6 +7,7 @@ use crate::executor::{Executor, Job, JobResult, LocalPool};
 use crate::fingerprint::Material;
 use crate::plan::{hash_datasets, resolve_node};
 use crate::records::{append_run, save_state, LastState, RunRecord, StageRecord};
+use crate::slurm::{SlurmExecutor, SlurmOptions};
 use serde_json::json;
 use spherepipe_pipeline::{Pipeline, Source};
 use spherepipe_stage::{CancelToken, Inputs, ProgressSink};
@@ -31,6 +32,18 @@ pub struct RunOptions {
     pub cancel: CancelToken,
     /// The `--set` texts, for the run record.
     pub overrides: Vec<String>,
+    /// Where stages run.
+    pub executor: ExecutorKind,
+}
+
+/// Where `execute` runs stages.
+#[derive(Debug, Clone, Default)]
+pub enum ExecutorKind {
+    /// On `jobs` worker threads of this process.
+    #[default]
+    Local,
+    /// As Slurm jobs, exchanging artifacts through the shared store (which must be set).
+    Slurm(SlurmOptions),
 }
 
 impl Default for RunOptions {
@@ -42,6 +55,7 @@ impl Default for RunOptions {
             lock: LockMode::Wait,
             cancel: CancelToken::new(),
             overrides: Vec::new(),
+            executor: ExecutorKind::Local,
         }
     }
 }
@@ -168,7 +182,17 @@ pub fn execute(p: &Pipeline, store: &Store, opts: &RunOptions, obs: &dyn Observe
         obs.note(&format!("removed {cleaned} unfinished artifact(s) left by an interrupted run"));
     }
     let mut run = Coordinator::new(p, store, opts, obs, hash_datasets(p, store)?);
-    std::thread::scope(|scope| run.drive(&LocalPool::start(scope, store, &opts.cancel, opts.jobs)))?;
+    match &opts.executor {
+        ExecutorKind::Local => std::thread::scope(|scope| run.drive(&LocalPool::start(scope, store, &opts.cancel, opts.jobs)))?,
+        ExecutorKind::Slurm(slurm) => {
+            if store.mirror().is_none() {
+                anyhow::bail!("the Slurm executor needs a shared store that every node can reach: pass --store s3://bucket/prefix or file:///shared/dir (or set `store:` in the pipeline file)");
+            }
+            run.download = false;
+            run.drive(&SlurmExecutor::new(slurm, p, store, &opts.cancel))?;
+            run.fetch_results();
+        }
+    }
     let report = RunReport {
         outcomes: run.close(),
         wall: started.elapsed(),
@@ -192,6 +216,9 @@ struct Coordinator<'a> {
     running: usize,
     /// Start nothing new: a stage failed (without --keep-going) or the run was interrupted.
     stop: bool,
+    /// Download what the shared store holds when it is needed here (false when stages run
+    /// elsewhere and fetch their own inputs).
+    download: bool,
 }
 
 impl<'a> Coordinator<'a> {
@@ -207,6 +234,7 @@ impl<'a> Coordinator<'a> {
             artifacts: vec![None; p.nodes.len()],
             running: 0,
             stop: false,
+            download: true,
         }
     }
 
@@ -259,7 +287,11 @@ impl<'a> Coordinator<'a> {
             .map_err(|u| anyhow::anyhow!("internal: input `{u}` has no content hash"))?;
         let forced = self.forced.contains(&i);
         if r.cached.is_none() && !forced {
-            r.cached = self.fetch_shared(&r.fingerprint)?;
+            r.cached = if self.download {
+                self.fetch_shared(&r.fingerprint)?
+            } else {
+                self.store.locate(&r.fingerprint)?.map(|e| e.artifact)
+            };
         }
         if let (Some(artifact), false) = (&r.cached, forced) {
             self.finish_cached(i, &r.fingerprint, r.material.clone(), artifact)?;
@@ -349,6 +381,7 @@ impl<'a> Coordinator<'a> {
             inputs: Inputs::new(inputs),
             seed: self.p.seed,
             sink: self.obs.started(&node.name),
+            parts: node.parts,
         })?;
         self.slots[i] = Slot::Running {
             fingerprint: fp,
@@ -374,19 +407,17 @@ impl<'a> Coordinator<'a> {
                 index,
                 manifest_hash,
                 wall,
+                in_store_only,
             } => {
                 let Slot::Running { fingerprint, material } = self.slots[index].clone() else {
                     anyhow::bail!("internal: result for a stage that was not running")
                 };
                 let node = &self.p.nodes[index];
-                let provenance = json!({"stage": node.name, "pipeline": self.p.name, "material": material});
-                let entry = IndexEntry {
-                    fingerprint: fingerprint.clone(),
-                    artifact: manifest_hash.clone(),
-                    provenance,
-                };
-                self.store.record(&entry)?;
-                self.share(index, &entry)?;
+                let entry = index_entry(self.p, index, &fingerprint, &material, &manifest_hash);
+                if !in_store_only {
+                    self.store.record(&entry)?;
+                    self.share(index, &entry)?;
+                }
                 self.record_state(index, material, &fingerprint, &manifest_hash)?;
                 self.artifacts[index] = Some(manifest_hash.clone());
                 let o = Outcome {
@@ -426,6 +457,26 @@ impl<'a> Coordinator<'a> {
         Ok(())
     }
 
+    /// After a run whose stages ran elsewhere: downloads the artifacts of the stages nothing
+    /// depends on (the results: evaluations, comparisons), so that `metrics`, `show` and the
+    /// summaries work here. Intermediate artifacts stay in the store.
+    fn fetch_results(&self) {
+        let used: BTreeSet<usize> = (0..self.p.nodes.len()).flat_map(|i| self.p.upstream(i)).collect();
+        for (i, slot) in self.slots.iter().enumerate() {
+            let Slot::Done(o) = slot else { continue };
+            let (Some(fp), false) = (&o.fingerprint, used.contains(&i)) else {
+                continue;
+            };
+            if !matches!(o.state, StageState::Ran | StageState::Cached) || self.store.lookup(fp).is_some() {
+                continue;
+            }
+            if let Err(e) = self.store.fetch_remote(fp) {
+                self.obs
+                    .warning(&format!("warning: could not download the result of `{}`: {e}", o.stage));
+            }
+        }
+    }
+
     /// Saves what stage `i` last resolved to (for `status`' reasons).
     fn record_state(&self, i: usize, material: Material, fingerprint: &str, artifact: &str) -> anyhow::Result<()> {
         let state = LastState {
@@ -461,6 +512,16 @@ impl<'a> Coordinator<'a> {
                 }
             })
             .collect()
+    }
+}
+
+/// What the index records for stage `i`'s new artifact: the fingerprint, the artifact and
+/// where it came from.
+pub(crate) fn index_entry(p: &Pipeline, i: usize, fingerprint: &str, material: &Material, artifact: &str) -> IndexEntry {
+    IndexEntry {
+        fingerprint: fingerprint.to_owned(),
+        artifact: artifact.to_owned(),
+        provenance: json!({"stage": p.nodes[i].name, "pipeline": p.name, "material": material}),
     }
 }
 

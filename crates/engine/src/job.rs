@@ -1,0 +1,222 @@
+//! Running a job in this process: a staging directory, the stage's code, the commit to the
+//! store. A panic is caught and reported as the stage kind's bug; nothing partial survives.
+//!
+//! A stage split into parts is made in two steps: each part is an artifact of its own
+//! (fingerprinted by the stage's fingerprint and `I/N`, cached and shared like any other, so a
+//! part already made is never made again), then the gather writes the stage's artifact from the
+//! parts, in order.
+
+use crate::executor::{Job, JobResult};
+use crate::fingerprint::part_fingerprint;
+use serde_json::json;
+use spherepipe_stage::{CancelToken, Cancelled, Part, Progress, StageContext};
+use spherepipe_store::{IndexEntry, Manifest, MirrorError, ScratchSync, Store};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// What the stage's code is asked to do.
+#[derive(Clone, Copy)]
+enum Work<'a> {
+    /// The whole artifact (`Stage::run`).
+    Whole,
+    /// One part (`Stage::run_part`).
+    Part(Part),
+    /// The artifact from the parts' artifacts (`Stage::gather`).
+    Gather(&'a [PathBuf]),
+}
+
+/// A job's error: the message, and whether it was a cancellation.
+type WorkError = (String, bool);
+
+/// Makes the whole of `job`'s artifact (its parts and their gather when it is split).
+pub(crate) fn run_job(store: &Store, cancel: &CancelToken, job: Job) -> JobResult {
+    let start = Instant::now();
+    if job.parts > 1 {
+        for index in 0..job.parts {
+            if let Err((error, cancelled)) = make_part(store, cancel, &job, Part { index, count: job.parts }) {
+                return failed(&job, error, cancelled, start);
+            }
+        }
+        return gather(store, cancel, &job, start);
+    }
+    match commit_work(store, cancel, &job, &job.fingerprint, Work::Whole) {
+        Ok(m) => done(&job, m, start),
+        Err((error, cancelled)) => failed(&job, error, cancelled, start),
+    }
+}
+
+/// Makes part `part` of `job` unless the local cache or the shared store already has it;
+/// records it (and shares it). Returns the part's artifact.
+pub(crate) fn make_part(store: &Store, cancel: &CancelToken, job: &Job, part: Part) -> Result<String, WorkError> {
+    let fp = part_fingerprint(&job.fingerprint, part);
+    if let Some(artifact) = find_part(store, &fp).map_err(|e| (e.to_string(), false))? {
+        return Ok(artifact);
+    }
+    let m = commit_work(store, cancel, job, &fp, Work::Part(part))?;
+    let entry = IndexEntry {
+        fingerprint: fp,
+        artifact: m.hash.clone(),
+        provenance: json!({"stage": job.name, "part": part.to_string(), "of": job.fingerprint}),
+    };
+    store.record(&entry).map_err(|e| (format!("recording part {part}: {e}"), false))?;
+    store.publish(&entry).map_err(|e| (format!("sharing part {part}: {e}"), false))?;
+    Ok(m.hash)
+}
+
+/// Writes `job`'s artifact from its parts, which must all be made (here or in the store).
+pub(crate) fn gather(store: &Store, cancel: &CancelToken, job: &Job, start: Instant) -> JobResult {
+    let mut dirs = Vec::new();
+    for index in 0..job.parts {
+        let part = Part { index, count: job.parts };
+        match find_part(store, &part_fingerprint(&job.fingerprint, part)) {
+            Ok(Some(artifact)) => dirs.push(store.artifact_dir(&artifact)),
+            Ok(None) => {
+                let error = format!("part {part} has not been made: run it first (run-stage --part {part})");
+                return failed(job, error, false, start);
+            }
+            Err(e) => return failed(job, e.to_string(), false, start),
+        }
+    }
+    match commit_work(store, cancel, job, &job.fingerprint, Work::Gather(&dirs)) {
+        Ok(m) => done(job, m, start),
+        Err((error, cancelled)) => failed(job, error, cancelled, start),
+    }
+}
+
+/// A part's artifact, from the local cache or downloaded from the shared store. A corrupt copy
+/// in the store counts as absent: the part is made again.
+fn find_part(store: &Store, fp: &str) -> Result<Option<String>, MirrorError> {
+    if let Some(e) = store.lookup(fp) {
+        return Ok(Some(e.artifact));
+    }
+    match store.fetch_remote(fp) {
+        Ok(e) => Ok(e.map(|e| e.artifact)),
+        Err(MirrorError::Corrupt { .. }) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+fn done(job: &Job, m: Manifest, start: Instant) -> JobResult {
+    JobResult::Done {
+        index: job.index,
+        manifest_hash: m.hash,
+        wall: start.elapsed(),
+        in_store_only: false,
+    }
+}
+
+fn failed(job: &Job, error: String, cancelled: bool, start: Instant) -> JobResult {
+    JobResult::Failed {
+        index: job.index,
+        error,
+        cancelled,
+        wall: start.elapsed(),
+    }
+}
+
+/// Runs `work` in a fresh staging directory and commits what it wrote as the artifact of
+/// `fingerprint`. Its scratch directory survives a failure (here and, with a shared store,
+/// there) and goes once the artifact is committed.
+fn commit_work(store: &Store, cancel: &CancelToken, job: &Job, fingerprint: &str, work: Work<'_>) -> Result<Manifest, WorkError> {
+    let staging = store
+        .new_staging_dir(&job.name)
+        .map_err(|e| (format!("cannot create a staging directory: {e}"), false))?;
+    let scratch = store.root().join("scratch").join(fingerprint);
+    if let Err(e) = std::fs::create_dir_all(&scratch) {
+        let _ = std::fs::remove_dir_all(&staging);
+        return Err((format!("cannot create {}: {e}", scratch.display()), false));
+    }
+    let logs = store.root().join("logs").join(fingerprint);
+    let _ = std::fs::create_dir_all(&logs);
+    let progress = Progress::new(job.sink.clone());
+    let ctx = StageContext {
+        stage_name: &job.name,
+        params: &job.params,
+        inputs: &job.inputs,
+        out_dir: &staging,
+        scratch: &scratch,
+        logs: &logs,
+        progress: &progress,
+        cancel,
+        seed: job.seed,
+    };
+    let sync = store.mirror().map(|m| ScratchSync::new(m, fingerprint, &scratch));
+    if let Some(sync) = &sync {
+        restore_scratch(sync, &scratch, &progress);
+    }
+    let result = while_saving(sync.as_ref(), || {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match work {
+            Work::Whole => job.kind.run(&ctx),
+            Work::Part(part) => job.kind.run_part(&ctx, part),
+            Work::Gather(dirs) => job.kind.gather(&ctx, dirs),
+        }))
+    });
+    let outcome = match result {
+        Ok(Ok(())) => store.commit(&staging).map_err(|e| (format!("committing the artifact: {e}"), false)),
+        Ok(Err(e)) => Err((format!("{e:#}"), e.downcast_ref::<Cancelled>().is_some())),
+        Err(panic) => Err((panic_message(job, panic), false)),
+    };
+    match outcome {
+        Ok(m) => {
+            // Checkpoints are no longer needed once the result is safely in the store.
+            let _ = std::fs::remove_dir_all(&scratch);
+            if let Some(sync) = &sync {
+                let _ = sync.drop_remote();
+            }
+            Ok(m)
+        }
+        Err((error, cancelled)) => {
+            // Nothing partial survives: the staging directory goes. The checkpoints stay, here
+            // and in the shared store, for the next attempt.
+            let _ = std::fs::remove_dir_all(&staging);
+            if let Some(Err(e)) = sync.as_ref().map(|s| s.save()) {
+                progress.message(&format!("could not save the checkpoints to the shared store: {e}"));
+            }
+            Err((error, cancelled || cancel.is_cancelled()))
+        }
+    }
+}
+
+/// A caught panic, worded as the bug it is.
+fn panic_message(job: &Job, panic: Box<dyn std::any::Any + Send>) -> String {
+    let msg = panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into());
+    format!("the stage panicked (a bug in stage kind `{}`): {msg}", job.kind.kind())
+}
+
+/// How often a running stage's scratch (its checkpoints) is copied to the shared store.
+const SCRATCH_SYNC_EVERY: Duration = Duration::from_secs(30);
+
+/// Brings back the checkpoints an earlier attempt (perhaps on another machine) left in the
+/// shared store, unless this machine has its own.
+fn restore_scratch(sync: &ScratchSync, scratch: &Path, progress: &Progress) {
+    let empty = std::fs::read_dir(scratch).map(|mut d| d.next().is_none()).unwrap_or(true);
+    if !empty {
+        return;
+    }
+    match sync.restore() {
+        Ok(0) => {}
+        Ok(n) => progress.message(&format!("resuming: {n} checkpoint file(s) restored from the shared store")),
+        Err(e) => progress.message(&format!("could not restore checkpoints from the shared store: {e}")),
+    }
+}
+
+/// Runs `f` while a thread copies the scratch directory to the shared store every
+/// [`SCRATCH_SYNC_EVERY`], so a job killed without warning loses at most that much work.
+fn while_saving<T>(sync: Option<&ScratchSync>, f: impl FnOnce() -> T) -> T {
+    let Some(sync) = sync else { return f() };
+    let (stop, stopped) = crossbeam_channel::bounded::<()>(0);
+    std::thread::scope(|s| {
+        s.spawn(move || {
+            while let Err(crossbeam_channel::RecvTimeoutError::Timeout) = stopped.recv_timeout(SCRATCH_SYNC_EVERY) {
+                let _ = sync.save();
+            }
+        });
+        let out = f();
+        drop(stop);
+        out
+    })
+}

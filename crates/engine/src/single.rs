@@ -1,0 +1,258 @@
+//! One stage as one command (`spherepipe run-stage`): what a cluster job runs on whatever
+//! machine it lands on. Everything it needs comes from the pipeline file and the shared store;
+//! everything it makes goes back to the store. A job that finds its result already there does
+//! nothing, so a requeued or duplicated job is harmless.
+
+use crate::executor::{Job, JobResult};
+use crate::fingerprint::part_fingerprint;
+use crate::job::{make_part, run_job};
+use crate::plan::{hash_datasets_of, resolve_node, Resolved};
+use crate::run::{index_entry, Observer};
+use spherepipe_pipeline::{Pipeline, Source};
+use spherepipe_stage::{CancelToken, Inputs, Part};
+use spherepipe_store::{IndexEntry, MirrorError, Pushed, Store};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// What `run_stage` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StageRun {
+    /// The store already held the stage's artifact: nothing ran.
+    AlreadyDone {
+        /// The artifact.
+        artifact: String,
+    },
+    /// The stage ran here and its artifact is in the store.
+    Ran {
+        /// The artifact.
+        artifact: String,
+        /// How long it ran.
+        wall: Duration,
+    },
+}
+
+/// Why `run_stage` did not produce the stage's artifact.
+#[derive(Debug, thiserror::Error)]
+pub enum StageRunError {
+    /// The pipeline has no stage of that name.
+    #[error("no stage `{stage}` in {file}; `spherepipe dag {file}` lists the stages")]
+    NoSuchStage {
+        /// The name asked for.
+        stage: String,
+        /// The pipeline file.
+        file: String,
+    },
+    /// This machine computes another fingerprint than the one the job was submitted with.
+    #[error(
+        "stage `{stage}` was submitted with fingerprint {expected}, but this machine computes {computed} for it from {file}: the pipeline file, its --set values, a dataset or the spherepipe build differ between the machine that submitted the job and this one; use one spherepipe build and one copy of the files on every node, then resubmit"
+    )]
+    FingerprintMismatch {
+        /// The stage.
+        stage: String,
+        /// The pipeline file.
+        file: String,
+        /// What the job was submitted with.
+        expected: String,
+        /// What this machine computes.
+        computed: String,
+    },
+    /// An input stage's artifact is in neither the local cache nor the store.
+    #[error("stage `{stage}` needs the artifact of `{input}` (fingerprint {fingerprint}), which the store {store} does not hold; run `{input}` first (spherepipe run submits stages in order)")]
+    InputMissing {
+        /// The stage.
+        stage: String,
+        /// The input stage.
+        input: String,
+        /// The input's fingerprint.
+        fingerprint: String,
+        /// The store's URL.
+        store: String,
+    },
+    /// The stage ran and failed, or was cancelled.
+    #[error("stage `{stage}` failed: {error}")]
+    Failed {
+        /// The stage.
+        stage: String,
+        /// Why.
+        error: String,
+        /// Cancelled (Ctrl-C, SIGTERM from the scheduler) rather than failed.
+        cancelled: bool,
+    },
+    /// The shared store failed, or held something corrupt.
+    #[error(transparent)]
+    Store(#[from] MirrorError),
+    /// Anything else (the local cache, a dataset).
+    #[error(transparent)]
+    Other(#[from] anyhow::Error),
+}
+
+/// Runs stage `stage` of `p` (or only its part `part`) if the store lacks it, after checking
+/// that this machine agrees on its `fingerprint`: inputs come from the store (verified), the artifact goes to the local
+/// cache and the store. Takes no cache lock: jobs on one node share its cache safely, since
+/// every write there is an atomic rename of content-addressed data.
+pub fn run_stage(
+    p: &Pipeline,
+    store: &Store,
+    stage: &str,
+    fingerprint: &str,
+    part: Option<Part>,
+    cancel: &CancelToken,
+    obs: &dyn Observer,
+) -> Result<StageRun, StageRunError> {
+    let i = p
+        .nodes
+        .iter()
+        .position(|n| n.name == stage)
+        .ok_or_else(|| StageRunError::NoSuchStage {
+            stage: stage.to_owned(),
+            file: p.file.display().to_string(),
+        })?;
+    let (r, entries) = resolve_from_store(p, i, store)?;
+    if r.fingerprint != fingerprint {
+        return Err(StageRunError::FingerprintMismatch {
+            stage: stage.to_owned(),
+            file: p.file.display().to_string(),
+            expected: fingerprint.to_owned(),
+            computed: r.fingerprint,
+        });
+    }
+    if let Some(done) = store.locate(fingerprint)? {
+        return Ok(StageRun::AlreadyDone { artifact: done.artifact });
+    }
+    if let Some(part) = part {
+        if !p.nodes[i].kind.splittable() {
+            return Err(anyhow::anyhow!(
+                "stage `{stage}` is of kind `{}`, which cannot be split into parts",
+                p.nodes[i].kind.kind()
+            )
+            .into());
+        }
+        if let Some(done) = store.locate(&part_fingerprint(fingerprint, part))? {
+            return Ok(StageRun::AlreadyDone { artifact: done.artifact });
+        }
+    }
+    let inputs = fetch_inputs(p, i, store, &entries)?;
+    let node = &p.nodes[i];
+    let job = Job {
+        index: i,
+        fingerprint: r.fingerprint.clone(),
+        name: node.name.clone(),
+        kind: node.kind.clone(),
+        params: node.params.clone(),
+        inputs,
+        seed: p.seed,
+        sink: obs.started(&node.name),
+        parts: node.parts,
+    };
+    if let Some(part) = part {
+        let start = std::time::Instant::now();
+        return match make_part(store, cancel, &job, part) {
+            Ok(artifact) => Ok(StageRun::Ran {
+                artifact,
+                wall: start.elapsed(),
+            }),
+            Err((error, cancelled)) => Err(StageRunError::Failed {
+                stage: format!("{stage} (part {part})"),
+                error,
+                cancelled,
+            }),
+        };
+    }
+    match run_job(store, cancel, job) {
+        JobResult::Done { manifest_hash, wall, .. } => {
+            let entry = index_entry(p, i, &r.fingerprint, &r.material, &manifest_hash);
+            store.record(&entry).map_err(|e| anyhow::anyhow!("recording the artifact: {e}"))?;
+            match store.publish(&entry)? {
+                Some(Pushed::Differs { theirs }) => Ok(StageRun::AlreadyDone { artifact: theirs }),
+                _ => Ok(StageRun::Ran {
+                    artifact: manifest_hash,
+                    wall,
+                }),
+            }
+        }
+        JobResult::Failed { error, cancelled, .. } => Err(StageRunError::Failed {
+            stage: stage.to_owned(),
+            error,
+            cancelled,
+        }),
+    }
+}
+
+/// Stage `i` resolved through its ancestors' artifacts as the local cache or the store knows
+/// them (nothing downloaded), with the index entries of those ancestors by node.
+fn resolve_from_store(p: &Pipeline, i: usize, store: &Store) -> Result<(Resolved, Vec<Option<IndexEntry>>), StageRunError> {
+    let ancestry = ancestors(p, i);
+    let datasets = hash_datasets_of(p, store, ancestry.iter().copied().chain([i]))?;
+    let mut artifacts = vec![None; p.nodes.len()];
+    let mut entries = vec![None; p.nodes.len()];
+    for &j in &ancestry {
+        let r = resolve(p, j, store, &datasets, &artifacts)?;
+        let entry = store.locate(&r.fingerprint)?.ok_or_else(|| StageRunError::InputMissing {
+            stage: p.nodes[i].name.clone(),
+            input: p.nodes[j].name.clone(),
+            fingerprint: r.fingerprint.clone(),
+            store: store.mirror().map_or("(none: pass --store)", |m| m.url()).to_owned(),
+        })?;
+        artifacts[j] = Some(entry.artifact.clone());
+        entries[j] = Some(entry);
+    }
+    Ok((resolve(p, i, store, &datasets, &artifacts)?, entries))
+}
+
+fn resolve(
+    p: &Pipeline,
+    i: usize,
+    store: &Store,
+    datasets: &BTreeMap<String, String>,
+    artifacts: &[Option<String>],
+) -> Result<Resolved, StageRunError> {
+    resolve_node(p, i, store, datasets, artifacts).map_err(|u| {
+        StageRunError::Other(anyhow::anyhow!(
+            "internal: input `{u}` of `{}` has no content hash",
+            p.nodes[i].name
+        ))
+    })
+}
+
+/// Every stage that stage `i` depends on, transitively, in pipeline (topological) order.
+fn ancestors(p: &Pipeline, i: usize) -> BTreeSet<usize> {
+    let mut seen = BTreeSet::new();
+    let mut todo: Vec<usize> = p.upstream(i).into_iter().collect();
+    while let Some(j) = todo.pop() {
+        if seen.insert(j) {
+            todo.extend(p.upstream(j));
+        }
+    }
+    seen
+}
+
+/// Stage `i`'s inputs as directories: datasets where they are, input artifacts downloaded
+/// from the store (each file checked) unless the local cache has them.
+fn fetch_inputs(p: &Pipeline, i: usize, store: &Store, entries: &[Option<IndexEntry>]) -> Result<Inputs, StageRunError> {
+    let mut dirs: BTreeMap<String, Vec<PathBuf>> = BTreeMap::new();
+    for (name, sources) in &p.nodes[i].inputs {
+        let mut paths = Vec::new();
+        for s in sources {
+            match s {
+                Source::Dataset(d) => paths.push(p.datasets[d].path.clone()),
+                Source::Stage(j) => {
+                    let Some(entry) = &entries[*j] else {
+                        return Err(anyhow::anyhow!("internal: input `{}` was not resolved", p.nodes[*j].name).into());
+                    };
+                    if store.lookup(&entry.fingerprint).is_none() && store.fetch_remote(&entry.fingerprint)?.is_none() {
+                        return Err(StageRunError::InputMissing {
+                            stage: p.nodes[i].name.clone(),
+                            input: p.nodes[*j].name.clone(),
+                            fingerprint: entry.fingerprint.clone(),
+                            store: store.mirror().map_or("(none)", |m| m.url()).to_owned(),
+                        });
+                    }
+                    paths.push(store.artifact_dir(&entry.artifact));
+                }
+            }
+        }
+        dirs.insert(name.clone(), paths);
+    }
+    Ok(Inputs::new(dirs))
+}
