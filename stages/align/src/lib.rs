@@ -17,9 +17,9 @@ use rayon::prelude::*;
 use serde_json::json;
 use spherepipe_face_datasets::{read_samples, Listing, Sample};
 use spherepipe_face_geometry::{apply, warp_affine, FitMethod, SPHEREFACE_REFERENCE};
-use spherepipe_face_table::{encode_png, write_rows, FaceRow};
-use spherepipe_stage::{InputSpec, ParamSpec, ParamType, Params, Stage, StageContext};
-use std::path::Path;
+use spherepipe_face_table::{encode_png, read_rows, write_rows, FaceRow};
+use spherepipe_stage::{InputSpec, ParamSpec, ParamType, Params, Part, Stage, StageContext};
+use std::path::{Path, PathBuf};
 
 /// The `align` stage kind.
 pub struct Align;
@@ -101,6 +101,56 @@ impl Stage for Align {
         AlignParams::from_params(p).map(|_| ()).map_err(|e| format!("{e:#}"))
     }
     fn run(&self, ctx: &StageContext<'_>) -> anyhow::Result<()> {
+        let job = Listed::read(ctx)?;
+        let outcome = align_all(ctx, &job.listing.samples, job.p.format.name(), &job.p.crop)?;
+        job.write_artifact(ctx, outcome)
+    }
+    /// Parts are contiguous runs of the listed images, in list order.
+    fn splittable(&self) -> bool {
+        true
+    }
+    fn run_part(&self, ctx: &StageContext<'_>, part: Part) -> anyhow::Result<()> {
+        let job = Listed::read(ctx)?;
+        let mine = &job.listing.samples[part.range(job.listing.samples.len())];
+        let outcome = align_all(ctx, mine, job.p.format.name(), &job.p.crop)?;
+        write_rows(&ctx.out_dir.join(PART_ROWS), &outcome.rows, 4096)?;
+        let skips = json!({"corrupt": outcome.corrupt, "bad_landmarks": outcome.bad});
+        std::fs::write(ctx.out_dir.join(PART_SKIPS), serde_json::to_vec_pretty(&skips)?)?;
+        Ok(())
+    }
+    /// Concatenates the parts' rows and skips in part order: the same sequence `run` makes, so
+    /// the same bytes.
+    fn gather(&self, ctx: &StageContext<'_>, parts: &[PathBuf]) -> anyhow::Result<()> {
+        let job = Listed::read(ctx)?;
+        let mut all = Aligned {
+            rows: Vec::new(),
+            corrupt: Vec::new(),
+            bad: Vec::new(),
+        };
+        for dir in parts {
+            all.rows.extend(read_rows(&dir.join(PART_ROWS))?);
+            let skips: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join(PART_SKIPS))?)
+                .with_context(|| format!("{} is not a part's skip list", dir.join(PART_SKIPS).display()))?;
+            all.corrupt.extend(skips["corrupt"].as_array().cloned().unwrap_or_default());
+            all.bad.extend(skips["bad_landmarks"].as_array().cloned().unwrap_or_default());
+        }
+        job.write_artifact(ctx, all)
+    }
+}
+
+/// A part's aligned faces, and the images it skipped (only inside part artifacts).
+const PART_ROWS: &str = "part.parquet";
+const PART_SKIPS: &str = "skips.json";
+
+/// The stage's params and the images they list: what every part, and the gather, reads alike.
+struct Listed {
+    p: AlignParams,
+    listing: Listing,
+    image_root: PathBuf,
+}
+
+impl Listed {
+    fn read(ctx: &StageContext<'_>) -> anyhow::Result<Listed> {
         let p = AlignParams::from_params(ctx.params)?;
         let root = ctx.inputs.one("images")?;
         let image_root = root.join(&p.root);
@@ -111,13 +161,31 @@ impl Stage for Align {
         if listing.samples.is_empty() {
             bail!("no images listed under {}: check `format`, `list` and `root`", image_root.display());
         }
-        let outcome = align_all(ctx, &listing, p.format.name(), &p.crop)?;
+        Ok(Listed { p, listing, image_root })
+    }
+
+    /// `faces.parquet` and `report.json` from every listed image's outcome, in list order; an
+    /// error when none could be aligned.
+    fn write_artifact(&self, ctx: &StageContext<'_>, outcome: Aligned) -> anyhow::Result<()> {
+        let (p, listing, image_root) = (&self.p, &self.listing, &self.image_root);
+        if outcome.rows.is_empty() {
+            bail!(
+                "none of the {} listed images could be aligned (first problem: {})",
+                listing.samples.len(),
+                outcome
+                    .corrupt
+                    .first()
+                    .or(outcome.bad.first())
+                    .map(|v| v.to_string())
+                    .unwrap_or_default()
+            );
+        }
         write_rows(&ctx.out_dir.join("faces.parquet"), &outcome.rows, 4096)?;
         let listed = listing.samples.len() + listing.missing.len();
         let report = json!({
             "listed": listed,
             "aligned": outcome.rows.len(),
-            "missing": listing.missing.iter().map(|p| p.strip_prefix(&image_root).unwrap_or(p).display().to_string()).collect::<Vec<_>>(),
+            "missing": listing.missing.iter().map(|p| p.strip_prefix(image_root).unwrap_or(p).display().to_string()).collect::<Vec<_>>(),
             "corrupt": outcome.corrupt,
             "bad_landmarks": outcome.bad,
             "size": [p.crop.height, p.crop.width],
@@ -143,11 +211,10 @@ struct Aligned {
     bad: Vec<serde_json::Value>,
 }
 
-/// Aligns every listed image in parallel; an error when none could be aligned.
-fn align_all(ctx: &StageContext<'_>, listing: &Listing, dataset: &str, crop: &Crop) -> anyhow::Result<Aligned> {
-    ctx.progress.set_length(listing.samples.len() as u64);
-    let results: Vec<Result<FaceRow, (String, Skip)>> = listing
-        .samples
+/// Aligns the given images in parallel, keeping their order.
+fn align_all(ctx: &StageContext<'_>, samples: &[Sample], dataset: &str, crop: &Crop) -> anyhow::Result<Aligned> {
+    ctx.progress.set_length(samples.len() as u64);
+    let results: Vec<Result<FaceRow, (String, Skip)>> = samples
         .par_iter()
         .map(|s| {
             let r = if ctx.cancel.is_cancelled() {
@@ -171,13 +238,6 @@ fn align_all(ctx: &StageContext<'_>, listing: &Listing, dataset: &str, crop: &Cr
             Err((p, Skip::Corrupt(why))) => out.corrupt.push(json!({"image": p, "reason": why})),
             Err((p, Skip::Landmarks(why))) => out.bad.push(json!({"image": p, "reason": why})),
         }
-    }
-    if out.rows.is_empty() {
-        bail!(
-            "none of the {} listed images could be aligned (first problem: {})",
-            listing.samples.len(),
-            out.corrupt.first().or(out.bad.first()).map(|v| v.to_string()).unwrap_or_default()
-        );
     }
     Ok(out)
 }

@@ -11,15 +11,15 @@
 use anyhow::{bail, Context};
 use rayon::prelude::*;
 use spherepipe_face_loader::{decode_patch, Channels, Patch};
-use spherepipe_face_table::features::{FeatureMeta, FeatureWriter, Features};
+use spherepipe_face_table::features::{FeatureMeta, FeatureReader, FeatureWriter, Features};
 use spherepipe_face_table::for_each_row_batch;
 use spherepipe_face_table::FaceRow;
 use spherepipe_nn::sphere::SphereConfig;
 use spherepipe_nn::train::Trainer;
-use spherepipe_stage::{Contract, InputSpec, ParamSpec, ParamType, Stage, StageContext};
+use spherepipe_stage::{Contract, InputSpec, ParamSpec, ParamType, Part, Stage, StageContext};
 use spherepipe_stage_train::ModelCard;
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// The `extract` stage kind.
 pub struct Extract;
@@ -115,45 +115,100 @@ impl Stage for Extract {
         Ok(())
     }
     fn run(&self, ctx: &StageContext<'_>) -> anyhow::Result<()> {
+        extract(ctx, None)
+    }
+    /// Parts are contiguous runs of whole batches, so every face is fed in the same batch as
+    /// in an unsplit run and gets the same bytes.
+    fn splittable(&self) -> bool {
+        true
+    }
+    fn run_part(&self, ctx: &StageContext<'_>, part: Part) -> anyhow::Result<()> {
+        extract(ctx, Some(part))
+    }
+    /// Concatenates the parts' features in part order, written in the same batches as an
+    /// unsplit run writes them (and the devkit files from them), so the bytes are the same.
+    fn gather(&self, ctx: &StageContext<'_>, parts: &[PathBuf]) -> anyhow::Result<()> {
         let p = ctx.params;
-        let faces = ctx.inputs.one("faces")?.join("faces.parquet");
-        if !faces.is_file() {
-            bail!("{} does not exist: bind `faces` to an align stage", faces.display());
-        }
-        let card = ModelCard::read(ctx.inputs.one("model")?)?;
-        let extractor = Extractor::open(ctx, &card)?;
-        let devkit = match p.bool("devkit")? {
-            true => Some((ctx.out_dir.join("devkit"), p.str("devkit_suffix")?)),
-            false => None,
-        };
-        ctx.progress.set_length(spherepipe_face_table::row_count(&faces)? as u64);
-        let dim = 2 * card.net.features;
+        let batch = p.i64("batch")? as usize;
+        let Some(first) = parts.first() else { bail!("no parts to gather") };
+        let mut summary: serde_json::Value = serde_json::from_slice(&std::fs::read(first.join("features.json"))?)
+            .with_context(|| format!("{} is not an extract part's summary", first.join("features.json").display()))?;
+        let dim = summary["dim"].as_u64().context("a part's features.json has no `dim`")? as usize;
+        let devkit = devkit_dir(ctx)?;
         let mut writer = FeatureWriter::create(&ctx.out_dir.join("features.parquet"), dim)?;
-        for_each_row_batch(&faces, p.i64("batch")? as usize, |rows| {
-            ctx.cancel.check()?;
-            let out = extractor.features(&rows)?;
-            if let Some((dir, suffix)) = &devkit {
-                write_devkit(dir, suffix, &out)?;
+        for dir in parts {
+            let mut reader = FeatureReader::open(&dir.join("features.parquet"))?;
+            while let Some(f) = reader.next_rows(batch)? {
+                ctx.cancel.check()?;
+                if let Some((dir, suffix)) = &devkit {
+                    write_devkit(dir, suffix, &f)?;
+                }
+                writer.write(&f)?;
             }
-            writer.write(&out)?;
-            ctx.progress.inc(rows.len() as u64);
-            Ok(())
-        })?;
-        let faces_done = writer.finish()?;
-        let summary = serde_json::json!({
-            "faces": faces_done,
-            "dim": dim,
-            "fc1": card.net.features,
-            "layout": "FC1(face) then FC1(mirror)",
-            "patch": extractor.patch.map(|p| p.rect),
-            "channels": extractor.channels,
-            "model": {"net": card.net, "classes": card.classes, "channels": card.channels},
-            "devkit": devkit.is_some(),
-        });
+        }
+        summary["faces"] = writer.finish()?.into();
+        summary["devkit"] = devkit.is_some().into();
         std::fs::write(ctx.out_dir.join("features.json"), serde_json::to_string_pretty(&summary)?)?;
-        ctx.progress.message(&format!("{faces_done} faces, {dim} values each"));
         Ok(())
     }
+}
+
+/// Where devkit files go (and their suffix), when the stage writes them.
+fn devkit_dir(ctx: &StageContext<'_>) -> anyhow::Result<Option<(PathBuf, String)>> {
+    Ok(match ctx.params.bool("devkit")? {
+        true => Some((ctx.out_dir.join("devkit"), ctx.params.str("devkit_suffix")?.to_owned())),
+        false => None,
+    })
+}
+
+/// The features of every face (or of part `part`'s batches), streamed batch by batch into
+/// `features.parquet`, with `features.json`. A part writes no devkit files: the gather does.
+fn extract(ctx: &StageContext<'_>, part: Option<Part>) -> anyhow::Result<()> {
+    let p = ctx.params;
+    let faces = ctx.inputs.one("faces")?.join("faces.parquet");
+    if !faces.is_file() {
+        bail!("{} does not exist: bind `faces` to an align stage", faces.display());
+    }
+    let card = ModelCard::read(ctx.inputs.one("model")?)?;
+    let extractor = Extractor::open(ctx, &card)?;
+    let devkit = if part.is_none() { devkit_dir(ctx)? } else { None };
+    let batch = p.i64("batch")? as usize;
+    let rows = spherepipe_face_table::row_count(&faces)?;
+    let batches = part.map_or(0..rows.div_ceil(batch), |part| part.range(rows.div_ceil(batch)));
+    ctx.progress
+        .set_length((batches.end * batch).min(rows).saturating_sub(batches.start * batch) as u64);
+    let dim = 2 * card.net.features;
+    let mut writer = FeatureWriter::create(&ctx.out_dir.join("features.parquet"), dim)?;
+    let mut k = 0;
+    for_each_row_batch(&faces, batch, |rows| {
+        let mine = batches.contains(&k);
+        k += 1;
+        if !mine {
+            return Ok(());
+        }
+        ctx.cancel.check()?;
+        let out = extractor.features(&rows)?;
+        if let Some((dir, suffix)) = &devkit {
+            write_devkit(dir, suffix, &out)?;
+        }
+        writer.write(&out)?;
+        ctx.progress.inc(rows.len() as u64);
+        Ok(())
+    })?;
+    let faces_done = writer.finish()?;
+    let summary = serde_json::json!({
+        "faces": faces_done,
+        "dim": dim,
+        "fc1": card.net.features,
+        "layout": "FC1(face) then FC1(mirror)",
+        "patch": extractor.patch.map(|p| p.rect),
+        "channels": extractor.channels,
+        "model": {"net": card.net, "classes": card.classes, "channels": card.channels},
+        "devkit": devkit.is_some(),
+    });
+    std::fs::write(ctx.out_dir.join("features.json"), serde_json::to_string_pretty(&summary)?)?;
+    ctx.progress.message(&format!("{faces_done} faces, {dim} values each"));
+    Ok(())
 }
 
 /// A model ready to turn faces into features: the network, the crop and the colour order it
