@@ -13,9 +13,12 @@ mod progress;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use serde_json::json;
-use spherepipe_engine::{execute, hash_datasets, open_store, plan, records, RunOptions, RunReport, StageState, Status};
+use spherepipe_engine::{
+    execute, hash_datasets, open_store, plan, records, ExecutorKind, RunOptions, RunReport, SlurmOptions, StageRun, StageRunError,
+    StageState, Status,
+};
 use spherepipe_pipeline::{load, parse_override, Pipeline, Source};
-use spherepipe_stage::{CancelToken, Registry};
+use spherepipe_stage::{CancelToken, Part, Registry};
 use spherepipe_store::{CacheLock, LockMode, Mirror, ObjectRemote, Store};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -39,6 +42,9 @@ struct Cli {
 enum Cmd {
     /// Run every stage that is not cached.
     Run(RunArgs),
+    /// Run one stage (what a cluster job runs): check its fingerprint, fetch its inputs from
+    /// the shared store, run it, commit it there. Does nothing if the store has it.
+    RunStage(RunStageArgs),
     /// Each stage: cached, stale (and why) or never run.
     Status {
         pipeline: PathBuf,
@@ -155,6 +161,46 @@ struct RunArgs {
     /// becomes a working copy: what the store has is downloaded instead of run.
     #[arg(long, value_name = "URL", env = "SPHEREPIPE_STORE")]
     store: Option<String>,
+    /// Where stages run: `local` (threads of this process) or `slurm` (one sbatch job per
+    /// stage, artifacts through --store; see README: Scaling out).
+    #[arg(long, value_enum, default_value = "local")]
+    executor: ExecutorName,
+    /// Extra sbatch flags for every job (account, QOS), e.g. "--account=lab --qos=normal".
+    #[arg(long, value_name = "FLAGS", allow_hyphen_values = true)]
+    slurm_args: Option<String>,
+}
+
+/// Where `run` runs stages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum ExecutorName {
+    /// Worker threads of this process (`--jobs`).
+    Local,
+    /// One `sbatch` job per stage; artifacts travel through `--store`.
+    Slurm,
+}
+
+/// What `spherepipe run-stage` takes.
+#[derive(clap::Args)]
+struct RunStageArgs {
+    pipeline: PathBuf,
+    /// The stage (a matrix expansion by its full name, e.g. `train@m=4`).
+    stage: String,
+    /// The fingerprint the submitting machine computed; the job refuses to run if this
+    /// machine computes another.
+    #[arg(long, required = true)]
+    fingerprint: String,
+    /// The shared store inputs come from and the artifact goes to.
+    #[arg(long, value_name = "URL", env = "SPHEREPIPE_STORE")]
+    store: Option<String>,
+    /// The run's overrides, exactly as given to `run`.
+    #[arg(long = "set", value_name = "STAGE.PARAM=VALUE")]
+    set: Vec<String>,
+    /// This machine's working cache (default: the pipeline's). Jobs on one node may share it.
+    #[arg(long, value_name = "DIR", env = "SPHEREPIPE_NODE_CACHE")]
+    cache: Option<PathBuf>,
+    /// Make only part I of N of a stage with `parts: N` (a Slurm array task).
+    #[arg(long, value_name = "I/N", value_parser = Part::parse)]
+    part: Option<Part>,
 }
 
 /// A command that could not do its job: the message to print and the exit status.
@@ -235,6 +281,7 @@ fn load_pipeline(file: &Path, registry: &Registry, set: &[String]) -> Result<Pip
 fn dispatch(cli: Cli, registry: &Registry) -> Result<u8, Failure> {
     match cli.cmd {
         Cmd::Run(args) => run(args, registry, cli.quiet),
+        Cmd::RunStage(args) => run_stage(args, registry, cli.quiet),
         Cmd::Status {
             pipeline,
             set,
@@ -296,6 +343,8 @@ fn run(args: RunArgs, registry: &Registry, quiet: bool) -> Result<u8, Failure> {
         keep_going,
         no_wait,
         store: store_url,
+        executor,
+        slurm_args,
     } = args;
     let p = load_pipeline(&pipeline, registry, &set)?;
     for f in &force {
@@ -306,10 +355,12 @@ fn run(args: RunArgs, registry: &Registry, quiet: bool) -> Result<u8, Failure> {
             )));
         }
     }
-    let store = with_shared_store(open_store(&p)?, store_url.as_deref().or(p.store.as_deref()))?;
+    let store_url = store_url.or_else(|| p.store.clone());
+    let store = with_shared_store(open_store(&p)?, store_url.as_deref())?;
     if dry_run {
         return dry(&p, &store, &force);
     }
+    let executor = executor_kind(executor, &pipeline, &set, store_url.as_deref(), slurm_args.as_deref(), &store)?;
     let cancel = cancel_on_ctrl_c();
     let opts = RunOptions {
         jobs: jobs.unwrap_or_else(|| RunOptions::default().jobs),
@@ -318,6 +369,7 @@ fn run(args: RunArgs, registry: &Registry, quiet: bool) -> Result<u8, Failure> {
         lock: if no_wait { LockMode::Fail } else { LockMode::Wait },
         cancel,
         overrides: set,
+        executor,
     };
     let reporter = progress::Reporter::new(p.nodes.len(), quiet);
     let report = execute(&p, &store, &opts, &reporter)?;
@@ -329,6 +381,82 @@ fn run(args: RunArgs, registry: &Registry, quiet: bool) -> Result<u8, Failure> {
         ));
     }
     Ok(if report.ok() { 0 } else { 1 })
+}
+
+/// The executor `run` was asked for, with what a Slurm job needs to find the same pipeline:
+/// this binary, the file's absolute path, the overrides and the store.
+fn executor_kind(
+    name: ExecutorName,
+    pipeline: &Path,
+    set: &[String],
+    store_url: Option<&str>,
+    slurm_args: Option<&str>,
+    store: &Store,
+) -> Result<ExecutorKind, Failure> {
+    if name == ExecutorName::Local {
+        return Ok(ExecutorKind::Local);
+    }
+    let store_url = match store_url {
+        Some(u) if u.starts_with("memory://") => {
+            return Err(Failure::usage(format!("error: --executor slurm: the store {u} lives in this process only, so jobs on other machines cannot reach it; use s3://bucket/prefix or file:///shared/dir")))
+        }
+        Some(u) => u.to_owned(),
+        None => {
+            return Err(Failure::usage("error: --executor slurm needs a shared store that every node can reach: add --store s3://bucket/prefix or --store file:///shared/dir (or `store:` in the pipeline file)"))
+        }
+    };
+    let binary = std::env::current_exe().context("finding this spherepipe binary for the jobs to run")?;
+    let pipeline_file = std::fs::canonicalize(pipeline).with_context(|| format!("resolving {}", pipeline.display()))?;
+    let log_dir = store.root().join("logs").join("slurm");
+    std::fs::create_dir_all(&log_dir).with_context(|| format!("creating {}", log_dir.display()))?;
+    Ok(ExecutorKind::Slurm(SlurmOptions {
+        binary,
+        pipeline_file,
+        overrides: set.to_vec(),
+        store_url,
+        extra_args: slurm_args.unwrap_or_default().split_whitespace().map(str::to_owned).collect(),
+        log_dir,
+        poll: std::time::Duration::from_millis(500),
+    }))
+}
+
+/// `spherepipe run-stage`: one stage, as a cluster job runs it. Exit 0 when the store holds
+/// the stage's artifact afterwards (made here or before), 1 when the stage failed, 2 when the
+/// job cannot run here (another fingerprint, an input missing, the store failing), 130 when
+/// cancelled (Ctrl-C, or Slurm's SIGTERM).
+fn run_stage(args: RunStageArgs, registry: &Registry, quiet: bool) -> Result<u8, Failure> {
+    let p = load_pipeline(&args.pipeline, registry, &args.set)?;
+    let cache = args.cache.unwrap_or_else(|| p.cache.clone());
+    let store = Store::open(&cache).map_err(|e| Failure::usage(format!("error: cannot open the cache {}: {e}", cache.display())))?;
+    let store = with_shared_store(store, args.store.as_deref().or(p.store.as_deref()))?;
+    let cancel = cancel_on_ctrl_c();
+    let reporter = progress::Reporter::new(1, quiet);
+    let outcome = spherepipe_engine::run_stage(&p, &store, &args.stage, &args.fingerprint, args.part, &cancel, &reporter);
+    reporter.finish();
+    match outcome {
+        Ok(StageRun::AlreadyDone { artifact }) => {
+            println!("{}: already in the store as artifact {artifact}; nothing to do", args.stage);
+            Ok(0)
+        }
+        Ok(StageRun::Ran { artifact, wall }) => {
+            println!(
+                "{}: ran in {:.2}s, artifact {artifact} committed to the store",
+                args.stage,
+                wall.as_secs_f64()
+            );
+            Ok(0)
+        }
+        Err(StageRunError::Failed {
+            cancelled: true, stage, ..
+        }) => Err(Failure::interrupted(format!(
+            "stage `{stage}` was cancelled; its checkpoints, if it keeps any, stay in the store for the next attempt"
+        ))),
+        Err(e @ StageRunError::Failed { .. }) => Err(Failure {
+            code: 1,
+            message: format!("error: {e}"),
+        }),
+        Err(e) => Err(Failure::usage(format!("error: {e}"))),
+    }
 }
 
 /// A token that the first Ctrl-C cancels (stages stop, nothing unfinished is kept); a second
@@ -352,11 +480,7 @@ fn print_report(p: &Pipeline, store: &Store, report: &RunReport) {
     println!("{:<32} {:<9} {:>9}  ARTIFACT / REASON", "STAGE", "STATE", "TIME");
     for o in &report.outcomes {
         let detail = match o.state {
-            StageState::Ran | StageState::Cached => o
-                .artifact
-                .as_deref()
-                .map(|a| store.artifact_dir(a).display().to_string())
-                .unwrap_or_default(),
+            StageState::Ran | StageState::Cached => o.artifact.as_deref().map(|a| artifact_place(store, a)).unwrap_or_default(),
             _ => o.reason.clone().unwrap_or_default(),
         };
         println!("{:<32} {:<9} {:>8.2}s  {detail}", o.stage, o.state.as_str(), o.wall.as_secs_f64());
@@ -383,6 +507,15 @@ fn print_report(p: &Pipeline, store: &Store, report: &RunReport) {
         report.count(StageState::Skipped),
         report.wall.as_secs_f64()
     );
+}
+
+/// Where an artifact can be read: its directory in the local cache, or (when stages ran on a
+/// cluster and only the results were downloaded) its manifest in the shared store.
+fn artifact_place(store: &Store, artifact: &str) -> String {
+    match store.mirror() {
+        Some(m) if store.read_manifest(artifact).is_err() => format!("{}/artifacts/{artifact}.json (in the store)", m.url()),
+        _ => store.artifact_dir(artifact).display().to_string(),
+    }
 }
 
 /// `spherepipe status`: each stage cached, stale (and why) or never-run.
