@@ -12,4 +12,5 @@ mod face_data;
 mod pipelines;
 mod published_weights;
 mod shared_store;
+mod slurm;
 mod train;

@@ -14,8 +14,8 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use serde_json::json;
 use spherepipe_engine::{
-    execute, hash_datasets, open_store, plan, records, ExecutorKind, RunOptions, RunReport, SlurmOptions, StageRun, StageRunError,
-    StageState, Status,
+    execute, hash_datasets, open_store, plan, records, ExecutorKind, RunOptions, RunReport, SlurmOptions, StageRequest, StageRun,
+    StageRunError, StageState, Status,
 };
 use spherepipe_pipeline::{load, parse_override, Pipeline, Source};
 use spherepipe_stage::{CancelToken, Part, Registry};
@@ -201,6 +201,9 @@ struct RunStageArgs {
     /// Make only part I of N of a stage with `parts: N` (a Slurm array task).
     #[arg(long, value_name = "I/N", value_parser = Part::parse)]
     part: Option<Part>,
+    /// Make it even if the store has it (what `run --force` submits).
+    #[arg(long)]
+    force: bool,
 }
 
 /// A command that could not do its job: the message to print and the exit status.
@@ -431,7 +434,13 @@ fn run_stage(args: RunStageArgs, registry: &Registry, quiet: bool) -> Result<u8,
     let store = with_shared_store(store, args.store.as_deref().or(p.store.as_deref()))?;
     let cancel = cancel_on_ctrl_c();
     let reporter = progress::Reporter::new(1, quiet);
-    let outcome = spherepipe_engine::run_stage(&p, &store, &args.stage, &args.fingerprint, args.part, &cancel, &reporter);
+    let req = StageRequest {
+        stage: &args.stage,
+        fingerprint: &args.fingerprint,
+        part: args.part,
+        force: args.force,
+    };
+    let outcome = spherepipe_engine::run_stage(&p, &store, req, &cancel, &reporter);
     reporter.finish();
     match outcome {
         Ok(StageRun::AlreadyDone { artifact }) => {

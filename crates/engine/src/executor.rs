@@ -44,6 +44,8 @@ pub(crate) struct Job {
     pub sink: Arc<dyn ProgressSink>,
     /// How many parts its work is split into (1: not split).
     pub parts: usize,
+    /// Forced (`run --force`): made again even where the store has it, parts included.
+    pub forced: bool,
 }
 
 /// How a job ended: its artifact in the store, or why not.

@@ -45,12 +45,15 @@ pub(crate) fn run_job(store: &Store, cancel: &CancelToken, job: Job) -> JobResul
     }
 }
 
-/// Makes part `part` of `job` unless the local cache or the shared store already has it;
+/// Makes part `part` of `job` unless the local cache or the shared store already has it (and
+/// the job is not forced);
 /// records it (and shares it). Returns the part's artifact.
 pub(crate) fn make_part(store: &Store, cancel: &CancelToken, job: &Job, part: Part) -> Result<String, WorkError> {
     let fp = part_fingerprint(&job.fingerprint, part);
-    if let Some(artifact) = find_part(store, &fp).map_err(|e| (e.to_string(), false))? {
-        return Ok(artifact);
+    if !job.forced {
+        if let Some(artifact) = find_part(store, &fp).map_err(|e| (e.to_string(), false))? {
+            return Ok(artifact);
+        }
     }
     let m = commit_work(store, cancel, job, &fp, Work::Part(part))?;
     let entry = IndexEntry {
@@ -83,10 +86,12 @@ pub(crate) fn gather(store: &Store, cancel: &CancelToken, job: &Job, start: Inst
     }
 }
 
-/// A part's artifact, from the local cache or downloaded from the shared store. A corrupt copy
-/// in the store counts as absent: the part is made again.
+/// A part's artifact, from the local cache (and then shared, so that the gather can find it
+/// from any machine) or downloaded from the shared store. A corrupt copy in the store counts
+/// as absent: the part is made again.
 fn find_part(store: &Store, fp: &str) -> Result<Option<String>, MirrorError> {
     if let Some(e) = store.lookup(fp) {
+        store.publish(&e)?;
         return Ok(Some(e.artifact));
     }
     match store.fetch_remote(fp) {

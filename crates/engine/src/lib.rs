@@ -24,7 +24,7 @@ mod slurm;
 
 pub use plan::{hash_datasets, plan, NodeStatus, StaleReason, Status};
 pub use run::{execute, ExecutorKind, Observer, Outcome, RunOptions, RunReport, StageState};
-pub use single::{run_stage, StageRun, StageRunError};
+pub use single::{run_stage, StageRequest, StageRun, StageRunError};
 pub use slurm::SlurmOptions;
 
 /// The store of a pipeline, opened where the pipeline file says.

@@ -382,6 +382,7 @@ impl<'a> Coordinator<'a> {
             seed: self.p.seed,
             sink: self.obs.started(&node.name),
             parts: node.parts,
+            forced: self.forced.contains(&i),
         })?;
         self.slots[i] = Slot::Running {
             fingerprint: fp,

@@ -87,19 +87,36 @@ pub enum StageRunError {
     Other(#[from] anyhow::Error),
 }
 
-/// Runs stage `stage` of `p` (or only its part `part`) if the store lacks it, after checking
-/// that this machine agrees on its `fingerprint`: inputs come from the store (verified), the artifact goes to the local
-/// cache and the store. Takes no cache lock: jobs on one node share its cache safely, since
-/// every write there is an atomic rename of content-addressed data.
+/// Which stage a job makes, as `run-stage` is told.
+#[derive(Debug, Clone, Copy)]
+pub struct StageRequest<'a> {
+    /// The stage's name (a matrix expansion's full name).
+    pub stage: &'a str,
+    /// The fingerprint the submitting machine computed.
+    pub fingerprint: &'a str,
+    /// Only this part of a split stage.
+    pub part: Option<Part>,
+    /// Make it even if the store has it (`run --force`).
+    pub force: bool,
+}
+
+/// Makes the requested stage (or part) of `p` unless the store has it, after checking that
+/// this machine agrees on its fingerprint: inputs come from the store (verified), the artifact
+/// goes to the local cache and the store. Takes no cache lock: jobs on one node share its cache
+/// safely, since every write there is an atomic rename of content-addressed data.
 pub fn run_stage(
     p: &Pipeline,
     store: &Store,
-    stage: &str,
-    fingerprint: &str,
-    part: Option<Part>,
+    req: StageRequest<'_>,
     cancel: &CancelToken,
     obs: &dyn Observer,
 ) -> Result<StageRun, StageRunError> {
+    let StageRequest {
+        stage,
+        fingerprint,
+        part,
+        force,
+    } = req;
     let i = p
         .nodes
         .iter()
@@ -117,8 +134,8 @@ pub fn run_stage(
             computed: r.fingerprint,
         });
     }
-    if let Some(done) = store.locate(fingerprint)? {
-        return Ok(StageRun::AlreadyDone { artifact: done.artifact });
+    if let Some(artifact) = already_shared(store, fingerprint, force)? {
+        return Ok(StageRun::AlreadyDone { artifact });
     }
     if let Some(part) = part {
         if !p.nodes[i].kind.splittable() {
@@ -128,8 +145,8 @@ pub fn run_stage(
             )
             .into());
         }
-        if let Some(done) = store.locate(&part_fingerprint(fingerprint, part))? {
-            return Ok(StageRun::AlreadyDone { artifact: done.artifact });
+        if let Some(artifact) = already_shared(store, &part_fingerprint(fingerprint, part), force)? {
+            return Ok(StageRun::AlreadyDone { artifact });
         }
     }
     let inputs = fetch_inputs(p, i, store, &entries)?;
@@ -144,6 +161,7 @@ pub fn run_stage(
         seed: p.seed,
         sink: obs.started(&node.name),
         parts: node.parts,
+        forced: force,
     };
     if let Some(part) = part {
         let start = std::time::Instant::now();
@@ -164,7 +182,13 @@ pub fn run_stage(
             let entry = index_entry(p, i, &r.fingerprint, &r.material, &manifest_hash);
             store.record(&entry).map_err(|e| anyhow::anyhow!("recording the artifact: {e}"))?;
             match store.publish(&entry)? {
-                Some(Pushed::Differs { theirs }) => Ok(StageRun::AlreadyDone { artifact: theirs }),
+                Some(Pushed::Differs { theirs }) => {
+                    obs.warning(&format!(
+                        "warning: stage `{stage}` of kind `{}` is not deterministic: for fingerprint {fingerprint} the store already holds artifact {theirs}, this job made {manifest_hash}; the store keeps the first",
+                        node.kind.kind()
+                    ));
+                    Ok(StageRun::AlreadyDone { artifact: theirs })
+                }
                 _ => Ok(StageRun::Ran {
                     artifact: manifest_hash,
                     wall,
@@ -177,6 +201,20 @@ pub fn run_stage(
             cancelled,
         }),
     }
+}
+
+/// The artifact of `fp` (unless forced to remake it) if the shared store has it, or gets it now from this machine's cache
+/// (a node cache that outlived an earlier run against another store): the job's result must be
+/// in the store, where the coordinator looks for it.
+fn already_shared(store: &Store, fp: &str, force: bool) -> Result<Option<String>, StageRunError> {
+    if force {
+        return Ok(None);
+    }
+    if let Some(local) = store.lookup(fp) {
+        store.publish(&local)?;
+        return Ok(Some(local.artifact));
+    }
+    Ok(store.locate(fp)?.map(|e| e.artifact))
 }
 
 /// Stage `i` resolved through its ancestors' artifacts as the local cache or the store knows

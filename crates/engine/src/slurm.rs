@@ -51,6 +51,7 @@ struct InFlight {
     submitted: Instant,
     sink: Arc<dyn ProgressSink>,
     last_state: String,
+    forced: bool,
     /// For a split stage: the array job making its missing parts (the job above gathers
     /// them), and its log pattern.
     parts: Option<Submitted>,
@@ -122,7 +123,7 @@ impl<'a> SlurmExecutor<'a> {
         let missing: Vec<String> = (0..job.parts)
             .filter(|&index| {
                 let fp = part_fingerprint(&job.fingerprint, Part { index, count: job.parts });
-                !matches!(self.store.locate(&fp), Ok(Some(_)))
+                job.forced || !matches!(self.store.locate(&fp), Ok(Some(_)))
             })
             .map(|i| i.to_string())
             .collect();
@@ -158,6 +159,9 @@ impl<'a> SlurmExecutor<'a> {
         for s in &o.overrides {
             words.push("--set".to_owned());
             words.push(quote(s));
+        }
+        if job.forced {
+            words.push("--force".to_owned());
         }
         words.push("--cache".to_owned());
         words.push("\"${SPHEREPIPE_NODE_CACHE:-${TMPDIR:-/tmp}/spherepipe-node-cache}\"".to_owned());
@@ -201,7 +205,12 @@ impl<'a> SlurmExecutor<'a> {
             cancelled: self.cancel.is_cancelled() && state == "CANCELLED",
             wall,
         };
-        match self.store.locate(&job.fingerprint) {
+        // A forced stage's entry may predate the job: then only a job that completed made it.
+        let found = self
+            .store
+            .locate(&job.fingerprint)
+            .map(|e| e.filter(|_| !job.forced || state == "COMPLETED"));
+        match found {
             Ok(Some(entry)) => JobResult::Done {
                 index: job.index,
                 manifest_hash: entry.artifact,
@@ -278,6 +287,7 @@ impl Executor for SlurmExecutor<'_> {
             submitted: Instant::now(),
             sink: job.sink,
             last_state: "SUBMITTED".to_owned(),
+            forced: job.forced,
             parts,
         });
         Ok(())
