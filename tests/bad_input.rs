@@ -29,6 +29,26 @@ fn has(r: &Ran, needles: &[&str]) {
 }
 
 #[test]
+fn parts_on_a_kind_that_cannot_split_and_unknown_resources_are_located() {
+    let r = rejected(&DIAMOND.replace("params: {count: 50}}", "params: {count: 50}, parts: 4}"), &[]);
+    has(
+        &r,
+        &[
+            "stage kind `numbers` cannot be split into parts",
+            "stage: draw",
+            "kinds that can be split: align, chunks, extract",
+        ],
+    );
+    let r = rejected(&DIAMOND.replace("params: {count: 50}}", "params: {count: 50}, parts: 0}"), &[]);
+    has(&r, &["`parts: 0` leaves no part to run", "p.yaml:7:"]);
+    let r = rejected(
+        &DIAMOND.replace("params: {count: 50}}", "params: {count: 50}, resources: {gpu: 1}}"),
+        &[],
+    );
+    has(&r, &["unknown field `gpu`", "gpus"]);
+}
+
+#[test]
 fn malformed_yaml_points_at_the_line() {
     let r = rejected("name: x\nstages:\n  a: {kind: numbers\n  b: [\n", &[]);
     has(&r, &["invalid pipeline file", "p.yaml:4:"]);
@@ -44,7 +64,7 @@ fn unknown_kind_lists_kinds_and_suggests_the_nearest() {
             "p.yaml:10:17",
             "stage: total",
             "did you mean `sum`?",
-            "valid kinds: align, compare, dedupe, ensemble, evaluate, extract, fail, flip, numbers, panic, scale, shard, sum, synth, train, wordcount",
+            "valid kinds: align, chunks, compare, dedupe, ensemble, evaluate, extract, fail, flip, numbers, panic, scale, shard, sum, synth, train, wordcount",
         ],
     );
 }

@@ -172,6 +172,17 @@ fn kinds_lists_params_with_defaults() {
         "{}",
         r.stdout
     );
+    // Which kinds split into parts: exactly the splittable ones say so.
+    let mut kind = "";
+    let mut split = Vec::new();
+    for line in r.stdout.lines() {
+        if !line.starts_with(' ') {
+            kind = line.split(' ').next().unwrap_or_default();
+        } else if line.contains("splits into `parts: N`") {
+            split.push(kind);
+        }
+    }
+    assert_eq!(split, ["align", "chunks", "extract"]);
 }
 
 #[test]

@@ -476,3 +476,15 @@ fn files_under(dir: &std::path::Path) -> usize {
         })
         .unwrap_or(0)
 }
+
+#[test]
+fn more_parts_than_units_still_gather_the_unsplit_artifact() {
+    let (whole, split) = (Sandbox::new(), Sandbox::new());
+    whole.write("name: c\nstages:\n  nums: {kind: chunks, params: {count: 3}}\n");
+    split.write("name: c\nstages:\n  nums: {kind: chunks, params: {count: 3}, parts: 5}\n");
+    assert_eq!(whole.run(&[]).code, 0);
+    let r = split.run(&[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(split.last_artifacts(), whole.last_artifacts());
+    assert_eq!(whole.artifact_file(&whole.last_artifacts()["nums"], "numbers.txt"), "0\n1\n2\n");
+}

@@ -676,6 +676,9 @@ fn kinds(registry: &Registry) -> Result<u8, Failure> {
             let default = p.default.map(|d| format!(" = {d}")).unwrap_or_else(|| " (required)".into());
             println!("  param  {:<16} {}{default}: {}", p.name, p.ty, p.doc);
         }
+        if k.splittable() {
+            println!("  splits into `parts: N` (README: Scaling out)");
+        }
     }
     Ok(0)
 }
