@@ -488,3 +488,43 @@ fn more_parts_than_units_still_gather_the_unsplit_artifact() {
     assert_eq!(split.last_artifacts(), whole.last_artifacts());
     assert_eq!(whole.artifact_file(&whole.last_artifacts()["nums"], "numbers.txt"), "0\n1\n2\n");
 }
+
+#[test]
+fn ctrl_c_cancels_the_jobs_the_run_submitted() {
+    if !cluster() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("file://{}", dir.path().display());
+    let s = Sandbox::new();
+    s.write("name: c\nstages:\n  slow: {kind: numbers, params: {count: 600, delay_ms: 100}}\n");
+    let child = s
+        .cmd(&["run", "p.yaml", "--quiet", "--executor", "slurm", "--store", &url])
+        .env("SPHEREPIPE_NODE_CACHE", s.path().join("node-cache"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    let job = loop {
+        if let Some(id) = job_ids(&s, "slow").first() {
+            break id.clone();
+        }
+        assert!(start.elapsed() < Duration::from_secs(60), "no job was submitted");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let r: Ran = child.wait_with_output().unwrap().into();
+    assert_eq!(r.code, 130, "{}\n{}", r.stdout, r.stderr);
+    assert_eq!(s.last_states()["slow"], "cancelled");
+    let state = Command::new("squeue")
+        .args(["-h", "-t", "all", "-o", "%T", "-j", &job])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&state.stdout).trim(),
+        "CANCELLED",
+        "the run cancelled its job"
+    );
+}
