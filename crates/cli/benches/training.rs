@@ -1,9 +1,12 @@
 //! Training-step time and loader throughput.
 //!
-//! `cargo bench -p spherepipe-cli --bench training` (env `STEPS`, default 10 timed steps after 3
-//! warm-up ones; `DEPTHS=4,20`; `LOADER=0` skips the loader). Reports the median SphereFace-4 and SphereFace-20 step (batch 32, 3x112x96,
-//! softmax head over 1,000 classes and SGD, the same setup as the PyTorch peer) on the flex CPU backend, and the loader alone: images/s decoded from
-//! PNG shards into normalised batches. Peer: `../shared/bench/sphereface4_torch.py`.
+//! `cargo bench -p spherepipe-cli --bench training` (env `STEPS`, default 10 timed steps after 2
+//! warm-up ones; `DEPTHS=4,20`; `BATCHES=32,256`; `LOADER=0` skips the loader). Reports, on the
+//! flex CPU backend, the median SphereFace-4 and SphereFace-20 training step at each batch
+//! (3x112x96, softmax head over 1,000 classes, SGD with momentum and weight decay: the PyTorch
+//! peer's setup) with the peak RSS, extraction (FC1 of 64 faces and their mirrors per pass,
+//! images/s), and the loader alone: images/s decoded from PNG shards into normalised batches.
+//! Peer: `../shared/bench/sphereface_torch.py --depth 4|20 [--batch 256]`, run right after.
 
 use spherepipe_face_loader::{Channels, Loader, LoaderConfig};
 use spherepipe_face_table::{encode_png, write_rows, FaceRow};
@@ -22,47 +25,110 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
+/// Images in [-1, 1), deterministic, and labels over 1,000 classes.
+fn batch_of(b: usize) -> (Vec<f32>, Vec<i64>) {
+    let images = (0..b * 3 * 112 * 96).map(|i| ((i * 7919 % 255) as f32 - 127.5) / 128.0).collect();
+    (images, (0..b as i64).map(|i| i * 31 % 1000).collect())
+}
+
+/// The median training step of SphereFace-`depth` at batch `b`, with its peak RSS so far.
+fn train_steps(depth: usize, b: usize, steps: usize) -> anyhow::Result<()> {
+    let (images, labels) = batch_of(b);
+    let cfg = TrainConfig {
+        net: SphereConfig::new(depth),
+        classes: 1000,
+        loss: Loss::Softmax,
+        lambda: Lambda::default(),
+        lr: 0.01,
+        milestones: vec![],
+        momentum: 0.9,
+        weight_decay: 5e-4,
+    };
+    let mut t = Trainer::new(cfg, &Device::flex(), 1)?;
+    for _ in 0..2 {
+        t.train_step(&images, &labels, 112, 96)?;
+    }
+    let times: Vec<f64> = (0..steps)
+        .map(|_| {
+            let s = Instant::now();
+            t.train_step(&images, &labels, 112, 96).map(|_| s.elapsed().as_secs_f64())
+        })
+        .collect::<anyhow::Result<_>>()?;
+    println!(
+        "SphereFace-{depth} step, batch {b}: median {:.3}s (min {:.3}s) over {steps} = {:.1} images/s; peak RSS so far {:.0} MB",
+        median(times.clone()),
+        times.iter().cloned().fold(f64::MAX, f64::min),
+        b as f64 / median(times),
+        peak_rss_mb()
+    );
+    Ok(())
+}
+
+/// FC1 of 64 faces and their 64 mirrors per pass (what `extract` computes), images/s counting
+/// both, as the PyTorch peer counts them.
+fn extraction(depth: usize, passes: usize) -> anyhow::Result<()> {
+    let net = SphereConfig::new(depth);
+    let tmp = tempfile::tempdir()?;
+    let weights = tmp.path().join("w.safetensors");
+    let cfg = TrainConfig {
+        net,
+        classes: 1000,
+        loss: Loss::Softmax,
+        lambda: Lambda::default(),
+        lr: 0.01,
+        milestones: vec![],
+        momentum: 0.9,
+        weight_decay: 5e-4,
+    };
+    Trainer::new(cfg, &Device::flex(), 1)?.save_weights(&weights)?;
+    let model = Trainer::for_features(net, 1000, true, &weights, &Device::flex())?;
+    let (images, _) = batch_of(128);
+    model.features(&images, 128, 112, 96)?;
+    let times: Vec<f64> = (0..passes)
+        .map(|_| {
+            let s = Instant::now();
+            model.features(&images, 128, 112, 96).map(|_| s.elapsed().as_secs_f64())
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let m = median(times);
+    println!(
+        "SphereFace-{depth} extraction, 64 faces + 64 mirrors: median {:.3}s = {:.1} images/s",
+        m,
+        128.0 / m
+    );
+    Ok(())
+}
+
+/// The process's peak resident set so far (VmHWM), in MB.
+fn peak_rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
 fn main() -> anyhow::Result<()> {
     if std::env::args().any(|a| a == "--list") {
         return Ok(());
     }
     let steps: usize = std::env::var("STEPS").ok().and_then(|s| s.parse().ok()).unwrap_or(10);
-    let b = 32;
-    let images: Vec<f32> = (0..b * 3 * 112 * 96).map(|i| ((i * 7919 % 255) as f32 - 127.5) / 128.0).collect();
-    let labels: Vec<i64> = (0..b as i64).map(|i| i * 31 % 1000).collect();
-    // DEPTHS=4 (say) times one network only, e.g. under `perf record`.
-    let depths: Vec<usize> = std::env::var("DEPTHS")
-        .ok()
-        .map(|d| d.split(',').filter_map(|x| x.trim().parse().ok()).collect())
-        .unwrap_or_else(|| vec![4, 20]);
-    for depth in depths {
-        let cfg = TrainConfig {
-            net: SphereConfig::new(depth),
-            classes: 1000,
-            loss: Loss::Softmax,
-            lambda: Lambda::default(),
-            lr: 0.01,
-            milestones: vec![],
-            momentum: 0.9,
-            weight_decay: 5e-4,
-        };
-        let mut t = Trainer::new(cfg, &Device::flex(), 1)?;
-        for _ in 0..3 {
-            t.train_step(&images, &labels, 112, 96)?;
+    // DEPTHS=4 (say) times one network only, e.g. under `perf record`; BATCHES likewise.
+    let list = |name: &str, default: &[usize]| -> Vec<usize> {
+        std::env::var(name)
+            .ok()
+            .map(|d| d.split(',').filter_map(|x| x.trim().parse().ok()).collect())
+            .unwrap_or_else(|| default.to_vec())
+    };
+    for depth in list("DEPTHS", &[4, 20]) {
+        for b in list("BATCHES", &[32, 256]) {
+            train_steps(depth, b, steps)?;
         }
-        let times: Vec<f64> = (0..steps)
-            .map(|_| {
-                let s = Instant::now();
-                t.train_step(&images, &labels, 112, 96).map(|_| s.elapsed().as_secs_f64())
-            })
-            .collect::<anyhow::Result<_>>()?;
-        println!(
-            "SphereFace-{depth} step, batch {b}: median {:.3}s (min {:.3}s) over {steps}",
-            median(times.clone()),
-            times.iter().cloned().fold(f64::MAX, f64::min)
-        );
+        extraction(depth, steps)?;
     }
-
     if std::env::var("LOADER").is_ok_and(|v| v == "0") {
         return Ok(());
     }
