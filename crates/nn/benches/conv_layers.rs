@@ -4,6 +4,8 @@
 //!
 //! `cargo bench -p spherepipe-nn --bench conv_layers`; the PyTorch side of the same table:
 //! `python3 crates/nn/benches/conv_layers_torch.py` (same shapes, same batch), run right after.
+//! It also times a candidate weight gradient (im2col per image + `gemm`, images in parallel),
+//! checked against flex's to 1e-4 relative first.
 
 use burn_backend::ops::{ConvOptions, FloatTensorOps, ModuleOps};
 use burn_backend::TensorData;
@@ -49,6 +51,95 @@ fn time(reps: usize, mut f: impl FnMut()) -> f64 {
     t[t.len() / 2]
 }
 
+/// One 3x3 convolution's geometry (padding 1): input channels and size, stride, output size.
+#[derive(Clone, Copy)]
+struct Geometry {
+    cin: usize,
+    h: usize,
+    w: usize,
+    stride: usize,
+    ho: usize,
+    wo: usize,
+}
+
+/// One image's 3x3 patches (padding 1) as a (cin*9) x (ho*wo) row-major matrix.
+fn im2col(x: &[f32], geo: Geometry, col: &mut [f32]) {
+    let Geometry { cin, h, w, stride, ho, wo } = geo;
+    let n = ho * wo;
+    for c in 0..cin {
+        for ky in 0..3 {
+            for kx in 0..3 {
+                let row = &mut col[((c * 3 + ky) * 3 + kx) * n..][..n];
+                for oy in 0..ho {
+                    let iy = (oy * stride + ky) as isize - 1;
+                    for ox in 0..wo {
+                        let ix = (ox * stride + kx) as isize - 1;
+                        row[oy * wo + ox] = if iy < 0 || ix < 0 || iy >= h as isize || ix >= w as isize {
+                            0.0
+                        } else {
+                            x[(c * h + iy as usize) * w + ix as usize]
+                        };
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The weight gradient as one gemm per image over its im2col matrix, images in parallel, each
+/// worker accumulating its own copy: the candidate kernel for issue 12, timed against flex's.
+fn weight_grad(x: &[f32], g: &[f32], batch: usize, cout: usize, geo: Geometry) -> Vec<f32> {
+    use rayon::prelude::*;
+    let Geometry { cin, h, w, ho, wo, .. } = geo;
+    let (k, n) = (cin * 9, ho * wo);
+    (0..batch)
+        .into_par_iter()
+        .fold(
+            || (vec![0f32; cout * k], vec![0f32; k * n]),
+            |(mut acc, mut col), i| {
+                im2col(&x[i * cin * h * w..][..cin * h * w], geo, &mut col);
+                let gi = &g[i * cout * n..][..cout * n];
+                // SAFETY: acc is cout x k, gi cout x n, col k x n (read transposed), all in bounds.
+                unsafe {
+                    gemm::gemm(
+                        cout,
+                        k,
+                        n,
+                        acc.as_mut_ptr(),
+                        1,
+                        k as isize,
+                        true,
+                        gi.as_ptr(),
+                        1,
+                        n as isize,
+                        col.as_ptr(),
+                        n as isize,
+                        1,
+                        1.0,
+                        1.0,
+                        false,
+                        false,
+                        false,
+                        gemm::Parallelism::None,
+                    );
+                }
+                (acc, col)
+            },
+        )
+        .map(|(acc, _)| acc)
+        .reduce(
+            || vec![0f32; cout * k],
+            |mut a, b| {
+                a.iter_mut().zip(b).for_each(|(a, b)| *a += b);
+                a
+            },
+        )
+}
+
+fn values(t: burn_backend::tensor::FloatTensor<Flex>) -> Vec<f32> {
+    t.into_data().as_slice::<f32>().map(<[f32]>::to_vec).unwrap_or_default()
+}
+
 fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
@@ -60,6 +151,7 @@ fn main() {
         "layer", "count", "forward", "x-grad", "w-grad", "per step"
     );
     let mut total = 0.0;
+    let (mut candidate, mut flex_dw) = (0.0, 0.0);
     for (cin, cout, stride, h, w, count) in LAYERS {
         let (ho, wo) = ((h + 2 - 3) / stride + 1, (w + 2 - 3) / stride + 1);
         let x = tensor([batch, cin, h, w], 1);
@@ -75,6 +167,22 @@ fn main() {
         let dw = time(reps, || {
             let _ = Flex::conv2d_weight_backward(x.clone(), k.clone(), g.clone(), opts.clone());
         });
+        // The candidate weight gradient, checked against flex's before it is timed.
+        let geo = Geometry { cin, h, w, stride, ho, wo };
+        let (xv, gv) = (values(x.clone()), values(g.clone()));
+        let want = values(Flex::conv2d_weight_backward(x.clone(), k.clone(), g.clone(), opts.clone()));
+        let got = weight_grad(&xv, &gv, batch, cout, geo);
+        let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let err = want.iter().zip(&got).fold(0f32, |m, (a, b)| m.max((a - b).abs())) / scale;
+        assert!(
+            err < 1e-4,
+            "the candidate weight gradient differs by {err} (relative to the largest)"
+        );
+        let dw2 = time(reps, || {
+            let _ = weight_grad(&xv, &gv, batch, cout, geo);
+        });
+        candidate += count as f64 * dw2;
+        flex_dw += count as f64 * dw;
         let step = count as f64 * (fwd + dx + dw);
         total += step;
         println!(
@@ -94,5 +202,10 @@ fn main() {
         "",
         "",
         total * 1e3
+    );
+    println!(
+        "weight gradients per step: flex {:.1} ms, im2col + gemm per image {:.1} ms",
+        flex_dw * 1e3,
+        candidate * 1e3
     );
 }
