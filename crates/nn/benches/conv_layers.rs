@@ -4,12 +4,13 @@
 //!
 //! `cargo bench -p spherepipe-nn --bench conv_layers`; the PyTorch side of the same table:
 //! `python3 crates/nn/benches/conv_layers_torch.py` (same shapes, same batch), run right after.
-//! It also times a candidate weight gradient (im2col per image + `gemm`, images in parallel),
-//! checked against flex's to 1e-4 relative first.
+//! It also times the project's own weight gradient (`spherepipe_nn::conv::weight_grad`: one
+//! `gemm` per image over its patch matrix), checked against flex's to 1e-4 relative first.
 
 use burn_backend::ops::{ConvOptions, FloatTensorOps, ModuleOps};
 use burn_backend::TensorData;
 use burn_flex::{Flex, FlexDevice};
+use spherepipe_nn::conv::{weight_grad, Geometry};
 use std::time::Instant;
 
 /// (input channels, output channels, stride, input height, input width, how many such layers
@@ -49,91 +50,6 @@ fn time(reps: usize, mut f: impl FnMut()) -> f64 {
         .collect();
     t.sort_by(f64::total_cmp);
     t[t.len() / 2]
-}
-
-/// One 3x3 convolution's geometry (padding 1): input channels and size, stride, output size.
-#[derive(Clone, Copy)]
-struct Geometry {
-    cin: usize,
-    h: usize,
-    w: usize,
-    stride: usize,
-    ho: usize,
-    wo: usize,
-}
-
-/// One image's 3x3 patches (padding 1) as a (cin*9) x (ho*wo) row-major matrix.
-fn im2col(x: &[f32], geo: Geometry, col: &mut [f32]) {
-    let Geometry { cin, h, w, stride, ho, wo } = geo;
-    let n = ho * wo;
-    for c in 0..cin {
-        for ky in 0..3 {
-            for kx in 0..3 {
-                let row = &mut col[((c * 3 + ky) * 3 + kx) * n..][..n];
-                for oy in 0..ho {
-                    let iy = (oy * stride + ky) as isize - 1;
-                    for ox in 0..wo {
-                        let ix = (ox * stride + kx) as isize - 1;
-                        row[oy * wo + ox] = if iy < 0 || ix < 0 || iy >= h as isize || ix >= w as isize {
-                            0.0
-                        } else {
-                            x[(c * h + iy as usize) * w + ix as usize]
-                        };
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// The weight gradient as one gemm per image over its im2col matrix, images in parallel, each
-/// worker accumulating its own copy: the candidate kernel for issue 12, timed against flex's.
-fn weight_grad(x: &[f32], g: &[f32], batch: usize, cout: usize, geo: Geometry) -> Vec<f32> {
-    use rayon::prelude::*;
-    let Geometry { cin, h, w, ho, wo, .. } = geo;
-    let (k, n) = (cin * 9, ho * wo);
-    (0..batch)
-        .into_par_iter()
-        .fold(
-            || (vec![0f32; cout * k], vec![0f32; k * n]),
-            |(mut acc, mut col), i| {
-                im2col(&x[i * cin * h * w..][..cin * h * w], geo, &mut col);
-                let gi = &g[i * cout * n..][..cout * n];
-                // SAFETY: acc is cout x k, gi cout x n, col k x n (read transposed), all in bounds.
-                unsafe {
-                    gemm::gemm(
-                        cout,
-                        k,
-                        n,
-                        acc.as_mut_ptr(),
-                        1,
-                        k as isize,
-                        true,
-                        gi.as_ptr(),
-                        1,
-                        n as isize,
-                        col.as_ptr(),
-                        n as isize,
-                        1,
-                        1.0,
-                        1.0,
-                        false,
-                        false,
-                        false,
-                        gemm::Parallelism::None,
-                    );
-                }
-                (acc, col)
-            },
-        )
-        .map(|(acc, _)| acc)
-        .reduce(
-            || vec![0f32; cout * k],
-            |mut a, b| {
-                a.iter_mut().zip(b).for_each(|(a, b)| *a += b);
-                a
-            },
-        )
 }
 
 fn values(t: burn_backend::tensor::FloatTensor<Flex>) -> Vec<f32> {
@@ -204,7 +120,7 @@ fn main() {
         total * 1e3
     );
     println!(
-        "weight gradients per step: flex {:.1} ms, im2col + gemm per image {:.1} ms",
+        "weight gradients per step: flex {:.1} ms, spherepipe-nn {:.1} ms",
         flex_dw * 1e3,
         candidate * 1e3
     );

@@ -3,6 +3,8 @@
 
 #![warn(missing_docs)]
 
+/// SphereFace's 3×3 convolution as an operation of our own on the CPU backend.
+pub mod conv;
 /// The losses: A-Softmax with its λ schedule, CosFace, ArcFace, plain softmax.
 pub mod margin;
 /// Parameter names in weights files: the public sphere20a / Caffe names.

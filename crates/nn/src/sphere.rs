@@ -69,7 +69,12 @@ impl ConvAct {
         }
     }
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        self.act.forward(self.conv.forward(x))
+        let conv = &self.conv;
+        let y = match &conv.bias {
+            Some(bias) => crate::conv::conv3x3(x, conv.weight.val(), bias.val(), conv.stride[0]),
+            None => conv.forward(x),
+        };
+        self.act.forward(y)
     }
 }
 

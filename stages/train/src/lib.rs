@@ -32,8 +32,9 @@ impl Stage for Train {
     fn version(&self) -> &'static str {
         // 2: seeded init from our own generator, sphere20a parameter names, patch crops,
         // labelled curve. 3: BGR input by default, `channels` in model.json. 4: the curve drawn
-        // with plotters, as curve.svg and curve.png.
-        "4"
+        // with plotters, as curve.svg and curve.png. 5: on the CPU, the convolutions' weight
+        // gradients come from spherepipe-nn's own kernel (another order of additions).
+        "5"
     }
     fn doc(&self) -> &'static str {
         "SphereFace CNN + A-Softmax (or softmax/modified-softmax/cosface/arcface) training"
