@@ -2,15 +2,8 @@
 //! (issue 11). A shared directory always; an S3 server too where one is configured (`.ci/run`
 //! starts moto and sets `SPHEREPIPE_TEST_S3`).
 
-use crate::common::{Ran, Sandbox};
+use crate::common::{corrupt_draw_blob, shared_dir, Ran, Sandbox};
 use std::collections::BTreeMap;
-
-/// A shared directory to use as `file://` store.
-fn shared_dir() -> (tempfile::TempDir, String) {
-    let d = tempfile::tempdir().unwrap();
-    let url = format!("file://{}", d.path().display());
-    (d, url)
-}
 
 /// The S3 store to test against, with a prefix of its own; `None` (said) without a server.
 fn s3_url(test: &str) -> Option<String> {
@@ -105,11 +98,7 @@ fn a_corrupt_object_in_the_store_is_refused_and_its_stage_rebuilt() {
     let (dir, url) = shared_dir();
     let a = Sandbox::diamond();
     assert_eq!(a.run(&["--store", &url]).code, 0);
-    let numbers = std::fs::read(a.artifact_dir("draw").join("numbers.txt")).unwrap();
-    let blob = dir.path().join("blobs").join(blake3::hash(&numbers).to_hex().as_str());
-    let mut bad = numbers.clone();
-    bad[0] ^= 1;
-    std::fs::write(&blob, &bad).unwrap();
+    let (blob, numbers) = corrupt_draw_blob(&a, dir.path());
 
     let b = Sandbox::diamond();
     let r = b.run(&["--store", &url]);

@@ -4,7 +4,7 @@
 //! machine without them the cluster parts are skipped, saying so, and CI requires them
 //! (`SPHEREPIPE_REQUIRE_SLURM`).
 
-use crate::common::{Ran, Sandbox, DIAMOND, TINY_DATA};
+use crate::common::{corrupt_draw_blob, shared_dir, Ran, Sandbox, DIAMOND, TINY_DATA};
 use std::collections::BTreeMap;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -146,8 +146,7 @@ fn split_stages_equal_the_unsplit_run_locally_and_through_slurm() {
 
 #[test]
 fn run_stage_refuses_a_fingerprint_this_machine_does_not_compute() {
-    let (dir, s) = (tempfile::tempdir().unwrap(), Sandbox::diamond());
-    let url = format!("file://{}", dir.path().display());
+    let ((dir, url), s) = (shared_dir(), Sandbox::diamond());
     let status = s.sp(&["status", "p.yaml", "--json"]);
     let rows: Vec<serde_json::Value> = serde_json::from_str(&status.stdout).unwrap();
     let draw_fp = rows[0]["fingerprint"].as_str().unwrap().to_owned();
@@ -205,8 +204,7 @@ fn slurm_runs_match_local_runs_and_ask_for_the_stage_resources() {
     if !cluster() {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("file://{}", dir.path().display());
+    let (_dir, url) = shared_dir();
     let local = Sandbox::diamond();
     assert_eq!(local.run(&[]).code, 0);
     let s = Sandbox::diamond();
@@ -224,6 +222,33 @@ fn slurm_runs_match_local_runs_and_ask_for_the_stage_resources() {
         shown.contains("gpu:2") && shown.contains("MinMemoryNode=64M") && shown.contains("Comment=spherepipe-test"),
         "{shown}"
     );
+}
+
+/// `slurm_run` in the background, its output captured.
+fn spawn_slurm_run(s: &Sandbox, url: &str, extra: &[&str]) -> std::process::Child {
+    let mut args = vec!["run", "p.yaml", "--executor", "slurm", "--store", url];
+    args.extend_from_slice(extra);
+    s.cmd(&args)
+        .env("SPHEREPIPE_NODE_CACHE", s.path().join("node-cache"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn")
+}
+
+/// The id of `stage`'s first job once it is submitted (and, with `running`, once it runs).
+fn wait_for_job(s: &Sandbox, stage: &str, running: bool) -> String {
+    let start = Instant::now();
+    loop {
+        if let Some(id) = job_ids(s, stage).first() {
+            let state = Command::new("squeue").args(["-h", "-o", "%T", "-j", id]).output().expect("squeue");
+            if !running || String::from_utf8_lossy(&state.stdout).trim() == "RUNNING" {
+                return id.clone();
+            }
+        }
+        assert!(start.elapsed() < Duration::from_secs(60), "no job of `{stage}` ran");
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 /// The Slurm job ids of a stage's jobs, from the log names in `cache/logs/slurm`.
@@ -248,8 +273,7 @@ fn a_failed_part_is_reported_by_job_and_only_it_is_rerun() {
     if !cluster() {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("file://{}", dir.path().display());
+    let (dir, url) = shared_dir();
     let s = Sandbox::new();
     s.write("name: c\nstages:\n  nums: {kind: chunks, params: {count: 23}, parts: 4}\n  twice: {kind: scale, inputs: {numbers: nums}, params: {factor: 2}}\n");
     let r: Ran = s
@@ -295,31 +319,14 @@ fn a_job_cancelled_with_scancel_is_reported_and_only_what_is_missing_reruns() {
     if !cluster() {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("file://{}", dir.path().display());
+    let (_dir, url) = shared_dir();
     let s = Sandbox::diamond();
     s.write(&format!(
         "{DIAMOND}  slow: {{kind: numbers, params: {{count: 600, delay_ms: 100}}}}\n"
     ));
-    let child = s
-        .cmd(&["run", "p.yaml", "--executor", "slurm", "--store", &url, "--keep-going"])
-        .env("SPHEREPIPE_NODE_CACHE", s.path().join("node-cache"))
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = spawn_slurm_run(&s, &url, &["--keep-going"]);
     // Wait for the slow job to run, then cancel it from outside, as a user or an admin would.
-    let start = Instant::now();
-    let job = loop {
-        if let Some(id) = job_ids(&s, "slow").first() {
-            let st = Command::new("squeue").args(["-h", "-o", "%T", "-j", id]).output().unwrap();
-            if String::from_utf8_lossy(&st.stdout).trim() == "RUNNING" {
-                break id.clone();
-            }
-        }
-        assert!(start.elapsed() < Duration::from_secs(60), "the slow job never ran");
-        std::thread::sleep(Duration::from_millis(200));
-    };
+    let job = wait_for_job(&s, "slow", true);
     assert!(Command::new("scancel").arg(&job).status().unwrap().success());
     let r: Ran = child.wait_with_output().unwrap().into();
     assert_eq!(r.code, 1, "{}\n{}", r.stdout, r.stderr);
@@ -373,15 +380,10 @@ fn a_corrupt_input_in_the_store_fails_its_consumer_job_and_the_next_run_rebuilds
     if !cluster() {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("file://{}", dir.path().display());
+    let (dir, url) = shared_dir();
     let a = Sandbox::diamond();
     assert_eq!(a.run(&["--store", &url]).code, 0);
-    let numbers = std::fs::read(a.artifact_dir("draw").join("numbers.txt")).unwrap();
-    let blob = dir.path().join("blobs").join(blake3::hash(&numbers).to_hex().as_str());
-    let mut bad = numbers.clone();
-    bad[0] ^= 1;
-    std::fs::write(&blob, &bad).unwrap();
+    let (blob, numbers) = corrupt_draw_blob(&a, dir.path());
     // Force the consumers to run on the cluster: their jobs download `draw` and check it.
     let b = Sandbox::diamond();
     let r = slurm_run(&b, &url, &["--force", "half", "--keep-going"]);
@@ -420,8 +422,7 @@ fn a_training_stopped_on_one_machine_resumes_from_the_store_on_another() {
 
     // Machine one trains until a checkpoint exists, then is told to stop (SIGTERM, as Slurm
     // does on pre-emption, time limit or scancel): its checkpoints go to the store.
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("file://{}", dir.path().display());
+    let (dir, url) = shared_dir();
     let one = Sandbox::new();
     one.write(&training());
     let mut child = one
@@ -494,25 +495,11 @@ fn ctrl_c_cancels_the_jobs_the_run_submitted() {
     if !cluster() {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("file://{}", dir.path().display());
+    let (_dir, url) = shared_dir();
     let s = Sandbox::new();
     s.write("name: c\nstages:\n  slow: {kind: numbers, params: {count: 600, delay_ms: 100}}\n");
-    let child = s
-        .cmd(&["run", "p.yaml", "--quiet", "--executor", "slurm", "--store", &url])
-        .env("SPHEREPIPE_NODE_CACHE", s.path().join("node-cache"))
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let start = Instant::now();
-    let job = loop {
-        if let Some(id) = job_ids(&s, "slow").first() {
-            break id.clone();
-        }
-        assert!(start.elapsed() < Duration::from_secs(60), "no job was submitted");
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let child = spawn_slurm_run(&s, &url, &["--quiet"]);
+    let job = wait_for_job(&s, "slow", false);
     // SAFETY: kill(2) on our own child.
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
     let r: Ran = child.wait_with_output().unwrap().into();

@@ -167,3 +167,21 @@ impl Sandbox {
 pub fn numbers(text: &str) -> Vec<f64> {
     text.lines().map(|l| l.parse().expect("number")).collect()
 }
+
+/// A shared directory to use as a `file://` store, with its URL.
+pub fn shared_dir() -> (tempfile::TempDir, String) {
+    let d = tempfile::tempdir().expect("tempdir");
+    let url = format!("file://{}", d.path().display());
+    (d, url)
+}
+
+/// Flips the first byte of the blob that holds `draw`'s numbers (as sandbox `s` made them) in
+/// the `file://` store at `store`. Returns the blob's path and its good bytes.
+pub fn corrupt_draw_blob(s: &Sandbox, store: &Path) -> (PathBuf, Vec<u8>) {
+    let numbers = std::fs::read(s.artifact_dir("draw").join("numbers.txt")).expect("draw's numbers");
+    let blob = store.join("blobs").join(blake3::hash(&numbers).to_hex().as_str());
+    let mut bad = numbers.clone();
+    bad[0] ^= 1;
+    std::fs::write(&blob, &bad).expect("write the blob");
+    (blob, numbers)
+}

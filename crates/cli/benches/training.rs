@@ -31,10 +31,10 @@ fn batch_of(b: usize) -> (Vec<f32>, Vec<i64>) {
     (images, (0..b as i64).map(|i| i * 31 % 1000).collect())
 }
 
-/// The median training step of SphereFace-`depth` at batch `b`, with its peak RSS so far.
-fn train_steps(depth: usize, b: usize, steps: usize) -> anyhow::Result<()> {
-    let (images, labels) = batch_of(b);
-    let cfg = TrainConfig {
+/// The PyTorch peer's setup: a softmax head over 1,000 classes, SGD with momentum 0.9 and
+/// weight decay 5e-4.
+fn peer_config(depth: usize) -> TrainConfig {
+    TrainConfig {
         net: SphereConfig::new(depth),
         classes: 1000,
         loss: Loss::Softmax,
@@ -43,7 +43,13 @@ fn train_steps(depth: usize, b: usize, steps: usize) -> anyhow::Result<()> {
         milestones: vec![],
         momentum: 0.9,
         weight_decay: 5e-4,
-    };
+    }
+}
+
+/// The median training step of SphereFace-`depth` at batch `b`, with its peak RSS so far.
+fn train_steps(depth: usize, b: usize, steps: usize) -> anyhow::Result<()> {
+    let (images, labels) = batch_of(b);
+    let cfg = peer_config(depth);
     let mut t = Trainer::new(cfg, &Device::flex(), 1)?;
     for _ in 0..2 {
         t.train_step(&images, &labels, 112, 96)?;
@@ -70,17 +76,7 @@ fn extraction(depth: usize, passes: usize) -> anyhow::Result<()> {
     let net = SphereConfig::new(depth);
     let tmp = tempfile::tempdir()?;
     let weights = tmp.path().join("w.safetensors");
-    let cfg = TrainConfig {
-        net,
-        classes: 1000,
-        loss: Loss::Softmax,
-        lambda: Lambda::default(),
-        lr: 0.01,
-        milestones: vec![],
-        momentum: 0.9,
-        weight_decay: 5e-4,
-    };
-    Trainer::new(cfg, &Device::flex(), 1)?.save_weights(&weights)?;
+    Trainer::new(peer_config(depth), &Device::flex(), 1)?.save_weights(&weights)?;
     let model = Trainer::for_features(net, 1000, true, &weights, &Device::flex())?;
     let (images, _) = batch_of(128);
     model.features(&images, 128, 112, 96)?;

@@ -111,45 +111,26 @@ pub fn run_stage(
     cancel: &CancelToken,
     obs: &dyn Observer,
 ) -> Result<StageRun, StageRunError> {
-    let StageRequest {
-        stage,
-        fingerprint,
-        part,
-        force,
-    } = req;
     let i = p
         .nodes
         .iter()
-        .position(|n| n.name == stage)
+        .position(|n| n.name == req.stage)
         .ok_or_else(|| StageRunError::NoSuchStage {
-            stage: stage.to_owned(),
+            stage: req.stage.to_owned(),
             file: p.file.display().to_string(),
         })?;
     let (r, entries) = resolve_from_store(p, i, store)?;
-    if r.fingerprint != fingerprint {
+    if r.fingerprint != req.fingerprint {
         return Err(StageRunError::FingerprintMismatch {
-            stage: stage.to_owned(),
+            stage: req.stage.to_owned(),
             file: p.file.display().to_string(),
-            expected: fingerprint.to_owned(),
+            expected: req.fingerprint.to_owned(),
             computed: r.fingerprint,
         });
     }
-    if let Some(artifact) = already_shared(store, fingerprint, force)? {
+    if let Some(artifact) = already_made(p, i, store, req)? {
         return Ok(StageRun::AlreadyDone { artifact });
     }
-    if let Some(part) = part {
-        if !p.nodes[i].kind.splittable() {
-            return Err(anyhow::anyhow!(
-                "stage `{stage}` is of kind `{}`, which cannot be split into parts",
-                p.nodes[i].kind.kind()
-            )
-            .into());
-        }
-        if let Some(artifact) = already_shared(store, &part_fingerprint(fingerprint, part), force)? {
-            return Ok(StageRun::AlreadyDone { artifact });
-        }
-    }
-    let inputs = fetch_inputs(p, i, store, &entries)?;
     let node = &p.nodes[i];
     let job = Job {
         index: i,
@@ -157,26 +138,64 @@ pub fn run_stage(
         name: node.name.clone(),
         kind: node.kind.clone(),
         params: node.params.clone(),
-        inputs,
+        inputs: fetch_inputs(p, i, store, &entries)?,
         seed: p.seed,
         sink: obs.started(&node.name),
         parts: node.parts,
-        forced: force,
+        forced: req.force,
     };
-    if let Some(part) = part {
-        let start = std::time::Instant::now();
-        return match make_part(store, cancel, &job, part) {
-            Ok(artifact) => Ok(StageRun::Ran {
-                artifact,
-                wall: start.elapsed(),
-            }),
-            Err((error, cancelled)) => Err(StageRunError::Failed {
-                stage: format!("{stage} (part {part})"),
-                error,
-                cancelled,
-            }),
-        };
+    match req.part {
+        Some(part) => make_one_part(store, cancel, &job, part),
+        None => make_whole(p, store, cancel, job, &r, obs),
     }
+}
+
+/// The artifact the store already holds for the request (the stage's, or its part's), unless
+/// the request forces it to be made again.
+fn already_made(p: &Pipeline, i: usize, store: &Store, req: StageRequest<'_>) -> Result<Option<String>, StageRunError> {
+    if let Some(artifact) = already_shared(store, req.fingerprint, req.force)? {
+        return Ok(Some(artifact));
+    }
+    let Some(part) = req.part else { return Ok(None) };
+    let kind = &p.nodes[i].kind;
+    if !kind.splittable() {
+        let why = format!(
+            "stage `{}` is of kind `{}`, which cannot be split into parts",
+            req.stage,
+            kind.kind()
+        );
+        return Err(anyhow::anyhow!(why).into());
+    }
+    already_shared(store, &part_fingerprint(req.fingerprint, part), req.force)
+}
+
+/// One part of the stage, made and shared.
+fn make_one_part(store: &Store, cancel: &CancelToken, job: &Job, part: Part) -> Result<StageRun, StageRunError> {
+    let start = std::time::Instant::now();
+    match make_part(store, cancel, job, part) {
+        Ok(artifact) => Ok(StageRun::Ran {
+            artifact,
+            wall: start.elapsed(),
+        }),
+        Err((error, cancelled)) => Err(StageRunError::Failed {
+            stage: format!("{} (part {part})", job.name),
+            error,
+            cancelled,
+        }),
+    }
+}
+
+/// The whole stage (gathered from its parts when split), recorded here and shared; a store that
+/// already holds other bytes for it keeps them, with a warning that the kind is not deterministic.
+fn make_whole(
+    p: &Pipeline,
+    store: &Store,
+    cancel: &CancelToken,
+    job: Job,
+    r: &Resolved,
+    obs: &dyn Observer,
+) -> Result<StageRun, StageRunError> {
+    let (i, name, kind) = (job.index, job.name.clone(), job.kind.kind());
     match run_job(store, cancel, job) {
         JobResult::Done { manifest_hash, wall, .. } => {
             let entry = index_entry(p, i, &r.fingerprint, &r.material, &manifest_hash);
@@ -184,8 +203,8 @@ pub fn run_stage(
             match store.publish(&entry)? {
                 Some(Pushed::Differs { theirs }) => {
                     obs.warning(&format!(
-                        "warning: stage `{stage}` of kind `{}` is not deterministic: for fingerprint {fingerprint} the store already holds artifact {theirs}, this job made {manifest_hash}; the store keeps the first",
-                        node.kind.kind()
+                        "warning: stage `{name}` of kind `{kind}` is not deterministic: for fingerprint {} the store already holds artifact {theirs}, this job made {manifest_hash}; the store keeps the first",
+                        r.fingerprint
                     ));
                     Ok(StageRun::AlreadyDone { artifact: theirs })
                 }
@@ -196,7 +215,7 @@ pub fn run_stage(
             }
         }
         JobResult::Failed { error, cancelled, .. } => Err(StageRunError::Failed {
-            stage: stage.to_owned(),
+            stage: name,
             error,
             cancelled,
         }),
