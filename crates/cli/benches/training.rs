@@ -7,6 +7,7 @@
 //! peer's setup) with the peak RSS, extraction (FC1 of 64 faces and their mirrors per pass,
 //! images/s), and the loader alone: images/s decoded from PNG shards into normalised batches.
 //! Peer: `../shared/bench/sphereface_torch.py --depth 4|20 [--batch 256]`, run right after.
+//! Like the binary, it keeps freed memory mapped; `MIMALLOC_PURGE=1` times mimalloc's default.
 
 use spherepipe_face_loader::{Channels, Loader, LoaderConfig};
 use spherepipe_face_table::{encode_png, write_rows, FaceRow};
@@ -16,9 +17,10 @@ use spherepipe_nn::train::{TrainConfig, Trainer};
 use spherepipe_nn::Device;
 use std::time::Instant;
 
-// As in the `spherepipe` binary.
+// As in the `spherepipe` binary (src/main.rs): mimalloc, never purging freed memory.
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = libmimalloc_sys::mi_option_use_numa_nodes - 1;
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
@@ -110,6 +112,10 @@ fn peak_rss_mb() -> f64 {
 fn main() -> anyhow::Result<()> {
     if std::env::args().any(|a| a == "--list") {
         return Ok(());
+    }
+    if std::env::var("MIMALLOC_PURGE").is_err() {
+        // SAFETY: setting an option is allowed at any time; -1 means "never purge".
+        unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
     }
     let steps: usize = std::env::var("STEPS").ok().and_then(|s| s.parse().ok()).unwrap_or(10);
     // DEPTHS=4 (say) times one network only, e.g. under `perf record`; BATCHES likewise.
