@@ -11,7 +11,7 @@ use crate::run::{index_entry, Observer};
 use spherepipe_pipeline::{Pipeline, Source};
 use spherepipe_stage::{CancelToken, Inputs, Part};
 use spherepipe_store::{IndexEntry, MirrorError, Pushed, Store};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -111,14 +111,10 @@ pub fn run_stage(
     cancel: &CancelToken,
     obs: &dyn Observer,
 ) -> Result<StageRun, StageRunError> {
-    let i = p
-        .nodes
-        .iter()
-        .position(|n| n.name == req.stage)
-        .ok_or_else(|| StageRunError::NoSuchStage {
-            stage: req.stage.to_owned(),
-            file: p.file.display().to_string(),
-        })?;
+    let i = p.index_of(req.stage).ok_or_else(|| StageRunError::NoSuchStage {
+        stage: req.stage.to_owned(),
+        file: p.file.display().to_string(),
+    })?;
     let (r, entries) = resolve_from_store(p, i, store)?;
     if r.fingerprint != req.fingerprint {
         return Err(StageRunError::FingerprintMismatch {
@@ -239,7 +235,7 @@ fn already_shared(store: &Store, fp: &str, force: bool) -> Result<Option<String>
 /// Stage `i` resolved through its ancestors' artifacts as the local cache or the store knows
 /// them (nothing downloaded), with the index entries of those ancestors by node.
 fn resolve_from_store(p: &Pipeline, i: usize, store: &Store) -> Result<(Resolved, Vec<Option<IndexEntry>>), StageRunError> {
-    let ancestry = ancestors(p, i);
+    let ancestry = p.ancestors(i);
     let datasets = hash_datasets_of(p, store, ancestry.iter().copied().chain([i]))?;
     let mut artifacts = vec![None; p.nodes.len()];
     let mut entries = vec![None; p.nodes.len()];
@@ -270,18 +266,6 @@ fn resolve(
             p.nodes[i].name
         ))
     })
-}
-
-/// Every stage that stage `i` depends on, transitively, in pipeline (topological) order.
-fn ancestors(p: &Pipeline, i: usize) -> BTreeSet<usize> {
-    let mut seen = BTreeSet::new();
-    let mut todo: Vec<usize> = p.upstream(i).into_iter().collect();
-    while let Some(j) = todo.pop() {
-        if seen.insert(j) {
-            todo.extend(p.upstream(j));
-        }
-    }
-    seen
 }
 
 /// Stage `i`'s inputs as directories: datasets where they are, input artifacts downloaded

@@ -124,6 +124,17 @@ impl Pipeline {
             .filter_map(|s| if let Source::Stage(j) = s { Some(*j) } else { None })
             .collect()
     }
+    /// Everything `i` depends on, transitively (not `i` itself).
+    pub fn ancestors(&self, i: usize) -> BTreeSet<usize> {
+        let mut out = self.upstream(i);
+        // Nodes are in dependency order, so one backward sweep sees each node's users first.
+        for j in (0..i).rev() {
+            if out.contains(&j) {
+                out.extend(self.upstream(j));
+            }
+        }
+        out
+    }
     /// `i` and everything that depends on it, transitively.
     pub fn descendants(&self, i: usize) -> BTreeSet<usize> {
         let mut out = BTreeSet::from([i]);
