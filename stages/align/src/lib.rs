@@ -18,7 +18,7 @@ use serde_json::json;
 use spherepipe_face_datasets::{read_samples, Listing, Sample};
 use spherepipe_face_geometry::{apply, warp_affine, FitMethod, SPHEREFACE_REFERENCE};
 use spherepipe_face_table::{encode_png, read_rows, write_rows, FaceRow};
-use spherepipe_stage::{InputSpec, ParamSpec, ParamType, Params, Part, Stage, StageContext};
+use spherepipe_stage::{Contract, InputSpec, ParamSpec, ParamType, Params, Part, Stage, StageContext};
 use std::path::{Path, PathBuf};
 
 /// The `align` stage kind.
@@ -114,9 +114,11 @@ impl Stage for Align {
         let mine = &job.listing.samples[part.range(job.listing.samples.len())];
         let outcome = align_all(ctx, mine, job.p.format.name(), &job.p.crop)?;
         write_rows(&ctx.out_dir.join(PART_ROWS), &outcome.rows, 4096)?;
-        let skips = json!({"corrupt": outcome.corrupt, "bad_landmarks": outcome.bad});
-        std::fs::write(ctx.out_dir.join(PART_SKIPS), serde_json::to_vec_pretty(&skips)?)?;
-        Ok(())
+        let skips = PartSkips {
+            corrupt: outcome.corrupt,
+            bad_landmarks: outcome.bad,
+        };
+        skips.write(ctx.out_dir)
     }
     /// Concatenates the parts' rows and skips in part order: the same sequence `run` makes, so
     /// the same bytes.
@@ -129,18 +131,31 @@ impl Stage for Align {
         };
         for dir in parts {
             all.rows.extend(read_rows(&dir.join(PART_ROWS))?);
-            let skips: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join(PART_SKIPS))?)
-                .with_context(|| format!("{} is not a part's skip list", dir.join(PART_SKIPS).display()))?;
-            all.corrupt.extend(skips["corrupt"].as_array().cloned().unwrap_or_default());
-            all.bad.extend(skips["bad_landmarks"].as_array().cloned().unwrap_or_default());
+            let skips = PartSkips::read(dir)?;
+            all.corrupt.extend(skips.corrupt);
+            all.bad.extend(skips.bad_landmarks);
         }
         job.write_artifact(ctx, all)
     }
 }
 
-/// A part's aligned faces, and the images it skipped (only inside part artifacts).
+/// A part's aligned faces (only inside part artifacts).
 const PART_ROWS: &str = "part.parquet";
-const PART_SKIPS: &str = "skips.json";
+
+/// The images a part skipped, by why, as `report.json` lists them (`skips.json`, only inside
+/// part artifacts; the gather reads it through this struct).
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PartSkips {
+    corrupt: Vec<serde_json::Value>,
+    bad_landmarks: Vec<serde_json::Value>,
+}
+
+impl Contract for PartSkips {
+    const FILE: &'static str = "skips.json";
+    const WRITER: &'static str = "align";
+    const BIND: &'static str = "gather an align stage from its own parts";
+}
 
 /// The stage's params and the images they list: what every part, and the gather, reads alike.
 struct Listed {

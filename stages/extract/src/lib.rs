@@ -131,9 +131,8 @@ impl Stage for Extract {
         let p = ctx.params;
         let batch = p.i64("batch")? as usize;
         let Some(first) = parts.first() else { bail!("no parts to gather") };
-        let mut summary: serde_json::Value = serde_json::from_slice(&std::fs::read(first.join("features.json"))?)
-            .with_context(|| format!("{} is not an extract part's summary", first.join("features.json").display()))?;
-        let dim = summary["dim"].as_u64().context("a part's features.json has no `dim`")? as usize;
+        let mut summary = FeatureSummary::read(first)?;
+        let dim = summary.dim;
         let devkit = devkit_dir(ctx)?;
         let mut writer = FeatureWriter::create(&ctx.out_dir.join("features.parquet"), dim)?;
         for dir in parts {
@@ -146,10 +145,59 @@ impl Stage for Extract {
                 writer.write(&f)?;
             }
         }
-        summary["faces"] = writer.finish()?.into();
-        summary["devkit"] = devkit.is_some().into();
-        std::fs::write(ctx.out_dir.join("features.json"), serde_json::to_string_pretty(&summary)?)?;
+        summary.faces = writer.finish()?;
+        summary.devkit = devkit.is_some();
+        summary.write(ctx.out_dir)?;
         Ok(())
+    }
+}
+
+/// How the features are laid out in each row.
+const LAYOUT: &str = "FC1(face) then FC1(mirror)";
+
+/// `features.json`: what an extraction holds and how it was made.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FeatureSummary {
+    /// The colour order the faces were fed in.
+    pub channels: Channels,
+    /// Whether devkit files were written.
+    pub devkit: bool,
+    /// Values per row (FC1 of the face, then of its mirror).
+    pub dim: usize,
+    /// Rows written.
+    pub faces: usize,
+    /// FC1's size.
+    pub fc1: usize,
+    /// [`LAYOUT`].
+    pub layout: String,
+    /// The model the features come from.
+    pub model: ModelSummary,
+    /// The crop box the faces were cut to, if any.
+    pub patch: Option<[f64; 4]>,
+}
+
+/// The model part of [`FeatureSummary`].
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSummary {
+    /// The colour order it was trained on.
+    pub channels: Channels,
+    /// Its classes.
+    pub classes: usize,
+    /// Its network.
+    pub net: SphereConfig,
+}
+
+impl Contract for FeatureSummary {
+    const FILE: &'static str = "features.json";
+    const WRITER: &'static str = "extract";
+    const BIND: &'static str = "bind `features` to an extract stage";
+
+    /// With every object's keys sorted, nested ones included, as the file was written before it
+    /// became a struct: the same bytes, so extract's artifacts (and version) stay as they were.
+    fn write(&self, dir: &Path) -> anyhow::Result<()> {
+        spherepipe_stage::write_contract(dir, Self::FILE, &serde_json::to_value(self)?)
     }
 }
 
@@ -196,17 +244,21 @@ fn extract(ctx: &StageContext<'_>, part: Option<Part>) -> anyhow::Result<()> {
         Ok(())
     })?;
     let faces_done = writer.finish()?;
-    let summary = serde_json::json!({
-        "faces": faces_done,
-        "dim": dim,
-        "fc1": card.net.features,
-        "layout": "FC1(face) then FC1(mirror)",
-        "patch": extractor.patch.map(|p| p.rect),
-        "channels": extractor.channels,
-        "model": {"net": card.net, "classes": card.classes, "channels": card.channels},
-        "devkit": devkit.is_some(),
-    });
-    std::fs::write(ctx.out_dir.join("features.json"), serde_json::to_string_pretty(&summary)?)?;
+    let summary = FeatureSummary {
+        channels: extractor.channels,
+        devkit: devkit.is_some(),
+        dim,
+        faces: faces_done,
+        fc1: card.net.features,
+        layout: LAYOUT.to_owned(),
+        model: ModelSummary {
+            channels: card.channels,
+            classes: card.classes,
+            net: card.net,
+        },
+        patch: extractor.patch.map(|p| p.rect),
+    };
+    summary.write(ctx.out_dir)?;
     ctx.progress.message(&format!("{faces_done} faces, {dim} values each"));
     Ok(())
 }
@@ -305,6 +357,42 @@ fn write_devkit(dir: &Path, suffix: &str, out: &Features) -> anyhow::Result<()> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn features_json_has_the_bytes_it_had_as_untyped_json_and_reads_back() {
+        let net = SphereConfig::new(20);
+        let summary = FeatureSummary {
+            channels: Channels::Bgr,
+            devkit: true,
+            dim: 1024,
+            faces: 7,
+            fc1: 512,
+            layout: LAYOUT.to_owned(),
+            model: ModelSummary {
+                channels: Channels::Rgb,
+                classes: 10,
+                net,
+            },
+            patch: Some([0.0, 20.0, 96.0, 48.5]),
+        };
+        // What the stage wrote before features.json was a struct.
+        let before = serde_json::json!({
+            "faces": 7,
+            "dim": 1024,
+            "fc1": 512,
+            "layout": "FC1(face) then FC1(mirror)",
+            "patch": [0.0, 20.0, 96.0, 48.5],
+            "channels": Channels::Bgr,
+            "model": {"net": net, "classes": 10, "channels": Channels::Rgb},
+            "devkit": true,
+        });
+        let d = tempfile::tempdir().unwrap();
+        summary.write(d.path()).unwrap();
+        let written = std::fs::read_to_string(d.path().join("features.json")).unwrap();
+        assert_eq!(written, serde_json::to_string_pretty(&before).unwrap());
+        let back = FeatureSummary::read(d.path()).unwrap();
+        assert_eq!((back.dim, back.faces, back.model.net, back.patch), (1024, 7, net, summary.patch));
+    }
 
     #[test]
     fn devkit_files_have_the_opencv_mat_header() {
