@@ -4,13 +4,13 @@
 //!
 //! `cargo bench -p spherepipe-nn --bench conv_layers`; the PyTorch side of the same table:
 //! `python3 crates/nn/benches/conv_layers_torch.py` (same shapes, same batch), run right after.
-//! It also times the project's own weight gradient (`spherepipe_nn::conv::weight_grad`: one
-//! `gemm` per image over its patch matrix), checked against flex's to 1e-4 relative first.
+//! Each row also times the project's own kernels (`spherepipe_nn::conv`: `forward`,
+//! `input_grad` for stride 1, `weight_grad`), each checked against flex's to 1e-4 relative first.
 
 use burn_backend::ops::{ConvOptions, FloatTensorOps, ModuleOps};
 use burn_backend::TensorData;
 use burn_flex::{Flex, FlexDevice};
-use spherepipe_nn::conv::{weight_grad, Geometry};
+use spherepipe_nn::conv::{forward, input_grad, weight_grad, Geometry};
 use std::time::Instant;
 
 /// (input channels, output channels, stride, input height, input width, how many such layers
@@ -56,72 +56,93 @@ fn values(t: burn_backend::tensor::FloatTensor<Flex>) -> Vec<f32> {
     t.into_data().as_slice::<f32>().map(<[f32]>::to_vec).unwrap_or_default()
 }
 
+/// Checks `got` against flex's `want` to 1e-4 of the largest magnitude.
+fn check(what: &str, want: &[f32], got: &[f32]) {
+    let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let err = want.iter().zip(got).fold(0f32, |m, (a, b)| m.max((a - b).abs())) / scale;
+    assert!(
+        want.len() == got.len() && err < 1e-4,
+        "{what}: the project's kernel differs from flex's by {err} (relative to the largest)"
+    );
+}
+
+/// Milliseconds per step of one layer shape: flex's and ours, forward, x-grad, w-grad.
+struct Row {
+    flex: [f64; 3],
+    ours: [f64; 3],
+}
+
+fn time_layer(batch: usize, reps: usize, (cin, cout, stride, h, w): (usize, usize, usize, usize, usize)) -> Row {
+    let geo = Geometry::of(cin, h, w, stride);
+    let x = tensor([batch, cin, h, w], 1);
+    let k = tensor([cout, cin, 3, 3], 2);
+    let g = tensor([batch, cout, geo.ho, geo.wo], 3);
+    let opts = ConvOptions::new([stride, stride], [1, 1], [1, 1], 1);
+    let flex_fwd = || Flex::conv2d(x.clone(), k.clone(), None, opts.clone());
+    let flex_dx = || Flex::conv2d_x_backward(x.clone(), k.clone(), g.clone(), opts.clone());
+    let flex_dw = || Flex::conv2d_weight_backward(x.clone(), k.clone(), g.clone(), opts.clone());
+    let (xv, kv, gv) = (values(x.clone()), values(k.clone()), values(g.clone()));
+    let ours_fwd = || forward(&xv, &kv, None, batch, cout, geo);
+    // Stride 2 keeps flex's input gradient: ours is flex's there.
+    let ours_dx = || (stride == 1).then(|| input_grad(&gv, &kv, batch, cin, cout, (h, w)));
+    let ours_dw = || weight_grad(&xv, &gv, batch, cout, geo);
+    check("forward", &values(flex_fwd()), &ours_fwd());
+    if let Some(dx) = ours_dx() {
+        check("x-grad", &values(flex_dx()), &dx);
+    }
+    check("w-grad", &values(flex_dw()), &ours_dw());
+    let flex = [
+        time(reps, || drop(flex_fwd())),
+        time(reps, || drop(flex_dx())),
+        time(reps, || drop(flex_dw())),
+    ];
+    let ours_dx = match stride {
+        1 => time(reps, || drop(ours_dx())),
+        _ => flex[1],
+    };
+    Row {
+        flex,
+        ours: [time(reps, || drop(ours_fwd())), ours_dx, time(reps, || drop(ours_dw()))],
+    }
+}
+
 fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
     }
     let (batch, reps) = (env("BATCH", 32), env("REPS", 5));
-    println!("flex conv layers of SphereFace-20, batch {batch}, median of {reps} (ms)");
+    println!("conv layers of SphereFace-20, batch {batch}, median of {reps}, ms per step (flex / spherepipe-nn)");
     println!(
-        "{:<22} {:>5} {:>9} {:>9} {:>9} {:>11}",
-        "layer", "count", "forward", "x-grad", "w-grad", "per step"
+        "{:<22} {:>5} {:>15} {:>15} {:>15} {:>17}",
+        "layer", "count", "forward", "x-grad", "w-grad", "all three"
     );
-    let mut total = 0.0;
-    let (mut candidate, mut flex_dw) = (0.0, 0.0);
+    let (mut flex_total, mut ours_total) = ([0.0; 3], [0.0; 3]);
     for (cin, cout, stride, h, w, count) in LAYERS {
-        let (ho, wo) = ((h + 2 - 3) / stride + 1, (w + 2 - 3) / stride + 1);
-        let x = tensor([batch, cin, h, w], 1);
-        let k = tensor([cout, cin, 3, 3], 2);
-        let g = tensor([batch, cout, ho, wo], 3);
-        let opts = ConvOptions::new([stride, stride], [1, 1], [1, 1], 1);
-        let fwd = time(reps, || {
-            let _ = Flex::conv2d(x.clone(), k.clone(), None, opts.clone());
-        });
-        let dx = time(reps, || {
-            let _ = Flex::conv2d_x_backward(x.clone(), k.clone(), g.clone(), opts.clone());
-        });
-        let dw = time(reps, || {
-            let _ = Flex::conv2d_weight_backward(x.clone(), k.clone(), g.clone(), opts.clone());
-        });
-        // The candidate weight gradient, checked against flex's before it is timed.
-        let geo = Geometry { cin, h, w, stride, ho, wo };
-        let (xv, gv) = (values(x.clone()), values(g.clone()));
-        let want = values(Flex::conv2d_weight_backward(x.clone(), k.clone(), g.clone(), opts.clone()));
-        let got = weight_grad(&xv, &gv, batch, cout, geo);
-        let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
-        let err = want.iter().zip(&got).fold(0f32, |m, (a, b)| m.max((a - b).abs())) / scale;
-        assert!(
-            err < 1e-4,
-            "the candidate weight gradient differs by {err} (relative to the largest)"
-        );
-        let dw2 = time(reps, || {
-            let _ = weight_grad(&xv, &gv, batch, cout, geo);
-        });
-        candidate += count as f64 * dw2;
-        flex_dw += count as f64 * dw;
-        let step = count as f64 * (fwd + dx + dw);
-        total += step;
+        let row = time_layer(batch, reps, (cin, cout, stride, h, w));
+        let pair = |i: usize| format!("{:.1} / {:.1}", count as f64 * row.flex[i] * 1e3, count as f64 * row.ours[i] * 1e3);
+        let sum = |t: [f64; 3]| count as f64 * t.iter().sum::<f64>() * 1e3;
         println!(
-            "{:<22} {count:>5} {:>9.1} {:>9.1} {:>9.1} {:>11.1}",
+            "{:<22} {count:>5} {:>15} {:>15} {:>15} {:>17}",
             format!("{cin}->{cout} s{stride} {h}x{w}"),
-            fwd * 1e3,
-            dx * 1e3,
-            dw * 1e3,
-            step * 1e3
+            pair(0),
+            pair(1),
+            pair(2),
+            format!("{:.1} / {:.1}", sum(row.flex), sum(row.ours))
         );
+        for i in 0..3 {
+            flex_total[i] += count as f64 * row.flex[i];
+            ours_total[i] += count as f64 * row.ours[i];
+        }
     }
+    let pair = |i: usize| format!("{:.1} / {:.1}", flex_total[i] * 1e3, ours_total[i] * 1e3);
+    let all = |t: [f64; 3]| t.iter().sum::<f64>() * 1e3;
     println!(
-        "{:<22} {:>5} {:>9} {:>9} {:>9} {:>11.1}",
+        "{:<22} {:>5} {:>15} {:>15} {:>15} {:>17}",
         "all convolutions",
         "",
-        "",
-        "",
-        "",
-        total * 1e3
-    );
-    println!(
-        "weight gradients per step: flex {:.1} ms, spherepipe-nn {:.1} ms",
-        flex_dw * 1e3,
-        candidate * 1e3
+        pair(0),
+        pair(1),
+        pair(2),
+        format!("{:.1} / {:.1}", all(flex_total), all(ours_total))
     );
 }

@@ -1,7 +1,8 @@
 """PyTorch's side of `cargo bench -p spherepipe-nn --bench conv_layers`: every distinct
 convolution shape of SphereFace-20 at batch BATCH (default 32), forward, input gradient and
 weight gradient (aten.convolution_backward, the kernel autograd calls, one output at a time),
-median of REPS (default 5) after one warm-up, in ms, all cores.
+median of REPS (default 5) after one warm-up, in ms per training step (times the number of
+such layers), all cores.
 
 Run: /tmp/torch-venv/bin/python crates/nn/benches/conv_layers_torch.py  (setup: see
 ../shared/bench/sphereface_torch.py)."""
@@ -26,9 +27,9 @@ def timed(reps, f):
 def main():
     batch, reps = int(os.environ.get("BATCH", 32)), int(os.environ.get("REPS", 5))
     torch.set_num_threads(os.cpu_count() or 1)
-    print(f"torch {torch.__version__} conv layers of SphereFace-20, batch {batch}, median of {reps} (ms)")
-    print(f"{'layer':<22} {'count':>5} {'forward':>9} {'x-grad':>9} {'w-grad':>9} {'per step':>11}")
-    total = 0.0
+    print(f"torch {torch.__version__} conv layers of SphereFace-20, batch {batch}, median of {reps}, ms per step")
+    print(f"{'layer':<22} {'count':>5} {'forward':>9} {'x-grad':>9} {'w-grad':>9} {'all three':>11}")
+    totals = [0.0, 0.0, 0.0]
     with torch.no_grad():
         for cin, cout, s, h, w, count in LAYERS:
             x, k = torch.randn(batch, cin, h, w), torch.randn(cout, cin, 3, 3)
@@ -39,11 +40,13 @@ def main():
             fwd = timed(reps, lambda: torch.nn.functional.conv2d(x, k, None, s, 1))
             dx = timed(reps, lambda: back([True, False, False]))
             dw = timed(reps, lambda: back([False, True, False]))
-            step = count * (fwd + dx + dw)
-            total += step
+            per_step = [count * t * 1e3 for t in (fwd, dx, dw)]
+            totals = [a + b for a, b in zip(totals, per_step)]
             name = f"{cin}->{cout} s{s} {h}x{w}"
-            print(f"{name:<22} {count:>5} {fwd*1e3:>9.1f} {dx*1e3:>9.1f} {dw*1e3:>9.1f} {step*1e3:>11.1f}")
-    print(f"{'all convolutions':<22} {'':>5} {'':>9} {'':>9} {'':>9} {total*1e3:>11.1f}")
+            f, x, wg = per_step
+            print(f"{name:<22} {count:>5} {f:>9.1f} {x:>9.1f} {wg:>9.1f} {sum(per_step):>11.1f}")
+    f, x, wg = totals
+    print(f"{'all convolutions':<22} {'':>5} {f:>9.1f} {x:>9.1f} {wg:>9.1f} {sum(totals):>11.1f}")
 
 
 main()

@@ -1,10 +1,15 @@
 //! SphereFace's 3×3 convolution (padding 1, stride 1 or 2) as an operation of the project's own,
-//! through burn's backend-extension mechanism (issue 12), so that its CPU kernels can be
-//! replaced one by one where burn-flex is slower than PyTorch. The forward pass and the input
-//! gradient are still burn's; the weight gradient on the flex backend is ours
-//! ([`weight_grad`]): one `gemm` per image over its patch matrix, images in parallel, which
-//! the `conv_layers` bench measured at about half of flex's time. Other backends (wgpu, cuda)
-//! keep burn's `Conv2d` unchanged.
+//! through burn's backend-extension mechanism (issue 12), with CPU kernels of its own where
+//! burn-flex is slower than PyTorch. On the flex backend, in f32 and f64:
+//! - the forward pass ([`forward`]) is one `gemm` per image over its patch matrix, images in
+//!   parallel, with no layout change and no scatter of the result;
+//! - the input gradient of a stride-1 convolution ([`input_grad`]) is that same forward pass
+//!   over the output gradient, with the weight's channels swapped and its taps turned by 180°
+//!   (stride 2 keeps burn's);
+//! - the weight gradient ([`weight_grad`]) is one `gemm` per image too, summed in a fixed order.
+//!
+//! The `conv_layers` bench times each against flex's. Other backends (wgpu, cuda) keep burn's
+//! `Conv2d` unchanged.
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
@@ -14,7 +19,9 @@ use burn::backend::autodiff::NodeId;
 use burn::backend::ops::{ConvOptions, ModuleOps};
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{backend_extension, Autodiff, Backend, Dispatch, Flex};
-use burn::tensor::{DType, Device, Tensor};
+use burn::tensor::{DType, Device, Tensor, TensorData};
+use burn_flex::FlexTensor;
+use std::ops::Range;
 
 /// burn's options for a 3×3 convolution with padding 1.
 fn options(stride: usize) -> ConvOptions<2> {
@@ -22,12 +29,16 @@ fn options(stride: usize) -> ConvOptions<2> {
 }
 
 /// The operation, per backend: a default body of burn's own ops, a flex implementation with
-/// our weight gradient, and an autodiff implementation that routes the backward pass.
+/// our kernels, and an autodiff implementation that routes the backward pass.
 #[backend_extension(Flex, Autodiff)]
 pub trait SphereConv: Backend {
     /// `x` [B, Cin, H, W] convolved with `weight` [Cout, Cin, 3, 3] (padding 1), plus `bias`.
     fn conv3x3(x: FloatTensor<Self>, weight: FloatTensor<Self>, bias: FloatTensor<Self>, stride: usize) -> FloatTensor<Self> {
         Self::conv2d(x, weight, Some(bias), options(stride))
+    }
+    /// The gradient of [`SphereConv::conv3x3`] with respect to its input `x`, given the output's.
+    fn conv3x3_input_grad(x: FloatTensor<Self>, weight: FloatTensor<Self>, grad: FloatTensor<Self>, stride: usize) -> FloatTensor<Self> {
+        Self::conv2d_x_backward(x, weight, grad, options(stride))
     }
     /// The gradient of [`SphereConv::conv3x3`] with respect to its weight, given the output's.
     fn conv3x3_weight_grad(x: FloatTensor<Self>, weight: FloatTensor<Self>, grad: FloatTensor<Self>, stride: usize) -> FloatTensor<Self> {
@@ -35,18 +46,43 @@ pub trait SphereConv: Backend {
     }
 }
 
+/// Each method falls back to burn's own op for a dtype other than f32 and f64.
 impl SphereConv for Flex {
+    fn conv3x3(x: FloatTensor<Self>, weight: FloatTensor<Self>, bias: FloatTensor<Self>, stride: usize) -> FloatTensor<Self> {
+        let [batch, cin, h, w] = dims4(&x);
+        let (cout, geo) = (dims4(&weight)[0], Geometry::of(cin, h, w, stride));
+        let kernel = Forward { batch, cout, geo };
+        on_values([&x, &weight, &bias], [batch, cout, geo.ho, geo.wo], kernel)
+            .unwrap_or_else(|| Self::conv2d(x, weight, Some(bias), options(stride)))
+    }
+
+    fn conv3x3_input_grad(x: FloatTensor<Self>, weight: FloatTensor<Self>, grad: FloatTensor<Self>, stride: usize) -> FloatTensor<Self> {
+        let [batch, cin, h, w] = dims4(&x);
+        let kernel = InputGrad {
+            batch,
+            cin,
+            cout: dims4(&weight)[0],
+            h,
+            w,
+        };
+        let ours = (stride == 1).then(|| on_values([&grad, &weight], [batch, cin, h, w], kernel));
+        ours.flatten()
+            .unwrap_or_else(|| Self::conv2d_x_backward(x, weight, grad, options(stride)))
+    }
+
     fn conv3x3_weight_grad(x: FloatTensor<Self>, weight: FloatTensor<Self>, grad: FloatTensor<Self>, stride: usize) -> FloatTensor<Self> {
-        match flex_weight_grad(&x, &grad, &weight, stride) {
-            Some(g) => g,
-            // Another dtype: burn's own gradient.
-            None => Self::conv2d_weight_backward(x, weight, grad, options(stride)),
-        }
+        let [batch, cin, h, w] = dims4(&x);
+        let kernel = WeightGrad {
+            batch,
+            cout: dims4(&weight)[0],
+            geo: Geometry::of(cin, h, w, stride),
+        };
+        on_values([&x, &grad], dims4(&weight), kernel).unwrap_or_else(|| Self::conv2d_weight_backward(x, weight, grad, options(stride)))
     }
 }
 
-/// The backward pass of [`SphereConv::conv3x3`]: burn's input and bias gradients, the backend's
-/// [`SphereConv::conv3x3_weight_grad`].
+/// The backward pass of [`SphereConv::conv3x3`]: the backend's input and weight gradients, burn's
+/// bias gradient.
 #[derive(Debug)]
 struct Conv3x3Backward;
 
@@ -61,7 +97,7 @@ impl<B: Backend + SphereConv> Backward<B, 3> for Conv3x3Backward {
         let weight = checkpointer.retrieve_node_output::<FloatTensor<B>>(weight);
         let bias = checkpointer.retrieve_node_output::<FloatTensor<B>>(bias);
         if let Some(node) = node_x {
-            let g = B::conv2d_x_backward(x.clone(), weight.clone(), grad.clone(), options(stride));
+            let g = B::conv3x3_input_grad(x.clone(), weight.clone(), grad.clone(), stride);
             grads.register::<B>(node.id, g);
         }
         if let Some(node) = node_weight {
@@ -93,13 +129,10 @@ impl<B: Backend + SphereConv, C: CheckpointStrategy> SphereConv for Autodiff<B, 
     }
 }
 
-/// [`SphereConv::conv3x3`] on tensors: the operation of our own when training on the CPU
-/// backend, burn's convolution otherwise (the extension covers flex only).
+/// [`SphereConv::conv3x3`] on tensors: the operation of our own on the CPU backend (training and
+/// extraction), burn's convolution otherwise (the extension covers flex only).
 pub fn conv3x3(x: Tensor<4>, weight: Tensor<4>, bias: Tensor<1>, stride: usize) -> Tensor<4> {
-    // What is ours is the backward pass: without gradients (extraction) burn's path is the same
-    // kernel with less in between.
-    let device = x.device();
-    if device != Device::flex() || !device.is_autodiff() || burns_only() {
+    if x.device() != Device::flex() || burns_only() {
         return burn::tensor::module::conv2d(x, weight, Some(bias), options(stride));
     }
     Tensor::from_dispatch(<Dispatch as SphereConv>::conv3x3(
@@ -117,44 +150,98 @@ fn burns_only() -> bool {
     *BURN.get_or_init(|| std::env::var("SPHEREPIPE_CONV").is_ok_and(|v| v == "burn"))
 }
 
-/// The weight gradient on flex tensors of f32 or f64, or `None` for another dtype.
-fn flex_weight_grad(
-    x: &FloatTensor<Flex>,
-    grad: &FloatTensor<Flex>,
-    weight: &FloatTensor<Flex>,
-    stride: usize,
-) -> Option<FloatTensor<Flex>> {
-    match (x.dtype(), grad.dtype()) {
-        (DType::F32, DType::F32) => flex_weight_grad_of::<f32>(x, grad, weight, stride),
-        (DType::F64, DType::F64) => flex_weight_grad_of::<f64>(x, grad, weight, stride),
-        _ => None,
+/// A kernel over the values of f32 or f64 tensors, so that the dtype is matched once.
+trait Kernel {
+    fn run<T: Real>(&self, inputs: &[&[T]]) -> Vec<T>;
+}
+
+/// [`forward`] of (x, weight, bias).
+struct Forward {
+    batch: usize,
+    cout: usize,
+    geo: Geometry,
+}
+
+impl Kernel for Forward {
+    fn run<T: Real>(&self, v: &[&[T]]) -> Vec<T> {
+        forward(v[0], v[1], Some(v[2]), self.batch, self.cout, self.geo)
     }
 }
 
-fn flex_weight_grad_of<T: Real + burn::tensor::Element + bytemuck::Pod>(
-    x: &FloatTensor<Flex>,
-    grad: &FloatTensor<Flex>,
-    weight: &FloatTensor<Flex>,
-    stride: usize,
-) -> Option<FloatTensor<Flex>> {
-    let values = |t: &FloatTensor<Flex>| -> Option<Vec<T>> { t.to_contiguous().as_slice::<T>().map(<[T]>::to_vec) };
-    let ([batch, cin, h, w], [_, cout, ho, wo]) = (dims4(x), dims4(grad));
-    let geo = Geometry { cin, h, w, stride, ho, wo };
-    let out = weight_grad(&values(x)?, &values(grad)?, batch, cout, geo);
-    let shape = weight.layout().shape().clone();
-    Some(burn_flex::FlexTensor::from_data(burn::tensor::TensorData::new(out, shape)))
+/// [`input_grad`] of (output gradient, weight).
+struct InputGrad {
+    batch: usize,
+    cin: usize,
+    cout: usize,
+    h: usize,
+    w: usize,
+}
+
+impl Kernel for InputGrad {
+    fn run<T: Real>(&self, v: &[&[T]]) -> Vec<T> {
+        input_grad(v[0], v[1], self.batch, self.cin, self.cout, (self.h, self.w))
+    }
+}
+
+/// [`weight_grad`] of (x, output gradient).
+struct WeightGrad {
+    batch: usize,
+    cout: usize,
+    geo: Geometry,
+}
+
+impl Kernel for WeightGrad {
+    fn run<T: Real>(&self, v: &[&[T]]) -> Vec<T> {
+        weight_grad(v[0], v[1], self.batch, self.cout, self.geo)
+    }
+}
+
+/// `kernel` on the values of flex tensors, read in place, as a tensor of `shape`; `None` when
+/// they are not all f32 or all f64.
+fn on_values<K: Kernel, const N: usize>(inputs: [&FloatTensor<Flex>; N], shape: [usize; 4], kernel: K) -> Option<FloatTensor<Flex>> {
+    let dtype = inputs[0].dtype();
+    if inputs.iter().any(|t| t.dtype() != dtype) {
+        return None;
+    }
+    let contiguous = inputs.map(FlexTensor::to_contiguous);
+    let data = match dtype {
+        DType::F32 => TensorData::new(kernel.run::<f32>(&slices(&contiguous)?), shape),
+        DType::F64 => TensorData::new(kernel.run::<f64>(&slices(&contiguous)?), shape),
+        _ => return None,
+    };
+    Some(FlexTensor::from_data(data))
+}
+
+fn slices<T: Real>(tensors: &[FlexTensor]) -> Option<Vec<&[T]>> {
+    tensors.iter().map(FlexTensor::as_slice::<T>).collect()
 }
 
 /// The element types the kernels take (f32 for training, f64 for the tests' tight checks).
-pub trait Real: Copy + Default + std::ops::AddAssign + Send + Sync + 'static {
+pub trait Real:
+    Copy
+    + Default
+    + std::ops::AddAssign
+    + std::ops::Add<Output = Self>
+    + std::ops::Sub<Output = Self>
+    + std::ops::Mul<Output = Self>
+    + Send
+    + Sync
+    + 'static
+    + bytemuck::Pod
+    + burn::tensor::Element
+{
     /// 1.
     const ONE: Self;
+    /// ½.
+    const HALF: Self;
 }
 impl Real for f32 {
     const ONE: Self = 1.0;
+    const HALF: Self = 0.5;
 }
 impl Real for f64 {
     const ONE: Self = 1.0;
+    const HALF: Self = 0.5;
 }
 
 fn dims4(t: &FloatTensor<Flex>) -> [usize; 4] {
@@ -179,7 +266,23 @@ pub struct Geometry {
     pub wo: usize,
 }
 
-/// One image's 3×3 patches (padding 1) as a (cin·9) × (ho·wo) row-major matrix.
+impl Geometry {
+    /// The geometry of a 3×3 convolution with padding 1 of a `cin` × `h` × `w` input.
+    pub fn of(cin: usize, h: usize, w: usize, stride: usize) -> Geometry {
+        let out = |size: usize| (size + 2 - 3) / stride + 1;
+        Geometry {
+            cin,
+            h,
+            w,
+            stride,
+            ho: out(h),
+            wo: out(w),
+        }
+    }
+}
+
+/// One image's 3×3 patches (padding 1) as a (cin·9) × (ho·wo) row-major matrix: row
+/// (c, ky, kx) holds input channel c shifted by (ky − 1, kx − 1), zero outside the image.
 fn im2col<T: Real>(x: &[T], geo: Geometry, col: &mut [T]) {
     let Geometry { cin, h, w, stride, ho, wo } = geo;
     let n = ho * wo;
@@ -187,21 +290,28 @@ fn im2col<T: Real>(x: &[T], geo: Geometry, col: &mut [T]) {
         for ky in 0..3 {
             for kx in 0..3 {
                 let row = &mut col[((c * 3 + ky) * 3 + kx) * n..][..n];
+                // The output columns whose input column ox·stride + kx − 1 is inside the image.
+                let first = 1usize.saturating_sub(kx).div_ceil(stride);
+                let end = (w + 1 - kx).div_ceil(stride).min(wo);
                 for oy in 0..ho {
-                    let iy = (oy * stride + ky) as isize - 1;
                     let out = &mut row[oy * wo..][..wo];
-                    if iy < 0 || iy >= h as isize {
+                    let iy = (oy * stride + ky).wrapping_sub(1);
+                    if iy >= h || first >= end {
                         out.fill(T::default());
                         continue;
                     }
-                    let line = &x[(c * h + iy as usize) * w..][..w];
-                    for (ox, v) in out.iter_mut().enumerate() {
-                        let ix = (ox * stride + kx) as isize - 1;
-                        *v = if ix < 0 || ix >= w as isize {
-                            T::default()
-                        } else {
-                            line[ix as usize]
-                        };
+                    let line = &x[(c * h + iy) * w..][..w];
+                    out[..first].fill(T::default());
+                    out[end..].fill(T::default());
+                    let start = first * stride + kx - 1;
+                    let inside = &mut out[first..end];
+                    if stride == 1 {
+                        inside.copy_from_slice(&line[start..][..inside.len()]);
+                    } else {
+                        inside
+                            .iter_mut()
+                            .zip(line[start..].iter().step_by(stride))
+                            .for_each(|(o, v)| *o = *v);
                     }
                 }
             }
@@ -209,64 +319,96 @@ fn im2col<T: Real>(x: &[T], geo: Geometry, col: &mut [T]) {
     }
 }
 
-/// How many partial sums the weight gradient is split into: fixed, so that the order of the
-/// floating-point additions (and with it every bit of the result) does not depend on the
-/// number of threads.
-const PARTIAL_SUMS: usize = 8;
-
-/// dW [cout, cin, 3, 3] = Σ over images of dY_i [cout × n] · patches_i [(cin·9) × n]ᵀ: one gemm
-/// per image. The batch is cut into [`PARTIAL_SUMS`] runs of images, summed in parallel, each in
-/// image order; the partial sums are then added in run order. `x` is [batch, cin, h, w],
-/// `grad` [batch, cout, ho, wo].
-pub fn weight_grad<T: Real>(x: &[T], grad: &[T], batch: usize, cout: usize, geo: Geometry) -> Vec<T> {
-    use rayon::prelude::*;
-    let (k, n) = (geo.cin * 9, geo.ho * geo.wo);
-    let per_run = batch.div_ceil(PARTIAL_SUMS).max(1);
-    let runs: Vec<Vec<T>> = (0..batch)
-        .step_by(per_run)
-        .collect::<Vec<_>>()
-        .into_par_iter()
-        .map(|first| {
-            let mut acc = vec![T::default(); cout * k];
-            let mut col = vec![T::default(); k * n];
-            for i in first..(first + per_run).min(batch) {
-                add_image(&mut acc, &mut col, x, grad, i, cout, geo);
-            }
-            acc
-        })
-        .collect();
-    let mut total = vec![T::default(); cout * k];
-    for run in runs {
-        total.iter_mut().zip(run).for_each(|(t, r)| *t += r);
+/// bias + the convolution of `x` [batch, cin, h, w] with `weight` [cout, cin, 3, 3] (padding 1),
+/// as [batch, cout, ho, wo]: Winograd's F(2×2, 3×3) ([`crate::winograd`]) for stride 1, the
+/// direct product ([`direct_forward`]) for stride 2.
+pub fn forward<T: Real>(x: &[T], weight: &[T], bias: Option<&[T]>, batch: usize, cout: usize, geo: Geometry) -> Vec<T> {
+    match geo.stride {
+        1 => crate::winograd::forward(x, weight, bias, (batch, geo.cin, cout), (geo.h, geo.w)),
+        _ => direct_forward(x, weight, bias, batch, cout, geo),
     }
-    total
 }
 
-/// acc += dY_i · patches_iᵀ for image `i` (`col` is scratch of (cin·9) × n).
-fn add_image<T: Real>(acc: &mut [T], col: &mut [T], x: &[T], grad: &[T], i: usize, cout: usize, geo: Geometry) {
+/// Y_i = bias + W · patches_i for every image i, one gemm each, images in parallel: `x` is
+/// [batch, cin, h, w], `weight` [cout, cin, 3, 3], `bias` [cout]; the result is
+/// [batch, cout, ho, wo]. Each image's sum runs in one fixed order, whatever the thread count.
+pub fn direct_forward<T: Real>(x: &[T], weight: &[T], bias: Option<&[T]>, batch: usize, cout: usize, geo: Geometry) -> Vec<T> {
+    use rayon::prelude::*;
     let Geometry { cin, h, w, ho, wo, .. } = geo;
-    let (k, n) = (cin * 9, ho * wo);
-    im2col(&x[i * cin * h * w..][..cin * h * w], geo, col);
-    let gi = &grad[i * cout * n..][..cout * n];
-    assert!(acc.len() == cout * k && col.len() == k * n && gi.len() == cout * n);
-    // SAFETY: acc is cout × k (row stride k), gi cout × n (row stride n), col k × n read as its
-    // transpose (n × k: row stride 1, column stride n); the lengths checked above keep every
-    // index in bounds, and the three buffers do not overlap.
+    let (k, n, plane) = (cin * 9, ho * wo, cin * h * w);
+    assert!(x.len() == batch * plane && weight.len() == cout * k && bias.is_none_or(|b| b.len() == cout));
+    let mut y = vec![T::default(); batch * cout * n];
+    if y.is_empty() || plane == 0 {
+        return y;
+    }
+    y.par_chunks_mut(cout * n).zip(x.par_chunks(plane)).for_each_init(
+        || vec![T::default(); k * n],
+        |col, (yi, xi)| {
+            im2col(xi, geo, col);
+            if let Some(bias) = bias {
+                yi.chunks_mut(n).zip(bias).for_each(|(row, b)| row.fill(*b));
+            }
+            multiply(yi, weight, col, (cout, k, n), true);
+        },
+    );
+    y
+}
+
+/// dX of a stride-1 convolution: the forward convolution of the output gradient `grad`
+/// [batch, cout, h, w] with the weight [cout, cin, 3, 3] read as [cin, cout, 3, 3] with its
+/// taps turned by 180°, since dX[c, y, x] = Σ_o Σ_ky,kx dY[o, y + 1 − ky, x + 1 − kx]·W[o, c, ky, kx].
+pub fn input_grad<T: Real>(grad: &[T], weight: &[T], batch: usize, cin: usize, cout: usize, (h, w): (usize, usize)) -> Vec<T> {
+    assert_eq!(weight.len(), cout * cin * 9);
+    let mut turned = vec![T::default(); weight.len()];
+    for o in 0..cout {
+        for c in 0..cin {
+            for tap in 0..9 {
+                turned[(c * cout + o) * 9 + 8 - tap] = weight[(o * cin + c) * 9 + tap];
+            }
+        }
+    }
+    forward(grad, &turned, None, batch, cin, Geometry::of(cout, h, w, 1))
+}
+
+/// dst [m × n] = a [m × k] · b [k × n], all row-major, added to what dst holds if `accumulate`.
+pub(crate) fn multiply<T: Real>(dst: &mut [T], a: &[T], b: &[T], (m, k, n): (usize, usize, usize), accumulate: bool) {
+    gemm_row_major(dst, a, (b, n as isize, 1), (m, k, n), accumulate);
+}
+
+/// dst [m × n] += a [m × k] · btᵀ, where `bt` is [n × k], all row-major.
+pub(crate) fn add_product_with_transpose<T: Real>(dst: &mut [T], a: &[T], bt: &[T], (m, k, n): (usize, usize, usize)) {
+    gemm_row_major(dst, a, (bt, 1, k as isize), (m, k, n), true);
+}
+
+/// dst [m × n] (=, or += if `accumulate`) a [m × k] · b, with b's element (r, c) at
+/// `b.0[r · b.1 + c · b.2]`.
+fn gemm_row_major<T: Real>(
+    dst: &mut [T],
+    a: &[T],
+    (b, b_row, b_col): (&[T], isize, isize),
+    (m, k, n): (usize, usize, usize),
+    accumulate: bool,
+) {
+    assert!(dst.len() == m * n && a.len() == m * k && b.len() == k * n);
+    assert!((b_row, b_col) == (n as isize, 1) || (b_row, b_col) == (1, k as isize));
+    // SAFETY: b is k × n read row-major or as the transpose of an n × k row-major matrix (the
+    // two stride pairs allowed above); the lengths checked above keep every index of the three
+    // matrices in bounds; dst is borrowed mutably, so it overlaps neither a nor b.
     unsafe {
         gemm::gemm(
-            cout,
-            k,
+            m,
             n,
-            acc.as_mut_ptr(),
+            k,
+            dst.as_mut_ptr(),
+            1,
+            n as isize,
+            accumulate,
+            a.as_ptr(),
             1,
             k as isize,
-            true,
-            gi.as_ptr(),
-            1,
-            n as isize,
-            col.as_ptr(),
-            n as isize,
-            1,
+            b.as_ptr(),
+            b_col,
+            b_row,
             T::ONE,
             T::ONE,
             false,
@@ -275,6 +417,58 @@ fn add_image<T: Real>(acc: &mut [T], col: &mut [T], x: &[T], grad: &[T], i: usiz
             gemm::Parallelism::None,
         );
     }
+}
+
+/// How many partial sums a weight gradient is split into: fixed, so that the order of the
+/// floating-point additions (and with it every bit of the result) does not depend on the
+/// number of threads.
+const PARTIAL_SUMS: usize = 8;
+
+/// Σ of `items` terms of `len` values each: the items are cut into [`PARTIAL_SUMS`] runs, summed
+/// in parallel, each in item order by `add(acc, run)`; the partial sums are then added in run
+/// order.
+pub(crate) fn sum_in_runs<T: Real>(items: usize, len: usize, add: impl Fn(&mut [T], Range<usize>) + Sync) -> Vec<T> {
+    use rayon::prelude::*;
+    let per_run = items.div_ceil(PARTIAL_SUMS).max(1);
+    let runs: Vec<Vec<T>> = (0..items)
+        .step_by(per_run)
+        .collect::<Vec<_>>()
+        .into_par_iter()
+        .map(|first| {
+            let mut acc = vec![T::default(); len];
+            add(&mut acc, first..(first + per_run).min(items));
+            acc
+        })
+        .collect();
+    let mut total = vec![T::default(); len];
+    for run in runs {
+        total.iter_mut().zip(run).for_each(|(t, r)| *t += r);
+    }
+    total
+}
+
+/// dW [cout, cin, 3, 3] of the convolution of `x` [batch, cin, h, w], given the output gradient
+/// `grad` [batch, cout, ho, wo]: Winograd's ([`crate::winograd::weight_grad`]) for stride 1,
+/// [`direct_weight_grad`] for stride 2.
+pub fn weight_grad<T: Real>(x: &[T], grad: &[T], batch: usize, cout: usize, geo: Geometry) -> Vec<T> {
+    match geo.stride {
+        1 => crate::winograd::weight_grad(x, grad, (batch, geo.cin, cout), (geo.h, geo.w)),
+        _ => direct_weight_grad(x, grad, batch, cout, geo),
+    }
+}
+
+/// dW = Σ over images of dY_i [cout × n] · patches_i [(cin·9) × n]ᵀ: one gemm per image, summed
+/// by [`sum_in_runs`].
+pub fn direct_weight_grad<T: Real>(x: &[T], grad: &[T], batch: usize, cout: usize, geo: Geometry) -> Vec<T> {
+    let Geometry { cin, h, w, ho, wo, .. } = geo;
+    let (k, n) = (cin * 9, ho * wo);
+    sum_in_runs(batch, cout * k, |acc, images| {
+        let mut col = vec![T::default(); k * n];
+        for i in images {
+            im2col(&x[i * cin * h * w..][..cin * h * w], geo, &mut col);
+            add_product_with_transpose(acc, &grad[i * cout * n..][..cout * n], &col, (cout, n, k));
+        }
+    })
 }
 
 #[cfg(test)]

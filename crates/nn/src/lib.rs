@@ -13,6 +13,8 @@ pub mod names;
 pub mod sphere;
 /// Training: a step of SGD with the margin loss, checkpoints, weights files.
 pub mod train;
+/// Winograd's F(2×2, 3×3): the CPU kernel of the stride-1 convolutions.
+pub mod winograd;
 
 pub use burn;
 pub use burn::tensor::Device;

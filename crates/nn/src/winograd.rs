@@ -1,0 +1,421 @@
+//! Winograd's F(2×2, 3×3) for SphereFace's stride-1 3×3 convolutions (padding 1), after Lavin
+//! and Gray, "Fast Algorithms for Convolutional Neural Networks" (2016): each 2×2 block of the
+//! output comes from one 4×4 block of the input through 16 products instead of 36, so the inner
+//! products — 16 gemms of [cout × cin] · [cin × tiles] — are 2.25× fewer than the direct
+//! convolution's. The transforms' constants (0, ±1, ±½) are exact in floating point, and every
+//! sum runs in an order fixed by the shapes alone, never by the thread count.
+//!
+//! With d a 4×4 input block, g a 3×3 filter and Y the 2×2 output block:
+//! Y = Aᵀ [(G g Gᵀ) ⊙ (Bᵀ d B)] A, where
+//! Bᵀ = [1 0 −1 0; 0 1 1 0; 0 −1 1 0; 0 1 0 −1], G = [1 0 0; ½ ½ ½; ½ −½ ½; 0 0 1] and
+//! Aᵀ = [1 1 1 0; 0 1 −1 −1].
+
+use crate::conv::{add_product_with_transpose, multiply, sum_in_runs, Real};
+use std::ops::Range;
+
+/// Output tiles one block multiplies at once: with fewer the gemms' columns are too short to
+/// run at full speed, with more the transformed block falls out of the cache.
+const TILES_PER_BLOCK: usize = 336;
+
+/// Blocks the batch is cut into at least (when it has that many images), so that two or four
+/// threads share it evenly; fixed, so that the result does not depend on the thread count.
+const MIN_BLOCKS: usize = 4;
+
+/// How the work is cut: `images` whole images per block, their tile rows in bands of `rows`.
+#[derive(Debug, Clone, Copy)]
+struct Plan {
+    cin: usize,
+    cout: usize,
+    h: usize,
+    w: usize,
+    /// Tile rows and columns of one image (2×2 output pixels each, the last ones clipped).
+    th: usize,
+    tw: usize,
+    images: usize,
+    rows: usize,
+}
+
+impl Plan {
+    fn new(batch: usize, cin: usize, cout: usize, (h, w): (usize, usize)) -> Plan {
+        let (th, tw) = (h.div_ceil(2), w.div_ceil(2));
+        let per_image = th * tw;
+        let (images, rows) = if per_image >= TILES_PER_BLOCK {
+            (1, (TILES_PER_BLOCK / tw).max(1))
+        } else {
+            let wanted = TILES_PER_BLOCK / per_image;
+            let blocks = batch.div_ceil(wanted).max(batch.min(MIN_BLOCKS));
+            (batch.div_ceil(blocks.max(1)).max(1), th)
+        };
+        Plan {
+            cin,
+            cout,
+            h,
+            w,
+            th,
+            tw,
+            images,
+            rows,
+        }
+    }
+}
+
+/// y = bias + the stride-1 3×3 convolution (padding 1) of `x` [batch, cin, h, w] with `weight`
+/// [cout, cin, 3, 3]; the result is [batch, cout, h, w]. Blocks of images run in parallel.
+pub fn forward<T: Real>(
+    x: &[T],
+    weight: &[T],
+    bias: Option<&[T]>,
+    (batch, cin, cout): (usize, usize, usize),
+    (h, w): (usize, usize),
+) -> Vec<T> {
+    use rayon::prelude::*;
+    let plan = Plan::new(batch, cin, cout, (h, w));
+    let (x_image, y_image) = (cin * h * w, cout * h * w);
+    assert!(x.len() == batch * x_image && weight.len() == cout * cin * 9 && bias.is_none_or(|b| b.len() == cout));
+    let mut y = vec![T::default(); batch * y_image];
+    if y.is_empty() || x_image == 0 {
+        return y;
+    }
+    let u = transform_weights(weight, cout, cin);
+    y.par_chunks_mut(plan.images * y_image)
+        .zip(x.par_chunks(plan.images * x_image))
+        .for_each_init(
+            || (Vec::new(), Vec::new()),
+            |(v, m), (ys, xs)| {
+                let images = xs.len() / x_image;
+                for first in (0..plan.th).step_by(plan.rows) {
+                    let band = first..(first + plan.rows).min(plan.th);
+                    let tiles = images * band.len() * plan.tw;
+                    v.resize(16 * cin * tiles, T::default());
+                    m.resize(16 * cout * tiles, T::default());
+                    transform_input(xs, &plan, band.clone(), v);
+                    for xi in 0..16 {
+                        let (vx, mx) = (&v[xi * cin * tiles..][..cin * tiles], &mut m[xi * cout * tiles..][..cout * tiles]);
+                        multiply(mx, &u[xi * cout * cin..][..cout * cin], vx, (cout, cin, tiles), false);
+                    }
+                    transform_output(m, bias, &plan, band, ys);
+                }
+            },
+        );
+    y
+}
+
+/// dW [cout, cin, 3, 3] of the stride-1 convolution (padding 1) of `x` [batch, cin, h, w],
+/// given the output gradient `grad` [batch, cout, h, w]: the adjoint of [`forward`]'s
+/// computation. Per block of tiles, dU_ξ += (A dY Aᵀ)_ξ · (Bᵀ d B)_ξᵀ (16 gemms over the
+/// tiles), the blocks summed by [`sum_in_runs`]; then dW = Gᵀ dU G.
+pub fn weight_grad<T: Real>(x: &[T], grad: &[T], (batch, cin, cout): (usize, usize, usize), (h, w): (usize, usize)) -> Vec<T> {
+    let plan = Plan::new(batch, cin, cout, (h, w));
+    let (x_image, y_image) = (cin * h * w, cout * h * w);
+    assert!(x.len() == batch * x_image && grad.len() == batch * y_image);
+    let bands = plan.th.div_ceil(plan.rows);
+    let blocks = batch.div_ceil(plan.images) * bands;
+    let du = sum_in_runs(blocks, 16 * cout * cin, |du, run| {
+        let (mut v, mut dm) = (Vec::new(), Vec::new());
+        for block in run {
+            let (slab, first) = (block / bands * plan.images, block % bands * plan.rows);
+            let images = plan.images.min(batch - slab);
+            let band = first..(first + plan.rows).min(plan.th);
+            let tiles = images * band.len() * plan.tw;
+            v.resize(16 * cin * tiles, T::default());
+            dm.resize(16 * cout * tiles, T::default());
+            transform_input(&x[slab * x_image..][..images * x_image], &plan, band.clone(), &mut v);
+            transform_grad(&grad[slab * y_image..][..images * y_image], &plan, band, &mut dm);
+            for xi in 0..16 {
+                let (vx, dmx) = (&v[xi * cin * tiles..][..cin * tiles], &dm[xi * cout * tiles..][..cout * tiles]);
+                add_product_with_transpose(&mut du[xi * cout * cin..][..cout * cin], dmx, vx, (cout, tiles, cin));
+            }
+        }
+    });
+    untransform_weights(&du, cout, cin)
+}
+
+/// dW [cout, cin, 3, 3] = Gᵀ dU G for every (cout, cin) of `du` [16, cout, cin]: the adjoint of
+/// [`transform_weights`].
+fn untransform_weights<T: Real>(du: &[T], cout: usize, cin: usize) -> Vec<T> {
+    let filters = cout * cin;
+    let mut dw = vec![T::default(); filters * 9];
+    for (f, out) in dw.chunks_exact_mut(9).enumerate() {
+        let at = |i: usize, j: usize| du[(i * 4 + j) * filters + f];
+        // Gᵀ dU: three rows of four; then each row times G.
+        let rows: [[T; 3]; 4] = std::array::from_fn(|j| shrink4([at(0, j), at(1, j), at(2, j), at(3, j)]));
+        for i in 0..3 {
+            let r = shrink4([rows[0][i], rows[1][i], rows[2][i], rows[3][i]]);
+            out[i * 3..][..3].copy_from_slice(&r);
+        }
+    }
+    dw
+}
+
+/// Gᵀ · (a, b, c, d) = (a + ½(b + c), ½(b − c), ½(b + c) + d).
+fn shrink4<T: Real>([a, b, c, d]: [T; 4]) -> [T; 3] {
+    let (sum, diff) = (T::HALF * (b + c), T::HALF * (b - c));
+    [a + sum, diff, sum + d]
+}
+
+/// dM [16, cout, tiles] = A dY Aᵀ for every 2×2 block dY of the output gradient in the band's
+/// tiles (zero where the block passes the image's edge): the adjoint of [`transform_output`].
+/// A = [1 0; 1 1; 1 −1; 0 −1] takes each block's row (p, q) to (p, p + q, p − q, −q) and then
+/// its two rows the same way.
+fn transform_grad<T: Real>(gs: &[T], plan: &Plan, band: Range<usize>, dm: &mut [T]) {
+    let Plan { cout, h, w, tw, .. } = *plan;
+    let images = gs.len() / (cout * h * w);
+    let tiles = images * band.len() * tw;
+    let zero = T::default();
+    // The block rows' columns 2t and 2t + 1, expanded by A: across[a][j][t].
+    let mut across = [(); 2].map(|_| [(); 4].map(|_| vec![zero; tw]));
+    for image in 0..images {
+        for k in 0..cout {
+            let plane = &gs[(image * cout + k) * h * w..][..h * w];
+            for (r, ty) in band.clone().enumerate() {
+                for (a, out) in across.iter_mut().enumerate() {
+                    let oy = 2 * ty + a;
+                    let [e, s, d, o] = out;
+                    e.fill(zero);
+                    o.fill(zero);
+                    if oy < h {
+                        let line = &plane[oy * w..][..w];
+                        e.iter_mut().zip(line.iter().step_by(2)).for_each(|(v, x)| *v = *x);
+                        o.iter_mut().zip(line[1..].iter().step_by(2)).for_each(|(v, x)| *v = *x);
+                    }
+                    zip_into(s, e, o, |p, q| p + q);
+                    zip_into(d, e, o, |p, q| p - q);
+                    o.iter_mut().for_each(|v| *v = zero - *v);
+                }
+                let first = (image * band.len() + r) * tw;
+                let [top, bottom] = &across;
+                for (j, (p, q)) in top.iter().zip(bottom).enumerate() {
+                    let row = |i: usize| (((i * 4 + j) * cout + k) * tiles + first)..;
+                    dm[row(0)][..tw].copy_from_slice(p);
+                    zip_into(&mut dm[row(1)][..tw], p, q, |p, q| p + q);
+                    zip_into(&mut dm[row(2)][..tw], p, q, |p, q| p - q);
+                    zip_into(&mut dm[row(3)][..tw], q, q, |q, _| zero - q);
+                }
+            }
+        }
+    }
+}
+
+/// U [16, cout, cin] = G g Gᵀ for every filter g of `weight` [cout, cin, 3, 3].
+fn transform_weights<T: Real>(weight: &[T], cout: usize, cin: usize) -> Vec<T> {
+    let mut u = vec![T::default(); 16 * cout * cin];
+    for (f, g) in weight.chunks_exact(9).enumerate() {
+        // G g, column by column: gg[j] is column j of G g.
+        let column = |j: usize| expand3(g[j], g[3 + j], g[6 + j]);
+        let gg = [column(0), column(1), column(2)];
+        // (G g) Gᵀ: each row of G g expanded the same way.
+        for i in 0..4 {
+            let r = expand3(gg[0][i], gg[1][i], gg[2][i]);
+            for (j, v) in r.into_iter().enumerate() {
+                u[(i * 4 + j) * cout * cin + f] = v;
+            }
+        }
+    }
+    u
+}
+
+/// G · (a, b, c) = (a, ½(a + b + c), ½(a − b + c), c).
+fn expand3<T: Real>(a: T, b: T, c: T) -> [T; 4] {
+    [a, T::HALF * (a + b + c), T::HALF * (a - b + c), c]
+}
+
+/// V [16, cin, tiles] = Bᵀ d B for every 4×4 input block d of the band's tiles, the tiles in
+/// (image, tile row, tile column) order. A tile row at a time, so that every loop runs along
+/// contiguous memory: the four input lines that the row's blocks cover are split into their
+/// even and odd columns (block t spans columns 2t − 1 … 2t + 2, so it takes even[t], odd[t],
+/// even[t + 1], odd[t + 1]), Bᵀ combines the four lines, then B combines those columns.
+fn transform_input<T: Real>(xs: &[T], plan: &Plan, band: Range<usize>, v: &mut [T]) {
+    let Plan { cin, h, w, tw, .. } = *plan;
+    let images = xs.len() / (cin * h * w);
+    let tiles = images * band.len() * tw;
+    let zero = T::default();
+    // Line i's columns 2t − 1 and 2t (padding 1: zero outside the image), for t in 0..=tw.
+    let mut even = [(); 4].map(|_| vec![zero; tw + 1]);
+    let mut odd = [(); 4].map(|_| vec![zero; tw + 1]);
+    for image in 0..images {
+        for c in 0..cin {
+            let plane = &xs[(image * cin + c) * h * w..][..h * w];
+            for (r, ty) in band.clone().enumerate() {
+                for i in 0..4 {
+                    let iy = (2 * ty + i).wrapping_sub(1);
+                    let line = (iy < h).then(|| &plane[iy * w..][..w]);
+                    split_columns(line, &mut even[i], &mut odd[i]);
+                }
+                down_input(&mut even);
+                down_input(&mut odd);
+                let first = (image * band.len() + r) * tw;
+                for i in 0..4 {
+                    let row = |j: usize| (((i * 4 + j) * cin + c) * tiles + first)..;
+                    let (e, o) = (&even[i], &odd[i]);
+                    let (e0, e1, o0, o1) = (&e[..tw], &e[1..=tw], &o[..tw], &o[1..=tw]);
+                    zip_into(&mut v[row(0)][..tw], e0, e1, |a, b| a - b);
+                    zip_into(&mut v[row(1)][..tw], o0, e1, |a, b| a + b);
+                    zip_into(&mut v[row(2)][..tw], e1, o0, |a, b| a - b);
+                    zip_into(&mut v[row(3)][..tw], o0, o1, |a, b| a - b);
+                }
+            }
+        }
+    }
+}
+
+/// `even` [t] = line[2t − 1] and `odd` [t] = line[2t], zero outside the line (or for no line).
+fn split_columns<T: Real>(line: Option<&[T]>, even: &mut [T], odd: &mut [T]) {
+    even.fill(T::default());
+    odd.fill(T::default());
+    if let Some(line) = line {
+        odd.iter_mut().zip(line.iter().step_by(2)).for_each(|(o, x)| *o = *x);
+        even[1..].iter_mut().zip(line[1..].iter().step_by(2)).for_each(|(e, x)| *e = *x);
+    }
+}
+
+/// Bᵀ down four lines, element by element: (a, b, c, d) → (a − c, b + c, c − b, b − d).
+fn down_input<T: Real>(lines: &mut [Vec<T>; 4]) {
+    let [l0, l1, l2, l3] = lines;
+    for (((a, b), c), d) in l0.iter_mut().zip(l1.iter_mut()).zip(l2.iter_mut()).zip(l3.iter_mut()) {
+        (*a, *b, *c, *d) = (*a - *c, *b + *c, *c - *b, *b - *d);
+    }
+}
+
+/// out[t] = f(a[t], b[t]).
+fn zip_into<T: Real>(out: &mut [T], a: &[T], b: &[T], f: impl Fn(T, T) -> T) {
+    out.iter_mut().zip(a.iter().zip(b)).for_each(|(o, (x, y))| *o = f(*x, *y));
+}
+
+/// y = bias + Aᵀ M A for every tile of the band, clipped to the image, a tile row at a time:
+/// Aᵀ = [1 1 1 0; 0 1 −1 −1] combines the 16 rows of M four by four into the tile row's two
+/// output lines, whose even and odd columns A's two rows then give.
+fn transform_output<T: Real>(m: &[T], bias: Option<&[T]>, plan: &Plan, band: Range<usize>, ys: &mut [T]) {
+    let Plan { cout, h, w, tw, .. } = *plan;
+    let images = ys.len() / (cout * h * w);
+    let tiles = images * band.len() * tw;
+    let zero = T::default();
+    let (mut even, mut odd) = (vec![zero; tw], vec![zero; tw]);
+    for image in 0..images {
+        for k in 0..cout {
+            let b = bias.map_or(zero, |b| b[k]);
+            let plane = &mut ys[(image * cout + k) * h * w..][..h * w];
+            for (r, ty) in band.clone().enumerate() {
+                let first = (image * band.len() + r) * tw;
+                let rows: [&[T]; 16] = std::array::from_fn(|xi| &m[(xi * cout + k) * tiles + first..][..tw]);
+                for a in 0..2 {
+                    let oy = 2 * ty + a;
+                    if oy >= h {
+                        continue;
+                    }
+                    for t in 0..tw {
+                        // Row a of Aᵀ M at column j, for j in 0..4.
+                        let s: [T; 4] = std::array::from_fn(|j| {
+                            let [m0, m1, m2, m3] = [rows[j][t], rows[4 + j][t], rows[8 + j][t], rows[12 + j][t]];
+                            if a == 0 {
+                                m0 + m1 + m2
+                            } else {
+                                m1 - m2 - m3
+                            }
+                        });
+                        even[t] = b + (s[0] + s[1] + s[2]);
+                        odd[t] = b + (s[1] - s[2] - s[3]);
+                    }
+                    let line = &mut plane[oy * w..][..w];
+                    for (pair, (e, o)) in line.chunks_mut(2).zip(even.iter().zip(&odd)) {
+                        pair[0] = *e;
+                        if let Some(second) = pair.get_mut(1) {
+                            *second = *o;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::conv::{direct_forward, direct_weight_grad, Geometry};
+
+    fn values(n: usize, seed: usize) -> Vec<f64> {
+        (0..n)
+            .map(|i| (((i * 7919 + seed * 104729) % 2001) as f64 - 1000.0) / 1000.0)
+            .collect()
+    }
+
+    fn largest_difference(a: &[f64], b: &[f64]) -> f64 {
+        assert_eq!(a.len(), b.len());
+        a.iter().zip(b).fold(0f64, |m, (x, y)| m.max((x - y).abs()))
+    }
+
+    /// (batch, cin, cout, h, w): one image, one and three channels, odd and even sizes, single
+    /// rows and columns, a batch cut into several blocks, and an image cut into bands of rows.
+    const SHAPES: [(usize, usize, usize, usize, usize); 8] = [
+        (1, 1, 1, 1, 1),
+        (1, 1, 2, 2, 2),
+        (2, 3, 4, 5, 7),
+        (3, 2, 3, 1, 9),
+        (1, 4, 2, 8, 1),
+        (9, 5, 6, 6, 5),
+        (2, 3, 2, 40, 30),
+        (1, 2, 3, 33, 47),
+    ];
+
+    #[test]
+    fn the_forward_pass_equals_the_direct_convolution() {
+        for (batch, cin, cout, h, w) in SHAPES {
+            let (x, k, b) = (values(batch * cin * h * w, 1), values(cout * cin * 9, 2), values(cout, 3));
+            let want = direct_forward(&x, &k, Some(&b), batch, cout, Geometry::of(cin, h, w, 1));
+            let got = forward(&x, &k, Some(&b), (batch, cin, cout), (h, w));
+            let err = largest_difference(&want, &got);
+            assert!(err < 1e-12, "{batch}x{cin}->{cout} {h}x{w}: {err:e}");
+        }
+    }
+
+    #[test]
+    fn the_weight_gradient_equals_the_direct_one() {
+        for (batch, cin, cout, h, w) in SHAPES {
+            let (x, g) = (values(batch * cin * h * w, 4), values(batch * cout * h * w, 5));
+            let want = direct_weight_grad(&x, &g, batch, cout, Geometry::of(cin, h, w, 1));
+            let got = weight_grad(&x, &g, (batch, cin, cout), (h, w));
+            let err = largest_difference(&want, &got);
+            assert!(err < 1e-11, "{batch}x{cin}->{cout} {h}x{w}: {err:e}");
+        }
+    }
+
+    #[test]
+    fn hand_computed_outputs() {
+        // A 2x3 image, a filter of ones: each output is the sum of its 3x3 neighbourhood inside
+        // the image; plus a bias of 0.5.
+        let x = [1.0f64, 2.0, 3.0, 4.0, 5.0, 6.0];
+        let got = forward(&x, &[1.0; 9], Some(&[0.5]), (1, 1, 1), (2, 3));
+        assert_eq!(got, [12.5, 21.5, 16.5, 12.5, 21.5, 16.5]);
+        // Only the centre tap: the identity. Only the top-left tap: the image moved down-right.
+        let centre = [0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0];
+        assert_eq!(forward(&x, &centre, None, (1, 1, 1), (2, 3)), x);
+        let corner = [1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0];
+        assert_eq!(forward(&x, &corner, None, (1, 1, 1), (2, 3)), [0.0, 0.0, 0.0, 0.0, 1.0, 2.0]);
+        // dW of that image for an output gradient of ones: tap (ky, kx) sums the pixels at
+        // (y + ky − 1, x + kx − 1) over the outputs (y, x): the top-left tap meets pixels 1 and 2,
+        // the centre one all six, the bottom-right one 5 and 6.
+        let dw = weight_grad(&x, &[1.0; 6], (1, 1, 1), (2, 3));
+        assert_eq!(dw, [3.0, 6.0, 5.0, 12.0, 21.0, 16.0, 9.0, 15.0, 11.0]);
+    }
+
+    #[test]
+    fn results_are_the_same_bits_on_one_thread_and_on_four() {
+        // 20 images of 10x12: several blocks; 2 images of 50x44: bands of tile rows.
+        for (batch, h, w) in [(20, 10, 12), (2, 50, 44)] {
+            let (cin, cout) = (3, 4);
+            let to_f32 = |v: Vec<f64>| v.into_iter().map(|v| v as f32).collect::<Vec<f32>>();
+            let x = to_f32(values(batch * cin * h * w, 6));
+            let k = to_f32(values(cout * cin * 9, 7));
+            let g = to_f32(values(batch * cout * h * w, 8));
+            let on = |threads: usize| {
+                let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().expect("a pool");
+                pool.install(|| {
+                    let y = forward(&x, &k, None, (batch, cin, cout), (h, w));
+                    let dw = weight_grad(&x, &g, (batch, cin, cout), (h, w));
+                    [y, dw].map(|v| v.iter().map(|v| v.to_bits()).collect::<Vec<_>>())
+                })
+            };
+            assert_eq!(on(1), on(4));
+        }
+    }
+}
