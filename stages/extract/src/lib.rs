@@ -54,8 +54,9 @@ impl Stage for Extract {
         "extract"
     }
     fn version(&self) -> &'static str {
-        // 2: faces fed in the model's colour order (BGR by default) instead of always RGB.
-        "2"
+        // 2: faces fed in the model's colour order (BGR by default) instead of always RGB. 3: on
+        // the CPU, the convolutions are spherepipe-nn's (other orders of additions, other bits).
+        "3"
     }
     fn doc(&self) -> &'static str {
         "FC1 features of each face and its mirror, concatenated (features.parquet; MegaFace devkit files on request)"

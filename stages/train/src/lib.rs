@@ -33,8 +33,9 @@ impl Stage for Train {
         // 2: seeded init from our own generator, sphere20a parameter names, patch crops,
         // labelled curve. 3: BGR input by default, `channels` in model.json. 4: the curve drawn
         // with plotters, as curve.svg and curve.png. 5: on the CPU, the convolutions' weight
-        // gradients come from spherepipe-nn's own kernel (another order of additions).
-        "5"
+        // gradients come from spherepipe-nn's own kernel (another order of additions). 6: on the
+        // CPU, every convolution is spherepipe-nn's (Winograd for stride 1).
+        "6"
     }
     fn doc(&self) -> &'static str {
         "SphereFace CNN + A-Softmax (or softmax/modified-softmax/cosface/arcface) training"
