@@ -13,6 +13,40 @@
 use crate::conv::{add_product_with_transpose, multiply, sum_in_runs, Real};
 use std::ops::Range;
 
+/// `$name`, a function over a band's tiles, with `$body` compiled for AVX2 where the CPU has it
+/// (twice the lanes of the x86-64 baseline the crate is built for). The transforms are
+/// element-by-element sums, so their bits are the same either way.
+macro_rules! avx2_or_baseline {
+    ($(#[$doc:meta])* fn $name:ident($($arg:ident: $ty:ty),* $(,)?) = $body:ident;) => {
+        $(#[$doc])*
+        fn $name<T: Real>($($arg: $ty),*) {
+            #[cfg(target_arch = "x86_64")]
+            if std::is_x86_feature_detected!("avx2") {
+                #[target_feature(enable = "avx2")]
+                fn avx2<T: Real>($($arg: $ty),*) {
+                    $body($($arg),*)
+                }
+                // SAFETY: the CPU has AVX2, the one feature `avx2` is compiled for.
+                return unsafe { avx2($($arg),*) };
+            }
+            $body($($arg),*)
+        }
+    };
+}
+
+avx2_or_baseline! {
+    /// [`input_blocks`].
+    fn transform_input(xs: &[T], plan: &Plan, band: Range<usize>, v: &mut [T]) = input_blocks;
+}
+avx2_or_baseline! {
+    /// [`output_blocks`].
+    fn transform_output(m: &[T], bias: Option<&[T]>, plan: &Plan, band: Range<usize>, ys: &mut [T]) = output_blocks;
+}
+avx2_or_baseline! {
+    /// [`grad_blocks`].
+    fn transform_grad(gs: &[T], plan: &Plan, band: Range<usize>, dm: &mut [T]) = grad_blocks;
+}
+
 /// Output tiles one block multiplies at once: with fewer the gemms' columns are too short to
 /// run at full speed, with more the transformed block falls out of the cache.
 const TILES_PER_BLOCK: usize = 336;
@@ -157,7 +191,8 @@ fn shrink4<T: Real>([a, b, c, d]: [T; 4]) -> [T; 3] {
 /// tiles (zero where the block passes the image's edge): the adjoint of [`transform_output`].
 /// A = [1 0; 1 1; 1 −1; 0 −1] takes each block's row (p, q) to (p, p + q, p − q, −q) and then
 /// its two rows the same way.
-fn transform_grad<T: Real>(gs: &[T], plan: &Plan, band: Range<usize>, dm: &mut [T]) {
+#[inline(always)]
+fn grad_blocks<T: Real>(gs: &[T], plan: &Plan, band: Range<usize>, dm: &mut [T]) {
     let Plan { cout, h, w, tw, .. } = *plan;
     let images = gs.len() / (cout * h * w);
     let tiles = images * band.len() * tw;
@@ -220,34 +255,35 @@ fn expand3<T: Real>(a: T, b: T, c: T) -> [T; 4] {
 }
 
 /// V [16, cin, tiles] = Bᵀ d B for every 4×4 input block d of the band's tiles, the tiles in
-/// (image, tile row, tile column) order. A tile row at a time, so that every loop runs along
-/// contiguous memory: the four input lines that the row's blocks cover are split into their
-/// even and odd columns (block t spans columns 2t − 1 … 2t + 2, so it takes even[t], odd[t],
-/// even[t + 1], odd[t + 1]), Bᵀ combines the four lines, then B combines those columns.
-fn transform_input<T: Real>(xs: &[T], plan: &Plan, band: Range<usize>, v: &mut [T]) {
+/// (image, tile row, tile column) order. Every loop runs along contiguous memory: the input
+/// lines the band covers are split once into their even and odd columns (block t spans columns
+/// 2t − 1 … 2t + 2, so it takes even[t], odd[t], even[t + 1], odd[t + 1]); for each tile row Bᵀ
+/// combines its four lines, then B combines those columns.
+#[inline(always)]
+fn input_blocks<T: Real>(xs: &[T], plan: &Plan, band: Range<usize>, v: &mut [T]) {
     let Plan { cin, h, w, tw, .. } = *plan;
     let images = xs.len() / (cin * h * w);
     let tiles = images * band.len() * tw;
-    let zero = T::default();
-    // Line i's columns 2t − 1 and 2t (padding 1: zero outside the image), for t in 0..=tw.
-    let mut even = [(); 4].map(|_| vec![zero; tw + 1]);
-    let mut odd = [(); 4].map(|_| vec![zero; tw + 1]);
+    let (zero, span) = (T::default(), tw + 1);
+    // Input lines 2·band.start − 1 … 2·band.end, split: line l's columns 2t − 1 and 2t.
+    let lines = 2 * band.len() + 2;
+    let (mut even, mut odd) = (vec![zero; lines * span], vec![zero; lines * span]);
+    // One tile row's four lines combined by Bᵀ.
+    let (mut down_even, mut down_odd) = ([(); 4].map(|_| vec![zero; span]), [(); 4].map(|_| vec![zero; span]));
     for image in 0..images {
         for c in 0..cin {
             let plane = &xs[(image * cin + c) * h * w..][..h * w];
-            for (r, ty) in band.clone().enumerate() {
-                for i in 0..4 {
-                    let iy = (2 * ty + i).wrapping_sub(1);
-                    let line = (iy < h).then(|| &plane[iy * w..][..w]);
-                    split_columns(line, &mut even[i], &mut odd[i]);
-                }
-                down_input(&mut even);
-                down_input(&mut odd);
+            for (l, (e, o)) in even.chunks_exact_mut(span).zip(odd.chunks_exact_mut(span)).enumerate() {
+                let iy = (2 * band.start + l).wrapping_sub(1);
+                split_columns((iy < h).then(|| &plane[iy * w..][..w]), e, o);
+            }
+            for r in 0..band.len() {
+                down_input(four_lines(&even, 2 * r, span), &mut down_even);
+                down_input(four_lines(&odd, 2 * r, span), &mut down_odd);
                 let first = (image * band.len() + r) * tw;
-                for i in 0..4 {
+                for (i, (e, o)) in down_even.iter().zip(&down_odd).enumerate() {
                     let row = |j: usize| (((i * 4 + j) * cin + c) * tiles + first)..;
-                    let (e, o) = (&even[i], &odd[i]);
-                    let (e0, e1, o0, o1) = (&e[..tw], &e[1..=tw], &o[..tw], &o[1..=tw]);
+                    let (e0, e1, o0, o1) = (&e[..tw], &e[1..], &o[..tw], &o[1..]);
                     zip_into(&mut v[row(0)][..tw], e0, e1, |a, b| a - b);
                     zip_into(&mut v[row(1)][..tw], o0, e1, |a, b| a + b);
                     zip_into(&mut v[row(2)][..tw], e1, o0, |a, b| a - b);
@@ -258,25 +294,46 @@ fn transform_input<T: Real>(xs: &[T], plan: &Plan, band: Range<usize>, v: &mut [
     }
 }
 
+/// Lines `first` … `first + 3` of `split`, lines of `span` values each.
+#[inline(always)]
+fn four_lines<T>(split: &[T], first: usize, span: usize) -> [&[T]; 4] {
+    let line = |i: usize| &split[(first + i) * span..][..span];
+    [line(0), line(1), line(2), line(3)]
+}
+
 /// `even` [t] = line[2t − 1] and `odd` [t] = line[2t], zero outside the line (or for no line).
+#[inline(always)]
 fn split_columns<T: Real>(line: Option<&[T]>, even: &mut [T], odd: &mut [T]) {
-    even.fill(T::default());
-    odd.fill(T::default());
-    if let Some(line) = line {
-        odd.iter_mut().zip(line.iter().step_by(2)).for_each(|(o, x)| *o = *x);
-        even[1..].iter_mut().zip(line[1..].iter().step_by(2)).for_each(|(e, x)| *e = *x);
+    let zero = T::default();
+    let line = line.unwrap_or(&[]);
+    let pairs = line.chunks_exact(2);
+    let (count, last) = (pairs.len(), pairs.remainder().first().copied());
+    // Column by column in pairs, a loop the compiler turns into vector shuffles.
+    for ((pair, o), e) in pairs.zip(odd.iter_mut()).zip(even[1..].iter_mut()) {
+        *o = pair[0];
+        *e = pair[1];
     }
+    even[0] = zero;
+    even[count + 1..].fill(zero);
+    odd[count] = last.unwrap_or(zero);
+    odd[count + 1..].fill(zero);
 }
 
 /// Bᵀ down four lines, element by element: (a, b, c, d) → (a − c, b + c, c − b, b − d).
-fn down_input<T: Real>(lines: &mut [Vec<T>; 4]) {
-    let [l0, l1, l2, l3] = lines;
-    for (((a, b), c), d) in l0.iter_mut().zip(l1.iter_mut()).zip(l2.iter_mut()).zip(l3.iter_mut()) {
-        (*a, *b, *c, *d) = (*a - *c, *b + *c, *c - *b, *b - *d);
+#[inline(always)]
+fn down_input<T: Real>([l0, l1, l2, l3]: [&[T]; 4], out: &mut [Vec<T>; 4]) {
+    let [o0, o1, o2, o3] = out;
+    let n = l0.len();
+    let (l1, l2, l3) = (&l1[..n], &l2[..n], &l3[..n]);
+    let (o0, o1, o2, o3) = (&mut o0[..n], &mut o1[..n], &mut o2[..n], &mut o3[..n]);
+    for t in 0..n {
+        let (a, b, c, d) = (l0[t], l1[t], l2[t], l3[t]);
+        (o0[t], o1[t], o2[t], o3[t]) = (a - c, b + c, c - b, b - d);
     }
 }
 
 /// out[t] = f(a[t], b[t]).
+#[inline(always)]
 fn zip_into<T: Real>(out: &mut [T], a: &[T], b: &[T], f: impl Fn(T, T) -> T) {
     out.iter_mut().zip(a.iter().zip(b)).for_each(|(o, (x, y))| *o = f(*x, *y));
 }
@@ -284,7 +341,8 @@ fn zip_into<T: Real>(out: &mut [T], a: &[T], b: &[T], f: impl Fn(T, T) -> T) {
 /// y = bias + Aᵀ M A for every tile of the band, clipped to the image, a tile row at a time:
 /// Aᵀ = [1 1 1 0; 0 1 −1 −1] combines the 16 rows of M four by four into the tile row's two
 /// output lines, whose even and odd columns A's two rows then give.
-fn transform_output<T: Real>(m: &[T], bias: Option<&[T]>, plan: &Plan, band: Range<usize>, ys: &mut [T]) {
+#[inline(always)]
+fn output_blocks<T: Real>(m: &[T], bias: Option<&[T]>, plan: &Plan, band: Range<usize>, ys: &mut [T]) {
     let Plan { cout, h, w, tw, .. } = *plan;
     let images = ys.len() / (cout * h * w);
     let tiles = images * band.len() * tw;
@@ -296,35 +354,91 @@ fn transform_output<T: Real>(m: &[T], bias: Option<&[T]>, plan: &Plan, band: Ran
             let plane = &mut ys[(image * cout + k) * h * w..][..h * w];
             for (r, ty) in band.clone().enumerate() {
                 let first = (image * band.len() + r) * tw;
-                let rows: [&[T]; 16] = std::array::from_fn(|xi| &m[(xi * cout + k) * tiles + first..][..tw]);
+                let rows = sixteen_rows(m, (k, cout), (first, tiles), tw);
                 for a in 0..2 {
                     let oy = 2 * ty + a;
-                    if oy >= h {
-                        continue;
-                    }
-                    for t in 0..tw {
-                        // Row a of Aᵀ M at column j, for j in 0..4.
-                        let s: [T; 4] = std::array::from_fn(|j| {
-                            let [m0, m1, m2, m3] = [rows[j][t], rows[4 + j][t], rows[8 + j][t], rows[12 + j][t]];
-                            if a == 0 {
-                                m0 + m1 + m2
-                            } else {
-                                m1 - m2 - m3
-                            }
-                        });
-                        even[t] = b + (s[0] + s[1] + s[2]);
-                        odd[t] = b + (s[1] - s[2] - s[3]);
-                    }
-                    let line = &mut plane[oy * w..][..w];
-                    for (pair, (e, o)) in line.chunks_mut(2).zip(even.iter().zip(&odd)) {
-                        pair[0] = *e;
-                        if let Some(second) = pair.get_mut(1) {
-                            *second = *o;
-                        }
+                    if oy < h {
+                        output_line(&rows, a, b, (&mut even, &mut odd));
+                        interleave(&mut plane[oy * w..][..w], &even, &odd);
                     }
                 }
             }
         }
+    }
+}
+
+/// Rows ξ·cout + k of `m` [16, cout, tiles], columns `first` … `first + tw`.
+#[inline(always)]
+fn sixteen_rows<T>(m: &[T], (k, cout): (usize, usize), (first, tiles): (usize, usize), tw: usize) -> [&[T]; 16] {
+    let row = |xi: usize| &m[(xi * cout + k) * tiles + first..][..tw];
+    [
+        row(0),
+        row(1),
+        row(2),
+        row(3),
+        row(4),
+        row(5),
+        row(6),
+        row(7),
+        row(8),
+        row(9),
+        row(10),
+        row(11),
+        row(12),
+        row(13),
+        row(14),
+        row(15),
+    ]
+}
+
+/// Output line `a` (0 or 1) of a tile row, bias `b` added, as its even and odd columns: row a of
+/// Aᵀ M (M[0] + M[1] + M[2] or M[1] − M[2] − M[3], M[i] being rows 4i … 4i + 3), then times A.
+#[inline(always)]
+fn output_line<T: Real>(rows: &[&[T]; 16], a: usize, b: T, (even, odd): (&mut [T], &mut [T])) {
+    let [r0, r1, r2, r3, r4, r5, r6, r7, r8, r9, r10, r11, r12, r13, r14, r15] = *rows;
+    let n = even.len().min(odd.len());
+    let mut put = |t: usize, [s0, s1, s2, s3]: [T; 4]| {
+        even[t] = b + (s0 + s1 + s2);
+        odd[t] = b + (s1 - s2 - s3);
+    };
+    if a == 0 {
+        for t in 0..n {
+            put(
+                t,
+                [
+                    r0[t] + r4[t] + r8[t],
+                    r1[t] + r5[t] + r9[t],
+                    r2[t] + r6[t] + r10[t],
+                    r3[t] + r7[t] + r11[t],
+                ],
+            );
+        }
+    } else {
+        for t in 0..n {
+            put(
+                t,
+                [
+                    r4[t] - r8[t] - r12[t],
+                    r5[t] - r9[t] - r13[t],
+                    r6[t] - r10[t] - r14[t],
+                    r7[t] - r11[t] - r15[t],
+                ],
+            );
+        }
+    }
+}
+
+/// line[2t] = even[t], line[2t + 1] = odd[t], as far as the line goes.
+#[inline(always)]
+fn interleave<T: Real>(line: &mut [T], even: &[T], odd: &[T]) {
+    let half = line.len() / 2;
+    let mut pairs = line.chunks_exact_mut(2);
+    for ((pair, e), o) in (&mut pairs).zip(even).zip(odd) {
+        pair[0] = *e;
+        pair[1] = *o;
+    }
+    if let [last] = pairs.into_remainder() {
+        *last = even[half];
     }
 }
 
