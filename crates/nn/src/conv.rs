@@ -285,6 +285,9 @@ impl Geometry {
 /// (c, ky, kx) holds input channel c shifted by (ky − 1, kx − 1), zero outside the image.
 fn im2col<T: Real>(x: &[T], geo: Geometry, col: &mut [T]) {
     let Geometry { cin, h, w, stride, ho, wo } = geo;
+    if stride == 2 {
+        return im2col_stride2(x, geo, col);
+    }
     let n = ho * wo;
     for c in 0..cin {
         for ky in 0..3 {
@@ -317,6 +320,47 @@ fn im2col<T: Real>(x: &[T], geo: Geometry, col: &mut [T]) {
             }
         }
     }
+}
+
+/// [`im2col`] for stride 2: each input line the patches meet is split once into its even and
+/// odd columns (a loop the compiler vectorises, where a strided gather would not be), and the
+/// three taps across are copies of those: kx = 0 takes column 2·ox − 1 (odd[ox − 1]), kx = 1
+/// column 2·ox (even[ox]) and kx = 2 column 2·ox + 1 (odd[ox]).
+fn im2col_stride2<T: Real>(x: &[T], geo: Geometry, col: &mut [T]) {
+    let Geometry { cin, h, w, ho, wo, .. } = geo;
+    let (n, zero) = (ho * wo, T::default());
+    let (mut even, mut odd) = (vec![zero; wo], vec![zero; wo]);
+    for c in 0..cin {
+        for ky in 0..3 {
+            for oy in 0..ho {
+                let at = |kx: usize| ((c * 3 + ky) * 3 + kx) * n + oy * wo;
+                let iy = (2 * oy + ky).wrapping_sub(1);
+                if iy >= h {
+                    (0..3).for_each(|kx| col[at(kx)..][..wo].fill(zero));
+                    continue;
+                }
+                split_even_odd(&x[(c * h + iy) * w..][..w], &mut even, &mut odd);
+                col[at(0)] = zero;
+                col[at(0) + 1..][..wo - 1].copy_from_slice(&odd[..wo - 1]);
+                col[at(1)..][..wo].copy_from_slice(&even);
+                col[at(2)..][..wo].copy_from_slice(&odd);
+            }
+        }
+    }
+}
+
+/// even[t] = line[2t], odd[t] = line[2t + 1], zero past the line's end.
+fn split_even_odd<T: Real>(line: &[T], even: &mut [T], odd: &mut [T]) {
+    let pairs = line.chunks_exact(2);
+    let (count, last) = (pairs.len(), pairs.remainder().first().copied());
+    for ((pair, e), o) in pairs.zip(even.iter_mut()).zip(odd.iter_mut()) {
+        *e = pair[0];
+        *o = pair[1];
+    }
+    if let Some(v) = last {
+        even[count] = v;
+    }
+    odd[count..].fill(T::default());
 }
 
 /// bias + the convolution of `x` [batch, cin, h, w] with `weight` [cout, cin, 3, 3] (padding 1),
