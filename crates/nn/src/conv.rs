@@ -516,12 +516,12 @@ pub fn direct_weight_grad<T: Real>(x: &[T], grad: &[T], batch: usize, cout: usiz
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use burn::tensor::TensorData;
 
-    /// Deterministic values in [-1, 1).
-    fn values(n: usize, seed: usize) -> Vec<f64> {
+    /// Deterministic values in [-1, 1) (the Winograd tests use them too).
+    pub(crate) fn values(n: usize, seed: usize) -> Vec<f64> {
         (0..n)
             .map(|i| (((i * 7919 + seed * 104729) % 2001) as f64 - 1000.0) / 1000.0)
             .collect()

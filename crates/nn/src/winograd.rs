@@ -445,13 +445,8 @@ fn interleave<T: Real>(line: &mut [T], even: &[T], odd: &[T]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::conv::tests::values;
     use crate::conv::{direct_forward, direct_weight_grad, Geometry};
-
-    fn values(n: usize, seed: usize) -> Vec<f64> {
-        (0..n)
-            .map(|i| (((i * 7919 + seed * 104729) % 2001) as f64 - 1000.0) / 1000.0)
-            .collect()
-    }
 
     fn largest_difference(a: &[f64], b: &[f64]) -> f64 {
         assert_eq!(a.len(), b.len());
