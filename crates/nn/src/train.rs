@@ -475,6 +475,31 @@ mod tests {
     }
 
     #[test]
+    fn a_cpu_training_run_is_the_same_bits_on_one_two_and_four_threads() {
+        // SphereFace-10 has stride-1 residual units, so every kind of convolution kernel runs.
+        let mut config = cfg(Loss::ASoftmax { m: 4 });
+        config.net.depth = 10;
+        let run = |threads: usize| {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().expect("a pool");
+            pool.install(|| {
+                let mut t = Trainer::new(config.clone(), &Device::flex(), 3).unwrap();
+                let losses: Vec<u64> = (0..4)
+                    .map(|s| {
+                        let (x, y) = toy_batch(s, 8);
+                        t.train_step(&x, &y, 24, 20).unwrap().loss.to_bits()
+                    })
+                    .collect();
+                let features = t.features(&toy_batch(9, 8).0, 8, 24, 20).unwrap();
+                (losses, features.iter().map(|v| v.to_bits()).collect::<Vec<_>>())
+            })
+        };
+        let one = run(1);
+        assert!(one.0.windows(2).all(|w| w[0] != w[1]) && one.1.len() == 8 * 16 && one.1.iter().any(|b| *b != 0));
+        assert_eq!(one, run(2), "2 threads differ from 1");
+        assert_eq!(one, run(4), "4 threads differ from 1");
+    }
+
+    #[test]
     fn a_failed_step_changes_nothing_and_training_goes_on() {
         let mut t = Trainer::new(cfg(Loss::Softmax), &Device::flex(), 1).unwrap();
         let (mut x, y) = toy_batch(0, 4);
