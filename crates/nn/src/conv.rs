@@ -1,12 +1,13 @@
 //! SphereFace's 3×3 convolution (padding 1, stride 1 or 2) as an operation of the project's own,
 //! through burn's backend-extension mechanism (issue 12), with CPU kernels of its own where
 //! burn-flex is slower than PyTorch. On the flex backend, in f32 and f64:
-//! - the forward pass ([`forward`]) is one `gemm` per image over its patch matrix, images in
-//!   parallel, with no layout change and no scatter of the result;
-//! - the input gradient of a stride-1 convolution ([`input_grad`]) is that same forward pass
-//!   over the output gradient, with the weight's channels swapped and its taps turned by 180°
-//!   (stride 2 keeps burn's);
-//! - the weight gradient ([`weight_grad`]) is one `gemm` per image too, summed in a fixed order.
+//! - stride 1 runs as Winograd's F(2×2, 3×3) ([`crate::winograd`]); stride 2 as one `gemm`
+//!   per image over its patch matrix, images in parallel ([`direct_forward`],
+//!   [`direct_weight_grad`]);
+//! - the input gradient of a stride-1 convolution ([`input_grad`]) is the forward pass over the
+//!   output gradient, with the weight's channels swapped and its taps turned by 180° (stride 2
+//!   keeps burn's);
+//! - weight gradients are summed in a fixed order ([`sum_in_runs`]), whatever the thread count.
 //!
 //! The `conv_layers` bench times each against flex's. Other backends (wgpu, cuda) keep burn's
 //! `Conv2d` unchanged.
@@ -349,8 +350,11 @@ fn im2col_stride2<T: Real>(x: &[T], geo: Geometry, col: &mut [T]) {
     }
 }
 
-/// even[t] = line[2t], odd[t] = line[2t + 1], zero past the line's end.
-fn split_even_odd<T: Real>(line: &[T], even: &mut [T], odd: &mut [T]) {
+/// even[t] = line[2t], odd[t] = line[2t + 1], zero past the line's end (all zero for an empty
+/// line). Pair by pair, a loop the compiler turns into vector shuffles; inlined, so that the
+/// Winograd transforms compiled for AVX2 get it in AVX2 too.
+#[inline(always)]
+pub(crate) fn split_even_odd<T: Real>(line: &[T], even: &mut [T], odd: &mut [T]) {
     let pairs = line.chunks_exact(2);
     let (count, last) = (pairs.len(), pairs.remainder().first().copied());
     for ((pair, e), o) in pairs.zip(even.iter_mut()).zip(odd.iter_mut()) {
@@ -360,6 +364,7 @@ fn split_even_odd<T: Real>(line: &[T], even: &mut [T], odd: &mut [T]) {
     if let Some(v) = last {
         even[count] = v;
     }
+    even[count + usize::from(last.is_some())..].fill(T::default());
     odd[count..].fill(T::default());
 }
 

@@ -10,7 +10,7 @@
 //! Bᵀ = [1 0 −1 0; 0 1 1 0; 0 −1 1 0; 0 1 0 −1], G = [1 0 0; ½ ½ ½; ½ −½ ½; 0 0 1] and
 //! Aᵀ = [1 1 1 0; 0 1 −1 −1].
 
-use crate::conv::{add_product_with_transpose, multiply, sum_in_runs, Real};
+use crate::conv::{add_product_with_transpose, multiply, split_even_odd, sum_in_runs, Real};
 use std::ops::Range;
 
 /// `$name`, a function over a band's tiles, with `$body` compiled for AVX2 where the CPU has it
@@ -70,6 +70,16 @@ struct Plan {
 }
 
 impl Plan {
+    /// How many bands of tile rows an image is cut into.
+    fn bands(&self) -> usize {
+        self.th.div_ceil(self.rows)
+    }
+
+    /// The tile rows of band `i`.
+    fn band(&self, i: usize) -> Range<usize> {
+        i * self.rows..((i + 1) * self.rows).min(self.th)
+    }
+
     fn new(batch: usize, cin: usize, cout: usize, (h, w): (usize, usize)) -> Plan {
         let (th, tw) = (h.div_ceil(2), w.div_ceil(2));
         let per_image = th * tw;
@@ -117,8 +127,7 @@ pub fn forward<T: Real>(
             || (Vec::new(), Vec::new()),
             |(v, m), (ys, xs)| {
                 let images = xs.len() / x_image;
-                for first in (0..plan.th).step_by(plan.rows) {
-                    let band = first..(first + plan.rows).min(plan.th);
+                for band in (0..plan.bands()).map(|i| plan.band(i)) {
                     let tiles = images * band.len() * plan.tw;
                     v.resize(16 * cin * tiles, T::default());
                     m.resize(16 * cout * tiles, T::default());
@@ -142,14 +151,13 @@ pub fn weight_grad<T: Real>(x: &[T], grad: &[T], (batch, cin, cout): (usize, usi
     let plan = Plan::new(batch, cin, cout, (h, w));
     let (x_image, y_image) = (cin * h * w, cout * h * w);
     assert!(x.len() == batch * x_image && grad.len() == batch * y_image);
-    let bands = plan.th.div_ceil(plan.rows);
+    let bands = plan.bands();
     let blocks = batch.div_ceil(plan.images) * bands;
     let du = sum_in_runs(blocks, 16 * cout * cin, |du, run| {
         let (mut v, mut dm) = (Vec::new(), Vec::new());
         for block in run {
-            let (slab, first) = (block / bands * plan.images, block % bands * plan.rows);
+            let (slab, band) = (block / bands * plan.images, plan.band(block % bands));
             let images = plan.images.min(batch - slab);
-            let band = first..(first + plan.rows).min(plan.th);
             let tiles = images * band.len() * plan.tw;
             v.resize(16 * cin * tiles, T::default());
             dm.resize(16 * cout * tiles, T::default());
@@ -206,13 +214,7 @@ fn grad_blocks<T: Real>(gs: &[T], plan: &Plan, band: Range<usize>, dm: &mut [T])
                 for (a, out) in across.iter_mut().enumerate() {
                     let oy = 2 * ty + a;
                     let [e, s, d, o] = out;
-                    e.fill(zero);
-                    o.fill(zero);
-                    if oy < h {
-                        let line = &plane[oy * w..][..w];
-                        e.iter_mut().zip(line.iter().step_by(2)).for_each(|(v, x)| *v = *x);
-                        o.iter_mut().zip(line[1..].iter().step_by(2)).for_each(|(v, x)| *v = *x);
-                    }
+                    split_even_odd(if oy < h { &plane[oy * w..][..w] } else { &[] }, e, o);
                     zip_into(s, e, o, |p, q| p + q);
                     zip_into(d, e, o, |p, q| p - q);
                     o.iter_mut().for_each(|v| *v = zero - *v);
@@ -275,7 +277,9 @@ fn input_blocks<T: Real>(xs: &[T], plan: &Plan, band: Range<usize>, v: &mut [T])
             let plane = &xs[(image * cin + c) * h * w..][..h * w];
             for (l, (e, o)) in even.chunks_exact_mut(span).zip(odd.chunks_exact_mut(span)).enumerate() {
                 let iy = (2 * band.start + l).wrapping_sub(1);
-                split_columns((iy < h).then(|| &plane[iy * w..][..w]), e, o);
+                // Column 2t − 1 is line[2t − 1]: the line's odd columns, one place on.
+                e[0] = zero;
+                split_even_odd(if iy < h { &plane[iy * w..][..w] } else { &[] }, o, &mut e[1..]);
             }
             for r in 0..band.len() {
                 down_input(four_lines(&even, 2 * r, span), &mut down_even);
@@ -299,24 +303,6 @@ fn input_blocks<T: Real>(xs: &[T], plan: &Plan, band: Range<usize>, v: &mut [T])
 fn four_lines<T>(split: &[T], first: usize, span: usize) -> [&[T]; 4] {
     let line = |i: usize| &split[(first + i) * span..][..span];
     [line(0), line(1), line(2), line(3)]
-}
-
-/// `even` [t] = line[2t − 1] and `odd` [t] = line[2t], zero outside the line (or for no line).
-#[inline(always)]
-fn split_columns<T: Real>(line: Option<&[T]>, even: &mut [T], odd: &mut [T]) {
-    let zero = T::default();
-    let line = line.unwrap_or(&[]);
-    let pairs = line.chunks_exact(2);
-    let (count, last) = (pairs.len(), pairs.remainder().first().copied());
-    // Column by column in pairs, a loop the compiler turns into vector shuffles.
-    for ((pair, o), e) in pairs.zip(odd.iter_mut()).zip(even[1..].iter_mut()) {
-        *o = pair[0];
-        *e = pair[1];
-    }
-    even[0] = zero;
-    even[count + 1..].fill(zero);
-    odd[count] = last.unwrap_or(zero);
-    odd[count + 1..].fill(zero);
 }
 
 /// Bᵀ down four lines, element by element: (a, b, c, d) → (a − c, b + c, c − b, b − d).
