@@ -20,7 +20,6 @@ use std::time::Instant;
 // As in the `spherepipe` binary (src/main.rs): mimalloc, never purging freed memory.
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
-const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = libmimalloc_sys::mi_option_use_numa_nodes - 1;
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
@@ -114,8 +113,7 @@ fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     if std::env::var("MIMALLOC_PURGE").is_err() {
-        // SAFETY: setting an option is allowed at any time; -1 means "never purge".
-        unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
+        spherepipe_cli::keep_freed_memory();
     }
     let steps: usize = std::env::var("STEPS").ok().and_then(|s| s.parse().ok()).unwrap_or(10);
     // DEPTHS=4 (say) times one network only, e.g. under `perf record`; BATCHES likewise.
