@@ -688,7 +688,12 @@ fn kinds(registry: &Registry) -> Result<u8, Failure> {
         }
         for p in k.params() {
             let default = p.default.map(|d| format!(" = {d}")).unwrap_or_else(|| " (required)".into());
-            println!("  param  {:<16} {}{default}: {}", p.name, p.ty, p.doc);
+            let setting = if p.execution {
+                " (execution setting: not in the fingerprint)"
+            } else {
+                ""
+            };
+            println!("  param  {:<16} {}{default}: {}{setting}", p.name, p.ty, p.doc);
         }
         if k.splittable() {
             println!("  splits into `parts: N` (README: Scaling out)");

@@ -43,9 +43,10 @@ fn write_canonical(v: &Value, out: &mut String) {
     }
 }
 
-/// What a fingerprint covers: kind, kind version, resolved params, the content hashes of
-/// the inputs (in binding order), and the seed when the kind uses it. Its canonical JSON is
-/// what is hashed, so a field added here moves every fingerprint.
+/// What a fingerprint covers: kind, kind version, resolved params (less the kind's execution
+/// settings, such as `devices`), the content hashes of the inputs (in binding order), and the
+/// seed when the kind uses it. Its canonical JSON is what is hashed, so a field added here
+/// moves every fingerprint.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Material {
     /// The stage kind.
@@ -66,7 +67,7 @@ impl Material {
         Material {
             kind: node.kind.kind().to_owned(),
             version: node.kind.version().to_owned(),
-            params: node.params.0.clone(),
+            params: outcome_params(node),
             inputs: input_hashes.clone(),
             seed: node.kind.uses_seed().then_some(seed),
         }
@@ -95,6 +96,14 @@ impl Material {
         ];
         Value::Object(fields.into_iter().map(|(k, v)| (k.to_owned(), v)).collect())
     }
+}
+
+/// The params of `node` that decide what it produces: all but its kind's execution settings.
+fn outcome_params(node: &Node) -> BTreeMap<String, Value> {
+    let settings: Vec<&str> = node.kind.params().iter().filter(|s| s.execution).map(|s| s.name).collect();
+    let mut params = node.params.0.clone();
+    params.retain(|name, _| !settings.contains(&name.as_str()));
+    params
 }
 
 /// blake3 over the prefix and the canonical JSON of `material`.

@@ -214,6 +214,10 @@ pub struct ParamSpec {
     pub default: Option<Value>,
     /// What it does, for `spherepipe kinds` and error messages.
     pub doc: &'static str,
+    /// An execution setting: it says where or how fast the stage runs, never what it
+    /// produces, so (like `resources:`) it stays out of the fingerprint and changing it
+    /// reuses the cache and the checkpoints. See [`ParamSpec::execution_setting`].
+    pub execution: bool,
 }
 
 impl ParamSpec {
@@ -224,6 +228,7 @@ impl ParamSpec {
             ty,
             default: Some(default.into()),
             doc,
+            execution: false,
         }
     }
     /// A param the pipeline file must set.
@@ -233,7 +238,15 @@ impl ParamSpec {
             ty,
             default: None,
             doc,
+            execution: false,
         }
+    }
+    /// Marks the param as an execution setting. Only for a param that cannot change a single
+    /// byte of the artifact: the stage must produce the same bytes whatever its value (and a
+    /// test should say so), since the cache will hand out one value's result for another's.
+    pub fn execution_setting(mut self) -> Self {
+        self.execution = true;
+        self
     }
 }
 
