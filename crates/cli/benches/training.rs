@@ -44,6 +44,7 @@ fn peer_config(depth: usize) -> TrainConfig {
         milestones: vec![],
         momentum: 0.9,
         weight_decay: 5e-4,
+        slices: 1,
     }
 }
 

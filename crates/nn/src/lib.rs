@@ -5,6 +5,8 @@
 
 /// SphereFace's 3×3 convolution as an operation of our own on the CPU backend.
 pub mod conv;
+/// Which devices of this node a stage runs on (the `devices` param).
+pub mod devices;
 /// The losses: A-Softmax with its λ schedule, CosFace, ArcFace, plain softmax.
 pub mod margin;
 /// Parameter names in weights files: the public sphere20a / Caffe names.

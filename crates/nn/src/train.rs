@@ -3,13 +3,16 @@
 use crate::margin::{cross_entropy, logits, Lambda, Loss};
 use crate::sphere::{Head, SphereConfig, SphereNet};
 use anyhow::{bail, Context, Result};
-use burn::module::Module;
+use burn::module::{Module, ModuleVisitor, Param};
 use burn::optim::decay::WeightDecayConfig;
 use burn::optim::momentum::MomentumConfig;
 use burn::optim::{GradientsParams, ModuleOptimizer, SgdConfig};
 use burn::prelude::*;
 use burn::tensor::TensorData;
+use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
 
 /// Gives every parameter its id and its initial values, both derived from its path in the
 /// module tree.
@@ -121,6 +124,11 @@ pub struct TrainConfig {
     pub momentum: f64,
     /// L2 weight decay.
     pub weight_decay: f64,
+    /// Equal slices each batch is cut into. Each slice runs forward and backward on its own;
+    /// the batch's gradient is the mean of the slices' gradients, added up in slice order on
+    /// the host. Devices share the slices, so the result is the same bits on any number of
+    /// devices that divides `slices` (1: the whole batch at once, on one device).
+    pub slices: usize,
 }
 
 impl TrainConfig {
@@ -155,7 +163,10 @@ pub struct Trainer {
     optim: ModuleOptimizer,
     /// Steps taken so far.
     pub step: u64,
+    /// The model's device (autodiff): the optimizer steps here.
     device: Device,
+    /// The devices that run the slices (autodiff), the model's first.
+    workers: Vec<Device>,
 }
 
 impl Trainer {
@@ -178,6 +189,7 @@ impl Trainer {
             model: Some(model),
             optim,
             step: 0,
+            workers: vec![device.clone()],
             device,
         })
     }
@@ -194,6 +206,7 @@ impl Trainer {
             milestones: Vec::new(),
             momentum: 0.0,
             weight_decay: 0.0,
+            slices: 1,
         };
         let mut t = Trainer::new(cfg, device, 0)?;
         t.read_weights(weights, "model weights")?;
@@ -210,57 +223,86 @@ impl Trainer {
         &self.device
     }
 
+    /// Spreads each step's slices over `devices`, one thread per device, each with its own
+    /// replica of the model; the model and the optimizer stay on the trainer's device. The
+    /// count must divide `slices`; any such count gives the same result.
+    pub fn spread_over(&mut self, devices: &[Device]) -> Result<()> {
+        let (n, slices) = (devices.len(), self.cfg.slices);
+        if n == 0 || !slices.is_multiple_of(n) {
+            bail!(
+                "{n} device(s) cannot share {slices} slice(s) evenly: set `slices` to a multiple of {n} (the result depends on `slices`, not on the device count)"
+            );
+        }
+        self.workers = devices.iter().map(|d| d.clone().autodiff()).collect();
+        Ok(())
+    }
+
+    /// How many devices run the slices.
+    pub fn device_count(&self) -> usize {
+        self.workers.len()
+    }
+
     /// One SGD step on a batch of normalised CHW images. Errors (and changes nothing) when the
     /// loss is not finite.
     pub fn train_step(&mut self, images: &[f32], labels: &[i64], height: usize, width: usize) -> Result<StepMetrics> {
-        let b = labels.len();
-        if images.len() != b * 3 * height * width {
-            bail!("batch has {} values, expected {} x 3 x {height} x {width}", images.len(), b);
-        }
-        if let Some(bad) = labels.iter().find(|&&l| l < 0 || l as usize >= self.cfg.classes) {
-            bail!("label {bad} is outside 0..{}", self.cfg.classes);
-        }
-        let x = Tensor::<4>::from_data(TensorData::new(images.to_vec(), [b, 3, height, width]), &self.device);
-        let y = Tensor::<1, Int>::from_data(TensorData::new(labels.to_vec(), [b]), &self.device);
+        let batch = Batch {
+            images,
+            labels,
+            height,
+            width,
+        };
+        self.check(&batch)?;
         let lambda = self.cfg.lambda.at(self.step);
         // The model stays in place while anything can fail; it leaves its slot only for the
         // optimizer step, which consumes it and hands the updated one back, infallibly.
         let model = self.model.as_ref().context("the trainer has no model")?;
-        let feats = model.net.forward(x);
-        let out = logits(
-            self.cfg.loss,
-            feats,
-            model.fc6.weight.val(),
-            model.fc6.bias.as_ref().map(|p| p.val()),
-            y.clone(),
+        let step = StepInput {
+            cfg: &self.cfg,
             lambda,
-        );
-        let loss = cross_entropy(out.clone(), y.clone());
-        let loss_value: f64 = loss
-            .clone()
-            .into_data()
-            .convert::<f64>()
-            .try_into_vec::<f64>()
-            .map_err(|e| anyhow::anyhow!("{e:?}"))?[0];
-        if !loss_value.is_finite() {
-            bail!("the loss is {loss_value} at step {}", self.step);
-        }
-        let pred = out.argmax(1).squeeze_dim::<1>(1);
-        let correct: i64 = pred.equal(y.clone()).int().sum().into_scalar();
+            step: self.step,
+        };
+        let (outcome, grads) = if self.cfg.slices == 1 && self.workers.len() == 1 {
+            let (outcome, grads) = forward_backward(model, &self.device, &step, batch)?;
+            (outcome, GradientsParams::from_grads(grads, model))
+        } else {
+            let reduced = sliced_gradients(model, &self.workers, &step, batch)?;
+            let grads = reduced.totals.on_device(model, &self.device.clone().inner());
+            (reduced.outcome, grads)
+        };
         let lr = self.cfg.lr_at(self.step);
-        let grads = GradientsParams::from_grads(loss.backward(), model);
         if let Some(model) = self.model.take() {
             self.model = Some(self.optim.step(lr, model, grads));
         }
         let m = StepMetrics {
             step: self.step,
-            loss: loss_value,
-            accuracy: correct as f64 / b as f64,
+            loss: outcome.loss,
+            accuracy: outcome.correct as f64 / labels.len() as f64,
             lambda,
             lr,
         };
         self.step += 1;
         Ok(m)
+    }
+
+    /// The batch's shape, labels and slicing, checked before any work.
+    fn check(&self, batch: &Batch<'_>) -> Result<()> {
+        let b = batch.labels.len();
+        if batch.images.len() != b * 3 * batch.height * batch.width {
+            bail!(
+                "batch has {} values, expected {} x 3 x {} x {}",
+                batch.images.len(),
+                b,
+                batch.height,
+                batch.width
+            );
+        }
+        if let Some(bad) = batch.labels.iter().find(|&&l| l < 0 || l as usize >= self.cfg.classes) {
+            bail!("label {bad} is outside 0..{}", self.cfg.classes);
+        }
+        if !b.is_multiple_of(self.cfg.slices) {
+            bail!("a batch of {b} does not cut into {} equal slices", self.cfg.slices);
+        }
+        Ok(())
     }
 
     /// FC1 features of a batch (no gradient tracking).
@@ -389,6 +431,259 @@ impl Trainer {
     }
 }
 
+/// A batch of normalised CHW images with their labels.
+#[derive(Clone, Copy)]
+struct Batch<'a> {
+    images: &'a [f32],
+    labels: &'a [i64],
+    height: usize,
+    width: usize,
+}
+
+impl<'a> Batch<'a> {
+    /// Slice `k` of `of` equal slices, in batch order.
+    fn slice(&self, k: usize, of: usize) -> Batch<'a> {
+        let n = self.labels.len() / of;
+        let values = 3 * self.height * self.width;
+        Batch {
+            images: &self.images[k * n * values..(k + 1) * n * values],
+            labels: &self.labels[k * n..(k + 1) * n],
+            ..*self
+        }
+    }
+}
+
+/// What every slice of a step shares.
+struct StepInput<'a> {
+    cfg: &'a TrainConfig,
+    lambda: f64,
+    step: u64,
+}
+
+/// The mean loss of a batch (or slice) and how many of its images were classified right.
+#[derive(Debug, Clone, Copy, Default)]
+struct Outcome {
+    loss: f64,
+    correct: i64,
+}
+
+/// Forward and backward of `model` on `batch`, on `device`. Errors before the backward pass
+/// when the loss is not finite.
+fn forward_backward(
+    model: &SphereFace,
+    device: &Device,
+    step: &StepInput<'_>,
+    batch: Batch<'_>,
+) -> Result<(Outcome, burn::tensor::Gradients)> {
+    let b = batch.labels.len();
+    let x = Tensor::<4>::from_data(TensorData::new(batch.images.to_vec(), [b, 3, batch.height, batch.width]), device);
+    let y = Tensor::<1, Int>::from_data(TensorData::new(batch.labels.to_vec(), [b]), device);
+    let feats = model.net.forward(x);
+    let out = logits(
+        step.cfg.loss,
+        feats,
+        model.fc6.weight.val(),
+        model.fc6.bias.as_ref().map(|p| p.val()),
+        y.clone(),
+        step.lambda,
+    );
+    let loss = cross_entropy(out.clone(), y.clone());
+    let loss_value: f64 = loss
+        .clone()
+        .into_data()
+        .convert::<f64>()
+        .try_into_vec::<f64>()
+        .map_err(|e| anyhow::anyhow!("{e:?}"))?[0];
+    if !loss_value.is_finite() {
+        bail!("the loss is {loss_value} at step {}", step.step);
+    }
+    let pred = out.argmax(1).squeeze_dim::<1>(1);
+    let correct: i64 = pred.equal(y).int().sum().into_scalar();
+    Ok((Outcome { loss: loss_value, correct }, loss.backward()))
+}
+
+/// The gradient of a batch cut into `slices`, as the mean of the slices' gradients.
+struct Reduced {
+    outcome: Outcome,
+    totals: HostGradients,
+}
+
+/// Runs the slices of `batch` on `workers` (slice k on worker k mod n, each worker a thread
+/// with its own replica) and adds their results up in slice order as they come in.
+///
+/// burn's collective (`burn::tensor::distributed::all_reduce`) would keep the gradients on
+/// the devices, but burn 0.22.1 has it only on its GPU backends (the CPU backend's is
+/// `unimplemented!`), and its order of additions follows the device count; a host sum in
+/// slice order works on every backend and gives the same bits on any number of devices.
+fn sliced_gradients(model: &SphereFace, workers: &[Device], step: &StepInput<'_>, batch: Batch<'_>) -> Result<Reduced> {
+    let slices = step.cfg.slices;
+    let stop = AtomicBool::new(false);
+    let (tx, rx) = mpsc::channel();
+    std::thread::scope(|scope| {
+        for (w, device) in workers.iter().enumerate() {
+            let (tx, stop) = (tx.clone(), &stop);
+            let replica = model.clone().fork(device);
+            scope.spawn(move || {
+                for k in (w..slices).step_by(workers.len()) {
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    let result = slice_gradients(&replica, device, step, batch.slice(k, slices));
+                    if tx.send((k, result)).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        drop(tx);
+        let mut sum = InSliceOrder::new(slices);
+        for (k, result) in rx {
+            match result {
+                Ok(r) => sum.add(k, r),
+                Err(e) => {
+                    stop.store(true, Ordering::Relaxed);
+                    return Err(e);
+                }
+            }
+        }
+        sum.finish()
+    })
+}
+
+/// One slice's outcome and gradients, the gradients copied to the host.
+fn slice_gradients(replica: &SphereFace, device: &Device, step: &StepInput<'_>, batch: Batch<'_>) -> Result<(Outcome, HostGradients)> {
+    let (outcome, grads) = forward_backward(replica, device, step, batch)?;
+    let grads = GradientsParams::from_grads(grads, replica);
+    Ok((outcome, HostGradients::of(replica, &grads)?))
+}
+
+/// Adds slice results up in slice order, whatever order they arrive in.
+struct InSliceOrder {
+    slices: usize,
+    next: usize,
+    early: BTreeMap<usize, (Outcome, HostGradients)>,
+    outcome: Outcome,
+    total: Option<HostGradients>,
+}
+
+impl InSliceOrder {
+    fn new(slices: usize) -> Self {
+        InSliceOrder {
+            slices,
+            next: 0,
+            early: BTreeMap::new(),
+            outcome: Outcome::default(),
+            total: None,
+        }
+    }
+
+    fn add(&mut self, k: usize, result: (Outcome, HostGradients)) {
+        self.early.insert(k, result);
+        while let Some((outcome, grads)) = self.early.remove(&self.next) {
+            self.outcome.loss += outcome.loss;
+            self.outcome.correct += outcome.correct;
+            match &mut self.total {
+                None => self.total = Some(grads),
+                Some(total) => total.add(&grads),
+            }
+            self.next += 1;
+        }
+    }
+
+    /// The means over the slices.
+    fn finish(self) -> Result<Reduced> {
+        let mut totals = match self.total {
+            Some(t) if self.next == self.slices => t,
+            _ => bail!("only {} of {} slices came back from the devices", self.next, self.slices),
+        };
+        totals.divide(self.slices as f32);
+        Ok(Reduced {
+            outcome: Outcome {
+                loss: self.outcome.loss / self.slices as f64,
+                correct: self.outcome.correct,
+            },
+            totals,
+        })
+    }
+}
+
+/// Each parameter's gradient on the host, in the module's visiting order.
+struct HostGradients(Vec<Vec<f32>>);
+
+impl HostGradients {
+    /// The gradients of `model`'s parameters (zeros for one that got none).
+    fn of(model: &SphereFace, grads: &GradientsParams) -> Result<Self> {
+        let mut visitor = ToHost {
+            grads,
+            values: Vec::new(),
+            error: None,
+        };
+        model.visit(&mut visitor);
+        match visitor.error {
+            Some(e) => bail!("reading a gradient back from the device: {e}"),
+            None => Ok(HostGradients(visitor.values)),
+        }
+    }
+
+    fn add(&mut self, other: &HostGradients) {
+        for (t, o) in self.0.iter_mut().zip(&other.0) {
+            for (a, b) in t.iter_mut().zip(o) {
+                *a += b;
+            }
+        }
+    }
+
+    fn divide(&mut self, by: f32) {
+        self.0.iter_mut().flatten().for_each(|v| *v /= by);
+    }
+
+    /// The gradients as the optimizer takes them, on `device` (the model's, without autodiff).
+    fn on_device(self, model: &SphereFace, device: &Device) -> GradientsParams {
+        let mut visitor = ToDevice {
+            values: self.0.into_iter(),
+            device,
+            grads: GradientsParams::new(),
+        };
+        model.visit(&mut visitor);
+        visitor.grads
+    }
+}
+
+struct ToHost<'a> {
+    grads: &'a GradientsParams,
+    values: Vec<Vec<f32>>,
+    error: Option<String>,
+}
+
+impl ModuleVisitor for ToHost<'_> {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        let values = match self.grads.get::<D>(param.id) {
+            Some(g) => g.into_data().convert::<f32>().try_into_vec::<f32>().unwrap_or_else(|e| {
+                self.error = Some(format!("{e:?}"));
+                Vec::new()
+            }),
+            None => vec![0.0; param.lazy_shape().num_elements()],
+        };
+        self.values.push(values);
+    }
+}
+
+struct ToDevice<'a> {
+    values: std::vec::IntoIter<Vec<f32>>,
+    device: &'a Device,
+    grads: GradientsParams,
+}
+
+impl ModuleVisitor for ToDevice<'_> {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        if let Some(values) = self.values.next() {
+            let shape = param.lazy_shape().to_vec();
+            let grad = Tensor::<D>::from_data(TensorData::new(values, shape), self.device);
+            self.grads.register::<D>(param.id, grad);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -433,6 +728,7 @@ mod tests {
             milestones: vec![1000],
             momentum: 0.9,
             weight_decay: 5e-4,
+            slices: 1,
         }
     }
 
@@ -497,6 +793,111 @@ mod tests {
         assert!(one.0.windows(2).all(|w| w[0] != w[1]) && one.1.len() == 8 * 16 && one.1.iter().any(|b| *b != 0));
         assert_eq!(one, run(2), "2 threads differ from 1");
         assert_eq!(one, run(4), "4 threads differ from 1");
+    }
+
+    /// Every parameter's values, in visiting order.
+    fn weights(t: &Trainer) -> Vec<f32> {
+        struct All(Vec<f32>);
+        impl ModuleVisitor for All {
+            fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+                self.0
+                    .extend(param.val().into_data().convert::<f32>().try_into_vec::<f32>().unwrap());
+            }
+        }
+        let mut all = All(Vec::new());
+        t.model().visit(&mut all);
+        all.0
+    }
+
+    /// `steps` steps of batch 8 from `from`, on `devices` CPU replicas, with `slices` slices.
+    fn sliced_run(t: &mut Trainer, from: u64, steps: u64) -> Vec<f64> {
+        (from..from + steps)
+            .map(|s| {
+                let (x, y) = toy_batch(s, 8);
+                t.train_step(&x, &y, 24, 20).unwrap().loss
+            })
+            .collect()
+    }
+
+    fn sliced_trainer(slices: usize, devices: usize) -> Trainer {
+        let config = TrainConfig {
+            slices,
+            ..cfg(Loss::ASoftmax { m: 4 })
+        };
+        let mut t = Trainer::new(config, &Device::flex(), 7).unwrap();
+        t.spread_over(&vec![Device::flex(); devices]).unwrap();
+        t
+    }
+
+    #[test]
+    fn two_cpu_devices_train_as_one_does() {
+        let mut one = sliced_trainer(2, 1);
+        let mut two = sliced_trainer(2, 2);
+        assert_eq!(two.device_count(), 2);
+        let losses = sliced_run(&mut one, 0, 20);
+        assert_eq!(sliced_run(&mut two, 0, 20), losses, "two devices' losses differ from one's");
+        assert_eq!(weights(&two), weights(&one), "two devices' weights differ from one's");
+        let first = losses[..3].iter().sum::<f64>();
+        let last = losses[17..].iter().sum::<f64>();
+        assert!(last < 0.7 * first, "the loss did not fall: {losses:?}");
+        // Against the whole batch at once: the slices' mean gradient is the batch's, up to
+        // the order of additions.
+        let mut whole = sliced_trainer(1, 1);
+        let whole_losses = sliced_run(&mut whole, 0, 20);
+        for (s, (a, b)) in losses.iter().zip(&whole_losses).enumerate() {
+            assert!((a - b).abs() <= 1e-5 * b.abs(), "step {s}: loss {a} sliced vs {b} whole");
+        }
+        for (a, b) in weights(&two).iter().zip(weights(&whole)) {
+            assert!((a - b).abs() <= 1e-4 * b.abs().max(1e-2), "weight {a} sliced vs {b} whole");
+        }
+    }
+
+    #[test]
+    fn four_slices_give_the_same_bits_on_one_two_and_four_devices() {
+        let runs: Vec<(Vec<f64>, Vec<f32>)> = [1, 2, 4]
+            .into_iter()
+            .map(|devices| {
+                let mut t = sliced_trainer(4, devices);
+                (sliced_run(&mut t, 0, 5), weights(&t))
+            })
+            .collect();
+        assert_eq!(runs[1], runs[0], "2 devices differ from 1");
+        assert_eq!(runs[2], runs[0], "4 devices differ from 1");
+        let e = sliced_trainer(4, 1).spread_over(&[Device::flex(), Device::flex(), Device::flex()]);
+        assert_eq!(
+            e.unwrap_err().to_string(),
+            "3 device(s) cannot share 4 slice(s) evenly: set `slices` to a multiple of 3 (the result depends on `slices`, not on the device count)"
+        );
+    }
+
+    #[test]
+    fn a_run_checkpointed_on_four_devices_resumes_on_two() {
+        let mut straight = sliced_trainer(4, 4);
+        let uninterrupted = sliced_run(&mut straight, 0, 8);
+        let mut first = sliced_trainer(4, 4);
+        let mut curve = sliced_run(&mut first, 0, 4);
+        let dir = tempfile::tempdir().unwrap();
+        first.save_checkpoint(dir.path()).unwrap();
+        let mut resumed = sliced_trainer(4, 2);
+        resumed.load_checkpoint(dir.path()).unwrap();
+        curve.extend(sliced_run(&mut resumed, 4, 4));
+        assert_eq!(curve, uninterrupted, "the resumed curve differs");
+        assert_eq!(weights(&resumed), weights(&straight));
+    }
+
+    #[test]
+    fn a_nan_in_one_slice_fails_the_step_and_changes_nothing() {
+        let mut t = sliced_trainer(4, 2);
+        let before = weights(&t);
+        let (mut x, y) = toy_batch(0, 8);
+        // Image 5 lies in slice 2, which the first device runs.
+        x[5 * 3 * 24 * 20 + 11] = f32::NAN;
+        assert_eq!(t.train_step(&x, &y, 24, 20).unwrap_err().to_string(), "the loss is NaN at step 0");
+        assert_eq!((t.step, weights(&t)), (0, before));
+        let e = t.train_step(&toy_batch(0, 6).0, &toy_batch(0, 6).1, 24, 20).unwrap_err();
+        assert_eq!(e.to_string(), "a batch of 6 does not cut into 4 equal slices");
+        let mut fresh = sliced_trainer(4, 1);
+        assert_eq!(sliced_run(&mut t, 0, 2), sliced_run(&mut fresh, 0, 2));
     }
 
     #[test]

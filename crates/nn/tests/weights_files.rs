@@ -23,6 +23,7 @@ fn small(loss: Loss) -> TrainConfig {
         milestones: vec![1000],
         momentum: 0.9,
         weight_decay: 5e-4,
+        slices: 1,
     }
 }
 
