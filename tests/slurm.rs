@@ -222,6 +222,18 @@ fn slurm_runs_match_local_runs_and_ask_for_the_stage_resources() {
         shown.contains("gpu:2") && shown.contains("MinMemoryNode=64M") && shown.contains("Comment=spherepipe-test"),
         "{shown}"
     );
+    // Slurm handed the job those two GPUs, as `devices: auto` reads them.
+    let log = std::fs::read_dir(s.cache().join("logs/slurm"))
+        .unwrap()
+        .flatten()
+        .find(|e| e.file_name().to_string_lossy().starts_with(&format!("half.{job}")))
+        .map(|e| std::fs::read_to_string(e.path()).unwrap())
+        .expect("the job log of `half`");
+    let granted = log
+        .lines()
+        .find_map(|l| l.strip_prefix("half: GPUs granted: CUDA_VISIBLE_DEVICES="))
+        .unwrap_or_else(|| panic!("no GPU line in the job log:\n{log}"));
+    assert_eq!(spherepipe_nn::devices::count_visible(granted), 2, "{granted}");
 }
 
 /// `slurm_run` in the background, its output captured.

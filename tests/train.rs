@@ -135,3 +135,78 @@ fn init_weights_that_do_not_fit_are_named() {
         r.stdout
     );
 }
+
+/// The tiny training cut into 4 slices, on `devices`, followed by an extraction of LFW on
+/// `extract_devices` (in batches of 5, so the last one is short).
+fn sliced(devices: &str, extract_devices: &str) -> String {
+    pipeline(6, 4).replace(
+        "checkpoint_every: 5",
+        &format!("checkpoint_every: 5, slices: 4, devices: {devices}"),
+    ) + &format!(
+        "  align_lfw: {{kind: align, inputs: {{images: synth}}, params: {{format: lfw}}}}
+  extract_lfw: {{kind: extract, inputs: {{model: train, faces: align_lfw}}, params: {{batch: 5, devices: {extract_devices}}}}}
+"
+    )
+}
+
+#[test]
+fn the_device_count_changes_no_byte_and_reruns_nothing() {
+    let one = Sandbox::new();
+    one.write(&sliced("1", "1"));
+    let r = one.run(&[]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    let model = one.artifact_dir("train").join("model.json");
+    let card: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(model).unwrap()).unwrap();
+    assert_eq!(card["params"]["slices"], 4);
+    assert!(
+        card["params"].get("devices").is_none(),
+        "an execution setting in the artifact: {card}"
+    );
+    // Four devices in a fresh cache: the same artifacts, byte for byte.
+    let four = Sandbox::new();
+    four.write(&sliced("4", "3"));
+    let r = four.sp(&["run", "p.yaml"]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert!(r.stderr.contains("training on 4 cpu devices, 4 slices of 2 images"), "{}", r.stderr);
+    assert_eq!(four.last_artifacts(), one.last_artifacts());
+    // Changing the count on the first cache reruns nothing.
+    one.write(&sliced("2", "[cpu]"));
+    assert_eq!(one.run(&[]).code, 0);
+    assert!(one.last_states().values().all(|s| s == "cached"), "{:?}", one.last_states());
+}
+
+#[test]
+fn device_settings_that_cannot_work_are_refused_before_anything_runs() {
+    let s = Sandbox::new();
+    s.write(&pipeline(2, 4));
+    assert_eq!(s.run(&[]).code, 0);
+    let before = s.snapshot();
+    let refused = |old: &str, new: &str, says: &str| {
+        s.write(&pipeline(2, 4).replace(old, new));
+        let r = s.run(&[]);
+        assert_eq!(r.code, 2, "{new}: {}\n{}", r.stdout, r.stderr);
+        assert!(r.stderr.contains(says), "{new}: {}", r.stderr);
+        assert_eq!(s.snapshot(), before, "{new}: the cache was touched");
+    };
+    refused(
+        "batch: 8",
+        "batch: 10, slices: 4",
+        "param `batch`: 10 images do not cut into 4 equal slices; use a batch that is a multiple of 4 (8 or 12)",
+    );
+    refused(
+        "batch: 8",
+        "batch: 8, devices: 2",
+        "param `devices`: 2 devices cannot share 1 slice(s) evenly; set `slices: 2`",
+    );
+    refused(
+        "batch: 8",
+        "batch: 8, devices: auto",
+        "param `devices`: auto means every visible GPU, but this stage runs on the CPU",
+    );
+    refused(
+        "batch: 8",
+        "batch: 8, slices: 2, devices: [cuda:0, cuda:1]",
+        "this spherepipe was built without the `cuda` backend; rebuild with `cargo build --release --features cuda`",
+    );
+    refused("batch: 8", "batch: 8, devices: 0", "param `devices`: 0 is not a device count");
+}

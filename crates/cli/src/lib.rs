@@ -447,6 +447,10 @@ fn run_stage(args: RunStageArgs, registry: &Registry, quiet: bool) -> Result<u8,
     let store = Store::open(&cache).map_err(|e| Failure::usage(format!("error: cannot open the cache {}: {e}", cache.display())))?;
     let store = with_shared_store(store, args.store.as_deref().or(p.store.as_deref()))?;
     let cancel = cancel_on_ctrl_c();
+    if let Ok(gpus) = std::env::var("CUDA_VISIBLE_DEVICES") {
+        // What the scheduler granted (`--gres=gpu:N`), and what `devices: auto` will use.
+        println!("{}: GPUs granted: CUDA_VISIBLE_DEVICES={gpus}", args.stage);
+    }
     let reporter = progress::Reporter::new(1, quiet);
     let req = StageRequest {
         stage: &args.stage,

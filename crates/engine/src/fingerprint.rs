@@ -67,7 +67,7 @@ impl Material {
         Material {
             kind: node.kind.kind().to_owned(),
             version: node.kind.version().to_owned(),
-            params: outcome_params(node),
+            params: node.params.outcome(&node.kind.params()),
             inputs: input_hashes.clone(),
             seed: node.kind.uses_seed().then_some(seed),
         }
@@ -96,14 +96,6 @@ impl Material {
         ];
         Value::Object(fields.into_iter().map(|(k, v)| (k.to_owned(), v)).collect())
     }
-}
-
-/// The params of `node` that decide what it produces: all but its kind's execution settings.
-fn outcome_params(node: &Node) -> BTreeMap<String, Value> {
-    let settings: Vec<&str> = node.kind.params().iter().filter(|s| s.execution).map(|s| s.name).collect();
-    let mut params = node.params.0.clone();
-    params.retain(|name, _| !settings.contains(&name.as_str()));
-    params
 }
 
 /// blake3 over the prefix and the canonical JSON of `material`.

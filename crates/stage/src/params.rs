@@ -266,6 +266,14 @@ pub struct ParamError {
 pub struct Params(pub BTreeMap<String, Value>);
 
 impl Params {
+    /// The params that decide what the stage produces: all but `specs`' execution settings.
+    /// What the fingerprint covers, and what a stage may record in its artifact.
+    pub fn outcome(&self, specs: &[ParamSpec]) -> BTreeMap<String, Value> {
+        let mut params = self.0.clone();
+        params.retain(|name, _| !specs.iter().any(|s| s.execution && s.name == name));
+        params
+    }
+
     /// The param's JSON value.
     pub fn raw(&self, name: &str) -> Result<&Value, ParamError> {
         self.0.get(name).ok_or_else(|| ParamError {

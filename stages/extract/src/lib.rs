@@ -14,9 +14,10 @@ use spherepipe_face_loader::{decode_patch, Channels, Patch};
 use spherepipe_face_table::features::{FeatureMeta, FeatureReader, FeatureWriter, Features};
 use spherepipe_face_table::for_each_row_batch;
 use spherepipe_face_table::FaceRow;
+use spherepipe_nn::devices::DeviceSpec;
 use spherepipe_nn::sphere::SphereConfig;
 use spherepipe_nn::train::Trainer;
-use spherepipe_stage::{Contract, InputSpec, ParamSpec, ParamType, Part, Stage, StageContext};
+use spherepipe_stage::{Contract, InputSpec, ParamSpec, ParamType, Part, Resources, Stage, StageContext};
 use spherepipe_stage_train::ModelCard;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -99,7 +100,26 @@ impl Stage for Extract {
                 "cpu",
                 "cpu (default), cuda, wgpu, auto",
             ),
+            ParamSpec::new(
+                "devices",
+                ParamType::Any,
+                1,
+                "devices of that backend, each computing whole batches in turn (the bytes are the same on any count): a count, auto (every GPU CUDA_VISIBLE_DEVICES lists) or a list such as [cuda:0, cuda:1]",
+            )
+            .execution_setting(),
         ]
+    }
+    /// On a GPU backend, as many GPUs as `devices` names (one for `auto`); none on the CPU.
+    fn resources(&self, p: &spherepipe_stage::Params) -> Resources {
+        let on_gpu = matches!(p.str("device"), Ok("cuda" | "wgpu"));
+        let count = p
+            .raw("devices")
+            .ok()
+            .and_then(|v| v.as_u64().or_else(|| v.as_array().map(|l| l.len() as u64)));
+        Resources {
+            gpus: on_gpu.then(|| count.unwrap_or(1) as u32),
+            ..Resources::default()
+        }
     }
     fn inputs(&self) -> Vec<InputSpec> {
         vec![
@@ -113,6 +133,8 @@ impl Stage for Extract {
         if suffix.is_empty() || suffix.contains('/') {
             return Err("devkit_suffix must be a non-empty name without `/`".into());
         }
+        let device = p.str("device").map_err(|e| e.to_string())?;
+        DeviceSpec::parse(p.raw("devices").map_err(|e| e.to_string())?, device).map_err(|e| e.to_string())?;
         Ok(())
     }
     fn run(&self, ctx: &StageContext<'_>) -> anyhow::Result<()> {
@@ -229,6 +251,19 @@ fn extract(ctx: &StageContext<'_>, part: Option<Part>) -> anyhow::Result<()> {
     let dim = 2 * card.net.features;
     let mut writer = FeatureWriter::create(&ctx.out_dir.join("features.parquet"), dim)?;
     let mut k = 0;
+    // One batch per device at a time, written in batch order.
+    let mut round = Vec::new();
+    let mut write_round = |round: &mut Vec<Vec<FaceRow>>| -> anyhow::Result<()> {
+        for out in extractor.features_of(round)? {
+            if let Some((dir, suffix)) = &devkit {
+                write_devkit(dir, suffix, &out)?;
+            }
+            writer.write(&out)?;
+            ctx.progress.inc(out.meta.len() as u64);
+        }
+        round.clear();
+        Ok(())
+    };
     for_each_row_batch(&faces, batch, |rows| {
         let mine = batches.contains(&k);
         k += 1;
@@ -236,14 +271,13 @@ fn extract(ctx: &StageContext<'_>, part: Option<Part>) -> anyhow::Result<()> {
             return Ok(());
         }
         ctx.cancel.check()?;
-        let out = extractor.features(&rows)?;
-        if let Some((dir, suffix)) = &devkit {
-            write_devkit(dir, suffix, &out)?;
+        round.push(rows);
+        if round.len() == extractor.models.len() {
+            write_round(&mut round)?;
         }
-        writer.write(&out)?;
-        ctx.progress.inc(rows.len() as u64);
         Ok(())
     })?;
+    write_round(&mut round)?;
     let faces_done = writer.finish()?;
     let summary = FeatureSummary {
         channels: extractor.channels,
@@ -264,10 +298,10 @@ fn extract(ctx: &StageContext<'_>, part: Option<Part>) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A model ready to turn faces into features: the network, the crop and the colour order it
-/// was trained with (or that the params override).
+/// A model ready to turn faces into features, on each device: the network, the crop and the
+/// colour order it was trained with (or that the params override).
 struct Extractor {
-    model: Trainer,
+    models: Vec<Trainer>,
     net: SphereConfig,
     patch: Option<Patch>,
     channels: Channels,
@@ -284,21 +318,45 @@ impl Extractor {
                 channels.name()
             ));
         }
-        let device = spherepipe_nn::device_named(p.str("device")?)?;
+        let devices = DeviceSpec::parse(p.raw("devices")?, p.str("device")?)?.resolve(p.str("device")?)?;
         let weights = ctx.inputs.one("model")?.join("model.safetensors");
-        let model = Trainer::for_features(card.net, card.classes, card.softmax_head, &weights, &device)?;
+        let models = devices
+            .iter()
+            .map(|device| Trainer::for_features(card.net, card.classes, card.softmax_head, &weights, device))
+            .collect::<anyhow::Result<_>>()?;
         let patch_param = if p.raw("patch")?.is_null() { &card.patch } else { p.raw("patch")? };
         let patch = Patch::from_param(patch_param, card.net.input).map_err(|e| anyhow::anyhow!("param `patch`: {e}"))?;
         Ok(Extractor {
-            model,
+            models,
             net: card.net,
             patch,
             channels,
         })
     }
 
+    /// The features of each batch, batch `i` on device `i`, all at once.
+    fn features_of(&self, batches: &[Vec<FaceRow>]) -> anyhow::Result<Vec<Features>> {
+        if let [rows] = batches {
+            return Ok(vec![self.features(&self.models[0], rows)?]);
+        }
+        std::thread::scope(|scope| {
+            let running: Vec<_> = batches
+                .iter()
+                .zip(&self.models)
+                .map(|(rows, model)| scope.spawn(move || self.features(model, rows)))
+                .collect();
+            running
+                .into_iter()
+                .map(|r| {
+                    r.join()
+                        .unwrap_or_else(|_| Err(anyhow::anyhow!("a device's extraction thread panicked")))
+                })
+                .collect()
+        })
+    }
+
     /// FC1 of each face and of its mirror, computed in one forward pass (faces first).
-    fn features(&self, rows: &[FaceRow]) -> anyhow::Result<Features> {
+    fn features(&self, model: &Trainer, rows: &[FaceRow]) -> anyhow::Result<Features> {
         let [h, w] = self.net.input;
         if let Some(r) = rows.iter().find(|r| r.height as usize != h || r.width as usize != w) {
             bail!(
@@ -320,7 +378,7 @@ impl Extractor {
             })
             .collect();
         let n = rows.len();
-        let f = self.model.features(&decoded?.concat(), 2 * n, h, w)?;
+        let f = model.features(&decoded?.concat(), 2 * n, h, w)?;
         let k = self.net.features;
         let mut out = Features {
             dim: 2 * k,

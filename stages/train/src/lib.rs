@@ -10,13 +10,13 @@
 
 mod params;
 
-pub use params::{loss_named, TrainParams, LOSSES};
+pub use params::{loss_named, uneven, TrainParams, LOSSES};
 pub use spherepipe_model_card::ModelCard;
 
 use anyhow::{bail, Context};
 use spherepipe_face_loader::{Channels, Loader, LoaderConfig, Patch};
 use spherepipe_nn::margin::Loss;
-use spherepipe_nn::train::{StepMetrics, Trainer};
+use spherepipe_nn::train::{StepMetrics, TrainConfig, Trainer};
 use spherepipe_stage::{Contract, InputSpec, ParamSpec, ParamType, Params, Resources, Stage, StageContext};
 use spherepipe_stage_shard::ShardManifest;
 use std::path::{Path, PathBuf};
@@ -59,11 +59,16 @@ impl Stage for Train {
     fn validate(&self, p: &Params) -> Result<(), String> {
         TrainParams::from_params(p).map(|_| ()).map_err(|e| format!("{e:#}"))
     }
-    /// One GPU when the stage trains on one (`device: cuda` or `wgpu`); the CPU default otherwise.
+    /// On a GPU backend, as many GPUs as `devices` names (one for `auto`, which takes what
+    /// the pipeline's `resources: {gpus: N}` grants); none on the CPU.
     fn resources(&self, p: &Params) -> Resources {
         let on_gpu = matches!(p.str("device"), Ok("cuda" | "wgpu"));
+        let count = p
+            .raw("devices")
+            .ok()
+            .and_then(|v| v.as_u64().or_else(|| v.as_array().map(|l| l.len() as u64)));
         Resources {
-            gpus: on_gpu.then_some(1),
+            gpus: on_gpu.then(|| count.unwrap_or(1) as u32),
             ..Resources::default()
         }
     }
@@ -79,8 +84,7 @@ impl Stage for Train {
         let patch = Patch::from_param(&p.patch, input).map_err(|e| anyhow::anyhow!("param `patch`: {e}"))?;
         let channels = p.channels;
         let cfg = p.config(input, shards.classes);
-        let device = spherepipe_nn::device_named(&p.device)?;
-        let mut trainer = Trainer::new(cfg.clone(), &device, ctx.seed)?;
+        let mut trainer = open_trainer(&p, &cfg, ctx)?;
         if let Some(init) = init {
             trainer.load_weights(&if init.is_dir() { init.join("model.safetensors") } else { init })?;
         }
@@ -111,7 +115,7 @@ impl Stage for Train {
             softmax_head: matches!(cfg.loss, Loss::Softmax),
             classes: shards.classes,
             loss: p.loss_name.clone(),
-            params: ctx.params.0.clone(),
+            params: ctx.params.outcome(&self.params()),
             steps,
             final_loss: mean(|m| m.loss),
             final_accuracy: mean(|m| m.accuracy),
@@ -123,6 +127,26 @@ impl Stage for Train {
         spherepipe_plot::training_curve(&curve).save(ctx.out_dir, "curve")?;
         Ok(())
     }
+}
+
+/// The trainer on the devices `devices` names, the model on the first.
+fn open_trainer(p: &TrainParams, cfg: &TrainConfig, ctx: &StageContext<'_>) -> anyhow::Result<Trainer> {
+    let devices = p.devices.resolve(&p.device)?;
+    if !p.slices.is_multiple_of(devices.len()) {
+        bail!("{} (found {} with `devices: auto`)", uneven(devices.len(), p.slices), devices.len());
+    }
+    let mut trainer = Trainer::new(cfg.clone(), &devices[0], ctx.seed)?;
+    trainer.spread_over(&devices)?;
+    if devices.len() > 1 {
+        ctx.progress.message(&format!(
+            "training on {} {} devices, {} slices of {} images",
+            devices.len(),
+            p.device,
+            p.slices,
+            p.batch / p.slices
+        ));
+    }
+    Ok(trainer)
 }
 
 /// The network: depth, width, FC1 size.
@@ -190,6 +214,12 @@ fn optimiser_params() -> Vec<ParamSpec> {
             "training iterations (0 with `init`: the given weights as they are, e.g. a published model to extract features with)",
         ),
         ParamSpec::new("batch", ParamType::int_range(1, 4096), 256, "images per step"),
+        ParamSpec::new(
+            "slices",
+            ParamType::int_range(1, 4096),
+            1,
+            "equal slices each batch is cut into, each run forward and backward on its own and their gradients averaged in slice order; devices share the slices, so the result is the same on any device count that divides it",
+        ),
         ParamSpec::new("momentum", ParamType::float_range(0.0, 1.0), 0.9, "SGD momentum"),
         ParamSpec::new("weight_decay", ParamType::float_range(0.0, 1.0), 5e-4, "L2 weight decay"),
     ]
@@ -234,6 +264,13 @@ fn input_params() -> Vec<ParamSpec> {
             "cpu",
             "cpu (default), cuda, wgpu (need cargo features), auto",
         ),
+        ParamSpec::new(
+            "devices",
+            ParamType::Any,
+            1,
+            "devices of that backend sharing the slices: a count, auto (every GPU CUDA_VISIBLE_DEVICES lists, as Slurm sets it) or a list such as [cuda:0, cuda:1]; must divide `slices`",
+        )
+        .execution_setting(),
     ]
 }
 

@@ -3,6 +3,7 @@
 
 use anyhow::{bail, Context};
 use spherepipe_face_loader::{Channels, Patch};
+use spherepipe_nn::devices::DeviceSpec;
 use spherepipe_nn::margin::{Lambda, Loss};
 use spherepipe_nn::sphere::SphereConfig;
 use spherepipe_nn::train::TrainConfig;
@@ -34,6 +35,8 @@ pub struct TrainParams {
     pub steps: u64,
     /// Images per step.
     pub batch: usize,
+    /// Equal slices each batch is cut into (see `TrainConfig::slices`).
+    pub slices: usize,
     /// SGD momentum.
     pub momentum: f64,
     /// L2 weight decay.
@@ -50,6 +53,8 @@ pub struct TrainParams {
     pub channels: Channels,
     /// Device name (`cpu`, `cuda`, `wgpu`, `auto`).
     pub device: String,
+    /// The devices of that backend that share the slices.
+    pub devices: DeviceSpec,
 }
 
 impl TrainParams {
@@ -64,6 +69,19 @@ impl TrainParams {
         // The box is checked against the face size when the shards are read; its shape now.
         Patch::parse_box(&patch).map_err(anyhow::Error::msg)?;
         let net = p.str("net")?;
+        let (batch, slices) = (p.i64("batch")? as usize, p.i64("slices")? as usize);
+        if !batch.is_multiple_of(slices) {
+            bail!(
+                "param `batch`: {batch} images do not cut into {slices} equal slices; use a batch that is a multiple of {slices} ({} or {}), or other `slices`",
+                batch / slices * slices,
+                batch.div_ceil(slices) * slices
+            );
+        }
+        let device = p.str("device")?.to_owned();
+        let devices = DeviceSpec::parse(p.raw("devices")?, &device)?;
+        if let Some(n) = devices.known_count().filter(|n| !slices.is_multiple_of(*n)) {
+            bail!("{}", uneven(n, slices));
+        }
         Ok(TrainParams {
             depth: net
                 .trim_start_matches("sphere")
@@ -82,7 +100,8 @@ impl TrainParams {
             lr: p.f64("lr")?,
             milestones: p.get("milestones")?,
             steps: p.i64("steps")? as u64,
-            batch: p.i64("batch")? as usize,
+            batch,
+            slices,
             momentum: p.f64("momentum")?,
             weight_decay: p.f64("weight_decay")?,
             random_flip: p.f64("random_flip")?,
@@ -90,7 +109,8 @@ impl TrainParams {
             checkpoint_every: p.i64("checkpoint_every")? as u64,
             patch,
             channels: Channels::named(p.str("channels")?).context("param `channels`: use bgr or rgb")?,
-            device: p.str("device")?.to_owned(),
+            device,
+            devices,
         })
     }
 
@@ -110,8 +130,16 @@ impl TrainParams {
             milestones: self.milestones.clone(),
             momentum: self.momentum,
             weight_decay: self.weight_decay,
+            slices: self.slices,
         }
     }
+}
+
+/// Why `n` devices cannot train with `slices` slices, and the fix.
+pub fn uneven(n: usize, slices: usize) -> String {
+    format!(
+        "param `devices`: {n} devices cannot share {slices} slice(s) evenly; set `slices: {n}` (or a multiple of {n}) — `slices` decides the result and enters the fingerprint, the device count only decides the speed"
+    )
 }
 
 /// The loss called `name`, with its settings from the params; an unknown name is an error,
