@@ -9,11 +9,9 @@
 //! Peer: `../shared/bench/sphereface_torch.py --depth 4|20 [--batch 256]`, run right after.
 //! Like the binary, it keeps freed memory mapped; `MIMALLOC_PURGE=1` times mimalloc's default.
 
+use spherepipe_cli::speed::{self, peak_rss_mb};
 use spherepipe_face_loader::{Channels, Loader, LoaderConfig};
 use spherepipe_face_table::{encode_png, write_rows, FaceRow};
-use spherepipe_nn::margin::{Lambda, Loss};
-use spherepipe_nn::sphere::SphereConfig;
-use spherepipe_nn::train::{TrainConfig, Trainer};
 use spherepipe_nn::Device;
 use std::time::Instant;
 
@@ -21,52 +19,14 @@ use std::time::Instant;
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
-/// Images in [-1, 1), deterministic, and labels over 1,000 classes.
-fn batch_of(b: usize) -> (Vec<f32>, Vec<i64>) {
-    let images = (0..b * 3 * 112 * 96).map(|i| ((i * 7919 % 255) as f32 - 127.5) / 128.0).collect();
-    (images, (0..b as i64).map(|i| i * 31 % 1000).collect())
-}
-
-/// The PyTorch peer's setup: a softmax head over 1,000 classes, SGD with momentum 0.9 and
-/// weight decay 5e-4.
-fn peer_config(depth: usize) -> TrainConfig {
-    TrainConfig {
-        net: SphereConfig::new(depth),
-        classes: 1000,
-        loss: Loss::Softmax,
-        lambda: Lambda::default(),
-        lr: 0.01,
-        milestones: vec![],
-        momentum: 0.9,
-        weight_decay: 5e-4,
-        slices: 1,
-    }
-}
-
 /// The median training step of SphereFace-`depth` at batch `b`, with its peak RSS so far.
 fn train_steps(depth: usize, b: usize, steps: usize) -> anyhow::Result<()> {
-    let (images, labels) = batch_of(b);
-    let cfg = peer_config(depth);
-    let mut t = Trainer::new(cfg, &Device::flex(), 1)?;
-    for _ in 0..2 {
-        t.train_step(&images, &labels, 112, 96)?;
-    }
-    let times: Vec<f64> = (0..steps)
-        .map(|_| {
-            let s = Instant::now();
-            t.train_step(&images, &labels, 112, 96).map(|_| s.elapsed().as_secs_f64())
-        })
-        .collect::<anyhow::Result<_>>()?;
+    let t = speed::training(depth, b, &[Device::flex()], steps)?;
     println!(
         "SphereFace-{depth} step, batch {b}: median {:.3}s (min {:.3}s) over {steps} = {:.1} images/s; peak RSS so far {:.0} MB",
-        median(times.clone()),
-        times.iter().cloned().fold(f64::MAX, f64::min),
-        b as f64 / median(times),
+        t.median_s,
+        t.min_s,
+        t.images_per_s,
         peak_rss_mb()
     );
     Ok(())
@@ -75,38 +35,12 @@ fn train_steps(depth: usize, b: usize, steps: usize) -> anyhow::Result<()> {
 /// FC1 of 64 faces and their 64 mirrors per pass (what `extract` computes), images/s counting
 /// both, as the PyTorch peer counts them.
 fn extraction(depth: usize, passes: usize) -> anyhow::Result<()> {
-    let net = SphereConfig::new(depth);
-    let tmp = tempfile::tempdir()?;
-    let weights = tmp.path().join("w.safetensors");
-    Trainer::new(peer_config(depth), &Device::flex(), 1)?.save_weights(&weights)?;
-    let model = Trainer::for_features(net, 1000, true, &weights, &Device::flex())?;
-    let (images, _) = batch_of(128);
-    model.features(&images, 128, 112, 96)?;
-    let times: Vec<f64> = (0..passes)
-        .map(|_| {
-            let s = Instant::now();
-            model.features(&images, 128, 112, 96).map(|_| s.elapsed().as_secs_f64())
-        })
-        .collect::<anyhow::Result<_>>()?;
-    let m = median(times);
+    let t = speed::extraction(depth, 128, &[Device::flex()], passes)?;
     println!(
         "SphereFace-{depth} extraction, 64 faces + 64 mirrors: median {:.3}s = {:.1} images/s",
-        m,
-        128.0 / m
+        t.median_s, t.images_per_s
     );
     Ok(())
-}
-
-/// The process's peak resident set so far (VmHWM), in MB.
-fn peak_rss_mb() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
-        })
-        .map_or(0.0, |kb| kb / 1024.0)
 }
 
 fn main() -> anyhow::Result<()> {

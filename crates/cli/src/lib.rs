@@ -9,6 +9,7 @@
 mod inspect;
 mod metrics;
 mod progress;
+pub mod speed;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -121,6 +122,29 @@ enum Cmd {
         /// Faces on the contact sheet.
         #[arg(long, default_value_t = 32)]
         samples: usize,
+    },
+    /// Images/s of a SphereFace training step and of feature extraction on this machine's
+    /// devices, on made-up data (the PyTorch peer's setup), to size a job.
+    Speed {
+        /// sphere4, sphere10, sphere20, sphere36 or sphere64.
+        #[arg(long, default_value = "sphere20")]
+        net: String,
+        /// Global training batch (cut into one slice per device), and images per extraction
+        /// pass on each device.
+        #[arg(long, default_value_t = 256)]
+        batch: usize,
+        /// cpu, cuda or wgpu (GPU backends need a build with that feature).
+        #[arg(long, default_value = "cpu")]
+        device: String,
+        /// As the `devices` param (YAML): 2, auto, [cuda:0, cuda:1].
+        #[arg(long, default_value = "1")]
+        devices: String,
+        /// Timed steps (and extraction passes), after warm-up.
+        #[arg(long, default_value_t = 10)]
+        steps: usize,
+        /// One JSON object instead of text.
+        #[arg(long)]
+        json: bool,
     },
     /// Write the synthetic face corpus (CASIA, LFW, YTF, MegaFace layouts) to a directory.
     Synth {
@@ -329,7 +353,57 @@ fn dispatch(cli: Cli, registry: &Registry) -> Result<u8, Failure> {
         }
         Cmd::Synth { out, preset, seed } => synth(&out, &preset, seed),
         Cmd::Kinds => kinds(registry),
+        Cmd::Speed {
+            net,
+            batch,
+            device,
+            devices,
+            steps,
+            json,
+        } => speed_command(&net, batch, &device, &devices, steps.max(1), json),
     }
+}
+
+/// `spherepipe speed`: reads the options as the train stage reads its params, then measures.
+fn speed_command(net: &str, batch: usize, device: &str, devices: &str, steps: usize, json: bool) -> Result<u8, Failure> {
+    let depth = match net.strip_prefix("sphere").and_then(|d| d.parse::<usize>().ok()) {
+        Some(d @ (4 | 10 | 20 | 36 | 64)) => d,
+        _ => {
+            return Err(Failure::usage(format!(
+                "error: --net {net}: use sphere4, sphere10, sphere20, sphere36 or sphere64"
+            )))
+        }
+    };
+    let spec: serde_json::Value = serde_yaml::from_str(devices).map_err(|e| Failure::usage(format!("error: --devices {devices}: {e}")))?;
+    let devices = spherepipe_nn::devices::DeviceSpec::parse(&spec, device)
+        .and_then(|s| s.resolve(device))
+        .map_err(|e| Failure::usage(format!("error: --devices: {e:#}")))?;
+    if batch == 0 || !batch.is_multiple_of(devices.len()) {
+        return Err(Failure::usage(format!(
+            "error: --batch {batch} does not split over {} devices; use a multiple of {}",
+            devices.len(),
+            devices.len()
+        )));
+    }
+    let r = speed::report(device, &devices, depth, batch, steps).map_err(|e| Failure {
+        code: 1,
+        message: format!("error: {e:#}"),
+    })?;
+    if json {
+        println!("{}", serde_json::to_string(&r).map_err(|e| Failure::usage(e.to_string()))?);
+    } else {
+        println!(
+            "SphereFace-{depth} on {} {device} device(s): training step, batch {batch}: median {:.3}s = {:.1} images/s; extraction, {} images per device: median {:.3}s = {:.1} images/s; peak RSS {:.0} MB",
+            r.devices,
+            r.training.median_s,
+            r.training.images_per_s,
+            r.extraction_images,
+            r.extraction.median_s,
+            r.extraction.images_per_s,
+            speed::peak_rss_mb()
+        );
+    }
+    Ok(0)
 }
 
 /// The local cache as a working copy of the shared store at `url`, which must answer now:
