@@ -61,8 +61,11 @@ impl DeviceSpec {
             }
         }
         match (self, backend) {
-            (DeviceSpec::Auto, "cpu" | "auto") => bail!(
-                "param `devices`: auto means every visible GPU, but this stage runs on the CPU (device: {backend}); set `device: cuda` or `wgpu` (a GPU build), or give a count such as `devices: 2`"
+            (DeviceSpec::Auto, "cpu") => bail!(
+                "param `devices`: auto means every visible GPU, but this stage runs on the CPU (device: cpu); set `device: cuda` or `wgpu` (a GPU build), or give a count such as `devices: 2`"
+            ),
+            (DeviceSpec::Auto, "auto") => bail!(
+                "param `devices`: auto means every visible GPU of one backend, and `device: auto` names none; set `device: cuda` or `wgpu`"
             ),
             (DeviceSpec::List(l), "cpu") if l.iter().any(|&i| i > 0) => bail!(
                 "param `devices`: the CPU is one device (cpu:0); to run several replicas on it, give a count such as `devices: 2`"
@@ -80,21 +83,22 @@ impl DeviceSpec {
             (DeviceSpec::List(_), "cpu") => return Ok(vec![crate::device_named(backend)?]),
             (DeviceSpec::Count(1), _) => return Ok(vec![crate::device_named(backend)?]),
             (DeviceSpec::Auto, _) => match visible_gpus() {
-                Visible { count: 0, how } => {
-                    bail!("param `devices`: auto found no GPU ({how}); ask the scheduler for GPUs (resources: {{gpus: N}}) or use device: cpu")
-                }
-                Visible { count, .. } => (0..count).collect(),
+                Visible { count: Some(n @ 1..), .. } => (0..n).collect(),
+                Visible { how, .. } => bail!(
+                    "param `devices`: auto found no GPU ({how}); ask the scheduler for GPUs (resources: {{gpus: N}}), give a count, or use device: cpu"
+                ),
             },
             (DeviceSpec::Count(n), _) => (0..*n).collect(),
             (DeviceSpec::List(l), _) => l.clone(),
         };
-        let visible = visible_gpus();
-        if let Some(&i) = indices.iter().find(|&&i| i >= visible.count) {
-            bail!(
-                "param `devices`: {backend}:{i} does not exist: this process sees {} GPU(s) ({}); ask for fewer devices or for more GPUs (resources: {{gpus: N}})",
-                visible.count,
-                visible.how
-            );
+        // Where nothing says how many GPUs there are (no CUDA_VISIBLE_DEVICES, no nvidia-smi:
+        // a wgpu build on another vendor's GPUs), the backend finds out when it opens them.
+        if let Visible { count: Some(count), how } = visible_gpus() {
+            if let Some(&i) = indices.iter().find(|&&i| i >= count) {
+                bail!(
+                    "param `devices`: {backend}:{i} does not exist: this process sees {count} GPU(s) ({how}); ask for fewer devices or for more GPUs (resources: {{gpus: N}})"
+                );
+            }
         }
         indices.into_iter().map(|i| gpu_device(backend, i)).collect()
     }
@@ -118,35 +122,46 @@ fn list_entry(name: &Value, backend: &str) -> Result<usize> {
         .map_err(|_| anyhow::anyhow!("param `devices`: `{text}` has no device index; write {kind}:0, {kind}:1, ..."))
 }
 
-/// How many GPUs this process may use, and how that was found.
+/// How many GPUs this process may use (`None`: nothing says), and how that was found.
 struct Visible {
-    count: usize,
+    count: Option<usize>,
     how: String,
 }
 
 /// The GPUs of this process: `CUDA_VISIBLE_DEVICES` when set (Slurm sets it to the GPUs it
-/// granted), else the lines of `nvidia-smi -L`; none when neither says.
+/// granted), else the lines of `nvidia-smi -L`.
 fn visible_gpus() -> Visible {
     if let Ok(list) = std::env::var("CUDA_VISIBLE_DEVICES") {
         return Visible {
-            count: count_visible(&list),
+            count: Some(count_visible(&list)),
             how: format!("CUDA_VISIBLE_DEVICES={list}"),
         };
     }
     let listed = std::process::Command::new("nvidia-smi").arg("-L").output();
     match listed {
         Ok(out) if out.status.success() => Visible {
-            count: String::from_utf8_lossy(&out.stdout)
-                .lines()
-                .filter(|l| l.starts_with("GPU "))
-                .count(),
+            count: Some(
+                String::from_utf8_lossy(&out.stdout)
+                    .lines()
+                    .filter(|l| l.starts_with("GPU "))
+                    .count(),
+            ),
             how: "as nvidia-smi -L lists them".into(),
         },
         _ => Visible {
-            count: 0,
+            count: None,
             how: "CUDA_VISIBLE_DEVICES is unset and nvidia-smi is not available".into(),
         },
     }
+}
+
+/// The GPUs a stage with these `device` and `devices` params asks a scheduler for: as many as
+/// `devices` names on a GPU backend (one for `auto`, which takes what is granted), none on the
+/// CPU.
+pub fn gpus_to_ask(device: &str, devices: &Value) -> Option<u32> {
+    let on_gpu = matches!(device, "cuda" | "wgpu");
+    let named = devices.as_u64().or_else(|| devices.as_array().map(|l| l.len() as u64));
+    on_gpu.then(|| named.unwrap_or(1) as u32)
 }
 
 /// The number of entries of a `CUDA_VISIBLE_DEVICES` value; CUDA stops at the first invalid
@@ -219,6 +234,14 @@ mod tests {
     fn a_count_on_the_cpu_gives_that_many_replicas() {
         let d = DeviceSpec::Count(3).resolve("cpu").unwrap();
         assert_eq!(d, vec![Device::flex(); 3]);
+    }
+
+    #[test]
+    fn gpu_stages_ask_for_the_devices_they_name() {
+        assert_eq!(gpus_to_ask("cuda", &json!(4)), Some(4));
+        assert_eq!(gpus_to_ask("wgpu", &json!(["wgpu:0", "wgpu:2"])), Some(2));
+        assert_eq!(gpus_to_ask("cuda", &json!("auto")), Some(1));
+        assert_eq!(gpus_to_ask("cpu", &json!(4)), None);
     }
 
     #[test]

@@ -62,13 +62,12 @@ impl Stage for Train {
     /// On a GPU backend, as many GPUs as `devices` names (one for `auto`, which takes what
     /// the pipeline's `resources: {gpus: N}` grants); none on the CPU.
     fn resources(&self, p: &Params) -> Resources {
-        let on_gpu = matches!(p.str("device"), Ok("cuda" | "wgpu"));
-        let count = p
-            .raw("devices")
-            .ok()
-            .and_then(|v| v.as_u64().or_else(|| v.as_array().map(|l| l.len() as u64)));
+        let (device, devices) = (
+            p.str("device").unwrap_or("cpu"),
+            p.raw("devices").unwrap_or(&serde_json::Value::Null),
+        );
         Resources {
-            gpus: on_gpu.then(|| count.unwrap_or(1) as u32),
+            gpus: spherepipe_nn::devices::gpus_to_ask(device, devices),
             ..Resources::default()
         }
     }
