@@ -80,22 +80,7 @@ fn training_writes_weights_metrics_and_curve_and_resumes_exactly_after_a_kill() 
     // Same pipeline in a fresh cache, killed after the first checkpoint, then rerun.
     let k = Sandbox::new();
     k.write(&pipeline(20, 4));
-    let mut child = k.cmd(&["run", "p.yaml", "--quiet"]).spawn().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(300);
-    let ckpt_step = loop {
-        let found = std::fs::read_dir(k.cache().join("scratch"))
-            .ok()
-            .and_then(|d| d.flatten().map(|e| e.path().join("checkpoint/step")).find(|p| p.is_file()));
-        if let Some(p) = found {
-            break std::fs::read_to_string(p).unwrap();
-        }
-        assert!(Instant::now() < deadline, "no checkpoint appeared");
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    // SAFETY: kill(2) on our own child.
-    unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
-    child.wait().unwrap();
-    assert!(ckpt_step.trim().parse::<u32>().unwrap() >= 5);
+    assert!(kill_after_a_checkpoint(&k) >= 5);
     let r = k.run(&[]);
     assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
     assert_eq!(
@@ -112,6 +97,27 @@ fn training_writes_weights_metrics_and_curve_and_resumes_exactly_after_a_kill() 
     for stage in ["synth", "dedupe", "align", "flip", "shard"] {
         assert_eq!(st[stage], "cached", "{stage}");
     }
+}
+
+/// Starts `run` on the sandbox's pipeline, SIGKILLs it once a training checkpoint exists, and
+/// returns the checkpoint's step.
+fn kill_after_a_checkpoint(k: &Sandbox) -> u32 {
+    let mut child = k.cmd(&["run", "p.yaml", "--quiet"]).spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let ckpt_step = loop {
+        let found = std::fs::read_dir(k.cache().join("scratch"))
+            .ok()
+            .and_then(|d| d.flatten().map(|e| e.path().join("checkpoint/step")).find(|p| p.is_file()));
+        if let Some(p) = found {
+            break std::fs::read_to_string(p).unwrap();
+        }
+        assert!(Instant::now() < deadline, "no checkpoint appeared");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+    child.wait().unwrap();
+    ckpt_step.trim().parse().unwrap()
 }
 
 #[test]
@@ -173,6 +179,27 @@ fn the_device_count_changes_no_byte_and_reruns_nothing() {
     one.write(&sliced("2", "[cpu]"));
     assert_eq!(one.run(&[]).code, 0);
     assert!(one.last_states().values().all(|s| s == "cached"), "{:?}", one.last_states());
+}
+
+#[test]
+fn a_training_killed_on_four_devices_resumes_on_two_and_ends_as_one_device_would() {
+    let slices = |devices: u32| {
+        pipeline(12, 4).replace(
+            "checkpoint_every: 5",
+            &format!("checkpoint_every: 5, slices: 4, devices: {devices}"),
+        )
+    };
+    let straight = Sandbox::new();
+    straight.write(&slices(1));
+    assert_eq!(straight.run(&[]).code, 0);
+    let k = Sandbox::new();
+    k.write(&slices(4));
+    assert!(kill_after_a_checkpoint(&k) >= 5);
+    k.write(&slices(2));
+    let r = k.sp(&["run", "p.yaml"]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert!(r.stderr.contains("resuming at step"), "it started over: {}", r.stderr);
+    assert_eq!(k.last_artifacts()["train"], straight.last_artifacts()["train"]);
 }
 
 #[test]
