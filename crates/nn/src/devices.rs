@@ -82,24 +82,11 @@ impl DeviceSpec {
             (DeviceSpec::Count(n), "cpu" | "auto") => return Ok(vec![crate::device_named(backend)?; *n]),
             (DeviceSpec::List(_), "cpu") => return Ok(vec![crate::device_named(backend)?]),
             (DeviceSpec::Count(1), _) => return Ok(vec![crate::device_named(backend)?]),
-            (DeviceSpec::Auto, _) => match visible_gpus() {
-                Visible { count: Some(n @ 1..), .. } => (0..n).collect(),
-                Visible { how, .. } => bail!(
-                    "param `devices`: auto found no GPU ({how}); ask the scheduler for GPUs (resources: {{gpus: N}}), give a count, or use device: cpu"
-                ),
-            },
+            (DeviceSpec::Auto, _) => every_visible(visible_gpus())?,
             (DeviceSpec::Count(n), _) => (0..*n).collect(),
             (DeviceSpec::List(l), _) => l.clone(),
         };
-        // Where nothing says how many GPUs there are (no CUDA_VISIBLE_DEVICES, no nvidia-smi:
-        // a wgpu build on another vendor's GPUs), the backend finds out when it opens them.
-        if let Visible { count: Some(count), how } = visible_gpus() {
-            if let Some(&i) = indices.iter().find(|&&i| i >= count) {
-                bail!(
-                    "param `devices`: {backend}:{i} does not exist: this process sees {count} GPU(s) ({how}); ask for fewer devices or for more GPUs (resources: {{gpus: N}})"
-                );
-            }
-        }
+        check_visible(&indices, visible_gpus(), backend)?;
         indices.into_iter().map(|i| gpu_device(backend, i)).collect()
     }
 }
@@ -153,6 +140,30 @@ fn visible_gpus() -> Visible {
             how: "CUDA_VISIBLE_DEVICES is unset and nvidia-smi is not available".into(),
         },
     }
+}
+
+/// The indices of every GPU `visible` counts, or why there are none.
+fn every_visible(visible: Visible) -> Result<Vec<usize>> {
+    match visible {
+        Visible { count: Some(n @ 1..), .. } => Ok((0..n).collect()),
+        Visible { how, .. } => bail!(
+            "param `devices`: auto found no GPU ({how}); ask the scheduler for GPUs (resources: {{gpus: N}}), give a count, or use device: cpu"
+        ),
+    }
+}
+
+/// Refuses an index past the GPUs `visible` counts. Where nothing says how many there are (no
+/// CUDA_VISIBLE_DEVICES, no nvidia-smi: a wgpu build on another vendor's GPUs), the backend
+/// finds out when it opens them.
+fn check_visible(indices: &[usize], visible: Visible, backend: &str) -> Result<()> {
+    if let Visible { count: Some(count), how } = visible {
+        if let Some(&i) = indices.iter().find(|&&i| i >= count) {
+            bail!(
+                "param `devices`: {backend}:{i} does not exist: this process sees {count} GPU(s) ({how}); ask for fewer devices or for more GPUs (resources: {{gpus: N}})"
+            );
+        }
+    }
+    Ok(())
 }
 
 /// The GPUs a stage with these `device` and `devices` params asks a scheduler for: as many as
@@ -234,6 +245,28 @@ mod tests {
     fn a_count_on_the_cpu_gives_that_many_replicas() {
         let d = DeviceSpec::Count(3).resolve("cpu").unwrap();
         assert_eq!(d, vec![Device::flex(); 3]);
+    }
+
+    #[test]
+    fn auto_takes_every_visible_gpu_and_a_missing_one_is_named() {
+        let seen = |count: Option<usize>| Visible {
+            count,
+            how: "CUDA_VISIBLE_DEVICES=…".into(),
+        };
+        assert_eq!(every_visible(seen(Some(3))).unwrap(), vec![0, 1, 2]);
+        let none = every_visible(seen(Some(0))).unwrap_err().to_string();
+        assert_eq!(
+            none,
+            "param `devices`: auto found no GPU (CUDA_VISIBLE_DEVICES=…); ask the scheduler for GPUs (resources: {gpus: N}), give a count, or use device: cpu"
+        );
+        assert!(every_visible(seen(None)).is_err());
+        assert!(check_visible(&[0, 1], seen(Some(2)), "cuda").is_ok());
+        assert!(check_visible(&[0, 5], seen(None), "wgpu").is_ok());
+        let e = check_visible(&[0, 2], seen(Some(2)), "cuda").unwrap_err().to_string();
+        assert!(
+            e.starts_with("param `devices`: cuda:2 does not exist: this process sees 2 GPU(s)"),
+            "{e}"
+        );
     }
 
     #[test]
