@@ -21,7 +21,7 @@ static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// The median training step of SphereFace-`depth` at batch `b`, with its peak RSS so far.
 fn train_steps(depth: usize, b: usize, steps: usize) -> anyhow::Result<()> {
-    let t = speed::training(depth, b, &[Device::flex()], steps)?;
+    let t = speed::training(depth, b, 1, &[Device::flex()], steps)?;
     println!(
         "SphereFace-{depth} step, batch {b}: median {:.3}s (min {:.3}s) over {steps} = {:.1} images/s; peak RSS so far {:.0} MB",
         t.median_s,

@@ -139,6 +139,9 @@ enum Cmd {
         /// As the `devices` param (YAML): 2, auto, [cuda:0, cuda:1].
         #[arg(long, default_value = "1")]
         devices: String,
+        /// As train's `slices` param; default: one per device.
+        #[arg(long)]
+        slices: Option<usize>,
         /// Timed steps (and extraction passes), after warm-up.
         #[arg(long, default_value_t = 10)]
         steps: usize,
@@ -358,14 +361,23 @@ fn dispatch(cli: Cli, registry: &Registry) -> Result<u8, Failure> {
             batch,
             device,
             devices,
+            slices,
             steps,
             json,
-        } => speed_command(&net, batch, &device, &devices, steps.max(1), json),
+        } => speed_command(&net, batch, &device, &devices, slices, steps.max(1), json),
     }
 }
 
 /// `spherepipe speed`: reads the options as the train stage reads its params, then measures.
-fn speed_command(net: &str, batch: usize, device: &str, devices: &str, steps: usize, json: bool) -> Result<u8, Failure> {
+fn speed_command(
+    net: &str,
+    batch: usize,
+    device: &str,
+    devices: &str,
+    slices: Option<usize>,
+    steps: usize,
+    json: bool,
+) -> Result<u8, Failure> {
     let depth = match net.strip_prefix("sphere").and_then(|d| d.parse::<usize>().ok()) {
         Some(d @ (4 | 10 | 20 | 36 | 64)) => d,
         _ => {
@@ -378,14 +390,20 @@ fn speed_command(net: &str, batch: usize, device: &str, devices: &str, steps: us
     let devices = spherepipe_nn::devices::DeviceSpec::parse(&spec, device)
         .and_then(|s| s.resolve(device))
         .map_err(|e| Failure::usage(format!("error: --devices: {e:#}")))?;
-    if batch == 0 || !batch.is_multiple_of(devices.len()) {
+    let slices = slices.unwrap_or(devices.len());
+    if slices == 0 || !slices.is_multiple_of(devices.len()) || batch == 0 || !batch.is_multiple_of(slices) {
         return Err(Failure::usage(format!(
-            "error: --batch {batch} does not split over {} devices; use a multiple of {}",
-            devices.len(),
+            "error: --batch {batch} in --slices {slices} over {} devices: the device count must divide the slices, and the slices the batch",
             devices.len()
         )));
     }
-    let r = speed::report(device, &devices, depth, batch, steps).map_err(|e| Failure {
+    let w = speed::Workload {
+        depth,
+        batch,
+        slices,
+        steps,
+    };
+    let r = speed::report(device, &devices, w).map_err(|e| Failure {
         code: 1,
         message: format!("error: {e:#}"),
     })?;
@@ -393,7 +411,7 @@ fn speed_command(net: &str, batch: usize, device: &str, devices: &str, steps: us
         println!("{}", serde_json::to_string(&r).map_err(|e| Failure::usage(e.to_string()))?);
     } else {
         println!(
-            "SphereFace-{depth} on {} {device} device(s): training step, batch {batch}: median {:.3}s = {:.1} images/s; extraction, {} images per device: median {:.3}s = {:.1} images/s; peak RSS {:.0} MB",
+            "SphereFace-{depth} on {} {device} device(s): training step, batch {batch} in {slices} slice(s): median {:.3}s = {:.1} images/s; extraction, {} images per device: median {:.3}s = {:.1} images/s; peak RSS {:.0} MB",
             r.devices,
             r.training.median_s,
             r.training.images_per_s,

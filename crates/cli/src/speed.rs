@@ -64,11 +64,11 @@ impl Timing {
     }
 }
 
-/// SGD steps of SphereFace-`depth` at global batch `batch`, the batch cut into one slice per
-/// device, after 2 untimed warm-up steps.
-pub fn training(depth: usize, batch: usize, devices: &[Device], steps: usize) -> Result<Timing> {
+/// SGD steps of SphereFace-`depth` at global batch `batch` cut into `slices`, shared by
+/// `devices`, after 2 untimed warm-up steps.
+pub fn training(depth: usize, batch: usize, slices: usize, devices: &[Device], steps: usize) -> Result<Timing> {
     let (images, labels) = batch_of(batch);
-    let mut t = Trainer::new(peer_config(depth, devices.len()), &devices[0], 1)?;
+    let mut t = Trainer::new(peer_config(depth, slices), &devices[0], 1)?;
     t.spread_over(devices)?;
     for _ in 0..2 {
         t.train_step(&images, &labels, 112, 96)?;
@@ -133,6 +133,8 @@ pub struct SpeedReport {
     pub depth: usize,
     /// Global training batch.
     pub batch: usize,
+    /// Slices the batch is cut into.
+    pub slices: usize,
     /// The training step.
     pub training: Timing,
     /// Images per extraction pass on each device.
@@ -141,17 +143,32 @@ pub struct SpeedReport {
     pub extraction: Timing,
 }
 
+/// What to measure: SphereFace-`depth`, training batches of `batch` cut into `slices`
+/// (and extraction passes of `batch` images per device), `steps` times each.
+#[derive(Debug, Clone, Copy)]
+pub struct Workload {
+    /// SphereFace depth.
+    pub depth: usize,
+    /// Global training batch, and images per extraction pass on each device.
+    pub batch: usize,
+    /// Slices each training batch is cut into.
+    pub slices: usize,
+    /// Timed steps and passes.
+    pub steps: usize,
+}
+
 /// Measures training and extraction on `devices` of `device`.
-pub fn report(device: &str, devices: &[Device], depth: usize, batch: usize, steps: usize) -> Result<SpeedReport> {
-    let extraction_images = batch;
+pub fn report(device: &str, devices: &[Device], w: Workload) -> Result<SpeedReport> {
+    let (depth, batch, extraction_images) = (w.depth, w.batch, w.batch);
     Ok(SpeedReport {
         device: device.to_owned(),
         devices: devices.len(),
         depth,
         batch,
-        training: training(depth, batch, devices, steps)?,
+        slices: w.slices,
+        training: training(depth, batch, w.slices, devices, w.steps)?,
         extraction_images,
-        extraction: extraction(depth, extraction_images, devices, steps)?,
+        extraction: extraction(depth, extraction_images, devices, w.steps)?,
     })
 }
 
@@ -170,8 +187,14 @@ mod tests {
 
     #[test]
     fn a_speed_report_measures_both_on_two_cpu_replicas() {
-        let r = report("cpu", &[Device::flex(), Device::flex()], 4, 4, 1).unwrap();
-        assert_eq!((r.devices, r.batch, r.extraction_images), (2, 4, 4));
+        let w = Workload {
+            depth: 4,
+            batch: 4,
+            slices: 2,
+            steps: 1,
+        };
+        let r = report("cpu", &[Device::flex(), Device::flex()], w).unwrap();
+        assert_eq!((r.devices, r.batch, r.slices, r.extraction_images), (2, 4, 2, 4));
         assert!(r.training.images_per_s > 0.0 && r.training.median_s >= r.training.min_s);
         assert!((r.extraction.images_per_s - 8.0 / r.extraction.median_s).abs() < 1e-9);
     }
