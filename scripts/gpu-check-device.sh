@@ -49,10 +49,14 @@ else
   fail "first losses: the training run failed (see check-run.txt): $(tail -3 "$out/check-run.txt" | paste -sd ' ' -)"
 fi
 
-# 2. SphereFace-20 training step and extraction at batch 256, on one device and on every one.
+# 2. SphereFace-20 training step and extraction at batch 256, on one device and on every one
+# (`devices: auto`; skipped where that is the same one GPU).
+gpu_count=$(nvidia-smi -L 2>/dev/null | grep -c '^GPU ')
 for n in 1 "$every"; do
   label=$([[ $n == 1 ]] && echo "1 device" || echo "every device")
-  if r=$(timeout "$limit" "$sp" speed --net "$net" --batch "$batch" --device "$backend" --devices "$n" --steps "$steps" --json 2>"$out/speed-$n.err"); then
+  if [[ $n == auto && $gpu_count -le 1 ]]; then
+    say "speed $label: the same as on 1 device ($gpu_count GPU here)"
+  elif r=$(timeout "$limit" "$sp" speed --net "$net" --batch "$batch" --device "$backend" --devices "$n" --steps "$steps" --json 2>"$out/speed-$n.err"); then
     say "speed $label: $r"
   else
     fail "speed $label: failed: $(tail -3 "$out/speed-$n.err" | paste -sd ' ' -)"
