@@ -109,16 +109,8 @@ impl Stage for Extract {
             .execution_setting(),
         ]
     }
-    /// On a GPU backend, as many GPUs as `devices` names (one for `auto`); none on the CPU.
     fn resources(&self, p: &spherepipe_stage::Params) -> Resources {
-        let (device, devices) = (
-            p.str("device").unwrap_or("cpu"),
-            p.raw("devices").unwrap_or(&serde_json::Value::Null),
-        );
-        Resources {
-            gpus: spherepipe_nn::devices::gpus_to_ask(device, devices),
-            ..Resources::default()
-        }
+        spherepipe_stage_train::gpu_resources(p)
     }
     fn inputs(&self) -> Vec<InputSpec> {
         vec![

@@ -59,17 +59,8 @@ impl Stage for Train {
     fn validate(&self, p: &Params) -> Result<(), String> {
         TrainParams::from_params(p).map(|_| ()).map_err(|e| format!("{e:#}"))
     }
-    /// On a GPU backend, as many GPUs as `devices` names (one for `auto`, which takes what
-    /// the pipeline's `resources: {gpus: N}` grants); none on the CPU.
     fn resources(&self, p: &Params) -> Resources {
-        let (device, devices) = (
-            p.str("device").unwrap_or("cpu"),
-            p.raw("devices").unwrap_or(&serde_json::Value::Null),
-        );
-        Resources {
-            gpus: spherepipe_nn::devices::gpus_to_ask(device, devices),
-            ..Resources::default()
-        }
+        gpu_resources(p)
     }
     fn run(&self, ctx: &StageContext<'_>) -> anyhow::Result<()> {
         let p = TrainParams::from_params(ctx.params)?;
@@ -125,6 +116,18 @@ impl Stage for Train {
         let curve: Vec<_> = metrics.iter().map(|m| (m.0.step as f64, m.0.loss, m.0.accuracy)).collect();
         spherepipe_plot::training_curve(&curve).save(ctx.out_dir, "curve")?;
         Ok(())
+    }
+}
+
+/// What a stage with `device` and `devices` params (train, extract) asks a scheduler for: on a
+/// GPU backend, as many GPUs as `devices` names (one for `auto`, which takes what the
+/// pipeline's `resources: {gpus: N}` grants); none on the CPU.
+pub fn gpu_resources(p: &Params) -> Resources {
+    let device = p.str("device").unwrap_or("cpu");
+    let devices = p.raw("devices").unwrap_or(&serde_json::Value::Null);
+    Resources {
+        gpus: spherepipe_nn::devices::gpus_to_ask(device, devices),
+        ..Resources::default()
     }
 }
 
