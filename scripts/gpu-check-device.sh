@@ -17,6 +17,9 @@ status=pass
 say() { echo "$*" | tee -a "$summary"; }
 fail() { say "$*"; status=fail; }
 sp="$here/spherepipe"
+if [[ ! -x $sp ]]; then
+  gunzip -c "$sp.gz" >"$sp" && chmod +x "$sp" || { echo "on-device.sh: cannot unpack $sp.gz" >&2; exit 1; }
+fi
 
 if [[ $dry == 1 ]]; then
   backend=cpu net=sphere4 batch=8 steps=2 every=2 torch_device=cpu torch_depth=4 limit=300
