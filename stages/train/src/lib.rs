@@ -5,15 +5,18 @@
 //! the network and feed it, colour order included),
 //! `metrics.csv` (loss, accuracy, λ, learning rate per step) and `curve.svg`/`curve.png`; images/s per step
 //! goes to `cache/logs/<fingerprint>/timing.csv`, outside the artifact, to keep it deterministic.
+//! With `slices` and `devices`, each step's batch is shared by several devices of one node; the
+//! artifact is the same bytes on any device count (README: Several devices of one node).
 
 #![warn(missing_docs)]
 
 mod params;
 
-pub use params::{loss_named, uneven, TrainParams, LOSSES};
+pub use params::{loss_named, TrainParams, LOSSES};
 pub use spherepipe_model_card::ModelCard;
 
 use anyhow::{bail, Context};
+use params::uneven;
 use spherepipe_face_loader::{Channels, Loader, LoaderConfig, Patch};
 use spherepipe_nn::margin::Loss;
 use spherepipe_nn::train::{StepMetrics, TrainConfig, Trainer};

@@ -136,7 +136,7 @@ impl TrainParams {
 }
 
 /// Why `n` devices cannot train with `slices` slices, and the fix.
-pub fn uneven(n: usize, slices: usize) -> String {
+pub(crate) fn uneven(n: usize, slices: usize) -> String {
     format!(
         "param `devices`: {n} devices cannot share {slices} slice(s) evenly; set `slices: {n}` (or a multiple of {n}) — `slices` decides the result and enters the fingerprint, the device count only decides the speed"
     )
