@@ -11,6 +11,7 @@ mod evaluate;
 mod face_data;
 mod pipelines;
 mod published_weights;
+mod report;
 mod shared_store;
 mod slurm;
 mod train;

@@ -75,7 +75,8 @@ pub fn inspect(path: &Path, sheet: Option<&Path>, samples: usize) -> Result<Stri
         out += &format!("  {b:>6} {n:>7} {}\n", "#".repeat((n * 40).div_ceil(top.max(1))));
     }
     if let Some(sheet) = sheet {
-        let n = contact_sheet(&files[0], sheet, samples)?;
+        let (canvas, n) = contact_sheet(&files[0], samples)?;
+        canvas.save(sheet).with_context(|| format!("writing {}", sheet.display()))?;
         out += &format!(
             "contact sheet of {n} faces from {} written to {}\n",
             files[0].display(),
@@ -85,8 +86,19 @@ pub fn inspect(path: &Path, sheet: Option<&Path>, samples: usize) -> Result<Stri
     Ok(out)
 }
 
+/// A contact sheet of up to `count` faces of the first Parquet file at `path` (a file or a
+/// directory of them) as PNG bytes, how many it shows, and the file's name.
+pub fn first_faces(path: &Path, count: usize) -> Result<(Vec<u8>, usize, String)> {
+    let file = parquet_files(path)?.remove(0);
+    let (canvas, n) = contact_sheet(&file, count)?;
+    let mut png = Vec::new();
+    canvas.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)?;
+    let name = file.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
+    Ok((png, n, name))
+}
+
 /// Tiles up to `count` faces (evenly spread over the file) with their landmarks drawn.
-fn contact_sheet(file: &Path, out: &Path, count: usize) -> Result<usize> {
+fn contact_sheet(file: &Path, count: usize) -> Result<(image::RgbImage, usize)> {
     let rows = read_rows(file)?;
     if rows.is_empty() {
         bail!("{} has no rows to draw", file.display());
@@ -115,6 +127,5 @@ fn contact_sheet(file: &Path, out: &Path, count: usize) -> Result<usize> {
             }
         }
     }
-    canvas.save(out).with_context(|| format!("writing {}", out.display()))?;
-    Ok(picks.len())
+    Ok((canvas, picks.len()))
 }

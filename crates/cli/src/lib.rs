@@ -9,11 +9,12 @@
 mod inspect;
 mod metrics;
 mod progress;
+mod report;
 pub mod speed;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use serde_json::json;
+use serde_json::{json, Value};
 use spherepipe_engine::{
     execute, hash_datasets, open_store, plan, records, ExecutorKind, RunOptions, RunReport, SlurmOptions, StageRequest, StageRun,
     StageRunError, StageState, Status,
@@ -67,6 +68,19 @@ enum Cmd {
         /// Also list results of earlier runs of this pipeline (other params), from runs.jsonl.
         #[arg(long)]
         history: bool,
+    },
+    /// One self-contained HTML page of the pipeline: the DAG with every stage's state, the
+    /// results table and the figures (`run` writes it too).
+    Report {
+        pipeline: PathBuf,
+        #[arg(long = "set", value_name = "STAGE.PARAM=VALUE")]
+        set: Vec<String>,
+        /// Also list results of earlier runs of this pipeline (other params).
+        #[arg(long)]
+        history: bool,
+        /// Where to write it (default: reports/<pipeline name>.html in the cache).
+        #[arg(long)]
+        out: Option<PathBuf>,
     },
     /// The DAG as text, or as Graphviz with --dot.
     Dag {
@@ -334,6 +348,12 @@ fn dispatch(cli: Cli, registry: &Registry) -> Result<u8, Failure> {
         } => status(&load_pipeline(&pipeline, registry, &set)?, json, store.as_deref()),
         Cmd::Metrics { pipeline, set, history } => metrics_table(&pipeline, &load_pipeline(&pipeline, registry, &set)?, history),
         Cmd::Dag { pipeline, dot } => dag(&load_pipeline(&pipeline, registry, &[])?, dot),
+        Cmd::Report {
+            pipeline,
+            set,
+            history,
+            out,
+        } => report_command(&pipeline, &load_pipeline(&pipeline, registry, &set)?, history, out),
         Cmd::Show {
             pipeline,
             stage,
@@ -484,6 +504,7 @@ fn run(args: RunArgs, registry: &Registry, quiet: bool) -> Result<u8, Failure> {
     let report = execute(&p, &store, &opts, &reporter)?;
     reporter.finish();
     print_report(&p, &store, &report);
+    write_page(&p, &pipeline, &store);
     if report.cancelled {
         return Err(Failure::interrupted(
             "interrupted: finished stages are cached, unfinished ones were discarded",
@@ -665,24 +686,30 @@ fn status(p: &Pipeline, json: bool, store_url: Option<&str>) -> Result<u8, Failu
     Ok(0)
 }
 
+/// After a run: the pipeline's page, in the cache; a failure to write it is said, not fatal.
+fn write_page(p: &Pipeline, file: &Path, store: &Store) {
+    let out = report::default_path(p, store);
+    match report::page(p, file, store, false).and_then(|page| report::write(&page, &out)) {
+        Ok(()) => println!("report: {}", out.display()),
+        Err(e) => eprintln!("warning: the pipeline's page was not written: {e:#}"),
+    }
+}
+
+/// `spherepipe report`: the pipeline's page, written to `out` or into the cache.
+fn report_command(file: &Path, p: &Pipeline, history: bool, out: Option<PathBuf>) -> Result<u8, Failure> {
+    let store = open_store(p)?;
+    let out = out.unwrap_or_else(|| report::default_path(p, &store));
+    let page = report::page(p, file, &store, history)?;
+    report::write(&page, &out)?;
+    println!("{}", out.display());
+    Ok(0)
+}
+
 /// `spherepipe metrics`: the headline table of the pipeline's final stages.
 fn metrics_table(file: &Path, p: &Pipeline, history: bool) -> Result<u8, Failure> {
     let store = open_store(p)?;
     let st = plan(p, &store, &hash_datasets(p, &store)?)?;
-    let used: std::collections::HashSet<usize> = p
-        .nodes
-        .iter()
-        .flat_map(|n| n.inputs.values().flatten())
-        .filter_map(|s| match s {
-            spherepipe_pipeline::Source::Stage(j) => Some(*j),
-            _ => None,
-        })
-        .collect();
-    let sinks: Vec<String> = (0..p.nodes.len())
-        .filter(|i| !used.contains(i))
-        .map(|i| p.nodes[i].name.clone())
-        .collect();
-    let (rows, missing) = metrics::rows(&store, &p.name, &st, &sinks, history);
+    let (rows, missing) = metrics::rows(&store, &p.name, &st, &report::sinks(p), history);
     if rows.is_empty() {
         println!("no results yet: run `spherepipe run {}` first", file.display());
     } else {
@@ -893,36 +920,14 @@ fn show(p: &Pipeline, stage: &str, as_json: bool, store_url: Option<&str>) -> Re
     let store = with_shared_store(open_store(p)?, store_url.or(p.store.as_deref()))?;
     let st = plan(p, &store, &hash_datasets(p, &store)?)?;
     let s = &st[i];
-    let local = s.artifact.as_ref().and_then(|a| store.read_manifest(a).ok());
-    let dir = s.artifact.as_ref().filter(|_| local.is_some()).map(|a| store.artifact_dir(a));
-    // Held only by the shared store: its manifest there, and where.
-    let remote = match (&s.artifact, &local, store.mirror()) {
-        (Some(a), None, Some(m)) => m
-            .manifest(a)
-            .context("reading the store")?
-            .map(|man| (format!("{}/artifacts/{a}.json", m.url()), man)),
-        _ => None,
-    };
-    let in_store = remote.as_ref().map(|r| r.0.clone());
-    let files = local.or(remote.map(|r| r.1)).map(|m| m.files).unwrap_or_default();
-    let last_run = records::read_runs(&store).into_iter().rev().find_map(|r| {
-        let rec = r.stages.into_iter().find(|x| x.stage == stage && x.state != "skipped")?;
-        Some(json!({"run_id": r.run_id, "started_unix": r.started_unix, "state": rec.state, "wall_s": rec.wall_s, "artifact": rec.artifact, "error": rec.error}))
-    });
+    let report::Details {
+        json: v,
+        dir,
+        in_store,
+        files,
+    } = report::details(p, &store, s, i, &records::read_runs(&store))?;
+    let last_run = v["last_run"].clone();
     let node = &p.nodes[i];
-    let v = json!({
-        "stage": node.name,
-        "kind": node.kind.kind(),
-        "version": node.kind.version(),
-        "state": s.state.as_str(),
-        "reason": s.reason(),
-        "fingerprint": s.fingerprint,
-        "params": node.params.0,
-        "artifact": dir.as_ref().map(|d| d.display().to_string()),
-        "in_store": in_store,
-        "files": files,
-        "last_run": last_run,
-    });
     if as_json {
         println!("{}", serde_json::to_string_pretty(&v).context("encoding JSON")?);
         return Ok(0);
@@ -956,13 +961,13 @@ fn show(p: &Pipeline, stage: &str, as_json: bool, store_url: Option<&str>) -> Re
         println!("  {:>12}  {}  {}", f.size, &f.blake3[..16], f.path);
     }
     match &last_run {
-        Some(r) => println!(
+        r @ Value::Object(_) => println!(
             "last run     {} ({}, {:.2}s)",
             r["run_id"].as_str().unwrap_or(""),
             r["state"].as_str().unwrap_or(""),
             r["wall_s"].as_f64().unwrap_or(0.0)
         ),
-        None => println!("last run     (none recorded)"),
+        _ => println!("last run     (none recorded)"),
     }
     Ok(0)
 }

@@ -46,6 +46,7 @@ pub enum HeadlineError {
 }
 
 /// A row of a comparison table: its label and its headline figures.
+#[derive(Debug, Clone, PartialEq)]
 pub struct Row {
     /// The row's label (a stage name, a run's `--set`, a number).
     pub label: String,

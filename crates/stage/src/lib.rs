@@ -204,6 +204,11 @@ pub trait Stage: Send + Sync {
     fn resources(&self, _params: &Params) -> Resources {
         Resources::default()
     }
+    /// The SVG figures its artifact may hold, as (file, caption), for the pipeline's page
+    /// (`spherepipe report`); files a given artifact lacks are left out.
+    fn figures(&self) -> Vec<(&'static str, &'static str)> {
+        Vec::new()
+    }
     /// Produces the artifact in `ctx.out_dir`. Return an error (never panic) on bad input, and
     /// poll `ctx.cancel` between units of work. A `summary.txt` in the artifact is printed at
     /// the end of `spherepipe run` (the headline result of a pipeline).

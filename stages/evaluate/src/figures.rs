@@ -4,6 +4,15 @@ use spherepipe_face_table::features::Features;
 use spherepipe_plot::{training_curve, Axis, Chart, Corner, Scale, Series, Sphere, PALETTE};
 use std::path::Path;
 
+/// The figures an evaluation may draw: (SVG file, caption). `draw` makes those it has data
+/// for; the pipeline's page shows them with these captions.
+pub const FIGURES: [(&str, &str); 4] = [
+    ("roc.svg", "ROC of the verification pairs (headline protocol)"),
+    ("cmc.svg", "MegaFace identification rate by rank"),
+    ("curve.svg", "Training loss and accuracy"),
+    ("features.svg", "Test features on the unit circle or sphere"),
+];
+
 /// What the figures are drawn from, gathered as the evaluation goes.
 #[derive(Default)]
 pub struct Plots {
@@ -108,14 +117,15 @@ impl Plots {
         })
     }
 
-    /// Draws what there is data for, each as SVG and PNG; returns (caption, SVG file name) per
+    /// Draws what there is data for ([`FIGURES`]), each as SVG and PNG; returns (caption, SVG file name) per
     /// figure.
     pub fn draw(&self, out: &Path) -> anyhow::Result<Vec<(String, String)>> {
         let mut made = Vec::new();
+        let [roc, cmc, curve, _] = FIGURES.map(|f| f.1);
         let charts = [
-            (self.roc_chart(), "roc", "ROC of the verification pairs (headline protocol)"),
-            (self.cmc_chart(), "cmc", "MegaFace identification rate by rank"),
-            (self.curve.as_deref().map(training_curve), "curve", "Training loss and accuracy"),
+            (self.roc_chart(), "roc", roc),
+            (self.cmc_chart(), "cmc", cmc),
+            (self.curve.as_deref().map(training_curve), "curve", curve),
         ];
         for (chart, stem, caption) in charts {
             if let Some(c) = chart {

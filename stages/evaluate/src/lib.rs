@@ -91,6 +91,9 @@ impl Stage for Evaluate {
         // written from a typed struct (its key order, no empty `note`).
         "2"
     }
+    fn figures(&self) -> Vec<(&'static str, &'static str)> {
+        figures::FIGURES.to_vec()
+    }
     fn doc(&self) -> &'static str {
         "LFW/YTF 10-fold verification, ROC, MegaFace identification and verification, angular Fisher score; report.md and plots"
     }

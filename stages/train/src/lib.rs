@@ -65,6 +65,9 @@ impl Stage for Train {
     fn resources(&self, p: &Params) -> Resources {
         gpu_resources(p)
     }
+    fn figures(&self) -> Vec<(&'static str, &'static str)> {
+        vec![("curve.svg", "Training loss and accuracy")]
+    }
     fn run(&self, ctx: &StageContext<'_>) -> anyhow::Result<()> {
         let p = TrainParams::from_params(ctx.params)?;
         let shards = ShardSet::read(ctx.inputs.one("shards")?)?;

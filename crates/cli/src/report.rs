@@ -1,0 +1,233 @@
+//! `spherepipe report`: the pipeline's page (`spherepipe-report`), gathered from the plan, the
+//! run records and the artifacts. `run` writes it too, at the end of every run.
+
+use anyhow::{Context, Result};
+use serde_json::{json, Value};
+use spherepipe_engine::records::{self, RunRecord};
+use spherepipe_engine::{hash_datasets, plan, NodeStatus, Status};
+use spherepipe_pipeline::{Pipeline, Source};
+use spherepipe_report::{Figure, Image, Page, StageState, StageView};
+use spherepipe_store::{FileEntry, Store};
+use std::path::{Path, PathBuf};
+
+/// What `show` says of a stage, and what the page shows on click.
+pub struct Details {
+    /// `show --json`'s object.
+    pub json: Value,
+    /// The artifact's directory in the local cache.
+    pub dir: Option<PathBuf>,
+    /// Where the shared store holds its manifest, when only it has the artifact.
+    pub in_store: Option<String>,
+    /// The artifact's files.
+    pub files: Vec<FileEntry>,
+}
+
+/// Stage `i`'s details; `runs` are the run records, oldest first (its last run is looked up
+/// there).
+pub fn details(p: &Pipeline, store: &Store, s: &NodeStatus, i: usize, runs: &[RunRecord]) -> Result<Details> {
+    let local = s.artifact.as_ref().and_then(|a| store.read_manifest(a).ok());
+    let dir = s.artifact.as_ref().filter(|_| local.is_some()).map(|a| store.artifact_dir(a));
+    // Held only by the shared store: its manifest there, and where.
+    let remote = match (&s.artifact, &local, store.mirror()) {
+        (Some(a), None, Some(m)) => m
+            .manifest(a)
+            .context("reading the store")?
+            .map(|man| (format!("{}/artifacts/{a}.json", m.url()), man)),
+        _ => None,
+    };
+    let in_store = remote.as_ref().map(|r| r.0.clone());
+    let files = local.or(remote.map(|r| r.1)).map(|m| m.files).unwrap_or_default();
+    let node = &p.nodes[i];
+    let last_run = runs.iter().rev().find_map(|r| {
+        let rec = r.stages.iter().find(|x| x.stage == node.name && x.state != "skipped")?;
+        Some(json!({"run_id": r.run_id, "started_unix": r.started_unix, "state": rec.state, "wall_s": rec.wall_s, "artifact": rec.artifact, "error": rec.error}))
+    });
+    let json = json!({
+        "stage": node.name,
+        "kind": node.kind.kind(),
+        "version": node.kind.version(),
+        "state": s.state.as_str(),
+        "reason": s.reason(),
+        "fingerprint": s.fingerprint,
+        "params": node.params.0,
+        "artifact": dir.as_ref().map(|d| d.display().to_string()),
+        "in_store": in_store,
+        "files": files,
+        "last_run": last_run,
+    });
+    Ok(Details {
+        json,
+        dir,
+        in_store,
+        files,
+    })
+}
+
+/// The page of `p` as it stands in `store`; `history` adds earlier runs' results.
+pub fn page(p: &Pipeline, file: &Path, store: &Store, history: bool) -> Result<Page> {
+    let status = plan(p, store, &hash_datasets(p, store)?)?;
+    let runs = records::read_runs(store);
+    let mine: Vec<RunRecord> = runs.iter().filter(|r| r.pipeline == p.name).cloned().collect();
+    let mut stages = Vec::new();
+    let mut dirs = Vec::new();
+    for (i, s) in status.iter().enumerate() {
+        let d = details(p, store, s, i, &runs)?;
+        stages.push(stage_view(p, s, i, &mine, &d));
+        dirs.push(d.dir);
+    }
+    let (results, missing) = crate::metrics::rows(store, &p.name, &status, &sinks(p), history);
+    Ok(Page {
+        name: p.name.clone(),
+        file: file.display().to_string(),
+        generated: utc_now(),
+        stages,
+        edges: edges(p),
+        results,
+        missing,
+        figures: figures(p, &dirs),
+    })
+}
+
+/// Writes the page to `out` (through a temporary file, so a reader never sees half a page).
+pub fn write(page: &Page, out: &Path) -> Result<()> {
+    if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let tmp = out.with_extension("html.tmp");
+    std::fs::write(&tmp, spherepipe_report::render(page)).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, out).with_context(|| format!("writing {}", out.display()))
+}
+
+/// Where `run` writes the page: `reports/<pipeline>.html` in the cache.
+pub fn default_path(p: &Pipeline, store: &Store) -> PathBuf {
+    store.root().join("reports").join(format!("{}.html", p.name))
+}
+
+/// A stage's state word: `ran` when the latest run of this pipeline made its artifact, `failed`
+/// when that run failed it and nothing replaced it, else the plan's.
+fn stage_view(p: &Pipeline, s: &NodeStatus, i: usize, runs: &[RunRecord], d: &Details) -> StageView {
+    let node = &p.nodes[i];
+    let latest = runs.last().and_then(|r| r.stages.iter().find(|x| x.stage == node.name));
+    let state = match (s.state, latest) {
+        (Status::Cached, Some(r)) if r.state == "ran" && r.artifact == s.artifact => StageState::Ran,
+        (Status::Cached, _) => StageState::Cached,
+        (_, Some(r)) if r.state == "failed" => StageState::Failed(r.error.clone().unwrap_or_default()),
+        (Status::Stale, _) => StageState::Stale(s.reason()),
+        (Status::NeverRun, _) => StageState::NeverRun,
+    };
+    // The run that made the artifact (or, for a failure, the one that failed) says how long.
+    let made = |r: &&spherepipe_engine::records::StageRecord| match &state {
+        StageState::Failed(_) => r.state == "failed",
+        _ => r.state == "ran" && r.artifact.is_some() && r.artifact == s.artifact,
+    };
+    let wall_s = runs
+        .iter()
+        .rev()
+        .find_map(|r| r.stages.iter().filter(|x| x.stage == node.name).find(made))
+        .map(|r| r.wall_s);
+    StageView {
+        name: node.name.clone(),
+        base: node.base.clone(),
+        kind: node.kind.kind().to_owned(),
+        state,
+        wall_s,
+        bytes: (!d.files.is_empty()).then(|| d.files.iter().map(|f| f.size).sum()),
+        details: d.json.clone(),
+    }
+}
+
+/// (input, consumer) for every stage input that is a stage.
+fn edges(p: &Pipeline) -> Vec<(usize, usize)> {
+    let mut out = Vec::new();
+    for (i, node) in p.nodes.iter().enumerate() {
+        for source in node.inputs.values().flatten() {
+            if let Source::Stage(j) = source {
+                if !out.contains(&(*j, i)) {
+                    out.push((*j, i));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The stages nothing depends on: where results are.
+pub fn sinks(p: &Pipeline) -> Vec<String> {
+    let used: Vec<usize> = edges(p).iter().map(|e| e.0).collect();
+    (0..p.nodes.len())
+        .filter(|i| !used.contains(i))
+        .map(|i| p.nodes[i].name.clone())
+        .collect()
+}
+
+/// Every figure a cached stage's artifact holds (as its kind lists them), then a contact sheet
+/// of the first shard artifact's first file.
+fn figures(p: &Pipeline, dirs: &[Option<PathBuf>]) -> Vec<Figure> {
+    let mut out = Vec::new();
+    for (node, dir) in p.nodes.iter().zip(dirs) {
+        let Some(dir) = dir else { continue };
+        for (file, caption) in node.kind.figures() {
+            if let Ok(svg) = std::fs::read_to_string(dir.join(file)) {
+                out.push(Figure {
+                    stage: node.name.clone(),
+                    caption: caption.to_owned(),
+                    image: Image::Svg(svg),
+                });
+            }
+        }
+    }
+    let shard = p
+        .nodes
+        .iter()
+        .zip(dirs)
+        .find_map(|(n, d)| d.as_ref().filter(|_| n.kind.kind() == "shard").map(|d| (n, d)));
+    if let Some((node, dir)) = shard {
+        if let Ok((png, n, file)) = crate::inspect::first_faces(dir, 24) {
+            out.push(Figure {
+                stage: node.name.clone(),
+                caption: format!("{n} faces of {file}, with their five landmarks"),
+                image: Image::Png(png),
+            });
+        }
+    }
+    out
+}
+
+/// Now, as `2026-11-30 09:41 UTC`.
+fn utc_now() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    utc_text(secs)
+}
+
+/// Seconds since the Unix epoch as a UTC date and time (days to a civil date: Howard
+/// Hinnant's algorithm).
+fn utc_text(secs: u64) -> String {
+    let days = (secs / 86_400) as i64;
+    let (hour, minute) = ((secs % 86_400) / 3600, (secs % 3600) / 60);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year}-{month:02}-{day:02} {hour:02}:{minute:02} UTC")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::utc_text;
+
+    #[test]
+    fn utc_text_gives_the_calendar_date() {
+        assert_eq!(utc_text(0), "1970-01-01 00:00 UTC");
+        // 2000-02-29 12:34:56 UTC, a leap day.
+        assert_eq!(utc_text(951_827_696), "2000-02-29 12:34 UTC");
+        // 2026-11-30 09:15:36 UTC.
+        assert_eq!(utc_text(1_796_030_136), "2026-11-30 09:15 UTC");
+    }
+}
