@@ -28,8 +28,11 @@ stages:
     )
 }
 
-/// The page's stage data: (node label, [(stage, state word, why)]).
-fn stage_data(html: &str) -> Vec<(String, Vec<(String, String, Option<String>)>)> {
+/// A stage as the page's data has it: (name, state word, why).
+type Shown = (String, String, Option<String>);
+
+/// The page's stage data: (node label, its stages).
+fn stage_data(html: &str) -> Vec<(String, Vec<Shown>)> {
     let at = html.find("id=\"stage-data\">").expect("stage data") + "id=\"stage-data\">".len();
     let end = at + html[at..].find("</script>").expect("its end");
     let data: serde_json::Value = serde_json::from_str(&html[at..end]).expect("JSON");
