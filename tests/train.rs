@@ -69,6 +69,8 @@ fn training_writes_weights_metrics_and_curve_and_resumes_exactly_after_a_kill() 
     assert_eq!(&png[1..4], b"PNG");
     let svg = std::fs::read_to_string(dir.join("curve.svg")).unwrap();
     assert!(svg.contains("\naccuracy\n") && svg.contains("\nloss\n"), "{svg}");
+    let svg = std::fs::read_to_string(dir.join("schedule.svg")).unwrap();
+    assert!(svg.contains("\nλ\n") && svg.contains("\nlearning rate\n"), "{svg}");
     let model: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("model.json")).unwrap()).unwrap();
     assert_eq!(model["net"]["depth"], 4);
     assert!(

@@ -1,4 +1,4 @@
-//! The one font the PNGs are drawn with: a DejaVu Sans subset (printable ASCII, superscript
+//! The one font the PNGs are drawn with: a DejaVu Sans subset (printable ASCII, θ λ ψ, superscript
 //! digits and a few signs; `fonts/make-subset.sh`), compiled in so that a chart renders the
 //! same everywhere without system fonts. SVGs only name the family.
 

@@ -412,5 +412,27 @@ pub fn training_curve(points: &[(f64, f64, f64)]) -> Chart {
     }
 }
 
+/// A-Softmax's λ (left axis) and the learning rate (right axis) by step, from (step, λ, lr)
+/// points: the schedule a training followed.
+pub fn schedule_curve(points: &[(f64, f64, f64)]) -> Chart {
+    let top = |f: fn(&(f64, f64, f64)) -> f64| points.iter().map(f).filter(|v| v.is_finite()).fold(1e-12, f64::max) * 1.05;
+    let last = points.last().map_or(1.0, |p| p.0.max(1.0));
+    Chart {
+        title: "Schedule".into(),
+        x: Axis::new("step", 0.0, last),
+        x_scale: Scale::Linear,
+        y: Axis::new("λ", 0.0, top(|p| p.1)),
+        y2: Some(Axis::new("learning rate", 0.0, top(|p| p.2))),
+        legend: Corner::UpperRight,
+        series: vec![
+            Series::line("λ", PALETTE[1], points.iter().map(|p| (p.0, p.1)).collect()),
+            Series {
+                right: true,
+                ..Series::line("learning rate", PALETTE[3], points.iter().map(|p| (p.0, p.2)).collect())
+            },
+        ],
+    }
+}
+
 #[cfg(test)]
 mod tests;

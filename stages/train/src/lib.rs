@@ -3,7 +3,8 @@
 //! stopped and produces the same result as an uninterrupted one. The artifact holds the final
 //! weights (`model.safetensors`), `model.json` (a [`ModelCard`]: what `extract` needs to rebuild
 //! the network and feed it, colour order included),
-//! `metrics.csv` (loss, accuracy, λ, learning rate per step) and `curve.svg`/`curve.png`; images/s per step
+//! `metrics.csv` (loss, accuracy, λ, learning rate per step), `curve.svg`/`curve.png` and
+//! `schedule.svg`/`schedule.png` (λ and learning rate); images/s per step
 //! goes to `cache/logs/<fingerprint>/timing.csv`, outside the artifact, to keep it deterministic.
 //! With `slices` and `devices`, each step's batch is shared by several devices of one node; the
 //! artifact is the same bytes on any device count (README: Several devices of one node).
@@ -37,8 +38,9 @@ impl Stage for Train {
         // labelled curve. 3: BGR input by default, `channels` in model.json. 4: the curve drawn
         // with plotters, as curve.svg and curve.png. 5: on the CPU, the convolutions' weight
         // gradients come from spherepipe-nn's own kernel (another order of additions). 6: on the
-        // CPU, every convolution is spherepipe-nn's (Winograd for stride 1).
-        "6"
+        // CPU, every convolution is spherepipe-nn's (Winograd for stride 1). 7: schedule.svg/png
+        // (λ and the learning rate by step).
+        "7"
     }
     fn doc(&self) -> &'static str {
         "SphereFace CNN + A-Softmax (or softmax/modified-softmax/cosface/arcface) training"
@@ -66,7 +68,10 @@ impl Stage for Train {
         gpu_resources(p)
     }
     fn figures(&self) -> Vec<(&'static str, &'static str)> {
-        vec![("curve.svg", "Training loss and accuracy")]
+        vec![
+            ("curve.svg", "Training loss and accuracy"),
+            ("schedule.svg", "A-Softmax's λ and the learning rate"),
+        ]
     }
     fn run(&self, ctx: &StageContext<'_>) -> anyhow::Result<()> {
         let p = TrainParams::from_params(ctx.params)?;
@@ -121,6 +126,8 @@ impl Stage for Train {
         write_timing(&ctx.logs.join("timing.csv"), &metrics)?;
         let curve: Vec<_> = metrics.iter().map(|m| (m.0.step as f64, m.0.loss, m.0.accuracy)).collect();
         spherepipe_plot::training_curve(&curve).save(ctx.out_dir, "curve")?;
+        let schedule: Vec<_> = metrics.iter().map(|m| (m.0.step as f64, m.0.lambda, m.0.lr)).collect();
+        spherepipe_plot::schedule_curve(&schedule).save(ctx.out_dir, "schedule")?;
         Ok(())
     }
 }
