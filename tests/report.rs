@@ -155,6 +155,17 @@ fn the_page_shows_each_stage_its_results_and_figures_and_needs_nothing_else() {
     assert_eq!(train.1, "stale");
     assert!(train.2.as_deref().unwrap_or_default().contains("steps"), "{train:?}");
     assert_eq!(stages.iter().find(|s| s.0 == "synth").unwrap().1, "ran");
+
+    // Run that variant: with --history the page lists the first run's results after its own.
+    assert_eq!(s.run(&["--keep-going", "--set", "train.steps=5"]).code, 1);
+    let both = page_of(&s, &["--set", "train.steps=5", "--history"]);
+    let labels: Vec<String> = table_rows(&both).into_iter().map(|r| r[0].clone()).collect();
+    assert_eq!(labels.len(), 4, "{labels:?}");
+    assert_eq!(labels[..2], ["evaluate@m=3", "evaluate@m=4"]);
+    assert!(
+        labels[2].starts_with("evaluate@m=3 (run ") && labels[3].starts_with("evaluate@m=4 (run "),
+        "{labels:?}"
+    );
 }
 
 #[test]

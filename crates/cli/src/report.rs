@@ -72,7 +72,7 @@ pub fn page(p: &Pipeline, file: &Path, store: &Store, history: bool) -> Result<P
     let mut dirs = Vec::new();
     for (i, s) in status.iter().enumerate() {
         let d = details(p, store, s, i, &runs)?;
-        stages.push(stage_view(p, s, i, &mine, &d));
+        stages.push(stage_view(p, s, i, mine.last(), &runs, &d));
         dirs.push(d.dir);
     }
     let (results, missing) = crate::metrics::rows(store, &p.name, &status, &sinks(p), history);
@@ -103,11 +103,12 @@ pub fn default_path(p: &Pipeline, store: &Store) -> PathBuf {
     store.root().join("reports").join(format!("{}.html", p.name))
 }
 
-/// A stage's state word: `ran` when the latest run of this pipeline made its artifact, `failed`
-/// when that run failed it and nothing replaced it, else the plan's.
-fn stage_view(p: &Pipeline, s: &NodeStatus, i: usize, runs: &[RunRecord], d: &Details) -> StageView {
+/// A stage's state word: `ran` when `latest` (this pipeline's last run) made its artifact,
+/// `failed` when that run failed it and nothing replaced it, else the plan's. Its time is the
+/// run that made its artifact, in any pipeline (`runs`), or the one that failed.
+fn stage_view(p: &Pipeline, s: &NodeStatus, i: usize, latest: Option<&RunRecord>, runs: &[RunRecord], d: &Details) -> StageView {
     let node = &p.nodes[i];
-    let latest = runs.last().and_then(|r| r.stages.iter().find(|x| x.stage == node.name));
+    let latest = latest.and_then(|r| r.stages.iter().find(|x| x.stage == node.name));
     let state = match (s.state, latest) {
         (Status::Cached, Some(r)) if r.state == "ran" && r.artifact == s.artifact => StageState::Ran,
         (Status::Cached, _) => StageState::Cached,
@@ -115,16 +116,11 @@ fn stage_view(p: &Pipeline, s: &NodeStatus, i: usize, runs: &[RunRecord], d: &De
         (Status::Stale, _) => StageState::Stale(s.reason()),
         (Status::NeverRun, _) => StageState::NeverRun,
     };
-    // The run that made the artifact (or, for a failure, the one that failed) says how long.
     let made = |r: &&spherepipe_engine::records::StageRecord| match &state {
-        StageState::Failed(_) => r.state == "failed",
+        StageState::Failed(_) => r.stage == node.name && r.state == "failed",
         _ => r.state == "ran" && r.artifact.is_some() && r.artifact == s.artifact,
     };
-    let wall_s = runs
-        .iter()
-        .rev()
-        .find_map(|r| r.stages.iter().filter(|x| x.stage == node.name).find(made))
-        .map(|r| r.wall_s);
+    let wall_s = runs.iter().rev().find_map(|r| r.stages.iter().find(made)).map(|r| r.wall_s);
     StageView {
         name: node.name.clone(),
         base: node.base.clone(),
