@@ -118,7 +118,8 @@ fn demo_data_stages(s: &Sandbox) -> String {
 
 /// Pins what the demo's data stages compute and are cached under, so that a refactor cannot
 /// move a fingerprint (and with it every cached artifact) or an output without this failing.
-/// Taken on 2026-11-29, with `align` at version 2 (cp2tform). When a kind's output changes on
+/// Taken on 2026-11-30, with `align` 3, `flip` 2 and `shard` 2 (the image column written plain
+/// and uncompressed; `align` 2 brought cp2tform). When a kind's output changes on
 /// purpose — its `version()` goes up — update the values here in the same commit.
 #[test]
 fn the_demo_data_stages_keep_their_fingerprints_and_outputs() {
@@ -152,18 +153,18 @@ fn the_demo_data_stages_keep_their_fingerprints_and_outputs() {
         ),
         (
             "align",
-            "15b6e9fbef5332534072ad01807063f0a7d6047de4946d0a22ce3e1b0dcd3f1b",
-            "b29108021de78176e21ae629bd6838c277c20865c1de1d36ff6435f46072c9fd",
+            "4155c07b07662141ec94486650009b0e652bf61089c4209261613b5d95fb2b1b",
+            "979d162d3ae63e93a52162573f2f3e88dd6601836f6b5b0161afe26e3af58595",
         ),
         (
             "flip",
-            "50faa0428a8c6dba6864660ac3249b2bca189bfcf07a15c401febae7b0679392",
-            "8484273c278e4bb6acad2505b0c8a3a5056275029345b905519203166d1e13aa",
+            "7f92e1af4d0bf7e2d0e08bdc88139873d41bb147edf65e7ceb749e98bb2ed9b8",
+            "497fe70f5ac6dc0868e494cf839e0153defd0862d0bb13127e2b28e3efc6a1b2",
         ),
         (
             "shard",
-            "64f643379e635b76ddda08f6b674295590849865edce9b943cdf7e4d7dc974f4",
-            "0bab6a392eb925c7f91cbd54a917d00102c71f54f9e1588f84beec9bdbbdce2f",
+            "6752052b748149da9eb45ef7130f11f591dcdea9c878772a98ff5e848f9849b0",
+            "11bee80e624a6e76dde2549a88b0ab9a10aa9a2476d629b7449fab4df20d11b7",
         ),
     ];
     assert_eq!(

@@ -5,7 +5,9 @@
 //! 1. alignment of every CASIA image (JPEG decode, landmark checks, similarity fit, bilinear
 //!    warp to 112x96, PNG encode) on 1 thread and on all threads;
 //! 2. writing the aligned + mirrored faces as one zstd Parquet file (MB/s of file written).
-//!    Peers: `../shared/bench/peers.py` (OpenCV align, 1 thread; pyarrow zstd write).
+//!    Peers: `../shared/bench/peers.py` (OpenCV align, 1 thread; pyarrow zstd write), and
+//!    `benches/shard_write_pyarrow.py`, pyarrow writing these very rows (`KEEP_SHARD=FILE`
+//!    leaves them there).
 
 mod support;
 
@@ -14,10 +16,16 @@ use spherepipe_face_datasets::read_landmark_list;
 use spherepipe_face_table::{write_rows, FaceRow};
 use std::time::Instant;
 
+// As in the `spherepipe` binary (src/main.rs): mimalloc, never purging freed memory, so a
+// shard's buffers are not faulted in and zeroed again for each file.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> anyhow::Result<()> {
     if support::listing_only() {
         return Ok(());
     }
+    spherepipe_cli::keep_freed_memory();
     let (preset_name, preset) = support::preset_from_env()?;
     let tmp = tempfile::tempdir()?;
     let corpus = tmp.path().join("corpus");
@@ -58,21 +66,27 @@ fn main() -> anyhow::Result<()> {
     let png_bytes: usize = all.iter().map(|r| r.png.len()).sum();
     let path = tmp.path().join("shard.parquet");
     let mut times = Vec::new();
-    for _ in 0..5 {
+    // SHARD_REPS=50 (say) makes the write the bulk of a `perf record` of this bench.
+    let reps: usize = std::env::var("SHARD_REPS").ok().and_then(|r| r.parse().ok()).unwrap_or(5);
+    for _ in 0..reps.max(1) {
         let t = Instant::now();
         write_rows(&path, &all, 1024)?;
         times.push(t.elapsed().as_secs_f64());
     }
     times.sort_by(f64::total_cmp);
     let bytes = std::fs::metadata(&path)?.len() as f64;
+    // For the pyarrow peer (benches/shard_write_pyarrow.py), which writes these same rows.
+    if let Some(keep) = std::env::var_os("KEEP_SHARD") {
+        std::fs::copy(&path, &keep)?;
+    }
     println!(
         "shard write: {} rows, {:.1} MB of PNG in, {:.1} MB file, median {:.3}s = {:.0} MB/s written ({:.0} MB/s of input)",
         all.len(),
         png_bytes as f64 / 1e6,
         bytes / 1e6,
-        times[2],
-        bytes / 1e6 / times[2],
-        png_bytes as f64 / 1e6 / times[2]
+        times[times.len() / 2],
+        bytes / 1e6 / times[times.len() / 2],
+        png_bytes as f64 / 1e6 / times[times.len() / 2]
     );
     Ok(())
 }

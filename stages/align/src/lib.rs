@@ -39,8 +39,9 @@ impl Stage for Align {
     }
     fn version(&self) -> &'static str {
         // 2: MATLAB cp2tform with its reflective 'similarity' by default (was Umeyama,
-        // non-reflective): the crops change for the same input.
-        "2"
+        // non-reflective): the crops change for the same input. 3: faces.parquet's image column
+        // is written plain and uncompressed, without statistics (face_table::write_rows).
+        "3"
     }
     fn doc(&self) -> &'static str {
         "5-point similarity alignment to face crops (faces.parquet)"

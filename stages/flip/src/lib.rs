@@ -53,7 +53,9 @@ impl Stage for Flip {
         "flip"
     }
     fn version(&self) -> &'static str {
-        "1"
+        // 2: faces.parquet's image column is written plain and uncompressed, without
+        // statistics (face_table::write_rows).
+        "2"
     }
     fn doc(&self) -> &'static str {
         "adds the horizontal mirror of every face (flipped = true)"

@@ -28,10 +28,12 @@ impl Stage for Shard {
         "shard"
     }
     fn version(&self) -> &'static str {
-        "1"
+        // 2: the image column is written plain and uncompressed, without statistics
+        // (face_table::write_rows): the same rows, other bytes.
+        "2"
     }
     fn doc(&self) -> &'static str {
-        "shuffled Parquet shards (zstd) with manifest.json"
+        "shuffled Parquet shards (zstd; the PNG column stored as is) with manifest.json"
     }
     fn params(&self) -> Vec<ParamSpec> {
         vec![
