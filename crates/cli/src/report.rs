@@ -67,12 +67,12 @@ pub fn details(p: &Pipeline, store: &Store, s: &NodeStatus, i: usize, runs: &[Ru
 pub fn page(p: &Pipeline, file: &Path, store: &Store, history: bool) -> Result<Page> {
     let status = plan(p, store, &hash_datasets(p, store)?)?;
     let runs = records::read_runs(store);
-    let mine: Vec<RunRecord> = runs.iter().filter(|r| r.pipeline == p.name).cloned().collect();
+    let latest = runs.iter().rev().find(|r| r.pipeline == p.name);
     let mut stages = Vec::new();
     let mut dirs = Vec::new();
     for (i, s) in status.iter().enumerate() {
         let d = details(p, store, s, i, &runs)?;
-        stages.push(stage_view(p, s, i, mine.last(), &runs, &d));
+        stages.push(stage_view(p, s, i, latest, &runs, &d));
         dirs.push(d.dir);
     }
     let (results, missing) = crate::metrics::rows(store, &p.name, &status, &sinks(p), history);

@@ -103,15 +103,8 @@ pub fn node_text(page: &Page, node: &GroupNode) -> Vec<String> {
         lines.extend(s.state.why().map(|w| shorten(w, 34)));
         return lines;
     }
-    let mut counts: Vec<(&str, usize)> = Vec::new();
-    for s in &members {
-        match counts.iter_mut().find(|c| c.0 == s.state.word()) {
-            Some(c) => c.1 += 1,
-            None => counts.push((s.state.word(), 1)),
-        }
-    }
-    let words: Vec<String> = counts.iter().map(|(w, n)| format!("{n} {w}")).collect();
-    vec![format!("{} ×{} ▸", node.label, members.len()), words.join(", ")]
+    let counted = crate::count_states(members.iter().map(|s| &s.state));
+    vec![format!("{} ×{} ▸", node.label, members.len()), counted]
 }
 
 /// The colour of a node: its stage's, or its worst member's.

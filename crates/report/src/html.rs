@@ -84,20 +84,13 @@ pub fn document(page: &Page, dag: &DagDrawing) -> String {
 
 /// Title, file, time, and how many stages are in each state.
 fn header(page: &Page) -> String {
-    let mut counts: Vec<(&str, usize)> = Vec::new();
-    for s in &page.stages {
-        match counts.iter_mut().find(|c| c.0 == s.state.word()) {
-            Some(c) => c.1 += 1,
-            None => counts.push((s.state.word(), 1)),
-        }
-    }
-    let summary: Vec<String> = counts.iter().map(|(w, n)| format!("{n} {w}")).collect();
+    let summary = crate::count_states(page.stages.iter().map(|s| &s.state));
     format!(
         "<h1>{}</h1><p class=\"meta\">{} · {} stages: {} · written {}</p>\n",
         escape(&page.name),
         escape(&page.file),
         page.stages.len(),
-        summary.join(", "),
+        summary,
         escape(&page.generated)
     )
 }

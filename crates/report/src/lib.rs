@@ -135,6 +135,18 @@ pub enum Image {
     Png(Vec<u8>),
 }
 
+/// How many stages are in each state, in order of first appearance: `3 cached, 1 stale`.
+fn count_states<'a>(states: impl Iterator<Item = &'a StageState>) -> String {
+    let mut counts: Vec<(&str, usize)> = Vec::new();
+    for s in states {
+        match counts.iter_mut().find(|c| c.0 == s.word()) {
+            Some(c) => c.1 += 1,
+            None => counts.push((s.word(), 1)),
+        }
+    }
+    counts.iter().map(|(w, n)| format!("{n} {w}")).collect::<Vec<_>>().join(", ")
+}
+
 /// The page as one HTML document.
 pub fn render(page: &Page) -> String {
     html::document(page, &layout(page))
