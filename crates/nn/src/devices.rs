@@ -78,15 +78,19 @@ impl DeviceSpec {
     /// process can see.
     pub fn resolve(&self, backend: &str) -> Result<Vec<Device>> {
         self.check_backend(backend)?;
-        let indices: Vec<usize> = match (self, backend) {
+        match (self, backend) {
             (DeviceSpec::Count(n), "cpu" | "auto") => return Ok(vec![crate::device_named(backend)?; *n]),
             (DeviceSpec::List(_), "cpu") => return Ok(vec![crate::device_named(backend)?]),
             (DeviceSpec::Count(1), _) => return Ok(vec![crate::device_named(backend)?]),
-            (DeviceSpec::Auto, _) => every_visible(visible_gpus())?,
-            (DeviceSpec::Count(n), _) => (0..*n).collect(),
-            (DeviceSpec::List(l), _) => l.clone(),
+            _ => {}
+        }
+        let visible = visible_gpus();
+        let indices: Vec<usize> = match self {
+            DeviceSpec::Auto => every_visible(&visible)?,
+            DeviceSpec::Count(n) => (0..*n).collect(),
+            DeviceSpec::List(l) => l.clone(),
         };
-        check_visible(&indices, visible_gpus(), backend)?;
+        check_visible(&indices, &visible, backend)?;
         indices.into_iter().map(|i| gpu_device(backend, i)).collect()
     }
 }
@@ -143,9 +147,9 @@ fn visible_gpus() -> Visible {
 }
 
 /// The indices of every GPU `visible` counts, or why there are none.
-fn every_visible(visible: Visible) -> Result<Vec<usize>> {
+fn every_visible(visible: &Visible) -> Result<Vec<usize>> {
     match visible {
-        Visible { count: Some(n @ 1..), .. } => Ok((0..n).collect()),
+        Visible { count: Some(n @ 1..), .. } => Ok((0..*n).collect()),
         Visible { how, .. } => bail!(
             "param `devices`: auto found no GPU ({how}); ask the scheduler for GPUs (resources: {{gpus: N}}), give a count, or use device: cpu"
         ),
@@ -155,9 +159,9 @@ fn every_visible(visible: Visible) -> Result<Vec<usize>> {
 /// Refuses an index past the GPUs `visible` counts. Where nothing says how many there are (no
 /// CUDA_VISIBLE_DEVICES, no nvidia-smi: a wgpu build on another vendor's GPUs), the backend
 /// finds out when it opens them.
-fn check_visible(indices: &[usize], visible: Visible, backend: &str) -> Result<()> {
+fn check_visible(indices: &[usize], visible: &Visible, backend: &str) -> Result<()> {
     if let Visible { count: Some(count), how } = visible {
-        if let Some(&i) = indices.iter().find(|&&i| i >= count) {
+        if let Some(&i) = indices.iter().find(|&&i| i >= *count) {
             bail!(
                 "param `devices`: {backend}:{i} does not exist: this process sees {count} GPU(s) ({how}); ask for fewer devices or for more GPUs (resources: {{gpus: N}})"
             );
@@ -253,16 +257,16 @@ mod tests {
             count,
             how: "CUDA_VISIBLE_DEVICES=…".into(),
         };
-        assert_eq!(every_visible(seen(Some(3))).unwrap(), vec![0, 1, 2]);
-        let none = every_visible(seen(Some(0))).unwrap_err().to_string();
+        assert_eq!(every_visible(&seen(Some(3))).unwrap(), vec![0, 1, 2]);
+        let none = every_visible(&seen(Some(0))).unwrap_err().to_string();
         assert_eq!(
             none,
             "param `devices`: auto found no GPU (CUDA_VISIBLE_DEVICES=…); ask the scheduler for GPUs (resources: {gpus: N}), give a count, or use device: cpu"
         );
-        assert!(every_visible(seen(None)).is_err());
-        assert!(check_visible(&[0, 1], seen(Some(2)), "cuda").is_ok());
-        assert!(check_visible(&[0, 5], seen(None), "wgpu").is_ok());
-        let e = check_visible(&[0, 2], seen(Some(2)), "cuda").unwrap_err().to_string();
+        assert!(every_visible(&seen(None)).is_err());
+        assert!(check_visible(&[0, 1], &seen(Some(2)), "cuda").is_ok());
+        assert!(check_visible(&[0, 5], &seen(None), "wgpu").is_ok());
+        let e = check_visible(&[0, 2], &seen(Some(2)), "cuda").unwrap_err().to_string();
         assert!(
             e.starts_with("param `devices`: cuda:2 does not exist: this process sees 2 GPU(s)"),
             "{e}"
