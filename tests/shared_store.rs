@@ -138,6 +138,45 @@ fn a_store_that_cannot_be_reached_stops_the_run_before_anything_changes() {
     assert_eq!(s.runs().len(), runs, "no run was recorded");
 }
 
+/// `run --force draw --store URL` with the given S3 endpoint and access key, on a cache that
+/// already holds the pipeline: exit 2, the URL and `fix` in the message, the cache untouched.
+fn s3_refused(s: &Sandbox, url: &str, endpoint: &str, key: &str, fix: &str) {
+    let before = s.snapshot();
+    let runs = s.runs().len();
+    let r: Ran = s
+        .cmd(&["run", "p.yaml", "--force", "draw", "--store", url])
+        .env("AWS_ENDPOINT_URL", endpoint)
+        .env("AWS_ACCESS_KEY_ID", key)
+        .env("AWS_SECRET_ACCESS_KEY", key)
+        .env("AWS_DEFAULT_REGION", "us-east-1")
+        .output()
+        .expect("spawn")
+        .into();
+    assert_eq!(r.code, 2, "{url} at {endpoint}: {}", r.stderr);
+    assert!(r.stderr.contains(&format!("store {url}")) && r.stderr.contains(fix), "{}", r.stderr);
+    assert_eq!(s.snapshot(), before, "the local cache is untouched");
+    assert_eq!(s.runs().len(), runs, "no run was recorded");
+}
+
+/// An S3 server nobody listens on, a bucket that does not exist, and an access key the server
+/// does not know (`.ci/run` starts a second moto that checks keys, `SPHEREPIPE_TEST_S3_STRICT`).
+#[test]
+fn an_s3_store_that_refuses_stops_the_run_with_the_fix_and_leaves_the_cache() {
+    let s = Sandbox::diamond();
+    assert_eq!(s.run(&[]).code, 0);
+    // Port 9 (discard) on loopback: nothing listens there.
+    s3_refused(&s, "s3://spherepipe-ci/x", "http://127.0.0.1:9", "ci", "AWS_ENDPOINT_URL");
+    let (Some(_), Ok(endpoint)) = (s3_url("refused"), std::env::var("AWS_ENDPOINT_URL")) else { return };
+    s3_refused(&s, "s3://no-such-bucket-here/x", &endpoint, "ci", "check the bucket name");
+    match std::env::var("SPHEREPIPE_TEST_S3_STRICT") {
+        Ok(strict) => s3_refused(&s, "s3://spherepipe-ci/x", &strict, "nobody", "check AWS_ACCESS_KEY_ID"),
+        Err(_) if std::env::var_os("SPHEREPIPE_REQUIRE_S3").is_some() => {
+            panic!("SPHEREPIPE_REQUIRE_S3 is set but SPHEREPIPE_TEST_S3_STRICT (a server that checks keys) is not")
+        }
+        Err(_) => eprintln!("wrong-key part skipped: no key-checking S3 server (SPHEREPIPE_TEST_S3_STRICT)"),
+    }
+}
+
 #[test]
 fn the_pipeline_file_can_name_the_store_and_the_command_line_wins() {
     let (dir, url) = shared_dir();
