@@ -118,8 +118,8 @@ fn demo_data_stages(s: &Sandbox) -> String {
 
 /// Pins what the demo's data stages compute and are cached under, so that a refactor cannot
 /// move a fingerprint (and with it every cached artifact) or an output without this failing.
-/// Taken on 2026-11-30, with `align` 3, `flip` 2 and `shard` 2 (the image column written plain
-/// and uncompressed; `align` 2 brought cp2tform). When a kind's output changes on
+/// Taken on 2026-11-30, with `synth` 2 (the tiled renderer), `align` 3, `flip` 2 and `shard` 2
+/// (the image column written plain and uncompressed; `align` 2 brought cp2tform). When a kind's output changes on
 /// purpose — its `version()` goes up — update the values here in the same commit.
 #[test]
 fn the_demo_data_stages_keep_their_fingerprints_and_outputs() {
@@ -143,28 +143,28 @@ fn the_demo_data_stages_keep_their_fingerprints_and_outputs() {
     let want = [
         (
             "synth",
-            "88131c97b779200cad6cb6700a2b2d866f50fe400718009fce9ebc41d186dbe4",
-            "2ae9dd4682ab24cfdbb3ef6518410feebe1c6ac4e6d34b02f7cfe1014f489fba",
+            "a1484d943a980db44b2f3adab34f72482c640f6dd03f7ffb8d64b360e5a679e6",
+            "04665214c75fcf272b7535a8ec4a20ee8ba8fb6dc35a4c25dad1772709878f05",
         ),
         (
             "dedupe",
-            "0c9eb8a4ad6fb79cca0d98434164e3c30d2cc9b31247ef53a3bf3d34ea8adba6",
-            "fafcb01cd8dff29abf6ad4d79832091a1f69392163933d172dd82e00b314eaae",
+            "aae5446cda4a93db2ed0b85396f4fe986b689c7c01b76d3d53b2e8b417b22330",
+            "ecf63631ec4de61e6a608763b6aef1d01d12e71be6d72d12f8743f73e214d218",
         ),
         (
             "align",
-            "4155c07b07662141ec94486650009b0e652bf61089c4209261613b5d95fb2b1b",
-            "979d162d3ae63e93a52162573f2f3e88dd6601836f6b5b0161afe26e3af58595",
+            "68890ea246cb34bdc54fb5f92636fca82ac0e27bb85020ab303565e1e728682f",
+            "e3e0b887586936ccef40f893887ef2f0ec31527fc681257a6332492f00d0b188",
         ),
         (
             "flip",
-            "7f92e1af4d0bf7e2d0e08bdc88139873d41bb147edf65e7ceb749e98bb2ed9b8",
-            "497fe70f5ac6dc0868e494cf839e0153defd0862d0bb13127e2b28e3efc6a1b2",
+            "d84b7eff0c5c06d85d601e622a4fea96d435492228f4f8de78df5faf934dd8bb",
+            "bdf409b41bb1bb66d9b1af74d57b119e956b5efaed56a93dfabe928bfcd7d4e1",
         ),
         (
             "shard",
-            "6752052b748149da9eb45ef7130f11f591dcdea9c878772a98ff5e848f9849b0",
-            "11bee80e624a6e76dde2549a88b0ab9a10aa9a2476d629b7449fab4df20d11b7",
+            "163075315daf5f926b0573e410686ea0fdc5369c0f840c3f6706cfae39e6a41d",
+            "386be9ff19ca65a775a19a2ff3a999ad1b0dc8960711b3683b055722e3319d12",
         ),
     ];
     assert_eq!(

@@ -166,7 +166,9 @@ fn an_s3_store_that_refuses_stops_the_run_with_the_fix_and_leaves_the_cache() {
     assert_eq!(s.run(&[]).code, 0);
     // Port 9 (discard) on loopback: nothing listens there.
     s3_refused(&s, "s3://spherepipe-ci/x", "http://127.0.0.1:9", "ci", "AWS_ENDPOINT_URL");
-    let (Some(_), Ok(endpoint)) = (s3_url("refused"), std::env::var("AWS_ENDPOINT_URL")) else { return };
+    let (Some(_), Ok(endpoint)) = (s3_url("refused"), std::env::var("AWS_ENDPOINT_URL")) else {
+        return;
+    };
     s3_refused(&s, "s3://no-such-bucket-here/x", &endpoint, "ci", "check the bucket name");
     match std::env::var("SPHEREPIPE_TEST_S3_STRICT") {
         Ok(strict) => s3_refused(&s, "s3://spherepipe-ci/x", &strict, "nobody", "check AWS_ACCESS_KEY_ID"),

@@ -1,12 +1,12 @@
 //! Drawing one synthetic face: an identity (stable geometry and colours) under one
 //! variation (pose, lighting, expression, blur, noise, occlusion), with its 5 landmarks.
 //!
-//! Shapes are defined in a canonical 250×250 frame and rendered by mapping each output pixel
-//! back into that frame, with soft (anti-aliased) edges.
+//! Shapes are defined in a canonical 250×250 frame (`scene`) and rendered by mapping each
+//! output pixel back into that frame, with soft (anti-aliased) edges (`raster`).
 
+use crate::raster::{self, Placement};
+use crate::scene::{mix, Fade, Layer, Paint, Rgb, Scene, Shape, Slot, C};
 use spherepipe_rng::Rng;
-
-type Rgb = [f64; 3];
 
 /// Everything that stays the same across one person's images.
 #[derive(Clone, Debug)]
@@ -36,8 +36,6 @@ pub struct Identity {
     glasses: bool,
     beard: bool,
 }
-
-const C: f64 = 125.0; // centre of the canonical frame
 
 fn tone(r: &mut Rng, base: Rgb, spread: f64) -> Rgb {
     let k = r.range(-spread, spread);
@@ -167,29 +165,6 @@ impl Variation {
     }
 }
 
-/// Soft inside-ness of an ellipse (1 inside, 0 outside, ~1 px ramp at the edge).
-fn ellipse(x: f64, y: f64, cx: f64, cy: f64, rx: f64, ry: f64) -> f64 {
-    let (dx, dy) = ((x - cx) / rx, (y - cy) / ry);
-    let d = ((dx * dx + dy * dy).sqrt() - 1.0) * rx.min(ry);
-    (0.5 - d).clamp(0.0, 1.0)
-}
-
-/// Soft coverage of a thick segment from a to b.
-fn segment(x: f64, y: f64, a: [f64; 2], b: [f64; 2], half_width: f64) -> f64 {
-    let (vx, vy) = (b[0] - a[0], b[1] - a[1]);
-    let t = (((x - a[0]) * vx + (y - a[1]) * vy) / (vx * vx + vy * vy).max(1e-9)).clamp(0.0, 1.0);
-    let (px, py) = (a[0] + t * vx - x, a[1] + t * vy - y);
-    (half_width + 0.5 - (px * px + py * py).sqrt()).clamp(0.0, 1.0)
-}
-
-fn mix(under: Rgb, over: Rgb, a: f64) -> Rgb {
-    [
-        under[0] + (over[0] - under[0]) * a,
-        under[1] + (over[1] - under[1]) * a,
-        under[2] + (over[2] - under[2]) * a,
-    ]
-}
-
 /// Feature positions after the yaw shift, in the canonical frame.
 struct Layout {
     face_cx: f64,
@@ -217,116 +192,169 @@ fn layout(id: &Identity, v: &Variation) -> Layout {
     }
 }
 
-/// Colour of the face scene at canonical point (x, y), before lighting of the background.
-fn shade(id: &Identity, v: &Variation, l: &Layout, x: f64, y: f64) -> Rgb {
-    let (bg0, bg1) = v.background;
-    let mut c = mix(bg0, bg1, (y / 250.0).clamp(0.0, 1.0));
+/// The face as layers, back to front: hair, face, fringe, beard, eyes (white, iris, pupil,
+/// brow, glasses rim), the glasses' bridge, nose, mouth, mole, and any occluder.
+fn scene(id: &Identity, v: &Variation, l: &Layout) -> Scene {
+    let skin = id.skin;
+    let mut layers = Vec::with_capacity(24);
     // Hair: a larger ellipse behind the head, cut off below the ears.
-    let hair_rx = id.face_rx * (1.08 + 0.25 * id.hair_side);
-    let hair_ry = id.face_ry * (1.05 + id.hair_top);
     let hair_cy = C - id.face_ry * id.hair_top * 0.9;
-    let below = ((y - (C + id.face_ry * (0.1 + 0.6 * id.hair_side))) / 4.0).clamp(0.0, 1.0);
-    c = mix(c, id.hair, ellipse(x, y, l.face_cx, hair_cy, hair_rx, hair_ry) * (1.0 - below));
+    let hair = Shape::Ellipse {
+        c: [l.face_cx, hair_cy],
+        rx: id.face_rx * (1.08 + 0.25 * id.hair_side),
+        ry: id.face_ry * (1.05 + id.hair_top),
+    };
+    let below_ears = C + id.face_ry * (0.1 + 0.6 * id.hair_side);
+    layers.push(Layer::new(hair, Paint::solid(id.hair)).fade(Fade::Below {
+        from: below_ears,
+        ramp: 4.0,
+    }));
     // Face: wider on the near side when turned, pointier chin.
-    let rx = if (x - l.face_cx) * v.yaw >= 0.0 {
-        l.face_rx_near
-    } else {
-        l.face_rx_far
+    let face = Shape::Face {
+        c: [l.face_cx, C + 8.0],
+        near: l.face_rx_near,
+        far: l.face_rx_far,
+        ry: id.face_ry,
+        yaw: v.yaw,
+        chin: id.chin,
+        chin_top: C,
     };
-    let chin_narrow = if y > C {
-        1.0 - id.chin * ((y - C) / id.face_ry).clamp(0.0, 1.0)
-    } else {
-        1.0
-    };
-    let face = ellipse(x, y, l.face_cx, C + 8.0, rx * chin_narrow.max(0.3), id.face_ry);
-    let light = 1.0 + v.light[0] * (x - C) / id.face_rx + v.light[1] * (y - C) / id.face_ry;
-    let skin = [id.skin[0] * light, id.skin[1] * light, id.skin[2] * light];
-    c = mix(c, skin, face);
+    layers.push(Layer::new(face, Paint::lit(skin)).defines(Slot::Face));
     // Fringe over the forehead.
-    let fringe = ellipse(x, y, l.face_cx, hair_cy - 2.0, id.face_rx * 1.02, id.face_ry * (0.55 + id.hair_top))
-        * ((C - id.face_ry * 0.55 - y) / 3.0).clamp(0.0, 1.0);
-    c = mix(c, id.hair, fringe * face);
+    let fringe = Shape::Ellipse {
+        c: [l.face_cx, hair_cy - 2.0],
+        rx: id.face_rx * 1.02,
+        ry: id.face_ry * (0.55 + id.hair_top),
+    };
+    let fringe_end = C - id.face_ry * 0.55;
+    layers.push(
+        Layer::new(fringe, Paint::solid(id.hair))
+            .fade(Fade::Above {
+                until: fringe_end,
+                ramp: 3.0,
+            })
+            .within(Slot::Face),
+    );
     if id.beard {
-        let b = ellipse(x, y, l.face_cx, l.mouth[0][1] + 8.0, id.mouth_w * 0.9, 22.0) * face;
-        c = mix(c, mix(id.hair, skin, 0.35), b * 0.85);
+        let beard = Shape::Ellipse {
+            c: [l.face_cx, l.mouth[0][1] + 8.0],
+            rx: id.mouth_w * 0.9,
+            ry: 22.0,
+        };
+        let colour = Paint::blend(id.hair.map(|c| c * 0.65), skin.map(|c| c * 0.35));
+        layers.push(Layer::new(beard, colour).opacity(0.85).within(Slot::Face));
     }
-    // Eyes, irises, pupils, brows.
     for (k, e) in l.eyes.iter().enumerate() {
-        let open = v.eye_open.clamp(0.05, 1.2);
-        let white = ellipse(x, y, e[0], e[1], id.eye_rx, id.eye_ry * open);
-        c = mix(c, [235.0, 235.0, 230.0], white);
-        let look = v.yaw * 2.0;
-        c = mix(
-            c,
-            id.iris,
-            white * ellipse(x, y, e[0] + look, e[1], id.eye_ry * 0.95, id.eye_ry * 0.95),
-        );
-        c = mix(
-            c,
-            [15.0, 10.0, 10.0],
-            white * ellipse(x, y, e[0] + look, e[1], id.eye_ry * 0.4, id.eye_ry * 0.4),
-        );
-        let side = if k == 0 { -1.0 } else { 1.0 };
-        let by = e[1] - id.brow_gap;
-        let tilt = id.brow_tilt * side * id.eye_rx;
-        let brow = segment(
-            x,
-            y,
-            [e[0] - id.eye_rx * 1.1, by + tilt],
-            [e[0] + id.eye_rx * 1.1, by - tilt],
-            id.brow_thick,
-        );
-        c = mix(c, mix(id.hair, [20.0, 15.0, 10.0], 0.3), brow * face);
-        if id.glasses {
-            let outer = ellipse(x, y, e[0], e[1], id.eye_rx * 1.9, id.eye_rx * 1.5);
-            let inner = ellipse(x, y, e[0], e[1], id.eye_rx * 1.9 - 1.6, id.eye_rx * 1.5 - 1.6);
-            c = mix(c, [25.0, 25.0, 30.0], (outer - inner).max(0.0));
-        }
+        eye(&mut layers, id, v, *e, k);
     }
     if id.glasses {
-        c = mix(
-            c,
-            [25.0, 25.0, 30.0],
-            segment(
-                x,
-                y,
-                [l.eyes[0][0] + id.eye_rx * 1.9, l.eyes[0][1]],
-                [l.eyes[1][0] - id.eye_rx * 1.9, l.eyes[1][1]],
-                0.8,
-            ),
-        );
+        let bridge = Shape::Segment {
+            a: [l.eyes[0][0] + id.eye_rx * 1.9, l.eyes[0][1]],
+            b: [l.eyes[1][0] - id.eye_rx * 1.9, l.eyes[1][1]],
+            half_width: 0.8,
+        };
+        layers.push(Layer::new(bridge, Paint::solid(FRAME)));
     }
-    // Nose: a soft shadow along the bridge, nostrils at the tip.
-    let shadow = [skin[0] * 0.7, skin[1] * 0.7, skin[2] * 0.7];
-    let bridge = segment(
-        x,
-        y,
-        [l.nose[0] - 2.0, l.eyes[0][1] + 6.0],
-        [l.nose[0] + v.yaw * 3.0, l.nose[1]],
-        id.nose_w * 0.12,
+    nose_and_mouth(&mut layers, id, v, l);
+    if let Some((mx, my, mr)) = id.mole {
+        let mole = Shape::Ellipse {
+            c: [l.face_cx + mx, C + my],
+            rx: mr,
+            ry: mr,
+        };
+        layers.push(Layer::new(mole, Paint::solid([70.0, 45.0, 35.0])).within(Slot::Face));
+    }
+    if let Some((r, colour)) = v.occlusion {
+        layers.push(Layer::new(Shape::Rect(r), Paint::solid(colour)));
+    }
+    let light = [v.light[0] / id.face_rx, v.light[1] / id.face_ry];
+    Scene::new(v.background, light, v.brightness, layers)
+}
+
+/// The colour of glasses' frames.
+const FRAME: Rgb = [25.0, 25.0, 30.0];
+
+/// One eye (`k` 0 is the image-left one): white, iris and pupil within it, the brow on the
+/// face, and a glasses rim.
+fn eye(layers: &mut Vec<Layer>, id: &Identity, v: &Variation, e: [f64; 2], k: usize) {
+    let white_slot = if k == 0 { Slot::LeftWhite } else { Slot::RightWhite };
+    let open = v.eye_open.clamp(0.05, 1.2);
+    let white = Shape::Ellipse {
+        c: e,
+        rx: id.eye_rx,
+        ry: id.eye_ry * open,
+    };
+    layers.push(Layer::new(white, Paint::solid([235.0, 235.0, 230.0])).defines(white_slot));
+    let look = [e[0] + v.yaw * 2.0, e[1]];
+    for (size, colour) in [(0.95, id.iris), (0.4, [15.0, 10.0, 10.0])] {
+        let disc = Shape::Ellipse {
+            c: look,
+            rx: id.eye_ry * size,
+            ry: id.eye_ry * size,
+        };
+        layers.push(Layer::new(disc, Paint::solid(colour)).within(white_slot));
+    }
+    let side = if k == 0 { -1.0 } else { 1.0 };
+    let (by, tilt) = (e[1] - id.brow_gap, id.brow_tilt * side * id.eye_rx);
+    let brow = Shape::Segment {
+        a: [e[0] - id.eye_rx * 1.1, by + tilt],
+        b: [e[0] + id.eye_rx * 1.1, by - tilt],
+        half_width: id.brow_thick,
+    };
+    let brow_colour = mix(id.hair, [20.0, 15.0, 10.0], 0.3);
+    layers.push(Layer::new(brow, Paint::solid(brow_colour)).within(Slot::Face));
+    if id.glasses {
+        let (rx, ry) = (id.eye_rx * 1.9, id.eye_rx * 1.5);
+        let rim = Shape::Ring {
+            c: e,
+            outer: [rx, ry],
+            inner: [rx - 1.6, ry - 1.6],
+        };
+        layers.push(Layer::new(rim, Paint::solid(FRAME)));
+    }
+}
+
+/// The nose (a soft shadow along the bridge, nostrils at the tip) and the mouth (lips between
+/// the corners, bowed by the smile, dark inside when open), all on the face.
+fn nose_and_mouth(layers: &mut Vec<Layer>, id: &Identity, v: &Variation, l: &Layout) {
+    let skin = id.skin;
+    let bridge = Shape::Segment {
+        a: [l.nose[0] - 2.0, l.eyes[0][1] + 6.0],
+        b: [l.nose[0] + v.yaw * 3.0, l.nose[1]],
+        half_width: id.nose_w * 0.12,
+    };
+    layers.push(
+        Layer::new(bridge, Paint::lit(skin.map(|c| c * 0.7)))
+            .opacity(0.6)
+            .within(Slot::Face),
     );
-    c = mix(c, shadow, bridge * 0.6 * face);
     for s in [-1.0, 1.0] {
-        c = mix(
-            c,
-            [skin[0] * 0.45, skin[1] * 0.4, skin[2] * 0.4],
-            ellipse(x, y, l.nose[0] + s * id.nose_w * 0.45, l.nose[1] + 2.0, 2.2, 1.4) * face,
-        );
+        let nostril = Shape::Ellipse {
+            c: [l.nose[0] + s * id.nose_w * 0.45, l.nose[1] + 2.0],
+            rx: 2.2,
+            ry: 1.4,
+        };
+        let dark = Paint::lit([skin[0] * 0.45, skin[1] * 0.4, skin[2] * 0.4]);
+        layers.push(Layer::new(nostril, dark).within(Slot::Face));
     }
-    // Mouth: lips between the corners, bowed by the smile, dark inside when open.
     let (m0, m1) = (l.mouth[0], l.mouth[1]);
-    let mcx = (m0[0] + m1[0]) / 2.0;
-    let mcy = (m0[1] + m1[1]) / 2.0 + 3.0 * v.smile;
+    let centre = [(m0[0] + m1[0]) / 2.0, (m0[1] + m1[1]) / 2.0 + 3.0 * v.smile];
     let half_w = (m1[0] - m0[0]) / 2.0;
     let open = v.mouth_open * 6.0;
-    c = mix(c, id.lip, ellipse(x, y, mcx, mcy, half_w, id.mouth_h + open) * face);
+    let lips = Shape::Ellipse {
+        c: centre,
+        rx: half_w,
+        ry: id.mouth_h + open,
+    };
+    layers.push(Layer::new(lips, Paint::solid(id.lip)).within(Slot::Face));
     if open > 0.0 {
-        c = mix(c, [50.0, 20.0, 25.0], ellipse(x, y, mcx, mcy, half_w * 0.8, open * 0.8) * face);
+        let inside = Shape::Ellipse {
+            c: centre,
+            rx: half_w * 0.8,
+            ry: open * 0.8,
+        };
+        layers.push(Layer::new(inside, Paint::solid([50.0, 20.0, 25.0])).within(Slot::Face));
     }
-    if let Some((mx, my, mr)) = id.mole {
-        c = mix(c, [70.0, 45.0, 35.0], ellipse(x, y, l.face_cx + mx, C + my, mr, mr) * face);
-    }
-    c
 }
 
 /// A rendered image (interleaved RGB, row-major) and its landmarks: left eye, right eye,
@@ -343,43 +371,17 @@ pub struct Rendered {
 }
 
 /// Renders `id` under `v` into a `width`×`height` image, the canonical frame centred and
-/// scaled by `zoom` (1.0 puts the 250-pixel canonical frame on 250 pixels).
+/// scaled by `zoom` (1.0 puts the 250-pixel canonical frame on 250 pixels). `noise_seed`
+/// draws the pixel noise and the landmark detector's error.
 pub fn render(id: &Identity, v: &Variation, width: usize, height: usize, zoom: f64, noise_seed: u64) -> Rendered {
     let l = layout(id, v);
-    let s = v.scale * zoom;
-    let (cos, sin) = (v.angle.cos() * s, v.angle.sin() * s);
-    let (ox, oy) = (width as f64 / 2.0 + v.shift[0] * zoom, height as f64 / 2.0 + v.shift[1] * zoom);
-    // canonical -> image: p = R*s*(q - C) + o
-    let fwd = |q: [f64; 2]| [cos * (q[0] - C) - sin * (q[1] - C) + ox, sin * (q[0] - C) + cos * (q[1] - C) + oy];
-    let mut buf = vec![0f64; width * height * 3];
-    for py in 0..height {
-        for px in 0..width {
-            let (dx, dy) = (px as f64 - ox, py as f64 - oy);
-            // inverse rotation/scale
-            let x = (cos * dx + sin * dy) / (s * s) + C;
-            let y = (-sin * dx + cos * dy) / (s * s) + C;
-            let mut c = shade(id, v, &l, x, y);
-            if let Some((r, col)) = &v.occlusion {
-                let inside = ((x - r[0]).min(r[0] + r[2] - x).min(y - r[1]).min(r[1] + r[3] - y) + 0.5).clamp(0.0, 1.0);
-                c = mix(c, *col, inside);
-            }
-            let o = (py * width + px) * 3;
-            for k in 0..3 {
-                buf[o + k] = c[k] * v.brightness;
-            }
-        }
-    }
-    if v.blur > 0.0 {
-        gaussian_blur(&mut buf, width, height, v.blur);
-    }
-    let mut r = Rng::new(noise_seed);
-    let rgb = buf
-        .iter()
-        .map(|&x| (x + r.normal() * v.noise).round().clamp(0.0, 255.0) as u8)
-        .collect();
+    let origin = [width as f64 / 2.0 + v.shift[0] * zoom, height as f64 / 2.0 + v.shift[1] * zoom];
+    let place = Placement::new(v.angle, v.scale * zoom, origin);
+    let rgb = raster::pixels(&scene(id, v, &l), &place, [width, height], v.blur, v.noise, noise_seed);
+    let mut r = Rng::derive(noise_seed, &[0x1A]);
     let truth = [l.eyes[0], l.eyes[1], l.nose, l.mouth[0], l.mouth[1]];
     let landmarks = truth.map(|q| {
-        let p = fwd(q);
+        let p = place.to_image(q);
         [p[0] + r.normal() * v.landmark_noise, p[1] + r.normal() * v.landmark_noise]
     });
     Rendered {
@@ -387,37 +389,6 @@ pub fn render(id: &Identity, v: &Variation, width: usize, height: usize, zoom: f
         height,
         rgb,
         landmarks,
-    }
-}
-
-/// Separable Gaussian blur of an interleaved RGB float image (edges clamped).
-fn gaussian_blur(buf: &mut [f64], w: usize, h: usize, sigma: f64) {
-    let radius = (sigma * 3.0).ceil() as isize;
-    let kernel: Vec<f64> = (-radius..=radius)
-        .map(|i| (-(i * i) as f64 / (2.0 * sigma * sigma)).exp())
-        .collect();
-    let norm: f64 = kernel.iter().sum();
-    let mut tmp = vec![0f64; buf.len()];
-    // Pass 0: horizontal, buf -> tmp. Pass 1: vertical, tmp -> buf.
-    for pass in 0..2 {
-        let (src, dst): (&[f64], &mut [f64]) = if pass == 0 { (&*buf, &mut tmp) } else { (&tmp, &mut *buf) };
-        for y in 0..h {
-            for x in 0..w {
-                for c in 0..3 {
-                    let mut acc = 0.0;
-                    for (k, wgt) in kernel.iter().enumerate() {
-                        let off = k as isize - radius;
-                        let (sx, sy) = if pass == 0 {
-                            ((x as isize + off).clamp(0, w as isize - 1) as usize, y)
-                        } else {
-                            (x, (y as isize + off).clamp(0, h as isize - 1) as usize)
-                        };
-                        acc += wgt * src[(sy * w + sx) * 3 + c];
-                    }
-                    dst[(y * w + x) * 3 + c] = acc / norm;
-                }
-            }
-        }
     }
 }
 
@@ -468,18 +439,54 @@ mod tests {
         assert_ne!(a, render(&Identity::new(2), &v, 64, 64, 0.25, 9).rgb);
     }
 
+    /// The AVX2 build of the pixel loops gives the portable build's bytes (blur and noise
+    /// included), so the corpus does not depend on the machine's CPU.
     #[test]
-    fn blur_preserves_a_constant_image_and_smooths_an_edge() {
-        let (w, h) = (9, 3);
-        let mut flat = vec![100.0; w * h * 3];
-        gaussian_blur(&mut flat, w, h, 1.0);
-        assert!(flat.iter().all(|x| (x - 100.0).abs() < 1e-9));
-        let mut step: Vec<f64> = (0..w * h * 3).map(|i| if (i / 3) % w < 4 { 0.0 } else { 255.0 }).collect();
-        gaussian_blur(&mut step, w, h, 1.0);
-        let row: Vec<f64> = (0..w).map(|x| step[(w + x) * 3]).collect();
-        assert!(
-            row.windows(2).all(|p| p[0] <= p[1] + 1e-9) && row[3] > 0.0 && row[4] < 255.0,
-            "{row:?}"
-        );
+    #[cfg(target_arch = "x86_64")]
+    fn avx2_and_portable_pixels_are_the_same_bytes() {
+        if !std::is_x86_feature_detected!("avx2") {
+            eprintln!("skipped: this CPU has no AVX2");
+            return;
+        }
+        for k in 0..24u64 {
+            let id = Identity::new(k);
+            let mut v = Variation::draw(&mut Rng::new(300 + k), 1.0);
+            v.blur = [0.0, 0.7, 1.6][k as usize % 3];
+            v.noise = [0.0, 3.5][k as usize % 2];
+            let l = layout(&id, &v);
+            let s = scene(&id, &v, &l);
+            let place = Placement::new(v.angle, v.scale, [125.0 + v.shift[0], 125.0 + v.shift[1]]);
+            let mut scratch = raster::Scratch::default();
+            let portable = raster::pixels_portable(&mut scratch, &s, &place, [250, 250], v.blur, v.noise, k);
+            // SAFETY: the CPU has AVX2, checked above.
+            let avx2 = unsafe { raster::pixels_avx2(&mut scratch, &s, &place, [250, 250], v.blur, v.noise, k) };
+            assert!(portable == avx2, "face {k}");
+        }
+    }
+
+    /// Culling by tiles changes nothing: every pixel equals the scene's colour with all its
+    /// layers evaluated there (bit for bit), for faces under many variations.
+    #[test]
+    fn tiles_paint_exactly_what_every_layer_everywhere_paints() {
+        for k in 0..40u64 {
+            let id = Identity::new(k);
+            let mut v = Variation::draw(&mut Rng::new(100 + k), 1.0);
+            if k % 5 == 0 {
+                v.occlusion = Some(([100.0, 120.0, 50.0, 20.0], [10.0, 200.0, 30.0]));
+            }
+            let (w, h, zoom) = if k % 2 == 0 { (250, 250, 1.0) } else { (320, 240, 0.8) };
+            let l = layout(&id, &v);
+            let s = scene(&id, &v, &l);
+            let origin = [w as f64 / 2.0 + v.shift[0] * zoom, h as f64 / 2.0 + v.shift[1] * zoom];
+            let place = Placement::new(v.angle, v.scale * zoom, origin);
+            let (mut tiled, mut every) = (raster::Scratch::default(), raster::Scratch::default());
+            raster::paint_tiles(&mut tiled, &s, &place, [w, h], true);
+            raster::paint_tiles(&mut every, &s, &place, [w, h], false);
+            for (c, (a, b)) in tiled.image().rgb.iter().zip(&every.image().rgb).enumerate() {
+                if let Some(p) = (0..a.len()).find(|&p| a[p] != b[p]) {
+                    panic!("face {k}, channel {c}, pixel ({}, {}): {} vs {}", p % w, p / w, a[p], b[p]);
+                }
+            }
+        }
     }
 }

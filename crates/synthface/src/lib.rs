@@ -24,6 +24,8 @@
 
 mod face;
 mod names;
+mod raster;
+mod scene;
 
 pub use face::{render, Identity, Rendered, Variation};
 pub use names::{name_for, Spelling};
@@ -618,19 +620,24 @@ fn render_job(out: &Path, seed: u64, j: &Job) -> Result<[[f64; 2]; 5]> {
     if let Some(d) = path.parent() {
         fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
     }
-    let mut bytes = Vec::new();
-    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut bytes, 92).encode(
-        &img.rgb,
-        img.width as u32,
-        img.height as u32,
-        image::ExtendedColorType::Rgb8,
-    )?;
+    let bytes = encode_jpeg(&img)?;
     fs::write(&path, bytes).with_context(|| format!("writing {}", path.display()))?;
     if j.rel.starts_with("megaface/") {
         let sidecar = megaface_sidecar(&img.landmarks);
         fs::write(path.with_extension("jpg.json"), serde_json::to_string_pretty(&sidecar)?)?;
     }
     Ok(img.landmarks)
+}
+
+/// A rendered image as the corpus stores it: a baseline JPEG of quality 92.
+pub fn encode_jpeg(img: &Rendered) -> Result<Vec<u8>> {
+    // Room for a typical file at this quality, so the output is not copied as it grows.
+    let mut bytes = Vec::with_capacity(img.rgb.len() / 8);
+    let (w, h) = (u16::try_from(img.width)?, u16::try_from(img.height)?);
+    let mut encoder = jpeg_encoder::Encoder::new(&mut bytes, 92);
+    encoder.set_sampling_factor(jpeg_encoder::SamplingFactor::F_2_2);
+    encoder.encode(&img.rgb, w, h, jpeg_encoder::ColorType::Rgb)?;
+    Ok(bytes)
 }
 
 /// The JSON beside a MegaFace image: a face box around the landmarks, and the landmarks.

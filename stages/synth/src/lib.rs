@@ -13,7 +13,7 @@ impl Stage for Synth {
         "synth"
     }
     fn version(&self) -> &'static str {
-        "1"
+        "2"
     }
     fn doc(&self) -> &'static str {
         "synthetic faces in the CASIA-WebFace, LFW, YouTube Faces and MegaFace layouts"
