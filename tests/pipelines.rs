@@ -118,8 +118,9 @@ fn demo_data_stages(s: &Sandbox) -> String {
 
 /// Pins what the demo's data stages compute and are cached under, so that a refactor cannot
 /// move a fingerprint (and with it every cached artifact) or an output without this failing.
-/// Taken on 2026-11-30, with `synth` 2 (the tiled renderer), `align` 3, `flip` 2 and `shard` 2
-/// (the image column written plain and uncompressed; `align` 2 brought cp2tform). When a kind's output changes on
+/// Taken on 2026-11-30, with `synth` 2 (the tiled renderer), `align` 4 (fixed-point warp,
+/// Paeth PNGs), `flip` 3 and `shard` 2 (the image column written plain and uncompressed;
+/// `align` 2 brought cp2tform). When a kind's output changes on
 /// purpose — its `version()` goes up — update the values here in the same commit.
 #[test]
 fn the_demo_data_stages_keep_their_fingerprints_and_outputs() {
@@ -153,18 +154,18 @@ fn the_demo_data_stages_keep_their_fingerprints_and_outputs() {
         ),
         (
             "align",
-            "68890ea246cb34bdc54fb5f92636fca82ac0e27bb85020ab303565e1e728682f",
-            "e3e0b887586936ccef40f893887ef2f0ec31527fc681257a6332492f00d0b188",
+            "abd2855b6a29dfdc6d74ef869919efb033578468a63dbfe2c906deeefd192761",
+            "39d4ee4a2d79ae22496df5078e886f7aa52ea071ad46bc2b3a6a6bbc8cd4abc9",
         ),
         (
             "flip",
-            "d84b7eff0c5c06d85d601e622a4fea96d435492228f4f8de78df5faf934dd8bb",
-            "bdf409b41bb1bb66d9b1af74d57b119e956b5efaed56a93dfabe928bfcd7d4e1",
+            "c2bdcbb8e3d2bf92234750547e19862af8f0f385b7da97d171c3853edbf69036",
+            "42d00c4c9a6857a8b46181ea8330685a17197624544700216e13dc0ef90e3fd7",
         ),
         (
             "shard",
-            "163075315daf5f926b0573e410686ea0fdc5369c0f840c3f6706cfae39e6a41d",
-            "386be9ff19ca65a775a19a2ff3a999ad1b0dc8960711b3683b055722e3319d12",
+            "f0ceb9a0c278a7600653311755003718baf283e775f2541da4bb9e4f0af40dcc",
+            "17a8993aad37f2112d11d8db02890ccdc846cbb50628c5cc7499d730ad95cfeb",
         ),
     ];
     assert_eq!(

@@ -5,9 +5,10 @@
 //! 1. alignment of every CASIA image (JPEG decode, landmark checks, similarity fit, bilinear
 //!    warp to 112x96, PNG encode) on 1 thread and on all threads;
 //! 2. writing the aligned + mirrored faces as one zstd Parquet file (MB/s of file written).
-//!    Peers: `../shared/bench/peers.py` (OpenCV align, 1 thread; pyarrow zstd write), and
-//!    `benches/shard_write_pyarrow.py`, pyarrow writing these very rows (`KEEP_SHARD=FILE`
-//!    leaves them there).
+//!    Peers: `../shared/bench/peers.py` (OpenCV align, 1 thread; pyarrow zstd write),
+//!    `benches/align_opencv.py`, OpenCV aligning these very images (`KEEP_CORPUS=DIR` leaves
+//!    the corpus there), and `benches/shard_write_pyarrow.py`, pyarrow writing these very rows
+//!    (`KEEP_SHARD=FILE` leaves them there).
 
 mod support;
 
@@ -28,7 +29,11 @@ fn main() -> anyhow::Result<()> {
     spherepipe_cli::keep_freed_memory();
     let (preset_name, preset) = support::preset_from_env()?;
     let tmp = tempfile::tempdir()?;
-    let corpus = tmp.path().join("corpus");
+    // KEEP_CORPUS=DIR writes the corpus there (a new directory) and leaves it, for the OpenCV
+    // peer (benches/align_opencv.py) to align the very same files.
+    let corpus = std::env::var_os("KEEP_CORPUS")
+        .map(Into::into)
+        .unwrap_or_else(|| tmp.path().join("corpus"));
     let t = Instant::now();
     let s = spherepipe_synthface::generate(&corpus, &preset, 7, &|| {})?;
     let n_img = s.casia_images + s.lfw_images + s.ytf_frames + s.facescrub_images + s.distractor_images;
@@ -56,6 +61,8 @@ fn main() -> anyhow::Result<()> {
         rayon::current_num_threads(),
         n as f64 / multi
     );
+
+    align_steps(&listing.samples, &crop)?;
 
     let mut all = rows.clone();
     all.extend(
@@ -87,6 +94,41 @@ fn main() -> anyhow::Result<()> {
         times[times.len() / 2],
         bytes / 1e6 / times[times.len() / 2],
         png_bytes as f64 / 1e6 / times[times.len() / 2]
+    );
+    Ok(())
+}
+
+/// Where one thread's alignment time goes, step by step over the same faces: read the file,
+/// decode the JPEG, fit the similarity, warp to the crop, encode the PNG (ms per face).
+fn align_steps(samples: &[spherepipe_face_datasets::Sample], crop: &spherepipe_stage_align::Crop) -> anyhow::Result<()> {
+    let mut spent = [0f64; 5];
+    let mut lap = |k: usize, t: &mut Instant| {
+        spent[k] += t.elapsed().as_secs_f64();
+        *t = Instant::now();
+    };
+    for s in samples {
+        let mut t = Instant::now();
+        let bytes = std::fs::read(&s.path)?;
+        lap(0, &mut t);
+        let img = spherepipe_stage_align::decode_rgb(&bytes)?;
+        lap(1, &mut t);
+        let fit = crop.method.fit(&s.landmarks, &crop.reference, crop.reflective)?;
+        lap(2, &mut t);
+        let (w, h) = (img.width() as usize, img.height() as usize);
+        let pixels = spherepipe_face_geometry::warp_affine(img.as_raw(), w, h, 3, &fit.matrix, crop.width, crop.height)
+            .ok_or_else(|| anyhow::anyhow!("singular fit"))?;
+        lap(3, &mut t);
+        spherepipe_face_table::encode_png(&pixels, crop.width as u32, crop.height as u32)?;
+        lap(4, &mut t);
+    }
+    let per = |k: usize| spent[k] * 1e3 / samples.len() as f64;
+    println!(
+        "align steps, 1 thread, ms per face: read {:.3}, decode {:.3}, fit {:.3}, warp {:.3}, png {:.3}",
+        per(0),
+        per(1),
+        per(2),
+        per(3),
+        per(4)
     );
     Ok(())
 }

@@ -14,29 +14,124 @@ pub fn warp_affine(src: &[u8], width: usize, height: usize, channels: usize, m: 
     }
     let inv = invert(m)?;
     let mut out = vec![0u8; out_w * out_h * channels];
-    let px = |x: i64, y: i64, c: usize| -> f64 {
-        if x < 0 || y < 0 || x >= width as i64 || y >= height as i64 {
-            0.0
-        } else {
-            src[(y as usize * width + x as usize) * channels + c] as f64
-        }
-    };
-    for y in 0..out_h {
-        for x in 0..out_w {
-            let (xf, yf) = (x as f64, y as f64);
-            let sx = inv[0][0] * xf + inv[0][1] * yf + inv[0][2];
-            let sy = inv[1][0] * xf + inv[1][1] * yf + inv[1][2];
-            let (x0, y0) = (sx.floor(), sy.floor());
-            let (fx, fy) = (sx - x0, sy - y0);
-            let (x0, y0) = (x0 as i64, y0 as i64);
-            for c in 0..channels {
-                let v = (1.0 - fy) * ((1.0 - fx) * px(x0, y0, c) + fx * px(x0 + 1, y0, c))
-                    + fy * ((1.0 - fx) * px(x0, y0 + 1, c) + fx * px(x0 + 1, y0 + 1, c));
-                out[(y * out_w + x) * channels + c] = v.round().clamp(0.0, 255.0) as u8;
-            }
-        }
+    // The channel count as a constant, so the per-channel loops unroll.
+    match channels {
+        1 => warp_into::<1>(src, width, height, &inv, out_w, &mut out),
+        3 => warp_into::<3>(src, width, height, &inv, out_w, &mut out),
+        4 => warp_into::<4>(src, width, height, &inv, out_w, &mut out),
+        _ => warp_any(src, width, height, channels, &inv, out_w, &mut out),
     }
     Some(out)
+}
+
+/// The warp for `C` channels, `inv` mapping output pixels to source positions.
+///
+/// Along an output row the source position moves by a constant step, so positions are kept
+/// in fixed point with 32 fractional bits and advanced by adding the step: no float work
+/// per pixel. (The step's rounding, under 2⁻³² pixel, adds up to far less than a thousandth
+/// of a pixel across a row.) Bilinear weights use the top 16 fractional bits, and the blend
+/// is integer, rounded once.
+fn warp_into<const C: usize>(src: &[u8], width: usize, height: usize, inv: &Affine, out_w: usize, out: &mut [u8]) {
+    let image = Source {
+        pixels: src,
+        width,
+        height,
+        channels: C,
+    };
+    let (step, starts) = fixed_point_rows(inv);
+    let (w, h) = (width as i64, height as i64);
+    let row_len = width * C;
+    for (y, row) in out.chunks_exact_mut(out_w * C).enumerate() {
+        let mut at = starts(y);
+        for px in row.as_chunks_mut::<C>().0 {
+            let (x0, y0) = (at[0] >> 32, at[1] >> 32);
+            let f = fractions(at);
+            if x0 < 0 || y0 < 0 || x0 + 1 >= w || y0 + 1 >= h {
+                image.sample_at_border([x0, y0], f, px);
+            } else {
+                let top = (y0 as usize * width + x0 as usize) * C;
+                let (t, b) = (&src[top..top + 2 * C], &src[top + row_len..top + row_len + 2 * C]);
+                for k in 0..C {
+                    px[k] = blend(f, [t[k], t[C + k], b[k], b[C + k]]);
+                }
+            }
+            at = [at[0] + step[0], at[1] + step[1]];
+        }
+    }
+}
+
+/// The bilinear blend of the four neighbours (x, y), (x+1, y), (x, y+1), (x+1, y+1) at
+/// fractions `f` (in 1/65536 pixel), rounded half up.
+#[inline(always)]
+fn blend(f: [u32; 2], v: [u8; 4]) -> u8 {
+    let [fx, fy] = f;
+    let upper = v[0] as u32 * (65536 - fx) + v[1] as u32 * fx;
+    let lower = v[2] as u32 * (65536 - fx) + v[3] as u32 * fx;
+    let sum = upper as u64 * (65536 - fy) as u64 + lower as u64 * fy as u64;
+    ((sum + (1 << 31)) >> 32) as u8
+}
+
+/// The image a warp samples from.
+struct Source<'a> {
+    pixels: &'a [u8],
+    width: usize,
+    height: usize,
+    channels: usize,
+}
+
+impl Source<'_> {
+    /// The sample at top-left neighbour `corner` and fractions `f` with each neighbour
+    /// checked: those outside the image count as 0.
+    fn sample_at_border(&self, corner: [i64; 2], f: [u32; 2], out: &mut [u8]) {
+        let [x, y] = corner;
+        for (k, o) in out.iter_mut().enumerate() {
+            *o = blend(f, [(x, y), (x + 1, y), (x, y + 1), (x + 1, y + 1)].map(|(x, y)| self.at(x, y, k)));
+        }
+    }
+
+    /// Channel `k` of pixel (x, y), or 0 outside the image.
+    fn at(&self, x: i64, y: i64, k: usize) -> u8 {
+        if x < 0 || y < 0 || x >= self.width as i64 || y >= self.height as i64 {
+            0
+        } else {
+            self.pixels[(y as usize * self.width + x as usize) * self.channels + k]
+        }
+    }
+}
+
+/// The warp for any channel count: the same positions as `warp_into`, every pixel through
+/// the checked path.
+fn warp_any(src: &[u8], width: usize, height: usize, channels: usize, inv: &Affine, out_w: usize, out: &mut [u8]) {
+    let image = Source {
+        pixels: src,
+        width,
+        height,
+        channels,
+    };
+    let (step, starts) = fixed_point_rows(inv);
+    for (y, row) in out.chunks_exact_mut(out_w * channels).enumerate() {
+        let mut at = starts(y);
+        for px in row.chunks_exact_mut(channels) {
+            image.sample_at_border([at[0] >> 32, at[1] >> 32], fractions(at), px);
+            at = [at[0] + step[0], at[1] + step[1]];
+        }
+    }
+}
+
+/// The per-pixel step along a row, and each row's first position, in fixed point with 32
+/// fractional bits.
+fn fixed_point_rows(inv: &Affine) -> ([i64; 2], impl Fn(usize) -> [i64; 2] + '_) {
+    let fixed = |v: f64| (v * (1u64 << 32) as f64).round() as i64;
+    let step = [fixed(inv[0][0]), fixed(inv[1][0])];
+    (step, move |y: usize| {
+        [fixed(inv[0][1] * y as f64 + inv[0][2]), fixed(inv[1][1] * y as f64 + inv[1][2])]
+    })
+}
+
+/// The top 16 fractional bits of a fixed-point position, x and y.
+#[inline(always)]
+fn fractions(at: [i64; 2]) -> [u32; 2] {
+    at.map(|v| ((v >> 16) & 0xFFFF) as u32)
 }
 
 #[cfg(test)]
@@ -73,6 +168,18 @@ mod tests {
         );
     }
 
+    /// The checked path for other channel counts computes what the 3-channel path does.
+    #[test]
+    fn any_channel_count_warps_as_three_channels_do() {
+        let img = pattern(60, 50);
+        let two: Vec<u8> = img.chunks(3).flat_map(|p| [p[0], p[2]]).collect();
+        let m = [[0.9, 0.25, -10.5], [-0.25, 0.9, 12.25]];
+        let three = warp_affine(&img, 60, 50, 3, &m, 40, 30).unwrap();
+        let got = warp_affine(&two, 60, 50, 2, &m, 40, 30).unwrap();
+        let want: Vec<u8> = three.chunks(3).flat_map(|p| [p[0], p[2]]).collect();
+        assert_eq!(got, want);
+    }
+
     #[test]
     fn half_pixel_shift_averages_neighbours() {
         // One row, one channel: [10, 30, 50, 70]; shifting by -0.5 samples at x + 0.5.
@@ -101,6 +208,7 @@ mod tests {
             let max = diffs.iter().max().copied().unwrap_or(0);
             // Measured: mean 0.0002-0.0004, max 1 (OpenCV 5.0.0). The issue asks for about one
             // grey level on average; hold the tighter line so a regression shows.
+            eprintln!("{file}: mean |diff| {mean:.5}, max {max}");
             assert!(mean < 0.05 && max <= 1, "{file}: mean |diff| {mean:.4}, max {max}");
         }
     }

@@ -41,7 +41,10 @@ impl Stage for Align {
         // 2: MATLAB cp2tform with its reflective 'similarity' by default (was Umeyama,
         // non-reflective): the crops change for the same input. 3: faces.parquet's image column
         // is written plain and uncompressed, without statistics (face_table::write_rows).
-        "3"
+        // 4: the warp's arithmetic is fixed point (positions to 2⁻³² pixel, weights to 2⁻¹⁶,
+        // one integer rounding), and PNGs use the Paeth filter on every row: a few pixels
+        // move by one grey level, and the PNG bytes change.
+        "4"
     }
     fn doc(&self) -> &'static str {
         "5-point similarity alignment to face crops (faces.parquet)"
@@ -351,16 +354,72 @@ pub fn jpeg_truncated(bytes: &[u8]) -> bool {
 /// Decodes an image strictly: a truncated or corrupt file is an error, not a grey picture.
 fn decode(path: &Path) -> anyhow::Result<image::RgbImage> {
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    if jpeg_truncated(&bytes) {
-        bail!("{} is a truncated JPEG (no end-of-image marker)", path.display());
+    decode_rgb(&bytes).with_context(|| format!("{} is not a decodable image", path.display()))
+}
+
+/// An image file's bytes as RGB, strictly: a JPEG without its end-of-image marker is an error.
+pub fn decode_rgb(bytes: &[u8]) -> anyhow::Result<image::RgbImage> {
+    if jpeg_truncated(bytes) {
+        bail!("a truncated JPEG (no end-of-image marker)");
     }
-    let img = image::load_from_memory(&bytes).with_context(|| format!("{} is not a decodable image", path.display()))?;
-    Ok(img.to_rgb8())
+    if let Some(img) = decode_colour_jpeg(bytes) {
+        return img;
+    }
+    Ok(image::load_from_memory(bytes)?.into_rgb8())
+}
+
+/// A colour JPEG decoded straight through zune-jpeg, the decoder `image` wraps, with the same
+/// options, so the same pixels; its headers read once instead of three times. `None` for
+/// anything else (a PNG, a grayscale or CMYK JPEG), which `image` decodes.
+fn decode_colour_jpeg(bytes: &[u8]) -> Option<anyhow::Result<image::RgbImage>> {
+    use zune_core::{bytestream::ZCursor, colorspace::ColorSpace, options::DecoderOptions};
+    if !bytes.starts_with(&[0xFF, 0xD8]) {
+        return None;
+    }
+    let options = DecoderOptions::default()
+        .set_strict_mode(false)
+        .jpeg_set_out_colorspace(ColorSpace::RGB);
+    let mut decoder = zune_jpeg::JpegDecoder::new_with_options(ZCursor::new(bytes), options);
+    if let Err(e) = decoder.decode_headers() {
+        return Some(Err(anyhow::anyhow!("{e:?}")));
+    }
+    if !matches!(decoder.input_colorspace(), Some(ColorSpace::YCbCr | ColorSpace::RGB)) {
+        return None;
+    }
+    let (w, h) = decoder.dimensions()?;
+    Some(decoder.decode().map_err(|e| anyhow::anyhow!("{e:?}")).and_then(|pixels| {
+        image::RgbImage::from_raw(w as u32, h as u32, pixels).context("the decoder returned fewer pixels than its headers say")
+    }))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The direct zune-jpeg path gives `image`'s pixels for a colour JPEG, and leaves
+    /// grayscale JPEGs and PNGs to `image`.
+    #[test]
+    fn colour_jpegs_decode_directly_to_the_same_pixels() {
+        let rgb: Vec<u8> = (0..40 * 30 * 3).map(|i| ((i * 37) % 251) as u8).collect();
+        let mut jpeg = Vec::new();
+        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 90)
+            .encode(&rgb, 40, 30, image::ExtendedColorType::Rgb8)
+            .unwrap();
+        let direct = decode_colour_jpeg(&jpeg).unwrap().unwrap();
+        assert_eq!(direct, image::load_from_memory(&jpeg).unwrap().into_rgb8());
+        assert_eq!(direct.dimensions(), (40, 30));
+        let mut grey = Vec::new();
+        image::codecs::jpeg::JpegEncoder::new(&mut grey)
+            .encode(&rgb[..40 * 30], 40, 30, image::ExtendedColorType::L8)
+            .unwrap();
+        assert!(decode_colour_jpeg(&grey).is_none());
+        let png = spherepipe_face_table::encode_png(&rgb, 40, 30).unwrap();
+        assert!(decode_colour_jpeg(&png).is_none());
+        assert!(
+            decode_colour_jpeg(&jpeg[..200]).is_some_and(|r| r.is_err()),
+            "a cut JPEG is an error"
+        );
+    }
 
     #[test]
     fn truncated_jpegs_are_recognised() {

@@ -54,8 +54,9 @@ impl Stage for Flip {
     }
     fn version(&self) -> &'static str {
         // 2: faces.parquet's image column is written plain and uncompressed, without
-        // statistics (face_table::write_rows).
-        "2"
+        // statistics (face_table::write_rows). 3: PNGs use the Paeth filter on every row
+        // (face_table::encode_png): the PNG bytes change, not the pixels.
+        "3"
     }
     fn doc(&self) -> &'static str {
         "adds the horizontal mirror of every face (flipped = true)"
