@@ -17,7 +17,7 @@ use rayon::prelude::*;
 use serde_json::json;
 use spherepipe_face_datasets::{read_samples, Listing, Sample};
 use spherepipe_face_geometry::{apply, warp_affine, FitMethod, SPHEREFACE_REFERENCE};
-use spherepipe_face_table::{encode_png, read_rows, write_rows, FaceRow};
+use spherepipe_face_table::{encode_png, for_each_row_batch, FaceRow, FaceWriter};
 use spherepipe_stage::{Contract, InputSpec, ParamSpec, ParamType, Params, Part, Stage, StageContext};
 use std::path::{Path, PathBuf};
 
@@ -106,8 +106,10 @@ impl Stage for Align {
     }
     fn run(&self, ctx: &StageContext<'_>) -> anyhow::Result<()> {
         let job = Listed::read(ctx)?;
-        let outcome = align_all(ctx, &job.listing.samples, job.p.format.name(), &job.p.crop)?;
-        job.write_artifact(ctx, outcome)
+        let mut faces = FaceWriter::create(&ctx.out_dir.join("faces.parquet"), ROW_GROUP)?;
+        let outcome = align_all(ctx, &job.listing.samples, job.p.format.name(), &job.p.crop, &mut faces)?;
+        faces.finish()?;
+        job.write_report(ctx, outcome)
     }
     /// Parts are contiguous runs of the listed images, in list order.
     fn splittable(&self) -> bool {
@@ -116,8 +118,9 @@ impl Stage for Align {
     fn run_part(&self, ctx: &StageContext<'_>, part: Part) -> anyhow::Result<()> {
         let job = Listed::read(ctx)?;
         let mine = &job.listing.samples[part.range(job.listing.samples.len())];
-        let outcome = align_all(ctx, mine, job.p.format.name(), &job.p.crop)?;
-        write_rows(&ctx.out_dir.join(PART_ROWS), &outcome.rows, 4096)?;
+        let mut faces = FaceWriter::create(&ctx.out_dir.join(PART_ROWS), ROW_GROUP)?;
+        let outcome = align_all(ctx, mine, job.p.format.name(), &job.p.crop, &mut faces)?;
+        faces.finish()?;
         let skips = PartSkips {
             corrupt: outcome.corrupt,
             bad_landmarks: outcome.bad,
@@ -128,23 +131,32 @@ impl Stage for Align {
     /// the same bytes.
     fn gather(&self, ctx: &StageContext<'_>, parts: &[PathBuf]) -> anyhow::Result<()> {
         let job = Listed::read(ctx)?;
+        let mut faces = FaceWriter::create(&ctx.out_dir.join("faces.parquet"), ROW_GROUP)?;
         let mut all = Aligned {
-            rows: Vec::new(),
+            rows: 0,
             corrupt: Vec::new(),
             bad: Vec::new(),
         };
         for dir in parts {
-            all.rows.extend(read_rows(&dir.join(PART_ROWS))?);
+            for_each_row_batch(&dir.join(PART_ROWS), ROW_GROUP, |rows| {
+                rows.into_iter().try_for_each(|r| faces.push(r))
+            })?;
             let skips = PartSkips::read(dir)?;
             all.corrupt.extend(skips.corrupt);
             all.bad.extend(skips.bad_landmarks);
         }
-        job.write_artifact(ctx, all)
+        all.rows = faces.rows();
+        faces.finish()?;
+        job.write_report(ctx, all)
     }
 }
 
 /// A part's aligned faces (only inside part artifacts).
 const PART_ROWS: &str = "part.parquet";
+
+/// Rows per row group of the face tables align writes, and the images aligned at once: the
+/// stage holds about this many faces in memory, however many it lists.
+const ROW_GROUP: usize = 4096;
 
 /// The images a part skipped, by why, as `report.json` lists them (`skips.json`, only inside
 /// part artifacts; the gather reads it through this struct).
@@ -183,11 +195,11 @@ impl Listed {
         Ok(Listed { p, listing, image_root })
     }
 
-    /// `faces.parquet` and `report.json` from every listed image's outcome, in list order; an
-    /// error when none could be aligned.
-    fn write_artifact(&self, ctx: &StageContext<'_>, outcome: Aligned) -> anyhow::Result<()> {
+    /// `report.json` from every listed image's outcome, in list order (`faces.parquet` is
+    /// written as they are aligned); an error when none could be aligned.
+    fn write_report(&self, ctx: &StageContext<'_>, outcome: Aligned) -> anyhow::Result<()> {
         let (p, listing, image_root) = (&self.p, &self.listing, &self.image_root);
-        if outcome.rows.is_empty() {
+        if outcome.rows == 0 {
             bail!(
                 "none of the {} listed images could be aligned (first problem: {})",
                 listing.samples.len(),
@@ -199,11 +211,10 @@ impl Listed {
                     .unwrap_or_default()
             );
         }
-        write_rows(&ctx.out_dir.join("faces.parquet"), &outcome.rows, 4096)?;
         let listed = listing.samples.len() + listing.missing.len();
         let report = json!({
             "listed": listed,
-            "aligned": outcome.rows.len(),
+            "aligned": outcome.rows,
             "missing": listing.missing.iter().map(|p| p.strip_prefix(image_root).unwrap_or(p).display().to_string()).collect::<Vec<_>>(),
             "corrupt": outcome.corrupt,
             "bad_landmarks": outcome.bad,
@@ -214,7 +225,7 @@ impl Listed {
         std::fs::write(ctx.out_dir.join("report.json"), serde_json::to_string_pretty(&report)?)?;
         ctx.progress.message(&format!(
             "aligned {} of {listed}; skipped {} missing, {} corrupt, {} bad landmarks",
-            outcome.rows.len(),
+            outcome.rows,
             listing.missing.len(),
             outcome.corrupt.len(),
             outcome.bad.len()
@@ -223,41 +234,44 @@ impl Listed {
     }
 }
 
-/// The faces aligned, and the images skipped (image, reason) by why.
+/// How many faces were aligned, and the images skipped (image, reason) by why.
 struct Aligned {
-    rows: Vec<FaceRow>,
+    rows: usize,
     corrupt: Vec<serde_json::Value>,
     bad: Vec<serde_json::Value>,
 }
 
-/// Aligns the given images in parallel, keeping their order.
-fn align_all(ctx: &StageContext<'_>, samples: &[Sample], dataset: &str, crop: &Crop) -> anyhow::Result<Aligned> {
+/// Aligns the given images in parallel, `ROW_GROUP` at a time, into `faces` in their order.
+fn align_all(ctx: &StageContext<'_>, samples: &[Sample], dataset: &str, crop: &Crop, faces: &mut FaceWriter) -> anyhow::Result<Aligned> {
     ctx.progress.set_length(samples.len() as u64);
-    let results: Vec<Result<FaceRow, (String, Skip)>> = samples
-        .par_iter()
-        .map(|s| {
-            let r = if ctx.cancel.is_cancelled() {
-                Err((s.rel_path.clone(), Skip::Corrupt("cancelled".into())))
-            } else {
-                align_one(s, dataset, crop)
-            };
-            ctx.progress.inc(1);
-            r
-        })
-        .collect();
-    ctx.cancel.check()?;
     let mut out = Aligned {
-        rows: Vec::new(),
+        rows: 0,
         corrupt: Vec::new(),
         bad: Vec::new(),
     };
-    for r in results {
-        match r {
-            Ok(row) => out.rows.push(row),
-            Err((p, Skip::Corrupt(why))) => out.corrupt.push(json!({"image": p, "reason": why})),
-            Err((p, Skip::Landmarks(why))) => out.bad.push(json!({"image": p, "reason": why})),
+    for batch in samples.chunks(ROW_GROUP) {
+        let results: Vec<Result<FaceRow, (String, Skip)>> = batch
+            .par_iter()
+            .map(|s| {
+                let r = if ctx.cancel.is_cancelled() {
+                    Err((s.rel_path.clone(), Skip::Corrupt("cancelled".into())))
+                } else {
+                    align_one(s, dataset, crop)
+                };
+                ctx.progress.inc(1);
+                r
+            })
+            .collect();
+        ctx.cancel.check()?;
+        for r in results {
+            match r {
+                Ok(row) => faces.push(row)?,
+                Err((p, Skip::Corrupt(why))) => out.corrupt.push(json!({"image": p, "reason": why})),
+                Err((p, Skip::Landmarks(why))) => out.bad.push(json!({"image": p, "reason": why})),
+            }
         }
     }
+    out.rows = faces.rows();
     Ok(out)
 }
 

@@ -5,7 +5,7 @@
 #![warn(missing_docs)]
 
 use rayon::prelude::*;
-use spherepipe_face_table::{decode_rgb, encode_png, read_rows, write_rows, FaceRow};
+use spherepipe_face_table::{decode_rgb, encode_png, for_each_row_batch, row_count, FaceRow, FaceWriter};
 use spherepipe_stage::{InputSpec, ParamSpec, Stage, StageContext};
 
 /// The `flip` stage kind.
@@ -67,21 +67,28 @@ impl Stage for Flip {
     fn inputs(&self) -> Vec<InputSpec> {
         vec![InputSpec::one("faces", "an align (or flip) artifact with faces.parquet")]
     }
+    /// Streams the faces a batch at a time, so memory does not grow with the table.
     fn run(&self, ctx: &StageContext<'_>) -> anyhow::Result<()> {
-        let rows = read_rows(&ctx.inputs.one("faces")?.join("faces.parquet"))?;
-        ctx.progress.set_length(rows.len() as u64);
-        let mirrored: Vec<FaceRow> = rows
-            .par_iter()
-            .map(|r| {
-                ctx.cancel.check()?;
-                let m = mirror_row(r);
-                ctx.progress.inc(1);
-                m
+        let input = ctx.inputs.one("faces")?.join("faces.parquet");
+        ctx.progress.set_length(row_count(&input)? as u64);
+        let mut out = FaceWriter::create(&ctx.out_dir.join("faces.parquet"), 4096)?;
+        for_each_row_batch(&input, 2048, |rows| {
+            let mirrored: Vec<FaceRow> = rows
+                .par_iter()
+                .map(|r| {
+                    ctx.cancel.check()?;
+                    let m = mirror_row(r);
+                    ctx.progress.inc(1);
+                    m
+                })
+                .collect::<anyhow::Result<_>>()?;
+            // Each face followed by its mirror keeps pairs together for inspection.
+            rows.into_iter().zip(mirrored).try_for_each(|(a, b)| {
+                out.push(a)?;
+                out.push(b)
             })
-            .collect::<anyhow::Result<_>>()?;
-        // Each face followed by its mirror keeps pairs together for inspection.
-        let out: Vec<FaceRow> = rows.into_iter().zip(mirrored).flat_map(|(a, b)| [a, b]).collect();
-        write_rows(&ctx.out_dir.join("faces.parquet"), &out, 4096)
+        })?;
+        out.finish()
     }
 }
 
