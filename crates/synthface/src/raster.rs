@@ -124,7 +124,7 @@ pub(crate) struct Scratch {
     image: Planes,
     /// The blur's first pass; the noisy plane before rounding.
     tmp: Vec<f32>,
-    /// One plane's bytes before interleaving.
+    /// The three planes' bytes before interleaving.
     bytes: Vec<u8>,
     /// A tile's canonical points and shading.
     xs: Vec<f32>,
@@ -316,30 +316,37 @@ pub(crate) fn to_bytes(scratch: &mut Scratch, sd: f64, seed: u64) -> Vec<u8> {
     let byte = |v: f32| ((v.clamp(0.0, 255.0) + 8_388_608.0).to_bits() & 0xFF) as u8;
     let (table, sd, mut r) = (normal_table(), sd as f32, Rng::new(seed));
     tmp.resize(n, 0.0);
-    bytes.resize(n, 0);
-    let mut out = vec![0u8; 3 * n];
-    for (c, plane) in image.rgb.iter().enumerate() {
-        tmp.copy_from_slice(plane);
+    bytes.resize(3 * n, 0);
+    for (plane, out) in image.rgb.iter().zip(bytes.chunks_exact_mut(n)) {
         if sd > 0.0 {
+            // The draws into a buffer of their own (write-only, the lookups are scalar), then
+            // added and rounded in one loop that vectorises.
             let draw = |bits: u64, j: usize| table[((bits >> (12 * j)) as usize) & (NORMAL_STEPS - 1)] * sd;
             let mut fives = tmp.chunks_exact_mut(5);
             for chunk in &mut fives {
                 let bits = r.next_u64();
                 for (j, v) in chunk.iter_mut().enumerate() {
-                    *v += draw(bits, j);
+                    *v = draw(bits, j);
                 }
             }
             let bits = r.next_u64();
             for (j, v) in fives.into_remainder().iter_mut().enumerate() {
-                *v += draw(bits, j);
+                *v = draw(bits, j);
+            }
+            for ((b, &v), &e) in out.iter_mut().zip(plane).zip(tmp.iter()) {
+                *b = byte(v + e);
+            }
+        } else {
+            for (b, &v) in out.iter_mut().zip(plane) {
+                *b = byte(v);
             }
         }
-        for (b, &v) in bytes.iter_mut().zip(tmp.iter()) {
-            *b = byte(v);
-        }
-        for (o, &b) in out.chunks_exact_mut(3).zip(bytes.iter()) {
-            o[c] = b;
-        }
+    }
+    let (r, rest) = bytes.split_at(n);
+    let (g, b) = rest.split_at(n);
+    let mut out = vec![0u8; 3 * n];
+    for (((o, &r), &g), &b) in out.chunks_exact_mut(3).zip(r).zip(g).zip(b) {
+        o.copy_from_slice(&[r, g, b]);
     }
     out
 }
