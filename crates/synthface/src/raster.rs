@@ -141,6 +141,7 @@ impl Scratch {
     }
 }
 
+/// `pixels_portable` compiled with AVX2: the caller must have checked that the CPU has it.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 pub(crate) fn pixels_avx2(
@@ -155,6 +156,8 @@ pub(crate) fn pixels_avx2(
     pixels_portable(scratch, scene, place, size, sigma, noise, seed)
 }
 
+/// Paint, blur, noise and rounding, inlined into each caller so that the AVX2 wrapper
+/// compiles all of it for AVX2.
 #[inline(always)]
 pub(crate) fn pixels_portable(
     scratch: &mut Scratch,
