@@ -7,12 +7,16 @@ use crate::{invert, Affine};
 
 /// Warps an interleaved 8-bit image (`channels` values per pixel, rows top to bottom) with
 /// `m`, which maps source coordinates to output coordinates. Returns `None` if `m` is singular
-/// or the buffer is shorter than `width * height * channels`.
+/// (or so nearly that the crop would sample more than 2³⁰ pixels away) or the buffer is
+/// shorter than `width * height * channels`.
 pub fn warp_affine(src: &[u8], width: usize, height: usize, channels: usize, m: &Affine, out_w: usize, out_h: usize) -> Option<Vec<u8>> {
     if src.len() < width * height * channels {
         return None;
     }
     let inv = invert(m)?;
+    if !positions_fit(&inv, out_w, out_h) {
+        return None;
+    }
     let mut out = vec![0u8; out_w * out_h * channels];
     // The channel count as a constant, so the per-channel loops unroll.
     match channels {
@@ -118,6 +122,16 @@ fn warp_any(src: &[u8], width: usize, height: usize, channels: usize, inv: &Affi
     }
 }
 
+/// Whether every output pixel's source position stays within ±2³⁰ pixels, so the fixed-point
+/// positions (32 fractional bits in an i64) cannot overflow. Only a nearly singular map
+/// sends a crop that far.
+fn positions_fit(inv: &Affine, out_w: usize, out_h: usize) -> bool {
+    let limit = (1u64 << 30) as f64;
+    [(0.0, 0.0), (out_w as f64, 0.0), (0.0, out_h as f64), (out_w as f64, out_h as f64)]
+        .iter()
+        .all(|&(x, y)| (0..2).all(|r| (inv[r][0] * x + inv[r][1] * y + inv[r][2]).abs() < limit))
+}
+
 /// The per-pixel step along a row, and each row's first position, in fixed point with 32
 /// fractional bits.
 fn fixed_point_rows(inv: &Affine) -> ([i64; 2], impl Fn(usize) -> [i64; 2] + '_) {
@@ -166,6 +180,15 @@ mod tests {
             &out[(3 * 20 + 5) * 3..(3 * 20 + 5) * 3 + 3],
             &img[(3 * 20 + 3) * 3..(3 * 20 + 3) * 3 + 3]
         );
+    }
+
+    /// A map that sends the crop absurdly far (a nearly singular fit) is refused, not
+    /// computed with overflowing positions.
+    #[test]
+    fn a_nearly_singular_map_is_refused() {
+        let img = pattern(20, 10);
+        assert!(warp_affine(&img, 20, 10, 3, &[[1e-9, 0.0, 0.0], [0.0, 1e-9, 0.0]], 20, 10).is_none());
+        assert!(warp_affine(&img, 20, 10, 3, &[[1e-3, 0.0, 0.0], [0.0, 1e-3, 0.0]], 20, 10).is_some());
     }
 
     /// The checked path for other channel counts computes what the 3-channel path does.

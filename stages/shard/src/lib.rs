@@ -152,7 +152,9 @@ impl Buckets {
         for input in inputs {
             for_each_row_batch(input, 1024, |rows| {
                 for row in rows {
-                    let to = place[next];
+                    let to = *place
+                        .get(next)
+                        .ok_or_else(|| anyhow::anyhow!("{} holds more rows than its footer says", input.display()))?;
                     next += 1;
                     let shard = to as usize / self.per;
                     if shards.contains(&shard) {
