@@ -4,7 +4,7 @@
 
 use crate::FaceRow;
 use anyhow::{bail, Result};
-use std::io::{ErrorKind, Read, Write};
+use std::io::{Read, Write};
 
 /// Writes `row` with its `key` (where it goes) as one record.
 pub fn write_record(w: &mut impl Write, key: u32, row: &FaceRow) -> Result<()> {
@@ -32,17 +32,13 @@ pub fn write_record(w: &mut impl Write, key: u32, row: &FaceRow) -> Result<()> {
 
 /// The next record, or `None` at the end of the stream; a record cut short is an error.
 pub fn read_record(r: &mut impl Read) -> Result<Option<(u32, FaceRow)>> {
-    let mut key = [0u8; 4];
-    let mut got = 0;
-    while got < 4 {
-        match r.read(&mut key[got..]) {
-            Ok(0) if got == 0 => return Ok(None),
-            Ok(0) => bail!("spill record cut short in its key"),
-            Ok(n) => got += n,
-            Err(e) if e.kind() == ErrorKind::Interrupted => {}
-            Err(e) => return Err(e.into()),
-        }
-    }
+    let mut key = Vec::with_capacity(4);
+    r.by_ref().take(4).read_to_end(&mut key)?;
+    let key: [u8; 4] = match key.len() {
+        0 => return Ok(None),
+        4 => [key[0], key[1], key[2], key[3]],
+        _ => bail!("spill record cut short in its key"),
+    };
     let png = read_bytes(r)?;
     let (height, width, label) = (
         i32::from_le_bytes(word(r)?),

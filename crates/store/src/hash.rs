@@ -44,20 +44,6 @@ pub enum TreeKind {
 
 const BIG_FILE: u64 = 16 << 20;
 
-/// Fills `buf` from `f` as far as the file goes; the count read (0 at the end).
-fn read_full(f: &mut fs::File, buf: &mut [u8]) -> std::io::Result<usize> {
-    let mut got = 0;
-    while got < buf.len() {
-        match f.read(&mut buf[got..]) {
-            Ok(0) => break,
-            Ok(n) => got += n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(got)
-}
-
 /// blake3 of one file's contents, hex. Large files are read in `BIG_FILE` pieces, each hashed
 /// in parallel: a mapped file would count in the process's resident set as it is read, so
 /// committing a 10 GB artifact would look like (and be reported as) a 10 GB process.
@@ -66,13 +52,14 @@ pub fn hash_file(path: &Path) -> Result<String> {
     let mut hasher = blake3::Hasher::new();
     if meta.len() >= BIG_FILE {
         let mut f = fs::File::open(path).map_err(io_at(path))?;
-        let mut buf = vec![0u8; BIG_FILE as usize];
+        let mut buf = Vec::with_capacity(BIG_FILE as usize);
         loop {
-            let n = read_full(&mut f, &mut buf).map_err(io_at(path))?;
-            if n == 0 {
+            buf.clear();
+            (&mut f).take(BIG_FILE).read_to_end(&mut buf).map_err(io_at(path))?;
+            if buf.is_empty() {
                 break;
             }
-            hasher.update_rayon(&buf[..n]);
+            hasher.update_rayon(&buf);
         }
     } else {
         let mut f = fs::File::open(path).map_err(io_at(path))?;
