@@ -107,9 +107,8 @@ impl Stage for Align {
     fn run(&self, ctx: &StageContext<'_>) -> anyhow::Result<()> {
         let job = Listed::read(ctx)?;
         let mut faces = FaceWriter::create(&ctx.out_dir.join("faces.parquet"), ROW_GROUP)?;
-        let outcome = align_all(ctx, &job.listing.samples, job.p.format.name(), &job.p.crop, &mut faces)?;
-        faces.finish()?;
-        job.write_report(ctx, outcome)
+        let skipped = align_all(ctx, &job.listing.samples, job.p.format.name(), &job.p.crop, &mut faces)?;
+        job.finish(ctx, faces, skipped)
     }
     /// Parts are contiguous runs of the listed images, in list order.
     fn splittable(&self) -> bool {
@@ -119,11 +118,11 @@ impl Stage for Align {
         let job = Listed::read(ctx)?;
         let mine = &job.listing.samples[part.range(job.listing.samples.len())];
         let mut faces = FaceWriter::create(&ctx.out_dir.join(PART_ROWS), ROW_GROUP)?;
-        let outcome = align_all(ctx, mine, job.p.format.name(), &job.p.crop, &mut faces)?;
+        let skipped = align_all(ctx, mine, job.p.format.name(), &job.p.crop, &mut faces)?;
         faces.finish()?;
         let skips = PartSkips {
-            corrupt: outcome.corrupt,
-            bad_landmarks: outcome.bad,
+            corrupt: skipped.corrupt,
+            bad_landmarks: skipped.bad,
         };
         skips.write(ctx.out_dir)
     }
@@ -132,8 +131,7 @@ impl Stage for Align {
     fn gather(&self, ctx: &StageContext<'_>, parts: &[PathBuf]) -> anyhow::Result<()> {
         let job = Listed::read(ctx)?;
         let mut faces = FaceWriter::create(&ctx.out_dir.join("faces.parquet"), ROW_GROUP)?;
-        let mut all = Aligned {
-            rows: 0,
+        let mut all = Skipped {
             corrupt: Vec::new(),
             bad: Vec::new(),
         };
@@ -145,9 +143,7 @@ impl Stage for Align {
             all.corrupt.extend(skips.corrupt);
             all.bad.extend(skips.bad_landmarks);
         }
-        all.rows = faces.rows();
-        faces.finish()?;
-        job.write_report(ctx, all)
+        job.finish(ctx, faces, all)
     }
 }
 
@@ -195,11 +191,13 @@ impl Listed {
         Ok(Listed { p, listing, image_root })
     }
 
-    /// `report.json` from every listed image's outcome, in list order (`faces.parquet` is
-    /// written as they are aligned); an error when none could be aligned.
-    fn write_report(&self, ctx: &StageContext<'_>, outcome: Aligned) -> anyhow::Result<()> {
+    /// Closes `faces.parquet` (written as the faces were aligned) and writes `report.json`
+    /// from the images skipped, in list order; an error when none could be aligned.
+    fn finish(&self, ctx: &StageContext<'_>, faces: FaceWriter, outcome: Skipped) -> anyhow::Result<()> {
         let (p, listing, image_root) = (&self.p, &self.listing, &self.image_root);
-        if outcome.rows == 0 {
+        let aligned = faces.rows();
+        faces.finish()?;
+        if aligned == 0 {
             bail!(
                 "none of the {} listed images could be aligned (first problem: {})",
                 listing.samples.len(),
@@ -214,7 +212,7 @@ impl Listed {
         let listed = listing.samples.len() + listing.missing.len();
         let report = json!({
             "listed": listed,
-            "aligned": outcome.rows,
+            "aligned": aligned,
             "missing": listing.missing.iter().map(|p| p.strip_prefix(image_root).unwrap_or(p).display().to_string()).collect::<Vec<_>>(),
             "corrupt": outcome.corrupt,
             "bad_landmarks": outcome.bad,
@@ -225,7 +223,7 @@ impl Listed {
         std::fs::write(ctx.out_dir.join("report.json"), serde_json::to_string_pretty(&report)?)?;
         ctx.progress.message(&format!(
             "aligned {} of {listed}; skipped {} missing, {} corrupt, {} bad landmarks",
-            outcome.rows,
+            aligned,
             listing.missing.len(),
             outcome.corrupt.len(),
             outcome.bad.len()
@@ -234,18 +232,17 @@ impl Listed {
     }
 }
 
-/// How many faces were aligned, and the images skipped (image, reason) by why.
-struct Aligned {
-    rows: usize,
+/// The images skipped (image, reason), by why.
+struct Skipped {
     corrupt: Vec<serde_json::Value>,
     bad: Vec<serde_json::Value>,
 }
 
-/// Aligns the given images in parallel, `ROW_GROUP` at a time, into `faces` in their order.
-fn align_all(ctx: &StageContext<'_>, samples: &[Sample], dataset: &str, crop: &Crop, faces: &mut FaceWriter) -> anyhow::Result<Aligned> {
+/// Aligns the given images in parallel, `ROW_GROUP` at a time, into `faces` in their order;
+/// returns those it skipped.
+fn align_all(ctx: &StageContext<'_>, samples: &[Sample], dataset: &str, crop: &Crop, faces: &mut FaceWriter) -> anyhow::Result<Skipped> {
     ctx.progress.set_length(samples.len() as u64);
-    let mut out = Aligned {
-        rows: 0,
+    let mut out = Skipped {
         corrupt: Vec::new(),
         bad: Vec::new(),
     };
@@ -271,7 +268,6 @@ fn align_all(ctx: &StageContext<'_>, samples: &[Sample], dataset: &str, crop: &C
             }
         }
     }
-    out.rows = faces.rows();
     Ok(out)
 }
 
