@@ -4,7 +4,7 @@
 //! Shapes are defined in a canonical 250×250 frame (`scene`) and rendered by mapping each
 //! output pixel back into that frame, with soft (anti-aliased) edges (`raster`).
 
-use crate::raster::{self, Placement};
+use crate::raster::{self, Frame, Placement};
 use crate::scene::{mix, Fade, Layer, Paint, Rgb, Scene, Shape, Slot, C};
 use spherepipe_rng::Rng;
 
@@ -377,7 +377,14 @@ pub fn render(id: &Identity, v: &Variation, width: usize, height: usize, zoom: f
     let l = layout(id, v);
     let origin = [width as f64 / 2.0 + v.shift[0] * zoom, height as f64 / 2.0 + v.shift[1] * zoom];
     let place = Placement::new(v.angle, v.scale * zoom, origin);
-    let rgb = raster::pixels(&scene(id, v, &l), &place, [width, height], v.blur, v.noise, noise_seed);
+    let rgb = raster::pixels(&Frame {
+        scene: &scene(id, v, &l),
+        place: &place,
+        size: [width, height],
+        blur: v.blur,
+        noise: v.noise,
+        seed: noise_seed,
+    });
     let mut r = Rng::derive(noise_seed, &[0x1A]);
     let truth = [l.eyes[0], l.eyes[1], l.nose, l.mouth[0], l.mouth[1]];
     let landmarks = truth.map(|q| {
@@ -457,9 +464,17 @@ mod tests {
             let s = scene(&id, &v, &l);
             let place = Placement::new(v.angle, v.scale, [125.0 + v.shift[0], 125.0 + v.shift[1]]);
             let mut scratch = raster::Scratch::default();
-            let portable = raster::pixels_portable(&mut scratch, &s, &place, [250, 250], v.blur, v.noise, k);
+            let frame = Frame {
+                scene: &s,
+                place: &place,
+                size: [250, 250],
+                blur: v.blur,
+                noise: v.noise,
+                seed: k,
+            };
+            let portable = raster::pixels_portable(&mut scratch, &frame);
             // SAFETY: the CPU has AVX2, checked above.
-            let avx2 = unsafe { raster::pixels_avx2(&mut scratch, &s, &place, [250, 250], v.blur, v.noise, k) };
+            let avx2 = unsafe { raster::pixels_avx2(&mut scratch, &frame) };
             assert!(portable == avx2, "face {k}");
         }
     }

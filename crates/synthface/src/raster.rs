@@ -94,21 +94,32 @@ pub(crate) struct Planes {
     pub(crate) rgb: [Vec<f32>; 3],
 }
 
-/// One image's bytes (interleaved RGB): painted, blurred by `blur` (σ in pixels, 0 for none),
-/// rounded with noise of standard deviation `noise` drawn from `seed`.
+/// One image to make: the scene, where it lies in the image, the image's size, and the blur
+/// (σ in pixels, 0 for none) and pixel noise (standard deviation in grey levels, drawn from
+/// `seed`) over it.
+pub(crate) struct Frame<'a> {
+    pub(crate) scene: &'a Scene,
+    pub(crate) place: &'a Placement,
+    pub(crate) size: [usize; 2],
+    pub(crate) blur: f64,
+    pub(crate) noise: f64,
+    pub(crate) seed: u64,
+}
+
+/// The frame's bytes (interleaved RGB): painted, blurred, rounded with noise.
 ///
 /// These are the render's hot loops, compiled twice: for any x86-64, and with AVX2 where the
 /// CPU has it. Both give the same bits, because the loops use only correctly rounded IEEE
 /// operations, compares and conversions (no fused multiply-add, no reordered sums): the
 /// corpus for a seed does not depend on the machine.
-pub(crate) fn pixels(scene: &Scene, place: &Placement, size: [usize; 2], blur: f64, noise: f64, seed: u64) -> Vec<u8> {
+pub(crate) fn pixels(frame: &Frame) -> Vec<u8> {
     SCRATCH.with_borrow_mut(|scratch| {
         #[cfg(target_arch = "x86_64")]
         if std::is_x86_feature_detected!("avx2") {
             // SAFETY: the CPU has AVX2, as just checked.
-            return unsafe { pixels_avx2(scratch, scene, place, size, blur, noise, seed) };
+            return unsafe { pixels_avx2(scratch, frame) };
         }
-        pixels_portable(scratch, scene, place, size, blur, noise, seed)
+        pixels_portable(scratch, frame)
     })
 }
 
@@ -122,7 +133,7 @@ thread_local! {
 #[derive(Default)]
 pub(crate) struct Scratch {
     image: Planes,
-    /// The blur's first pass; the noisy plane before rounding.
+    /// The blur's first pass; a plane's noise before it is added.
     tmp: Vec<f32>,
     /// The three planes' bytes before interleaving.
     bytes: Vec<u8>,
@@ -144,35 +155,19 @@ impl Scratch {
 /// `pixels_portable` compiled with AVX2: the caller must have checked that the CPU has it.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-pub(crate) fn pixels_avx2(
-    scratch: &mut Scratch,
-    scene: &Scene,
-    place: &Placement,
-    size: [usize; 2],
-    sigma: f64,
-    noise: f64,
-    seed: u64,
-) -> Vec<u8> {
-    pixels_portable(scratch, scene, place, size, sigma, noise, seed)
+pub(crate) fn pixels_avx2(scratch: &mut Scratch, frame: &Frame) -> Vec<u8> {
+    pixels_portable(scratch, frame)
 }
 
 /// Paint, blur, noise and rounding, inlined into each caller so that the AVX2 wrapper
 /// compiles all of it for AVX2.
 #[inline(always)]
-pub(crate) fn pixels_portable(
-    scratch: &mut Scratch,
-    scene: &Scene,
-    place: &Placement,
-    size: [usize; 2],
-    sigma: f64,
-    noise: f64,
-    seed: u64,
-) -> Vec<u8> {
-    paint_tiles(scratch, scene, place, size, true);
-    if sigma > 0.0 {
-        blur(&mut scratch.image, &mut scratch.tmp, sigma);
+pub(crate) fn pixels_portable(scratch: &mut Scratch, frame: &Frame) -> Vec<u8> {
+    paint_tiles(scratch, frame.scene, frame.place, frame.size, true);
+    if frame.blur > 0.0 {
+        blur(&mut scratch.image, &mut scratch.tmp, frame.blur);
     }
-    to_bytes(scratch, noise, seed)
+    to_bytes(scratch, frame.noise, frame.seed)
 }
 
 /// The scene's colour at every pixel into `scratch.image`, each tile painted with only the
