@@ -133,7 +133,7 @@ impl<B: Backend + SphereConv, C: CheckpointStrategy> SphereConv for Autodiff<B, 
 /// [`SphereConv::conv3x3`] on tensors: the operation of our own on the CPU backend (training and
 /// extraction), burn's convolution otherwise (the extension covers flex only).
 pub fn conv3x3(x: Tensor<4>, weight: Tensor<4>, bias: Tensor<1>, stride: usize) -> Tensor<4> {
-    if x.device() != Device::flex() || burns_only() {
+    if x.device() != Device::flex() {
         return burn::tensor::module::conv2d(x, weight, Some(bias), options(stride));
     }
     Tensor::from_dispatch(<Dispatch as SphereConv>::conv3x3(
@@ -142,13 +142,6 @@ pub fn conv3x3(x: Tensor<4>, weight: Tensor<4>, bias: Tensor<1>, stride: usize) 
         bias.into_dispatch(),
         stride,
     ))
-}
-
-/// `SPHEREPIPE_CONV=burn`: burn's own convolution everywhere, to compare (the benches) or to
-/// rule this operation out when something looks wrong. Read once.
-fn burns_only() -> bool {
-    static BURN: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *BURN.get_or_init(|| std::env::var("SPHEREPIPE_CONV").is_ok_and(|v| v == "burn"))
 }
 
 /// A kernel over the values of f32 or f64 tensors, so that the dtype is matched once.
