@@ -121,6 +121,72 @@ fn a_corrupt_object_in_the_store_is_refused_and_its_stage_rebuilt() {
     );
 }
 
+/// The attack: a manifest in a shared directory edited to list two more files, one
+/// climbing out with `../`, one absolute, their blobs present. A fresh machine writes neither,
+/// says which object it refused, rebuilds the stage, and its push leaves a store the next
+/// machine downloads from.
+#[test]
+fn a_manifest_edited_to_plant_files_outside_the_cache_is_refused_and_the_store_heals() {
+    let (dir, url) = shared_dir();
+    let a = Sandbox::diamond();
+    assert_eq!(a.run(&["--store", &url]).code, 0);
+    let draw = a.last_artifacts()["draw"].clone();
+    let key = format!("artifacts/{draw}.json");
+    let path = dir.path().join(&key);
+    let mut manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    let planted = b"#!/bin/sh\necho owned\n";
+    let hash = blake3::hash(planted).to_hex().to_string();
+    std::fs::write(dir.path().join("blobs").join(&hash), planted).unwrap();
+    let b = Sandbox::diamond();
+    let climbing = "../../../../../../../../../../tmp/spherepipe-planted-by-a-store";
+    let absolute = b.path().join("planted-absolute");
+    let files = manifest["files"].as_array_mut().unwrap();
+    for p in [climbing, absolute.to_str().unwrap()] {
+        files.push(serde_json::json!({"path": p, "size": planted.len(), "blake3": hash}));
+    }
+    std::fs::write(&path, serde_json::to_vec_pretty(&manifest).unwrap()).unwrap();
+
+    let r = b.run(&["--store", &url]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        r.stderr.contains(&format!("{key} was refused")) && r.stderr.contains("nothing from it was used or written"),
+        "{}",
+        r.stderr
+    );
+    assert!(!std::path::Path::new("/tmp/spherepipe-planted-by-a-store").exists());
+    assert!(!absolute.exists());
+    let mut want = all("cached");
+    want.insert("draw".into(), "ran".into());
+    assert_eq!(b.last_states(), want, "draw is rebuilt, the rest found");
+    assert_eq!(artifacts(&a), artifacts(&b));
+    // `verify --store` removes the edited manifest; the next run's push restores the real one,
+    // and the machine after it downloads everything.
+    assert_eq!(b.sp(&["verify", "--store", &url]).code, 1);
+    assert_eq!(b.run(&["--store", &url]).code, 0);
+    let c = Sandbox::diamond();
+    assert_eq!(c.run(&["--store", &url]).code, 0);
+    assert_eq!(c.last_states(), all("cached"), "the store healed");
+}
+
+/// A blob deleted from the store: the first fresh machine rebuilds the stage, and its push
+/// uploads what was missing, so the second downloads instead of rebuilding.
+#[test]
+fn a_deleted_blob_is_rebuilt_once_and_then_downloaded() {
+    let (dir, url) = shared_dir();
+    let a = Sandbox::diamond();
+    assert_eq!(a.run(&["--store", &url]).code, 0);
+    let (blob, _) = corrupt_draw_blob(&a, dir.path());
+    std::fs::remove_file(&blob).unwrap();
+    let b = Sandbox::diamond();
+    let r = b.run(&["--store", &url]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stderr.contains("missing"), "{}", r.stderr);
+    assert_eq!(b.last_states()["draw"], "ran");
+    let c = Sandbox::diamond();
+    assert_eq!(c.run(&["--store", &url]).code, 0);
+    assert_eq!(c.last_states(), all("cached"), "the store healed after one rebuild");
+}
+
 #[test]
 fn a_store_that_cannot_be_reached_stops_the_run_before_anything_changes() {
     let s = Sandbox::diamond();
@@ -154,6 +220,18 @@ fn s3_refused(s: &Sandbox, url: &str, endpoint: &str, key: &str, fix: &str) {
         .into();
     assert_eq!(r.code, 2, "{url} at {endpoint}: {}", r.stderr);
     assert!(r.stderr.contains(&format!("store {url}")) && r.stderr.contains(fix), "{}", r.stderr);
+    // Nothing that signs a request reaches the message: not the key, nor what the server
+    // echoes of the signature.
+    for secret in [key, "<StringToSign>", "<CanonicalRequest>", "Signature="]
+        .into_iter()
+        .filter(|s| s.len() >= 8)
+    {
+        assert!(
+            !r.stderr.contains(secret) && !r.stdout.contains(secret),
+            "{secret} shown: {}",
+            r.stderr
+        );
+    }
     assert_eq!(s.snapshot(), before, "the local cache is untouched");
     assert_eq!(s.runs().len(), runs, "no run was recorded");
 }
@@ -171,7 +249,13 @@ fn an_s3_store_that_refuses_stops_the_run_with_the_fix_and_leaves_the_cache() {
     };
     s3_refused(&s, "s3://no-such-bucket-here/x", &endpoint, "ci", "check the bucket name");
     match std::env::var("SPHEREPIPE_TEST_S3_STRICT") {
-        Ok(strict) => s3_refused(&s, "s3://spherepipe-ci/x", &strict, "nobody", "check AWS_ACCESS_KEY_ID"),
+        Ok(strict) => s3_refused(
+            &s,
+            "s3://spherepipe-ci/x",
+            &strict,
+            "AKIASPHEREPIPENOBODY",
+            "check AWS_ACCESS_KEY_ID",
+        ),
         Err(_) if std::env::var_os("SPHEREPIPE_REQUIRE_S3").is_some() => {
             panic!("SPHEREPIPE_REQUIRE_S3 is set but SPHEREPIPE_TEST_S3_STRICT (a server that checks keys) is not")
         }
@@ -225,6 +309,20 @@ fn two_runs_at_once_leave_one_entry_per_fingerprint_and_verify_finds_a_flipped_b
     assert_eq!(r.code, 0, "{}", r.stdout);
 }
 
+/// Makes every file under `dir` `secs` older.
+fn age_tree(dir: &std::path::Path, secs: u64) {
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            age_tree(&p, secs);
+        } else {
+            let f = std::fs::File::options().write(true).open(&p).unwrap();
+            let then = std::fs::metadata(&p).unwrap().modified().unwrap() - std::time::Duration::from_secs(secs);
+            f.set_modified(then).unwrap();
+        }
+    }
+}
+
 #[test]
 fn gc_in_the_store_spares_what_is_used_and_what_is_young() {
     let (dir, url) = shared_dir();
@@ -246,9 +344,12 @@ fn gc_in_the_store_spares_what_is_used_and_what_is_young() {
     assert!(r.stdout.contains("0 objects deleted"), "{}", r.stdout);
     assert_eq!((count("index"), count("artifacts"), count("blobs")), before);
 
-    // Without a grace period the old draw, half, double and total go: their index entries,
-    // manifests and the blobs only they used; words and the new ones stay.
+    // Three days later (every object made older), with the shortest grace, the old draw,
+    // half, double and total go: their index entries, manifests and the blobs only they
+    // used; words and the new ones stay.
+    age_tree(dir.path(), 3 * 24 * 3600);
     let r = s.sp(&["gc", "p.yaml", "--store", &url, "--grace-hours", "0"]);
+    assert!(r.stdout.contains("younger than 2 h"), "the grace has a floor: {}", r.stdout);
     assert!(r.stdout.contains("unused "), "{}", r.stdout);
     assert_eq!(
         (count("index"), count("artifacts"), count("blobs")),

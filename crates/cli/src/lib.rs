@@ -119,8 +119,9 @@ enum Cmd {
         /// pipelines uses (they must be every pipeline that shares the store).
         #[arg(long, value_name = "URL", env = "SPHEREPIPE_STORE")]
         store: Option<String>,
-        /// With --store: never remove objects younger than this, since a run in flight
-        /// uploads its files before it records them.
+        /// With --store: never remove objects younger than this (at least 2 h), since a run
+        /// in flight uploads its files before it records them, and a push that reuses a
+        /// blob refreshes it only when it is over an hour old.
         #[arg(long, value_name = "HOURS", default_value_t = 24.0)]
         grace_hours: f64,
     },
@@ -557,7 +558,10 @@ fn executor_kind(
 fn run_stage(args: RunStageArgs, registry: &Registry, quiet: bool) -> Result<u8, Failure> {
     let p = load_pipeline(&args.pipeline, registry, &args.set)?;
     let cache = args.cache.unwrap_or_else(|| p.cache.clone());
+    spherepipe_store::private_dir(&cache).map_err(|e| Failure::usage(format!("error: {e}")))?;
     let store = Store::open(&cache).map_err(|e| Failure::usage(format!("error: cannot open the cache {}: {e}", cache.display())))?;
+    // Shared with the other jobs on this cache, never with a run, gc or verify of it.
+    let _lock = CacheLock::shared(store.root()).map_err(|e| Failure::usage(format!("error: {e}")))?;
     let store = with_shared_store(store, args.store.as_deref().or(p.store.as_deref()))?;
     let cancel = cancel_on_ctrl_c();
     if let Ok(gpus) = std::env::var("CUDA_VISIBLE_DEVICES") {
@@ -958,7 +962,7 @@ fn show(p: &Pipeline, stage: &str, as_json: bool, store_url: Option<&str>) -> Re
     }
     println!("files");
     for f in &files {
-        println!("  {:>12}  {}  {}", f.size, &f.blake3[..16], f.path);
+        println!("  {:>12}  {}  {}", f.size, f.blake3.get(..16).unwrap_or(&f.blake3), f.path);
     }
     match &last_run {
         r @ Value::Object(_) => println!(
@@ -991,7 +995,8 @@ fn gc_shared(files: &[PathBuf], registry: &Registry, url: &str, grace_hours: f64
                 .filter_map(|s| s.artifact),
         );
     }
-    let grace = std::time::Duration::from_secs_f64(grace_hours * 3600.0);
+    let grace = std::time::Duration::from_secs_f64(grace_hours * 3600.0).max(spherepipe_store::MIN_GC_GRACE);
+    let grace_hours = grace.as_secs_f64() / 3600.0;
     let gone = mirror.gc(&keep, grace, yes).context("collecting garbage in the store")?;
     let bytes: u64 = gone.iter().map(|o| o.size).sum();
     let (each, all) = gc_words(yes);

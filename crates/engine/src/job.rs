@@ -96,7 +96,7 @@ fn find_part(store: &Store, fp: &str) -> Result<Option<String>, MirrorError> {
     }
     match store.fetch_remote(fp) {
         Ok(e) => Ok(e.map(|e| e.artifact)),
-        Err(MirrorError::Corrupt { .. }) => Ok(None),
+        Err(e) if e.is_bad_object() => Ok(None),
         Err(e) => Err(e),
     }
 }
@@ -163,10 +163,19 @@ fn commit_work(store: &Store, cancel: &CancelToken, job: &Job, fingerprint: &str
     };
     match outcome {
         Ok(m) => {
-            // Checkpoints are no longer needed once the result is safely in the store.
+            // Checkpoints are no longer needed once the result is safely in the store: with a
+            // shared store, only once the artifact is there (a job killed by its time limit
+            // during the upload keeps them).
             let _ = std::fs::remove_dir_all(&scratch);
-            if let Some(sync) = &sync {
-                let _ = sync.drop_remote();
+            if let (Some(sync), Some(mirror)) = (&sync, store.mirror()) {
+                match mirror.push_artifact(store, &m.hash) {
+                    Ok(()) => {
+                        let _ = sync.drop_remote();
+                    }
+                    Err(e) => progress.message(&format!(
+                        "the artifact is not in the shared store yet ({e}); its checkpoints stay there"
+                    )),
+                }
             }
             Ok(m)
         }

@@ -11,7 +11,7 @@ use crate::slurm::{SlurmExecutor, SlurmOptions};
 use serde_json::json;
 use spherepipe_pipeline::{Pipeline, Source};
 use spherepipe_stage::{CancelToken, Inputs, ProgressSink};
-use spherepipe_store::{CacheLock, IndexEntry, LockMode, MirrorError, Pushed, Store};
+use spherepipe_store::{CacheLock, IndexEntry, LockMode, Pushed, Store};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -320,7 +320,7 @@ impl<'a> Coordinator<'a> {
     fn fetch_shared(&self, fp: &str) -> anyhow::Result<Option<String>> {
         match self.store.fetch_remote(fp) {
             Ok(entry) => Ok(entry.map(|e| e.artifact)),
-            Err(e @ MirrorError::Corrupt { .. }) => {
+            Err(e) if e.is_bad_object() => {
                 self.obs.warning(&format!("warning: {e}"));
                 Ok(None)
             }
@@ -331,7 +331,15 @@ impl<'a> Coordinator<'a> {
     /// Hands stage `i`'s recorded artifact to the shared store, if there is one, and warns when
     /// another machine recorded a different artifact for the same fingerprint.
     fn share(&self, i: usize, entry: &IndexEntry) -> anyhow::Result<()> {
-        if let Some(Pushed::Differs { theirs }) = self.store.publish(entry)? {
+        let pushed = self.store.publish(entry)?;
+        if let Some(Pushed::Replaced { why }) = &pushed {
+            let url = self.store.mirror().map_or("", |m| m.url());
+            self.obs.warning(&format!(
+                "warning: the store {url} held an unusable index entry for stage `{}` ({why}); it was replaced by this run's",
+                self.p.nodes[i].name
+            ));
+        }
+        if let Some(Pushed::Differs { theirs }) = pushed {
             let node = &self.p.nodes[i];
             let url = self.store.mirror().map_or("", |m| m.url());
             self.obs.warning(&format!(

@@ -18,6 +18,10 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// The cache a job uses on its node, as the job's shell expands it: `SPHEREPIPE_NODE_CACHE`,
+/// else one directory per user under the node's temporary directory.
+const NODE_CACHE: &str = "\"${SPHEREPIPE_NODE_CACHE:-${TMPDIR:-/tmp}/spherepipe-node-cache-$(id -u)}\"";
+
 /// How `run --executor slurm` submits.
 #[derive(Debug, Clone)]
 pub struct SlurmOptions {
@@ -164,7 +168,9 @@ impl<'a> SlurmExecutor<'a> {
             words.push("--force".to_owned());
         }
         words.push("--cache".to_owned());
-        words.push("\"${SPHEREPIPE_NODE_CACHE:-${TMPDIR:-/tmp}/spherepipe-node-cache}\"".to_owned());
+        // One cache per user on each node (jobs of a user share downloaded inputs), which
+        // `run-stage` makes private (0700) or refuses.
+        words.push(NODE_CACHE.to_owned());
         words.join(" ")
     }
 
@@ -449,6 +455,22 @@ mod tests {
             ..Resources::default()
         };
         assert!(resource_args(&none).is_empty());
+    }
+
+    #[test]
+    fn a_jobs_node_cache_is_its_users_own() {
+        let expand = |env: &[(&str, &str)]| {
+            let mut c = Command::new("sh");
+            c.arg("-c")
+                .arg(format!("printf %s {NODE_CACHE}"))
+                .env_remove("SPHEREPIPE_NODE_CACHE");
+            c.envs(env.iter().copied());
+            String::from_utf8_lossy(&c.output().expect("sh").stdout).into_owned()
+        };
+        // SAFETY: geteuid has no preconditions.
+        let uid = unsafe { libc::geteuid() };
+        assert_eq!(expand(&[("TMPDIR", "/scratch")]), format!("/scratch/spherepipe-node-cache-{uid}"));
+        assert_eq!(expand(&[("SPHEREPIPE_NODE_CACHE", "/fast/mine")]), "/fast/mine");
     }
 
     #[test]

@@ -256,7 +256,7 @@ pub fn hash_tree(root: &Path, kind: TreeKind, cache: Option<&StatCache>) -> Resu
 
 /// The content hash of a file list. Paths are unique and contain no NUL, so the encoding is
 /// unambiguous.
-fn listing_hash(files: &[FileEntry]) -> String {
+pub(crate) fn listing_hash(files: &[FileEntry]) -> String {
     let mut h = blake3::Hasher::new();
     h.update(b"spherepipe-tree-v1\n");
     for f in files {

@@ -23,14 +23,16 @@ pub mod mirror;
 pub mod remote;
 mod scratch;
 mod statcache;
+pub mod trust;
 
 pub use atomic::{fsync_dir, write_atomic};
 pub use hash::{hash_file, hash_tree, FileEntry, TreeHash, TreeKind};
-pub use lock::{CacheLock, LockMode};
-pub use mirror::{Mirror, MirrorError, Pushed, RemoteProblem};
-pub use remote::{ObjectRemote, RemoteError, RemoteStore};
+pub use lock::{private_dir, CacheLock, LockMode};
+pub use mirror::{Mirror, MirrorError, Pushed, RemoteProblem, MIN_GC_GRACE};
+pub use remote::{redact, ObjectRemote, RemoteError, RemoteStore};
 pub use scratch::ScratchSync;
 pub use statcache::StatCache;
+pub use trust::{check_hash, check_rel_path, Refused};
 
 use serde::{Deserialize, Serialize};
 use std::fs;
@@ -278,47 +280,65 @@ impl Store {
         Ok(manifest)
     }
 
-    /// The manifest of artifact `hash`.
+    /// The manifest of artifact `hash`, checked as anything read from disk is (a cache's
+    /// files may have been changed by another user, a bad disk or a hand edit): see
+    /// [`Manifest::check`].
     pub fn read_manifest(&self, hash: &str) -> Result<Manifest> {
+        check_hash("artifact", hash).map_err(|e| StoreError::Invalid(e.to_string()))?;
         let p = self.artifact_dir(hash).join(MANIFEST);
         let bytes = fs::read(&p).map_err(io_at(&p))?;
-        serde_json::from_slice(&bytes).map_err(|e| StoreError::Invalid(format!("{}: {e}", p.display())))
+        let m: Manifest = serde_json::from_slice(&bytes).map_err(|e| StoreError::Invalid(format!("{}: {e}", p.display())))?;
+        m.check(hash).map_err(|e| StoreError::Invalid(format!("{}: {e}", p.display())))?;
+        Ok(m)
     }
 
     /// Records that `fingerprint` produced `artifact` (atomically).
     pub fn record(&self, entry: &IndexEntry) -> Result<()> {
+        entry
+            .check(&entry.fingerprint)
+            .map_err(|e| StoreError::Invalid(format!("index entry: {e}")))?;
         let bytes = serde_json::to_vec_pretty(entry).map_err(|e| StoreError::Invalid(e.to_string()))?;
         write_atomic(&self.index_path(&entry.fingerprint), &bytes)
     }
 
-    /// The index entry for `fingerprint`, if there is one *and* its artifact is present.
+    /// The index entry for `fingerprint`, if there is one, it is that fingerprint's, *and* its
+    /// artifact is present.
     pub fn lookup(&self, fingerprint: &str) -> Option<IndexEntry> {
+        check_hash("fingerprint", fingerprint).ok()?;
         let bytes = fs::read(self.index_path(fingerprint)).ok()?;
         let entry: IndexEntry = serde_json::from_slice(&bytes).ok()?;
+        entry.check(fingerprint).ok()?;
         self.artifact_dir(&entry.artifact).join(MANIFEST).is_file().then_some(entry)
     }
 
-    /// Every artifact hash present.
+    /// Every artifact hash present (directories under `artifacts/` with other names are not
+    /// artifacts, and are left alone).
     pub fn artifacts(&self) -> Result<Vec<String>> {
         let dir = self.root.join("artifacts");
         let mut out = Vec::new();
         for e in fs::read_dir(&dir).map_err(io_at(&dir))? {
             let e = e.map_err(io_at(&dir))?;
-            if e.path().is_dir() {
-                out.push(e.file_name().to_string_lossy().into_owned());
+            let name = e.file_name().to_string_lossy().into_owned();
+            if check_hash("artifact", &name).is_ok() && e.path().is_dir() {
+                out.push(name);
             }
         }
         out.sort();
         Ok(out)
     }
 
-    /// Every index entry (unreadable ones are skipped).
+    /// Every usable index entry: unreadable ones, and ones whose fingerprint is not their
+    /// file's name, are skipped.
     pub fn index_entries(&self) -> Result<Vec<IndexEntry>> {
         let dir = self.root.join("index");
         let mut out = Vec::new();
         for e in fs::read_dir(&dir).map_err(io_at(&dir))? {
             let p = e.map_err(io_at(&dir))?.path();
-            if let Some(entry) = fs::read(&p).ok().and_then(|b| serde_json::from_slice::<IndexEntry>(&b).ok()) {
+            let Some(fp) = p.file_name().and_then(|n| n.to_str()).and_then(|n| n.strip_suffix(".json")) else {
+                continue;
+            };
+            let entry = fs::read(&p).ok().and_then(|b| serde_json::from_slice::<IndexEntry>(&b).ok());
+            if let Some(entry) = entry.filter(|e| e.check(fp).is_ok()) {
                 out.push(entry);
             }
         }

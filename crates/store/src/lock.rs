@@ -66,6 +66,69 @@ impl CacheLock {
     }
 }
 
+impl CacheLock {
+    /// Takes the lock shared, as a cluster job does on its node cache: jobs share it with
+    /// each other, but not with a `run`, `gc` or `verify` of that cache (whose temp cleanup
+    /// and deletions would pull files from under them). Fails at once, naming the holder,
+    /// rather than wait on a process that may be waiting for this job.
+    pub fn shared(root: &Path) -> Result<CacheLock> {
+        let path = root.join("LOCK");
+        let file = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(io_at(&path))?;
+        match file.try_lock_shared() {
+            Ok(()) => Ok(CacheLock { _file: file }),
+            Err(fs::TryLockError::WouldBlock) => {
+                let holder = fs::read_to_string(&path).unwrap_or_default();
+                Err(StoreError::Invalid(format!(
+                    "the cache {} is in use by a spherepipe run, gc or verify ({}); let it finish, or give this job a cache of its own (SPHEREPIPE_NODE_CACHE)",
+                    root.display(),
+                    holder.trim()
+                )))
+            }
+            Err(fs::TryLockError::Error(e)) => Err(StoreError::Io { path, source: e }),
+        }
+    }
+}
+
+/// Checks (creating it, mode 0700, if absent) that `dir` is a directory of this user's that
+/// no one else can write: a cluster job's cache, which it trusts as its own. A cache owned by
+/// another user, or writable by others, could hand the job planted artifacts.
+pub fn private_dir(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+    if let Some(parent) = dir.parent() {
+        fs::create_dir_all(parent).map_err(io_at(parent))?;
+    }
+    match fs::DirBuilder::new().mode(0o700).create(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(io_at(dir)(e)),
+    }
+    let meta = fs::symlink_metadata(dir).map_err(io_at(dir))?;
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let me = unsafe { libc::geteuid() };
+    let refuse = |why: String| {
+        Err(StoreError::Invalid(format!(
+            "the node cache {} {why}; a job's cache must be a directory of its own user that no one else can write: remove it, or set SPHEREPIPE_NODE_CACHE to a directory of yours (mode 0700)",
+            dir.display()
+        )))
+    };
+    if !meta.is_dir() {
+        return refuse("is not a directory (perhaps a symbolic link)".into());
+    }
+    if meta.uid() != me {
+        return refuse(format!("is owned by user id {}, not by this job's ({me})", meta.uid()));
+    }
+    if meta.mode() & 0o022 != 0 {
+        return refuse(format!("can be written by others (mode {:o})", meta.mode() & 0o777));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -85,5 +148,43 @@ mod tests {
         std::thread::sleep(std::time::Duration::from_millis(200));
         drop(first);
         assert!(waited.join().unwrap());
+    }
+
+    #[test]
+    fn jobs_share_a_node_cache_but_not_with_a_run() {
+        let d = tempfile::tempdir().unwrap();
+        let a = CacheLock::shared(d.path()).unwrap();
+        let _b = CacheLock::shared(d.path()).unwrap();
+        let e = CacheLock::acquire(d.path(), LockMode::Fail, |_| {}).err().unwrap().to_string();
+        assert!(e.contains("in use"), "{e}");
+        drop((a, _b));
+        let run = CacheLock::acquire(d.path(), LockMode::Fail, |_| {}).unwrap();
+        let e = CacheLock::shared(d.path()).err().unwrap().to_string();
+        assert!(e.contains("SPHEREPIPE_NODE_CACHE") && e.contains("pid"), "{e}");
+        drop(run);
+    }
+
+    #[test]
+    fn a_node_cache_is_made_private_and_a_foreign_or_open_one_refused() {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let d = tempfile::tempdir().unwrap();
+        let cache = d.path().join("node/cache");
+        private_dir(&cache).unwrap();
+        assert_eq!(fs::metadata(&cache).unwrap().mode() & 0o777, 0o700);
+        private_dir(&cache).unwrap();
+        fs::set_permissions(&cache, fs::Permissions::from_mode(0o777)).unwrap();
+        let e = private_dir(&cache).unwrap_err().to_string();
+        assert!(e.contains("written by others (mode 777)"), "{e}");
+        fs::set_permissions(&cache, fs::Permissions::from_mode(0o700)).unwrap();
+        let link = d.path().join("link");
+        std::os::unix::fs::symlink(&cache, &link).unwrap();
+        assert!(private_dir(&link).unwrap_err().to_string().contains("not a directory"));
+        // Another user's: only root can make one to test with.
+        if std::os::unix::fs::chown(&cache, Some(54321), None).is_ok() {
+            let e = private_dir(&cache).unwrap_err().to_string();
+            assert!(e.contains("owned by user id 54321"), "{e}");
+        } else {
+            eprintln!("skipped the foreign-owner case: only root can give a directory away");
+        }
     }
 }

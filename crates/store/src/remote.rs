@@ -41,19 +41,47 @@ pub struct RemoteError {
     pub why: String,
     /// What the user can do about it.
     pub fix: String,
+    /// spherepipe refused what the store sent (more bytes than expected, or it could not be
+    /// kept), rather than the store failing: the object is bad, the store is fine.
+    pub refused: bool,
 }
 
 /// Bytes by key, shared by machines. Keys are `/`-separated and relative to the URL's prefix.
+///
+/// Reads are bounded: a caller says how many bytes it accepts, and an object that holds more is
+/// an error before more than that is held in memory or written anywhere.
 pub trait RemoteStore: Send + Sync {
     /// The URL it was opened from.
     fn url(&self) -> &str;
-    /// The object's bytes; `None` when there is no such object.
-    fn get(&self, key: &str) -> Result<Option<Vec<u8>>, RemoteError>;
-    /// Whether the object exists.
-    fn exists(&self, key: &str) -> Result<bool, RemoteError>;
+    /// The object's bytes; `None` when there is no such object; an error when it holds more
+    /// than `limit` bytes.
+    fn get(&self, key: &str, limit: u64) -> Result<Option<Vec<u8>>, RemoteError> {
+        let mut out = Vec::new();
+        let got = self.get_into(key, limit, &mut |piece| {
+            out.extend_from_slice(piece);
+            Ok(())
+        })?;
+        Ok(got.map(|_| out))
+    }
+    /// Streams the object to `sink`, a piece at a time, without holding it whole; returns its
+    /// size, or `None` when there is no such object. More than `limit` bytes is an error, and
+    /// so is an error from `sink` (the transfer stops there).
+    fn get_into(&self, key: &str, limit: u64, sink: &mut dyn FnMut(&[u8]) -> std::io::Result<()>) -> Result<Option<u64>, RemoteError>;
+    /// The object's size and age, or `None` when there is no such object.
+    fn head(&self, key: &str) -> Result<Option<RemoteObject>, RemoteError>;
     /// Writes the object, replacing what was there (for content-addressed keys, where any
     /// writer writes the same bytes).
     fn put(&self, key: &str, bytes: Vec<u8>) -> Result<(), RemoteError>;
+    /// Writes the object from `source` (`len` bytes, as far as the caller knows), read once and
+    /// in order, without holding it whole (multipart above one part). `finish` is called after the last byte was read and before
+    /// the object becomes visible: its error aborts the upload and nothing is written.
+    fn put_stream(
+        &self,
+        key: &str,
+        len: u64,
+        source: &mut dyn std::io::Read,
+        finish: &mut dyn FnMut() -> Result<(), String>,
+    ) -> Result<(), RemoteError>;
     /// Writes the object only if there is none: of several racing writers exactly one gets
     /// [`Created::New`].
     fn create(&self, key: &str, bytes: Vec<u8>) -> Result<Created, RemoteError>;
@@ -67,6 +95,15 @@ pub trait RemoteStore: Send + Sync {
     fn check(&self) -> Result<(), RemoteError>;
 }
 
+/// The size of one part of a multipart upload, and so the most an upload holds in memory per
+/// part in flight. S3 wants parts of at least 5 MiB (but the last) and at most 10,000 parts, so
+/// a file over 160 GB gets larger parts.
+pub const DEFAULT_PART_SIZE: usize = 16 << 20;
+const S3_MIN_PART: usize = 5 << 20;
+const MAX_PARTS: u64 = 10_000;
+/// Parts uploaded at once.
+const PARTS_IN_FLIGHT: usize = 4;
+
 /// A [`RemoteStore`] over `object_store`, driven from synchronous code by a small runtime of
 /// its own.
 pub struct ObjectRemote {
@@ -74,6 +111,7 @@ pub struct ObjectRemote {
     store: Arc<dyn ObjectStore>,
     prefix: String,
     rt: tokio::runtime::Runtime,
+    part_size: usize,
 }
 
 /// The stores `memory://name` names in this process, so that opening one twice gives the same.
@@ -95,10 +133,11 @@ impl ObjectRemote {
     /// `AWS_ENDPOINT_URL`), or `memory://name`. Nothing is read or written yet.
     pub fn open(url: &str) -> Result<ObjectRemote, RemoteError> {
         let fail = |why: String, fix: &str| RemoteError {
-            url: url.to_owned(),
+            url: redact_url(url),
             doing: "opening".into(),
             why,
             fix: fix.to_owned(),
+            refused: false,
         };
         let (scheme, rest) = url
             .split_once("://")
@@ -128,11 +167,27 @@ impl ObjectRemote {
             .build()
             .map_err(|e| fail(e.to_string(), "rerun"))?;
         Ok(ObjectRemote {
-            url: url.to_owned(),
+            url: redact_url(url),
             store,
             prefix,
             rt,
+            part_size: DEFAULT_PART_SIZE,
         })
+    }
+
+    /// The same store with uploads cut into parts of `bytes` (at least S3's 5 MiB on `s3://`):
+    /// tests use small parts so that the multipart path runs on small files.
+    pub fn with_part_size(mut self, bytes: usize) -> ObjectRemote {
+        let floor = if self.url.starts_with("s3://") { S3_MIN_PART } else { 1 };
+        self.part_size = bytes.max(floor);
+        self
+    }
+
+    /// The part size for an upload of `len` bytes (0 when unknown): large enough that the
+    /// parts fit S3's count.
+    fn part_size_for(&self, len: u64) -> usize {
+        let needed = len.div_ceil(MAX_PARTS) as usize;
+        self.part_size.max(needed)
     }
 
     fn path(&self, key: &str) -> ObjectPath {
@@ -157,10 +212,95 @@ impl ObjectRemote {
         RemoteError {
             url: self.url.clone(),
             doing,
-            why: said,
+            why: redact(&said),
             fix: fix.into(),
+            refused: false,
         }
     }
+}
+
+/// S3 servers echo a refused request's signing material in their error body; none of it may
+/// reach a message, a log or a page.
+const SECRET_ELEMENTS: [&str; 6] = [
+    "StringToSign",
+    "StringToSignBytes",
+    "CanonicalRequest",
+    "CanonicalRequestBytes",
+    "SignatureProvided",
+    "AWSAccessKeyId",
+];
+/// Query parameters and header fields whose value is a signature or a credential.
+const SECRET_FIELDS: [&str; 6] = [
+    "X-Amz-Signature=",
+    "X-Amz-Credential=",
+    "X-Amz-Security-Token=",
+    "Signature=",
+    "Credential=",
+    "AWSAccessKeyId=",
+];
+const REDACTED: &str = "[redacted]";
+
+/// `text` without signatures, credentials, a URL's user-info or the values of the
+/// `AWS_*` secrets set in this process: what may be shown of a store's error.
+pub fn redact(text: &str) -> String {
+    let mut out = text.to_owned();
+    for tag in SECRET_ELEMENTS {
+        out = redact_between(&out, &format!("<{tag}>"), |rest| rest.find('<').unwrap_or(rest.len()));
+    }
+    for field in SECRET_FIELDS {
+        out = redact_between(&out, field, |rest| {
+            rest.find(|c: char| c == '&' || c == ',' || c == '"' || c == '<' || c == '\'' || c.is_whitespace())
+                .unwrap_or(rest.len())
+        });
+    }
+    for var in ["AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_ACCESS_KEY_ID"] {
+        // Short values (a test's `ci`) would blank ordinary words; real keys are 16+ characters.
+        if let Ok(v) = std::env::var(var) {
+            if v.len() >= 8 {
+                out = out.replace(&v, REDACTED);
+            }
+        }
+    }
+    redact_user_info(&out)
+}
+
+/// Replaces what follows each `start` up to where `end` says (an offset into the rest).
+fn redact_between(text: &str, start: &str, end: impl Fn(&str) -> usize) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find(start) {
+        out.push_str(&rest[..at + start.len()]);
+        rest = &rest[at + start.len()..];
+        let n = end(rest);
+        if n > 0 {
+            out.push_str(REDACTED);
+        }
+        rest = &rest[n..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Every `scheme://user:password@host` with its user-info removed.
+fn redact_user_info(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("://") {
+        out.push_str(&rest[..at + 3]);
+        rest = &rest[at + 3..];
+        let authority = rest.find(|c: char| c == '/' || c.is_whitespace() || c == '"').unwrap_or(rest.len());
+        if let Some(user) = rest[..authority].rfind('@') {
+            out.push_str(REDACTED);
+            rest = &rest[user..];
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// A URL as it may be shown: without user-info.
+fn redact_url(url: &str) -> String {
+    redact_user_info(url)
 }
 
 const CREDENTIALS_FIX: &str = "check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or the directory's permissions)";
@@ -211,29 +351,103 @@ fn s3_bucket(bucket: &str) -> Result<object_store::aws::AmazonS3, String> {
     b.build().map_err(|e| e.to_string())
 }
 
+/// Reads up to `n` bytes (fewer only at the end of `source`).
+fn read_part(source: &mut dyn std::io::Read, n: usize) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut buf = Vec::with_capacity(n);
+    source.take(n as u64).read_to_end(&mut buf)?;
+    Ok(buf)
+}
+
+/// Why a multipart upload stopped: the store's error, or ours (already worded).
+type PartError = Result<RemoteError, object_store::Error>;
+
+impl ObjectRemote {
+    /// Sends `first` and the rest of `source` as parts, at most [`PARTS_IN_FLIGHT`] at once,
+    /// then asks `finish`.
+    async fn upload_parts(
+        &self,
+        upload: &mut dyn object_store::MultipartUpload,
+        first: Vec<u8>,
+        source: &mut dyn std::io::Read,
+        part: usize,
+        finish: &mut dyn FnMut() -> Result<(), String>,
+    ) -> Result<(), PartError> {
+        use futures::StreamExt;
+        let mut in_flight = futures::stream::FuturesUnordered::new();
+        let mut next = Some(first);
+        while let Some(bytes) = next.take() {
+            let last = bytes.len() < part;
+            if !bytes.is_empty() {
+                in_flight.push(upload.put_part(PutPayload::from(bytes)));
+            }
+            while in_flight.len() >= PARTS_IN_FLIGHT {
+                in_flight.next().await.transpose().map_err(Err)?;
+            }
+            if !last {
+                let more = read_part(source, part).map_err(|e| Ok(self.refusal("reading the file to upload".into(), e.to_string())))?;
+                next = Some(more);
+            }
+        }
+        while let Some(done) = in_flight.next().await {
+            done.map_err(Err)?;
+        }
+        finish().map_err(|why| Ok(self.refusal("finishing the upload".into(), why)))
+    }
+
+    /// An error of ours (not the store's) while `doing`.
+    fn refusal(&self, doing: String, why: String) -> RemoteError {
+        RemoteError {
+            url: self.url.clone(),
+            doing,
+            why,
+            fix: "nothing from it was kept or written".into(),
+            refused: true,
+        }
+    }
+}
+
 impl RemoteStore for ObjectRemote {
     fn url(&self) -> &str {
         &self.url
     }
 
-    fn get(&self, key: &str) -> Result<Option<Vec<u8>>, RemoteError> {
+    fn get_into(&self, key: &str, limit: u64, sink: &mut dyn FnMut(&[u8]) -> std::io::Result<()>) -> Result<Option<u64>, RemoteError> {
+        use futures::StreamExt;
         let path = self.path(key);
-        let got = self.rt.block_on(async {
-            match self.store.get(&path).await {
-                Ok(r) => r.bytes().await.map(Some),
-                Err(object_store::Error::NotFound { .. }) => Ok(None),
-                Err(e) => Err(e),
+        let doing = || format!("reading {key}");
+        self.rt.block_on(async {
+            let got = match self.store.get(&path).await {
+                Ok(r) => r,
+                Err(object_store::Error::NotFound { .. }) => return Ok(None),
+                Err(e) => return Err(self.error(doing(), e)),
+            };
+            if got.meta.size > limit {
+                return Err(self.refusal(doing(), format!("it holds {} bytes, more than the {limit} expected", got.meta.size)));
             }
-        });
-        got.map(|b| b.map(|b| b.to_vec()))
-            .map_err(|e| self.error(format!("reading {key}"), e))
+            let mut stream = got.into_stream();
+            let mut n = 0u64;
+            while let Some(piece) = stream.next().await {
+                let piece = piece.map_err(|e| self.error(doing(), e))?;
+                n += piece.len() as u64;
+                if n > limit {
+                    return Err(self.refusal(doing(), format!("it holds more than the {limit} bytes expected")));
+                }
+                sink(&piece).map_err(|e| self.refusal(doing(), format!("could not keep what was read: {e}")))?;
+            }
+            Ok(Some(n))
+        })
     }
 
-    fn exists(&self, key: &str) -> Result<bool, RemoteError> {
+    fn head(&self, key: &str) -> Result<Option<RemoteObject>, RemoteError> {
         let path = self.path(key);
         match self.rt.block_on(self.store.head(&path)) {
-            Ok(_) => Ok(true),
-            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Ok(m) => Ok(Some(RemoteObject {
+                key: key.to_owned(),
+                size: m.size,
+                modified_unix: m.last_modified.timestamp(),
+            })),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
             Err(e) => Err(self.error(format!("looking for {key}"), e)),
         }
     }
@@ -244,6 +458,34 @@ impl RemoteStore for ObjectRemote {
             .block_on(self.store.put(&path, PutPayload::from(bytes)))
             .map(|_| ())
             .map_err(|e| self.error(format!("writing {key}"), e))
+    }
+
+    fn put_stream(
+        &self,
+        key: &str,
+        len: u64,
+        source: &mut dyn std::io::Read,
+        finish: &mut dyn FnMut() -> Result<(), String>,
+    ) -> Result<(), RemoteError> {
+        let part = self.part_size_for(len);
+        let doing = || format!("writing {key}");
+        let first = read_part(source, part).map_err(|e| self.refusal(doing(), e.to_string()))?;
+        if first.len() < part {
+            // One part holds it all: a plain put, once `finish` agrees.
+            finish().map_err(|why| self.refusal(doing(), why))?;
+            return self.put(key, first);
+        }
+        let path = self.path(key);
+        self.rt.block_on(async {
+            let mut upload = self.store.put_multipart(&path).await.map_err(|e| self.error(doing(), e))?;
+            match self.upload_parts(upload.as_mut(), first, source, part, finish).await {
+                Ok(()) => upload.complete().await.map(|_| ()).map_err(|e| self.error(doing(), e)),
+                Err(why) => {
+                    let _ = upload.abort().await;
+                    Err(why.unwrap_or_else(|e| self.error(doing(), e)))
+                }
+            }
+        })
     }
 
     fn create(&self, key: &str, bytes: Vec<u8>) -> Result<Created, RemoteError> {

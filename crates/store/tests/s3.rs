@@ -25,6 +25,11 @@ fn s3_url(test: &str) -> Option<String> {
     }
 }
 
+/// A fingerprint made from a name.
+fn fp(name: &str) -> String {
+    blake3::hash(name.as_bytes()).to_hex().to_string()
+}
+
 fn local_with(root: &std::path::Path, fp: &str, bytes: &[u8]) -> (Store, IndexEntry) {
     let store = Store::open(root).unwrap();
     let staging = store.new_staging_dir("t").unwrap();
@@ -47,23 +52,23 @@ fn s3_mirrors_artifacts_with_one_winner_per_fingerprint_and_refuses_corrupt_obje
     let d = tempfile::tempdir().unwrap();
 
     // Round trip into a second cache.
-    let (a, entry) = local_with(&d.path().join("a"), "fp-round-trip", b"features");
+    let (a, entry) = local_with(&d.path().join("a"), &fp("fp-round-trip"), b"features");
     assert_eq!(mirror.push(&a, &entry).unwrap(), Pushed::Recorded);
     let b = Store::open(d.path().join("b")).unwrap();
-    assert_eq!(mirror.fetch(&b, "fp-round-trip").unwrap(), Some(entry.clone()));
+    assert_eq!(mirror.fetch(&b, &fp("fp-round-trip")).unwrap(), Some(entry.clone()));
     assert_eq!(std::fs::read(b.artifact_dir(&entry.artifact).join("out.bin")).unwrap(), b"features");
 
     // Eight machines race on one fingerprint with different artifacts: S3's create-if-absent
     // lets exactly one index entry in.
     let locals: Vec<(Store, IndexEntry)> = (0..8)
-        .map(|k| local_with(&d.path().join(format!("r{k}")), "fp-race", format!("run {k}").as_bytes()))
+        .map(|k| local_with(&d.path().join(format!("r{k}")), &fp("fp-race"), format!("run {k}").as_bytes()))
         .collect();
     let results: Vec<Pushed> = std::thread::scope(|s| {
         let hs: Vec<_> = locals.iter().map(|(st, e)| s.spawn(|| mirror.push(st, e).unwrap())).collect();
         hs.into_iter().map(|h| h.join().unwrap()).collect()
     });
     assert_eq!(results.iter().filter(|r| **r == Pushed::Recorded).count(), 1, "{results:?}");
-    let winner = mirror.index_entry("fp-race").unwrap().unwrap().artifact;
+    let winner = mirror.index_entry(&fp("fp-race")).unwrap().unwrap().artifact;
     assert!(results
         .iter()
         .all(|r| matches!(r, Pushed::Recorded) || *r == Pushed::Differs { theirs: winner.clone() }));
@@ -72,8 +77,50 @@ fn s3_mirrors_artifacts_with_one_winner_per_fingerprint_and_refuses_corrupt_obje
     let key = format!("blobs/{}", blake3::hash(b"features").to_hex());
     remote.put(&key, b"featureS".to_vec()).unwrap();
     let c = Store::open(d.path().join("c")).unwrap();
-    assert!(matches!(mirror.fetch(&c, "fp-round-trip"), Err(MirrorError::Corrupt { .. })));
-    assert!(c.lookup("fp-round-trip").is_none());
+    assert!(matches!(mirror.fetch(&c, &fp("fp-round-trip")), Err(MirrorError::Corrupt { .. })));
+    assert!(c.lookup(&fp("fp-round-trip")).is_none());
+}
+
+#[test]
+fn s3_moves_files_over_one_part_as_multipart_uploads_and_refuses_what_climbs_out() {
+    let Some(url) = s3_url("multipart") else { return };
+    // S3's smallest part, 5 MiB: a 12 MB file is three parts.
+    let remote = Arc::new(ObjectRemote::open(&url).unwrap().with_part_size(5 << 20));
+    let mirror = Mirror::new(remote.clone());
+    let d = tempfile::tempdir().unwrap();
+    let big: Vec<u8> = (0..12_000_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8).collect();
+    let (a, entry) = local_with(&d.path().join("a"), &fp("big"), &big);
+    assert_eq!(mirror.push(&a, &entry).unwrap(), Pushed::Recorded);
+    let key = format!("blobs/{}", blake3::hash(&big).to_hex());
+    assert_eq!(remote.head(&key).unwrap().unwrap().size, 12_000_000);
+    let b = Store::open(d.path().join("b")).unwrap();
+    mirror.fetch(&b, &fp("big")).unwrap().unwrap();
+    assert_eq!(std::fs::read(b.artifact_dir(&entry.artifact).join("out.bin")).unwrap(), big);
+    // A local copy that rotted is not published, on the multipart path either.
+    let (r, rotten_entry) = local_with(&d.path().join("r"), &fp("rot"), &big[..11_000_000]);
+    let path = r.artifact_dir(&rotten_entry.artifact).join("out.bin");
+    let mut rotten = big[..11_000_000].to_vec();
+    rotten[10_999_999] ^= 1;
+    std::fs::write(&path, &rotten).unwrap();
+    assert!(matches!(mirror.push(&r, &rotten_entry), Err(MirrorError::LocalCorrupt { .. })));
+    assert!(remote
+        .head(&format!("blobs/{}", blake3::hash(&big[..11_000_000]).to_hex()))
+        .unwrap()
+        .is_none());
+    // A forged index entry naming a manifest whose path climbs out.
+    let planted = blake3::hash(b"planted").to_hex().to_string();
+    remote.put(&format!("blobs/{planted}"), b"planted".to_vec()).unwrap();
+    let files = format!(r#"[{{"path":"../../planted","size":7,"blake3":"{planted}"}}]"#);
+    let forged = format!(r#"{{"hash":"{}","files":{files}}}"#, fp("forged"));
+    remote
+        .put(&format!("artifacts/{}.json", fp("forged")), forged.into_bytes())
+        .unwrap();
+    let index = format!(r#"{{"fingerprint":"{}","artifact":"{}"}}"#, fp("victim"), fp("forged"));
+    remote.put(&format!("index/{}.json", fp("victim")), index.into_bytes()).unwrap();
+    let c = Store::open(d.path().join("c/cache")).unwrap();
+    let e = mirror.fetch(&c, &fp("victim")).unwrap_err();
+    assert!(e.is_bad_object() && e.to_string().contains("`..` component"), "{e}");
+    assert!(!d.path().join("planted").exists() && !d.path().join("c/planted").exists());
 }
 
 #[test]
