@@ -305,20 +305,29 @@ fn corrupt_images_and_bad_landmarks_are_skipped_and_reported() {
     new_lines[1] = f.join("\t");
     std::fs::write(&list, new_lines.join("\n") + "\n").unwrap();
     std::fs::remove_file(corpus.join("casia").join(lines[2].split('\t').next().unwrap())).unwrap();
+    // The fourth: a decode bomb, a small JPEG whose frame header claims 16,000 × 16,000.
+    let fourth = corpus.join("casia").join(lines[3].split('\t').next().unwrap());
+    let mut bomb = std::fs::read(&fourth).unwrap();
+    let sof = bomb.windows(2).position(|w| w == [0xFF, 0xC0]).unwrap();
+    bomb[sof + 5..sof + 9].copy_from_slice(&[0x3E, 0x80, 0x3E, 0x80]);
+    std::fs::write(&fourth, &bomb).unwrap();
 
     s.write("name: bad\ndatasets:\n  corpus: {path: corpus}\nstages:\n  align: {kind: align, inputs: {images: corpus}}\n");
     let r = s.run(&[]);
     assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
     let report = json(&s.artifact_dir("align").join("report.json"));
-    assert_eq!(report["corrupt"].as_array().unwrap().len(), 1, "{report}");
+    assert_eq!(report["corrupt"].as_array().unwrap().len(), 2, "{report}");
     assert_eq!(report["corrupt"][0]["image"], lines[0].split('\t').next().unwrap());
+    assert_eq!(report["corrupt"][1]["image"], lines[3].split('\t').next().unwrap());
+    let why = report["corrupt"][1]["reason"].as_str().unwrap_or_default();
+    assert!(why.contains("16000 × 16000") && why.contains("refused before decoding"), "{report}");
     assert_eq!(report["bad_landmarks"].as_array().unwrap().len(), 1);
     assert!(
         report["bad_landmarks"][0]["reason"].as_str().unwrap().contains("landmark 3 (")
             && report["bad_landmarks"][0]["reason"].as_str().unwrap().contains("outside")
     );
     assert_eq!(report["missing"], serde_json::json!([lines[2].split('\t').next().unwrap()]));
-    assert_eq!(report["aligned"].as_u64().unwrap() as usize, lines.len() - 3);
+    assert_eq!(report["aligned"].as_u64().unwrap() as usize, lines.len() - 4);
 
     // A malformed line fails the stage with the file and line, and keeps earlier artifacts.
     new_lines[4] = "0000100/005.jpg\t0\t1\t2".into();

@@ -322,9 +322,44 @@ pub fn encode_png(rgb: &[u8], width: u32, height: u32) -> Result<Vec<u8>> {
     Ok(out)
 }
 
-/// Decodes a PNG (or any supported format) to interleaved RGB.
+/// The largest side of a face row's image. Crops are a few hundred pixels at most; a row whose
+/// PNG header claims more (a shard from a shared store is untrusted input) is refused before
+/// its pixels are allocated.
+pub const MAX_FACE_SIDE: u32 = 2048;
+
+/// Decodes a face row's PNG (or any supported format) to interleaved RGB, refusing from its
+/// header an image over [`MAX_FACE_SIDE`] on a side.
 pub fn decode_rgb(bytes: &[u8]) -> Result<(Vec<u8>, u32, u32)> {
-    let img = image::load_from_memory(bytes)?.to_rgb8();
+    decode_rgb_within(bytes, MAX_FACE_SIDE)
+}
+
+/// The image's size as its header states it, read without decoding any pixel.
+pub fn image_size(bytes: &[u8]) -> Result<(u32, u32)> {
+    let reader = image::ImageReader::new(std::io::Cursor::new(bytes)).with_guessed_format()?;
+    Ok(reader.into_dimensions()?)
+}
+
+/// Refuses an image whose header states a side over `max_side`, saying what it claims.
+pub fn check_size(bytes: &[u8], max_side: u32) -> Result<(u32, u32)> {
+    let (w, h) = image_size(bytes)?;
+    if w > max_side || h > max_side {
+        bail!("its header claims {w} × {h} pixels, over the limit of {max_side} on a side: refused before decoding");
+    }
+    Ok((w, h))
+}
+
+/// Decodes any image `image` reads to interleaved RGB, refusing one over `max_side` on a side
+/// from its header, before any pixel buffer is allocated (the decoder's own limits stand behind
+/// that check).
+pub fn decode_rgb_within(bytes: &[u8], max_side: u32) -> Result<(Vec<u8>, u32, u32)> {
+    check_size(bytes, max_side)?;
+    let mut reader = image::ImageReader::new(std::io::Cursor::new(bytes)).with_guessed_format()?;
+    let mut limits = image::Limits::default();
+    limits.max_image_width = Some(max_side);
+    limits.max_image_height = Some(max_side);
+    limits.max_alloc = Some(u64::from(max_side) * u64::from(max_side) * 8);
+    reader.limits(limits);
+    let img = reader.decode()?.into_rgb8();
     let (w, h) = img.dimensions();
     Ok((img.into_raw(), w, h))
 }
@@ -332,6 +367,40 @@ pub fn decode_rgb(bytes: &[u8]) -> Result<(Vec<u8>, u32, u32)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_image_over_the_side_limit_is_refused_from_its_header() {
+        // A real PNG, 3000 × 1, a few dozen bytes: over a face row's limit.
+        let wide = encode_png(&vec![7u8; 3000 * 3], 3000, 1).unwrap();
+        assert!(wide.len() < 200);
+        assert_eq!(image_size(&wide).unwrap(), (3000, 1));
+        let e = decode_rgb(&wide).unwrap_err().to_string();
+        assert!(e.contains("3000 × 1") && e.contains("2048"), "{e}");
+        // Under a larger limit it decodes.
+        assert_eq!(decode_rgb_within(&wide, 4096).unwrap().1, 3000);
+        // A header that claims 60000 × 60000 (IHDR rewritten, CRC fixed up): refused without
+        // allocating the 10.8 GB it asks for.
+        let mut bomb = encode_png(&[1, 2, 3], 1, 1).unwrap();
+        bomb[16..20].copy_from_slice(&60_000u32.to_be_bytes());
+        bomb[20..24].copy_from_slice(&60_000u32.to_be_bytes());
+        let crc = crc32(&bomb[12..29]);
+        bomb[29..33].copy_from_slice(&crc.to_be_bytes());
+        assert_eq!(image_size(&bomb).unwrap(), (60_000, 60_000));
+        let e = decode_rgb_within(&bomb, 8192).unwrap_err().to_string();
+        assert!(e.contains("60000 × 60000"), "{e}");
+    }
+
+    /// PNG's CRC-32 (ISO 3309), bit by bit.
+    fn crc32(bytes: &[u8]) -> u32 {
+        let mut c = !0u32;
+        for &b in bytes {
+            c ^= u32::from(b);
+            for _ in 0..8 {
+                c = if c & 1 == 1 { 0xEDB8_8320 ^ (c >> 1) } else { c >> 1 };
+            }
+        }
+        !c
+    }
 
     /// Rows pushed one at a time make the very bytes `write_rows` makes of them all at once.
     #[test]

@@ -44,7 +44,9 @@ impl Stage for Align {
         // 4: the warp's arithmetic is fixed point (positions to 2⁻³² pixel, weights to 2⁻¹⁶,
         // one integer rounding), and PNGs use the Paeth filter on every row: a few pixels
         // move by one grey level, and the PNG bytes change.
-        "4"
+        // 5: an image over 8,192 pixels on a side is refused from its header (listed as bad)
+        // instead of decoded and aligned.
+        "5"
     }
     fn doc(&self) -> &'static str {
         "5-point similarity alignment to face crops (faces.parquet)"
@@ -367,7 +369,13 @@ fn decode(path: &Path) -> anyhow::Result<image::RgbImage> {
     decode_rgb(&bytes).with_context(|| format!("{} is not a decodable image", path.display()))
 }
 
-/// An image file's bytes as RGB, strictly: a JPEG without its end-of-image marker is an error.
+/// The largest side of a photo `align` decodes: far above any face dataset's, far below what a
+/// header can claim (a 630-byte JPEG can claim 16,000 × 16,000, 768 MB of pixels). A larger
+/// one is refused from its header, before its pixels are allocated, and listed as bad.
+pub const MAX_PHOTO_SIDE: u32 = 8192;
+
+/// An image file's bytes as RGB, strictly: a JPEG without its end-of-image marker is an error,
+/// and so is an image over [`MAX_PHOTO_SIDE`] on a side (from its header).
 pub fn decode_rgb(bytes: &[u8]) -> anyhow::Result<image::RgbImage> {
     if jpeg_truncated(bytes) {
         bail!("a truncated JPEG (no end-of-image marker)");
@@ -375,7 +383,8 @@ pub fn decode_rgb(bytes: &[u8]) -> anyhow::Result<image::RgbImage> {
     if let Some(img) = decode_colour_jpeg(bytes) {
         return img;
     }
-    Ok(image::load_from_memory(bytes)?.into_rgb8())
+    let (rgb, w, h) = spherepipe_face_table::decode_rgb_within(bytes, MAX_PHOTO_SIDE)?;
+    image::RgbImage::from_raw(w, h, rgb).context("the decoder returned fewer pixels than its header says")
 }
 
 /// A colour JPEG decoded straight through zune-jpeg, the decoder `image` wraps, with the same
@@ -397,6 +406,11 @@ fn decode_colour_jpeg(bytes: &[u8]) -> Option<anyhow::Result<image::RgbImage>> {
         return None;
     }
     let (w, h) = decoder.dimensions()?;
+    if w > MAX_PHOTO_SIDE as usize || h > MAX_PHOTO_SIDE as usize {
+        return Some(Err(anyhow::anyhow!(
+            "its header claims {w} × {h} pixels, over the limit of {MAX_PHOTO_SIDE} on a side: refused before decoding"
+        )));
+    }
     Some(decoder.decode().map_err(|e| anyhow::anyhow!("{e:?}")).and_then(|pixels| {
         image::RgbImage::from_raw(w as u32, h as u32, pixels).context("the decoder returned fewer pixels than its headers say")
     }))
@@ -429,6 +443,34 @@ mod tests {
             decode_colour_jpeg(&jpeg[..200]).is_some_and(|r| r.is_err()),
             "a cut JPEG is an error"
         );
+    }
+
+    /// A small JPEG whose frame header is rewritten to claim `side` × `side` pixels.
+    fn jpeg_claiming(side: u16, colour: image::ExtendedColorType) -> Vec<u8> {
+        let channels = if colour == image::ExtendedColorType::L8 { 1 } else { 3 };
+        let mut jpeg = Vec::new();
+        image::codecs::jpeg::JpegEncoder::new(&mut jpeg)
+            .encode(&vec![90u8; 16 * 16 * channels], 16, 16, colour)
+            .unwrap();
+        let sof = jpeg.windows(2).position(|w| w == [0xFF, 0xC0]).unwrap();
+        jpeg[sof + 5..sof + 7].copy_from_slice(&side.to_be_bytes());
+        jpeg[sof + 7..sof + 9].copy_from_slice(&side.to_be_bytes());
+        jpeg
+    }
+
+    #[test]
+    fn a_photo_whose_header_claims_too_many_pixels_is_refused_before_decoding() {
+        for colour in [image::ExtendedColorType::Rgb8, image::ExtendedColorType::L8] {
+            let bomb = jpeg_claiming(16_000, colour);
+            assert!(bomb.len() < 1000, "{} bytes", bomb.len());
+            let e = decode_rgb(&bomb).unwrap_err().to_string();
+            assert!(e.contains("16000 × 16000") && e.contains("8192"), "{colour:?}: {e}");
+        }
+        // At the limit's side it is not refused for its size (it is then cut short).
+        let e = decode_rgb(&jpeg_claiming(8_192, image::ExtendedColorType::Rgb8))
+            .err()
+            .map(|e| e.to_string());
+        assert!(!e.unwrap_or_default().contains("over the limit"));
     }
 
     #[test]
