@@ -142,10 +142,14 @@ fn the_page_shows_each_stage_its_results_and_figures_and_needs_nothing_else() {
         assert!(html.matches(caption).count() >= 2, "{caption}");
     }
     assert!(html.contains("<img alt=\"24 faces of shard-00000.parquet"), "the contact sheet");
-    assert!(!html.contains("http"), "the page names a URL");
+    assert!(
+        !html.replace("http-equiv", "").contains("http") && !html.contains("://"),
+        "the page names a URL"
+    );
+    // Every image is inline: PNGs and the figures' SVGs, each as a data URI.
     assert_eq!(
         html.matches(" src=\"").count(),
-        html.matches(" src=\"data:image/png;base64,").count()
+        html.matches(" src=\"data:image/png;base64,").count() + html.matches(" src=\"data:image/svg+xml;base64,").count()
     );
 
     // A param change: the trainings and what follows are stale, with the reason.
@@ -297,4 +301,47 @@ fn the_demos_page_renders_in_a_real_browser() {
         &details[..300.min(details.len())]
     );
     assert!(details.contains("\"fingerprint\": \""), "the details show `show --json`");
+}
+
+/// A figure in a shared store that carries script — a `<script>` element and an `onload`
+/// handler — is shown on the page as an image, and nothing in it runs: the page's own script
+/// still does (the Content-Security-Policy allows it by hash), theirs does not.
+#[test]
+fn a_figure_with_script_from_a_store_runs_nothing_in_the_page() {
+    let Some(browser) = browser() else { return };
+    let (_dir, url) = crate::common::shared_dir();
+    let hostile = r##"<svg xmlns="http://www.w3.org/2000/svg" width="200" height="100" onload="console.log('PWNED-onload');document.title='PWNED'"><script>console.log('PWNED-script');document.body.innerHTML='PWNED'</script><rect width="200" height="100" fill="#c00"/></svg>"##;
+    let pipeline = serde_yaml::to_string(&serde_json::json!({
+        "name": "hostile",
+        "stages": {"fig": {"kind": "figure", "params": {"svg": hostile}}},
+    }))
+    .unwrap();
+    // One machine puts the figure in the store; another downloads it and writes its page.
+    let a = Sandbox::new();
+    a.write(&pipeline);
+    assert_eq!(a.run(&["--store", &url]).code, 0);
+    let b = Sandbox::new();
+    b.write(&pipeline);
+    let r = b.run(&["--store", &url]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let page = b.cache().join("reports/hostile.html");
+    let html = std::fs::read_to_string(&page).unwrap();
+    // The SVG is in the page only as an image (its text shows, as JSON data, in `fig`'s params).
+    assert!(
+        !html.contains("<script>console") && !html.contains("<rect width=\"200\""),
+        "the figure is markup in the page"
+    );
+    assert!(html.contains(" src=\"data:image/svg+xml;base64,"), "the figure is shown");
+    let (dom, log) = headless(&browser, &format!("file://{}#stage=fig", page.display()), &["--dump-dom"]);
+    assert!(!log.contains("PWNED-"), "the figure's script ran:\n{log}");
+    assert!(
+        dom.contains("<title>hostile — spherepipe</title>"),
+        "the figure's onload ran: {dom}"
+    );
+    let details = &dom[dom.find("id=\"details\"").expect("the details box")..];
+    assert!(
+        details.starts_with("id=\"details\"><h3>fig [figure] cached</h3>"),
+        "the page's own script ran: {}",
+        &details[..200.min(details.len())]
+    );
 }

@@ -156,6 +156,9 @@ pub fn sinks(p: &Pipeline) -> Vec<String> {
         .collect()
 }
 
+/// The largest figure file the page embeds.
+const MAX_FIGURE_BYTES: u64 = 16 << 20;
+
 /// Every figure a cached stage's artifact holds (as its kind lists them), then a contact sheet
 /// of the first shard artifact's first file.
 fn figures(p: &Pipeline, dirs: &[Option<PathBuf>]) -> Vec<Figure> {
@@ -163,7 +166,13 @@ fn figures(p: &Pipeline, dirs: &[Option<PathBuf>]) -> Vec<Figure> {
     for (node, dir) in p.nodes.iter().zip(dirs) {
         let Some(dir) = dir else { continue };
         for (file, caption) in node.kind.figures() {
-            if let Ok(svg) = std::fs::read_to_string(dir.join(file)) {
+            // A figure is a few hundred kB; a larger file (an artifact may come from a shared
+            // store) is left out rather than copied into the page.
+            let path = dir.join(file);
+            if std::fs::metadata(&path).map_or(true, |m| m.len() > MAX_FIGURE_BYTES) {
+                continue;
+            }
+            if let Ok(svg) = std::fs::read_to_string(&path) {
                 out.push(Figure {
                     stage: node.name.clone(),
                     caption: caption.to_owned(),

@@ -62,12 +62,25 @@ for(const r of document.querySelectorAll('#dag rect.node')){r.addEventListener('
 const want=decodeURIComponent(location.hash.replace(/^#stage=/,''));
 for(const n of data){const s=n.members.find(m=>m.name==want);if(s)stage(s);else if(n.label==want)show(n);}";
 
+/// The page's Content-Security-Policy: nothing is fetched, images only from `data:` URIs, and
+/// the one script that runs is ours, by its hash. Figures come from artifacts, which may come
+/// from a shared store: whatever script hides in them does not run.
+pub fn content_security_policy() -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(SCRIPT.as_bytes());
+    format!(
+        "default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src 'sha256-{}'; base-uri 'none'; form-action 'none'",
+        base64(&digest)
+    )
+}
+
 /// The whole page.
 pub fn document(page: &Page, dag: &DagDrawing) -> String {
     let mut out = String::new();
     let _ = write!(
         out,
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width,initial-scale=1\"><title>{} — spherepipe</title><style>{STYLE}</style></head><body>\n",
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><meta http-equiv=\"Content-Security-Policy\" content=\"{}\"><meta name=\"viewport\" content=\"width=device-width,initial-scale=1\"><title>{} — spherepipe</title><style>{STYLE}</style></head><body>\n",
+        content_security_policy(),
         escape(&page.name)
     );
     out += &header(page);
@@ -160,14 +173,13 @@ fn figures_section(figures: &[Figure]) -> String {
         out += "<p>No figures yet.</p>\n";
     }
     for f in figures {
-        let image = match &f.image {
-            Image::Svg(text) => inline_svg(text),
-            Image::Png(bytes) => format!(
-                "<img alt=\"{}\" src=\"data:image/png;base64,{}\">",
-                escape(&f.caption),
-                base64(bytes)
-            ),
+        // As images, never inline markup: an SVG shown through <img> runs no script and
+        // fetches nothing, whatever it holds.
+        let (mime, bytes) = match &f.image {
+            Image::Svg(text) => ("image/svg+xml", text.as_bytes()),
+            Image::Png(bytes) => ("image/png", bytes.as_slice()),
         };
+        let image = format!("<img alt=\"{}\" src=\"data:{mime};base64,{}\">", escape(&f.caption), base64(bytes));
         let _ = writeln!(
             out,
             "<figure>{image}<figcaption><b>{}</b> — {}</figcaption></figure>",
@@ -176,14 +188,6 @@ fn figures_section(figures: &[Figure]) -> String {
         );
     }
     out
-}
-
-/// An SVG document's `<svg>` element, without the XML declaration or doctype before it, and
-/// without namespace declarations, which HTML does not need (so the page names no URL at all).
-fn inline_svg(text: &str) -> String {
-    let svg = text.find("<svg").map_or("", |at| &text[at..]);
-    svg.replace(" xmlns=\"http://www.w3.org/2000/svg\"", "")
-        .replace(" xmlns:xlink=\"http://www.w3.org/1999/xlink\"", "")
 }
 
 /// The nodes with their stages, for the script (every `<` written as `\u003c`, so nothing in
@@ -234,9 +238,12 @@ mod tests {
     }
 
     #[test]
-    fn an_svg_file_is_inlined_from_its_svg_element() {
-        let file = "<?xml version=\"1.0\"?>\n<!DOCTYPE svg>\n<svg width=\"3\" xmlns=\"http://www.w3.org/2000/svg\"><g/></svg>\n";
-        assert_eq!(inline_svg(file), "<svg width=\"3\"><g/></svg>\n");
-        assert_eq!(inline_svg("not an svg"), "");
+    fn the_policy_allows_exactly_the_pages_script() {
+        use sha2::Digest;
+        let csp = content_security_policy();
+        // The hash of the script text, as CSP computes it: sha256 over its UTF-8, base64.
+        let want = base64(&sha2::Sha256::digest(SCRIPT.as_bytes()));
+        assert!(csp.contains(&format!("script-src 'sha256-{want}'")) && want.len() == 44, "{csp}");
+        assert!(csp.starts_with("default-src 'none'") && csp.contains("img-src data:"), "{csp}");
     }
 }

@@ -112,8 +112,14 @@ fn results_show_the_metrics_cells_and_the_page_needs_nothing_outside_it() {
         spherepipe_headline::cell(&json!(0.123456))
     );
     assert!(html.contains(&row), "{row}");
-    assert!(html.contains("<svg><circle r=\"1\"/></svg>"));
-    assert!(!html.contains("http"), "a URL in the page");
+    // The figure's SVG as an image (base64 of its bytes), never as markup in the page.
+    let svg = "<?xml version=\"1.0\"?>\n<svg xmlns=\"http://www.w3.org/2000/svg\"><circle r=\"1\"/></svg>";
+    let data_uri = format!("src=\"data:image/svg+xml;base64,{}\"", crate::html::base64(svg.as_bytes()));
+    assert!(html.contains(&data_uri) && !html.contains("<circle"), "{html}");
+    assert!(
+        !html.replace("http-equiv", "").contains("http") && !html.contains("://"),
+        "a URL in the page"
+    );
     assert!(!html.contains("src=\"") || html.matches("src=\"data:").count() == html.matches("src=\"").count());
     assert!(!html.contains("<link") && !html.contains("@import") && !html.contains("url(http"));
 }

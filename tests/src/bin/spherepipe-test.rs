@@ -27,6 +27,31 @@ impl Stage for Fail {
     }
 }
 
+/// Writes the SVG its param gives as a figure the page shows: for the test that a figure
+/// holding script (from a shared store) runs nothing in the page.
+struct FigureKind;
+impl Stage for FigureKind {
+    fn kind(&self) -> &'static str {
+        "figure"
+    }
+    fn version(&self) -> &'static str {
+        "1"
+    }
+    fn params(&self) -> Vec<ParamSpec> {
+        vec![ParamSpec::new("svg", ParamType::Str, "<svg/>", "the figure's SVG text")]
+    }
+    fn inputs(&self) -> Vec<InputSpec> {
+        vec![]
+    }
+    fn figures(&self) -> Vec<(&'static str, &'static str)> {
+        vec![("figure.svg", "a figure from the store")]
+    }
+    fn run(&self, ctx: &StageContext<'_>) -> anyhow::Result<()> {
+        std::fs::write(ctx.out_dir.join("figure.svg"), ctx.params.str("svg")?)?;
+        Ok(())
+    }
+}
+
 struct Panic;
 impl Stage for Panic {
     fn kind(&self) -> &'static str {
@@ -98,6 +123,6 @@ fn lines(r: std::ops::Range<usize>) -> String {
 
 fn main() -> std::process::ExitCode {
     let mut r = spherepipe_cli::default_registry();
-    r.register(Fail).register(Panic).register(Chunks);
+    r.register(Fail).register(Panic).register(Chunks).register(FigureKind);
     spherepipe_cli::main_with(r)
 }
