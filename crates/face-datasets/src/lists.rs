@@ -41,7 +41,15 @@ pub fn read_lfw_pairs(path: &Path) -> Result<Vec<LfwPair>, ReadError> {
         .next()
         .ok_or_else(|| err(path, Some(1), "empty file; expected a header `10<TAB>N`"))?;
     let (folds, n) = lfw_header(path, header)?;
-    let mut out = Vec::with_capacity(folds * 2 * n);
+    // The header is untrusted: it sizes nothing beyond the lines the file holds.
+    let promised = n.checked_mul(2).and_then(|m| m.checked_mul(folds)).ok_or_else(|| {
+        err(
+            path,
+            Some(1),
+            format!("the header promises {folds} folds of {n} pairs each, more than can be counted"),
+        )
+    })?;
+    let mut out = Vec::with_capacity(promised.min(text.lines().count()));
     for fold in 0..folds {
         for k in 0..2 * n {
             let Some((i, line)) = lines.next() else {
@@ -155,7 +163,9 @@ pub fn read_ytf_splits(path: &Path) -> Result<Vec<YtfPair>, ReadError> {
         }
         let split = f[0]
             .parse::<usize>()
-            .map_err(|_| err(path, Some(ln), format!("split number `{}` is not an integer", f[0])))?;
+            .ok()
+            .filter(|&s| s >= 1)
+            .ok_or_else(|| err(path, Some(ln), format!("split number `{}` is not an integer from 1 up", f[0])))?;
         let flag = |s: &str| match s {
             "0" => Ok(false),
             "1" => Ok(true),
@@ -222,6 +232,23 @@ mod tests {
             .unwrap_err()
             .to_string()
             .ends_with("pairs.txt:2: expected a matched pair `name i j` (pair 1 of fold 1), found 2 fields"));
+    }
+
+    #[test]
+    fn headers_and_split_numbers_that_lie_are_refused_without_allocating() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("pairs.txt");
+        // A header that promises a billion pairs per fold in a three-line file.
+        std::fs::write(&p, "10\t1000000000\nA\t1\t2\nB\t1\t2\n").unwrap();
+        let e = read_lfw_pairs(&p).unwrap_err().to_string();
+        assert!(e.contains("file ends in fold 1 after 2 of its 2000000000 pairs"), "{e}");
+        std::fs::write(&p, format!("{}\t{}\n", usize::MAX, usize::MAX)).unwrap();
+        let e = read_lfw_pairs(&p).unwrap_err().to_string();
+        assert!(e.contains("pairs.txt:1") && e.contains("more than can be counted"), "{e}");
+        let y = d.path().join("splits.txt");
+        std::fs::write(&y, "0, A/1, B/2, 0, 0\n").unwrap();
+        let e = read_ytf_splits(&y).unwrap_err().to_string();
+        assert!(e.contains("splits.txt:1") && e.contains("from 1 up"), "{e}");
     }
 
     #[test]

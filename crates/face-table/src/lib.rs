@@ -274,12 +274,46 @@ pub fn for_each_row_batch(path: &Path, rows: usize, mut each: impl FnMut(Vec<Fac
     Ok(())
 }
 
-/// Rows in a Parquet file, from its footer (no data pages read).
+/// Rows in a face or feature table, from its footer (no data pages read). A footer may lie
+/// (a table from a shared store is untrusted input), and callers size work by this count, so
+/// it is bounded by what the file can hold: every row of these tables stores at least four
+/// bytes (a PNG's length word, or a feature's float), plain.
 pub fn row_count(path: &Path) -> Result<usize> {
+    let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let len = file.metadata().with_context(|| format!("reading {}", path.display()))?.len();
+    let builder =
+        ParquetRecordBatchReaderBuilder::try_new(file).with_context(|| format!("{} is not a readable Parquet file", path.display()))?;
+    let rows = builder.metadata().file_metadata().num_rows();
+    if rows < 0 || rows as u64 > len / 4 {
+        bail!(
+            "{}: its footer claims {rows} rows, more than a file of {len} bytes can hold; the file is damaged or forged (rebuild the stage that made it)",
+            path.display()
+        );
+    }
+    Ok(rows as usize)
+}
+
+/// Every row's `label`, read without touching the other columns.
+pub fn read_labels(path: &Path) -> Result<Vec<i32>> {
     let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
     let builder =
         ParquetRecordBatchReaderBuilder::try_new(file).with_context(|| format!("{} is not a readable Parquet file", path.display()))?;
-    Ok(builder.metadata().file_metadata().num_rows().max(0) as usize)
+    let idx = builder
+        .schema()
+        .index_of("label")
+        .map_err(|_| anyhow!("{} has no `label` column", path.display()))?;
+    let mask = parquet::arrow::ProjectionMask::roots(builder.parquet_schema(), [idx]);
+    let mut out = Vec::new();
+    for b in builder.with_projection(mask).build()? {
+        let b = b?;
+        let c = b
+            .column(0)
+            .as_any()
+            .downcast_ref::<Int32Array>()
+            .ok_or_else(|| anyhow!("`label` is not an int32 column"))?;
+        out.extend_from_slice(c.values());
+    }
+    Ok(out)
 }
 
 /// One string column of a Parquet file, read without touching the others (image bytes stay
@@ -453,6 +487,30 @@ mod tests {
             spill::read_record(&mut std::io::Cursor::new(one)).is_err(),
             "a cut record is an error"
         );
+    }
+
+    #[test]
+    fn a_footer_claiming_more_rows_than_the_file_can_hold_is_refused_and_labels_read_alone() {
+        let d = tempfile::tempdir().unwrap();
+        let rows: Vec<FaceRow> = (0..25).map(row).collect();
+        let p = d.path().join("f.parquet");
+        write_rows(&p, &rows, 10).unwrap();
+        assert_eq!(row_count(&p).unwrap(), 25);
+        assert_eq!(read_labels(&p).unwrap(), (0..25).collect::<Vec<i32>>());
+        // A real Parquet file (one constant int column, run-length encoded) whose footer says
+        // a million rows in a few hundred bytes: no face or feature table is like that.
+        let q = d.path().join("dense.parquet");
+        let schema = std::sync::Arc::new(Schema::new(vec![Field::new("label", DataType::Int32, false)]));
+        let batch =
+            arrow::record_batch::RecordBatch::try_new(schema.clone(), vec![std::sync::Arc::new(Int32Array::from(vec![7; 1_000_000]))])
+                .unwrap();
+        let mut w = ArrowWriter::try_new(std::fs::File::create(&q).unwrap(), schema, None).unwrap();
+        w.write(&batch).unwrap();
+        w.close().unwrap();
+        let len = std::fs::metadata(&q).unwrap().len();
+        assert!(len < 4_000_000 / 4, "{len} bytes");
+        let e = row_count(&q).unwrap_err().to_string();
+        assert!(e.contains("claims 1000000 rows") && e.contains("damaged or forged"), "{e}");
     }
 
     fn row(i: i32) -> FaceRow {

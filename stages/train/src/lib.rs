@@ -301,11 +301,39 @@ impl ShardSet {
         if manifest.labels < 2 {
             bail!("the shards hold {} class(es); training needs at least 2", manifest.labels);
         }
+        let files = manifest.paths(dir);
+        dense_labels(&files, manifest.labels)?;
         Ok(ShardSet {
-            files: manifest.paths(dir),
+            files,
             classes: manifest.labels,
         })
     }
+}
+
+/// Checks, before anything trains, that the shards' labels are exactly 0..classes (the
+/// classifier has one row per class): a label outside would be an index out of range deep in
+/// the backend, and a gap a class that never trains.
+fn dense_labels(files: &[PathBuf], classes: usize) -> anyhow::Result<()> {
+    let mut seen = vec![false; classes];
+    for f in files {
+        for label in spherepipe_face_table::read_labels(f)? {
+            match usize::try_from(label).ok().and_then(|l| seen.get_mut(l)) {
+                Some(s) => *s = true,
+                None => bail!(
+                    "{} holds label {label}, but the shards hold {classes} classes, so labels must run from 0 to {}: the shards were not made by `shard` from `align`, or were changed; rebuild them",
+                    f.display(),
+                    classes - 1
+                ),
+            }
+        }
+    }
+    if let Some(gap) = seen.iter().position(|s| !s) {
+        bail!(
+            "no shard row has label {gap}: labels must run from 0 to {} without gaps; rebuild the shards",
+            classes - 1
+        );
+    }
+    Ok(())
 }
 
 /// The face size [height, width] of the shards, from their first image, so FC1 fits the crops.
@@ -455,6 +483,40 @@ fn write_checkpoint(trainer: &Trainer, metrics: &[(StepMetrics, f64)], ckpt: &Pa
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn labels_that_are_not_zero_to_n_stop_training_before_it_starts() {
+        let d = tempfile::tempdir().unwrap();
+        let shard = |name: &str, labels: &[i32]| {
+            let png = spherepipe_face_table::encode_png(&[9u8; 12], 2, 2).unwrap();
+            let rows: Vec<spherepipe_face_table::FaceRow> = labels
+                .iter()
+                .map(|&label| spherepipe_face_table::FaceRow {
+                    png: png.clone(),
+                    height: 2,
+                    width: 2,
+                    label,
+                    identity: format!("P{label}"),
+                    dataset: "casia".into(),
+                    source: "x.jpg".into(),
+                    video: None,
+                    landmarks: [0.0; 10],
+                    flipped: false,
+                })
+                .collect();
+            let p = d.path().join(name);
+            spherepipe_face_table::write_rows(&p, &rows, 8).unwrap();
+            p
+        };
+        let dense = [shard("a", &[0, 1]), shard("b", &[2, 1])];
+        dense_labels(&dense, 3).unwrap();
+        let e = dense_labels(&[shard("c", &[0, 5])], 2).unwrap_err().to_string();
+        assert!(e.contains("holds label 5") && e.contains("from 0 to 1"), "{e}");
+        let e = dense_labels(&[shard("d", &[0, -1])], 2).unwrap_err().to_string();
+        assert!(e.contains("holds label -1"), "{e}");
+        let e = dense_labels(&[shard("e", &[0, 2])], 3).unwrap_err().to_string();
+        assert!(e.contains("no shard row has label 1"), "{e}");
+    }
 
     fn params(loss: &str) -> Params {
         let mut p = Params(Default::default());
