@@ -140,6 +140,63 @@ fn verify_finds_a_flipped_byte_and_the_next_run_rebuilds_it() {
     assert_eq!(s.sp(&["verify", "--cache", "cache"]).code, 0);
 }
 
+/// A cache's own index and manifests are read as untrusted too (another user, a bad disk, a
+/// hand edit): an entry with a short, climbing or foreign artifact, junk under `index/` and
+/// `artifacts/`, and a manifest edited to climb out make no command panic, and the next run
+/// rebuilds what they named.
+#[test]
+fn odd_entries_in_a_cache_make_no_command_panic_and_are_rebuilt() {
+    let s = Sandbox::diamond();
+    assert_eq!(s.run(&[]).code, 0);
+    let fps: std::collections::BTreeMap<String, String> = json(&s.sp(&["status", "p.yaml", "--json"]))
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| {
+            (
+                v["stage"].as_str().unwrap().to_owned(),
+                v["fingerprint"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let index = |stage: &str| s.cache().join("index").join(format!("{}.json", fps[stage]));
+    let entry = |artifact: &str| format!(r#"{{"fingerprint":"{}","artifact":"{artifact}"}}"#, fps["draw"]);
+    std::fs::write(index("draw"), entry("abc")).unwrap();
+    std::fs::write(index("half"), entry("../../../../tmp")).unwrap();
+    std::fs::write(s.cache().join("index/junk.json"), b"{\"fingerprint\": 3").unwrap();
+    std::fs::write(s.cache().join("index/x.json"), entry("abc")).unwrap();
+    std::fs::create_dir_all(s.cache().join("artifacts/not-a-hash")).unwrap();
+    // `words`' manifest, edited to list a file that climbs out.
+    let words = s.last_artifacts()["words"].clone();
+    let mpath = s.cache().join("artifacts").join(&words).join(".manifest.json");
+    let mut m: Value = serde_json::from_slice(&std::fs::read(&mpath).unwrap()).unwrap();
+    m["files"][0]["path"] = "../../../escape.txt".into();
+    std::fs::write(&mpath, serde_json::to_vec(&m).unwrap()).unwrap();
+
+    for args in [
+        vec!["status", "p.yaml"],
+        vec!["status", "p.yaml", "--json"],
+        vec!["show", "p.yaml", "draw"],
+        vec!["show", "p.yaml", "words", "--json"],
+        vec!["gc", "p.yaml"],
+    ] {
+        let r = s.sp(&args);
+        assert_eq!(r.code, 0, "{args:?}: {}{}", r.stdout, r.stderr);
+        assert!(!r.stderr.contains("panicked"), "{args:?}: {}", r.stderr);
+    }
+    let r = s.sp(&["verify", "--cache", "cache"]);
+    assert_eq!(r.code, 1, "{}{}", r.stdout, r.stderr);
+    assert!(r.stdout.contains(&words) && r.stdout.contains("`..` component"), "{}", r.stdout);
+    let r = s.run(&[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let states = s.last_states();
+    for stage in ["draw", "half", "words"] {
+        assert_eq!(states[stage], "ran", "{stage} is rebuilt: {states:?}");
+    }
+    assert!(!s.path().parent().unwrap().join("escape.txt").exists());
+    assert_eq!(s.sp(&["verify", "--cache", "cache"]).code, 0);
+}
+
 #[test]
 fn gc_lists_then_deletes_what_no_pipeline_uses() {
     let s = Sandbox::diamond();

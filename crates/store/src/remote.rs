@@ -101,8 +101,9 @@ pub trait RemoteStore: Send + Sync {
 pub const DEFAULT_PART_SIZE: usize = 16 << 20;
 const S3_MIN_PART: usize = 5 << 20;
 const MAX_PARTS: u64 = 10_000;
-/// Parts uploaded at once.
-const PARTS_IN_FLIGHT: usize = 4;
+/// Parts uploaded at once (so at most this many parts are held in memory, plus the one being
+/// read).
+const PARTS_IN_FLIGHT: usize = 8;
 
 /// A [`RemoteStore`] over `object_store`, driven from synchronous code by a small runtime of
 /// its own.
@@ -162,7 +163,10 @@ impl ObjectRemote {
             }
             other => return Err(fail(format!("unknown scheme `{other}`"), "use file://, s3:// or memory://")),
         };
-        let rt = tokio::runtime::Builder::new_current_thread()
+        // Two workers: the parts of an upload travel on them while the caller reads (and
+        // hashes) the next part from disk.
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
             .enable_all()
             .build()
             .map_err(|e| fail(e.to_string(), "rerun"))?;
@@ -339,9 +343,17 @@ fn s3_bucket(bucket: &str) -> Result<object_store::aws::AmazonS3, String> {
         max_retries: 3,
         retry_timeout: std::time::Duration::from_secs(20),
     };
+    // A request may carry gigabytes (a multipart completion of a MegaFace feature table takes
+    // the server a while; a download of one streams for minutes on a slow link), so no
+    // request has a total deadline (object_store's default is 30 s); a connection that stalls
+    // for two minutes is given up instead.
+    use object_store::aws::AmazonS3ConfigKey::Client;
+    use object_store::ClientConfigKey::{ReadTimeout, Timeout};
     let mut b = object_store::aws::AmazonS3Builder::from_env()
         .with_bucket_name(bucket)
-        .with_retry(retry);
+        .with_retry(retry)
+        .with_config(Client(Timeout), "24h")
+        .with_config(Client(ReadTimeout), "120s");
     if endpoint.starts_with("http://") {
         b = b.with_allow_http(true);
     }
@@ -362,6 +374,17 @@ fn read_part(source: &mut dyn std::io::Read, n: usize) -> std::io::Result<Vec<u8
 /// Why a multipart upload stopped: the store's error, or ours (already worded).
 type PartError = Result<RemoteError, object_store::Error>;
 
+/// A spawned part's end: its own error, or the task's (a panic in the HTTP client).
+fn joined(done: Result<object_store::Result<()>, tokio::task::JoinError>) -> Result<(), PartError> {
+    match done {
+        Ok(r) => r.map_err(Err),
+        Err(e) => Err(Err(object_store::Error::Generic {
+            store: "upload",
+            source: Box::new(e),
+        })),
+    }
+}
+
 impl ObjectRemote {
     /// Sends `first` and the rest of `source` as parts, at most [`PARTS_IN_FLIGHT`] at once,
     /// then asks `finish`.
@@ -379,10 +402,12 @@ impl ObjectRemote {
         while let Some(bytes) = next.take() {
             let last = bytes.len() < part;
             if !bytes.is_empty() {
-                in_flight.push(upload.put_part(PutPayload::from(bytes)));
+                in_flight.push(tokio::spawn(upload.put_part(PutPayload::from(bytes))));
             }
             while in_flight.len() >= PARTS_IN_FLIGHT {
-                in_flight.next().await.transpose().map_err(Err)?;
+                if let Some(done) = in_flight.next().await {
+                    joined(done)?;
+                }
             }
             if !last {
                 let more = read_part(source, part).map_err(|e| Ok(self.refusal("reading the file to upload".into(), e.to_string())))?;
@@ -390,7 +415,7 @@ impl ObjectRemote {
             }
         }
         while let Some(done) = in_flight.next().await {
-            done.map_err(Err)?;
+            joined(done)?;
         }
         finish().map_err(|why| Ok(self.refusal("finishing the upload".into(), why)))
     }
