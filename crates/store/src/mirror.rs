@@ -647,7 +647,7 @@ impl Mirror {
         let mut h = blake3::Hasher::new();
         let mut n = 0u64;
         let mut too_long = false;
-        let got = self.remote.get_into(key, u64::MAX, &mut |piece| {
+        let got = self.remote.get_sized(key, size, &mut |piece| {
             n += piece.len() as u64;
             if n > size {
                 too_long = true;
@@ -658,6 +658,7 @@ impl Mirror {
         });
         match got {
             Err(_) if too_long => return Ok(Arrived::Hashed(format!("something longer than its {size} bytes"))),
+            Err(e) if e.refused => return Ok(Arrived::Hashed(format!("something other than its {size} bytes ({})", e.why))),
             Err(e) => return Err(e.into()),
             Ok(None) => return Ok(Arrived::Missing),
             Ok(Some(_)) => {}

@@ -67,6 +67,12 @@ pub trait RemoteStore: Send + Sync {
     /// size, or `None` when there is no such object. More than `limit` bytes is an error, and
     /// so is an error from `sink` (the transfer stops there).
     fn get_into(&self, key: &str, limit: u64, sink: &mut dyn FnMut(&[u8]) -> std::io::Result<()>) -> Result<Option<u64>, RemoteError>;
+    /// Streams an object the caller knows to hold `size` bytes to `sink`, in order; a large
+    /// one may travel as several ranges at once. An object of another size is refused (as
+    /// [`RemoteError::refused`]); `None` when there is no such object.
+    fn get_sized(&self, key: &str, size: u64, sink: &mut dyn FnMut(&[u8]) -> std::io::Result<()>) -> Result<Option<u64>, RemoteError> {
+        self.get_into(key, size, sink)
+    }
     /// The object's size and age, or `None` when there is no such object.
     fn head(&self, key: &str) -> Result<Option<RemoteObject>, RemoteError>;
     /// Writes the object, replacing what was there (for content-addressed keys, where any
@@ -420,6 +426,43 @@ impl ObjectRemote {
         finish().map_err(|why| Ok(self.refusal("finishing the upload".into(), why)))
     }
 
+    /// Fetches `path` as ranges of `range` bytes, at most [`PARTS_IN_FLIGHT`] at once on the
+    /// runtime's workers, and hands them to `sink` in order (so a hash over them is the
+    /// object's). At most that many ranges are held in memory.
+    async fn ranges_in_order(
+        &self,
+        path: &ObjectPath,
+        size: u64,
+        range: u64,
+        sink: &mut dyn FnMut(&[u8]) -> std::io::Result<()>,
+    ) -> Result<u64, PartError> {
+        use futures::StreamExt;
+        let mut pending = futures::stream::FuturesOrdered::new();
+        let (mut start, mut got) = (0u64, 0u64);
+        loop {
+            while pending.len() < PARTS_IN_FLIGHT && start < size {
+                let end = (start + range).min(size);
+                let (store, path) = (self.store.clone(), path.clone());
+                pending.push_back(tokio::spawn(async move {
+                    let opts = object_store::GetOptions {
+                        range: Some((start..end).into()),
+                        ..Default::default()
+                    };
+                    store.get_opts(&path, opts).await?.bytes().await
+                }));
+                start = end;
+            }
+            let Some(done) = pending.next().await else { break };
+            let bytes = match done {
+                Ok(r) => r.map_err(Err)?,
+                Err(e) => return Err(Ok(self.refusal("reading a range".into(), e.to_string()))),
+            };
+            got += bytes.len() as u64;
+            sink(&bytes).map_err(|e| Ok(self.refusal("reading a range".into(), format!("could not keep what was read: {e}"))))?;
+        }
+        Ok(got)
+    }
+
     /// An error of ours (not the store's) while `doing`.
     fn refusal(&self, doing: String, why: String) -> RemoteError {
         RemoteError {
@@ -461,6 +504,27 @@ impl RemoteStore for ObjectRemote {
                 sink(&piece).map_err(|e| self.refusal(doing(), format!("could not keep what was read: {e}")))?;
             }
             Ok(Some(n))
+        })
+    }
+
+    fn get_sized(&self, key: &str, size: u64, sink: &mut dyn FnMut(&[u8]) -> std::io::Result<()>) -> Result<Option<u64>, RemoteError> {
+        let range = self.part_size as u64;
+        if size <= range {
+            return self.get_into(key, size, sink);
+        }
+        let path = self.path(key);
+        let doing = || format!("reading {key}");
+        self.rt.block_on(async {
+            match self.store.head(&path).await {
+                Ok(m) if m.size == size => {}
+                Ok(m) => return Err(self.refusal(doing(), format!("it holds {} bytes, not the {size} expected", m.size))),
+                Err(object_store::Error::NotFound { .. }) => return Ok(None),
+                Err(e) => return Err(self.error(doing(), e)),
+            }
+            self.ranges_in_order(&path, size, range, sink)
+                .await
+                .map_err(|e| e.unwrap_or_else(|e| self.error(doing(), e)))
+                .map(Some)
         })
     }
 
