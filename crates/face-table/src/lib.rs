@@ -295,30 +295,29 @@ pub fn row_count(path: &Path) -> Result<usize> {
 
 /// Every row's `label`, read without touching the other columns.
 pub fn read_labels(path: &Path) -> Result<Vec<i32>> {
-    let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let builder =
-        ParquetRecordBatchReaderBuilder::try_new(file).with_context(|| format!("{} is not a readable Parquet file", path.display()))?;
-    let idx = builder
-        .schema()
-        .index_of("label")
-        .map_err(|_| anyhow!("{} has no `label` column", path.display()))?;
-    let mask = parquet::arrow::ProjectionMask::roots(builder.parquet_schema(), [idx]);
     let mut out = Vec::new();
-    for b in builder.with_projection(mask).build()? {
-        let b = b?;
-        let c = b
-            .column(0)
-            .as_any()
-            .downcast_ref::<Int32Array>()
-            .ok_or_else(|| anyhow!("`label` is not an int32 column"))?;
-        out.extend_from_slice(c.values());
-    }
+    for_each_column_batch::<Int32Array>(path, "label", "an int32", |c| out.extend_from_slice(c.values()))?;
     Ok(out)
 }
 
 /// One string column of a Parquet file, read without touching the others (image bytes stay
 /// on disk), plus the file's Arrow schema.
 pub fn read_string_column(path: &Path, column: &str) -> Result<(SchemaRef, Vec<String>)> {
+    let mut out = Vec::new();
+    let schema = for_each_column_batch::<StringArray>(path, column, "a string", |c| {
+        out.extend((0..c.len()).map(|i| c.value(i).to_owned()))
+    })?;
+    Ok((schema, out))
+}
+
+/// Hands `each` every batch of one column of a Parquet file, as arrow array type `A` (`kind`
+/// names it for the error), reading no other column; returns the file's Arrow schema.
+fn for_each_column_batch<A: arrow::array::Array + 'static>(
+    path: &Path,
+    column: &str,
+    kind: &str,
+    mut each: impl FnMut(&A),
+) -> Result<SchemaRef> {
     let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
     let builder =
         ParquetRecordBatchReaderBuilder::try_new(file).with_context(|| format!("{} is not a readable Parquet file", path.display()))?;
@@ -327,17 +326,16 @@ pub fn read_string_column(path: &Path, column: &str) -> Result<(SchemaRef, Vec<S
         .index_of(column)
         .map_err(|_| anyhow!("{} has no `{column}` column", path.display()))?;
     let mask = parquet::arrow::ProjectionMask::roots(builder.parquet_schema(), [idx]);
-    let mut out = Vec::new();
     for b in builder.with_projection(mask).build()? {
         let b = b?;
         let c = b
             .column(0)
             .as_any()
-            .downcast_ref::<StringArray>()
-            .ok_or_else(|| anyhow!("`{column}` is not a string column"))?;
-        out.extend((0..c.len()).map(|i| c.value(i).to_owned()));
+            .downcast_ref::<A>()
+            .ok_or_else(|| anyhow!("`{column}` is not {kind} column"))?;
+        each(c);
     }
-    Ok((schema, out))
+    Ok(schema)
 }
 
 /// PNG-encodes an interleaved RGB image: fast deflate, and the Paeth filter on every row.

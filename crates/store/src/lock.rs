@@ -24,14 +24,7 @@ impl CacheLock {
     /// Takes the lock on `root/LOCK`. `on_wait` is called once if we have to wait, with a
     /// description of the holder.
     pub fn acquire(root: &Path, mode: LockMode, on_wait: impl FnOnce(&str)) -> Result<CacheLock> {
-        let path = root.join("LOCK");
-        let mut file = fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .map_err(io_at(&path))?;
+        let (path, mut file) = open_lock_file(root)?;
         match file.try_lock() {
             Ok(()) => {}
             Err(fs::TryLockError::WouldBlock) => {
@@ -72,14 +65,7 @@ impl CacheLock {
     /// and deletions would pull files from under them). Fails at once, naming the holder,
     /// rather than wait on a process that may be waiting for this job.
     pub fn shared(root: &Path) -> Result<CacheLock> {
-        let path = root.join("LOCK");
-        let file = fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .map_err(io_at(&path))?;
+        let (path, file) = open_lock_file(root)?;
         match file.try_lock_shared() {
             Ok(()) => Ok(CacheLock { _file: file }),
             Err(fs::TryLockError::WouldBlock) => {
@@ -93,6 +79,19 @@ impl CacheLock {
             Err(fs::TryLockError::Error(e)) => Err(StoreError::Io { path, source: e }),
         }
     }
+}
+
+/// `root/LOCK`, opened (created if absent) for locking and for saying who holds it.
+fn open_lock_file(root: &Path) -> Result<(std::path::PathBuf, fs::File)> {
+    let path = root.join("LOCK");
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(io_at(&path))?;
+    Ok((path, file))
 }
 
 /// Checks (creating it, mode 0700, if absent) that `dir` is a directory of this user's that

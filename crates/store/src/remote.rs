@@ -79,8 +79,9 @@ pub trait RemoteStore: Send + Sync {
     /// writer writes the same bytes).
     fn put(&self, key: &str, bytes: Vec<u8>) -> Result<(), RemoteError>;
     /// Writes the object from `source` (`len` bytes, as far as the caller knows), read once and
-    /// in order, without holding it whole (multipart above one part). `finish` is called after the last byte was read and before
-    /// the object becomes visible: its error aborts the upload and nothing is written.
+    /// in order, without holding it whole (multipart above one part). `finish` is called
+    /// after the last byte was read and before the object becomes visible: its error aborts
+    /// the upload and nothing is written.
     fn put_stream(
         &self,
         key: &str,
