@@ -22,8 +22,9 @@
 //! deleted (with the manifest that relied on it). A good copy that arrived changed points at
 //! this machine, and nothing is deleted.
 //!
-//! **Architecture Invariant:** objects heal. Every push checks that each of the artifact's
-//! blobs is in the store (a `HEAD` each) and uploads what is missing, after re-hashing the
+//! **Architecture Invariant:** objects heal. Every push reads the artifact's manifest in the
+//! store (one unusable on two reads is overwritten by the good one), checks that each of its
+//! blobs is there (a `HEAD` each) and uploads what is missing, after re-hashing the
 //! local file as it streams (bit rot on one machine is never published under a good hash).
 //! A manifest found naming a blob the store lacks is removed, so the next run rebuilds the
 //! artifact and pushes it whole.
@@ -261,7 +262,7 @@ impl Mirror {
         let manifest = local.read_manifest(artifact)?;
         let dir = local.artifact_dir(artifact);
         let mkey = manifest_key(artifact);
-        let new_manifest = self.remote.head(&mkey)?.is_none();
+        let new_manifest = !self.has_usable_manifest(artifact)?;
         for f in &manifest.files {
             self.ensure_blob(&dir, f, new_manifest)?;
         }
@@ -276,6 +277,20 @@ impl Mirror {
             }
         }
         Ok(())
+    }
+
+    /// Whether the store holds a usable manifest of `artifact`. One that is unusable on two
+    /// reads counts as absent, so the push writes the good one over it.
+    fn has_usable_manifest(&self, artifact: &str) -> Result<bool, MirrorError> {
+        match self.manifest(artifact) {
+            Ok(m) => Ok(m.is_some()),
+            Err(e) if e.is_bad_object() => match self.manifest(artifact) {
+                Ok(m) => Ok(m.is_some()),
+                Err(again) if again.is_bad_object() => Ok(false),
+                Err(again) => Err(again),
+            },
+            Err(e) => Err(e),
+        }
     }
 
     /// Uploads `f` unless the store holds it (and, for a new manifest, holds it freshly).
@@ -990,18 +1005,19 @@ mod tests {
         let tmp = fs::read_dir(b.root().join("tmp")).unwrap().count();
         assert_eq!(tmp, 0, "no staging directory is left behind");
 
-        // The rebuilt stage's push replaces the unusable index entry; `verify` removes the
-        // edited manifest, and the next push restores it.
+        // The rebuilt stages' pushes replace the unusable index entry and the edited manifest;
+        // `verify` removes what no push replaced.
         let (v, victim_entry) = local_with(&d.path().join("v"), &fp("victim"), &[("real", b"real")]);
         assert!(matches!(mirror.push(&v, &victim_entry).unwrap(), Pushed::Replaced { .. }));
         assert_eq!(mirror.index_entry(&fp("victim")).unwrap(), Some(victim_entry));
-        let (_, problems) = mirror.verify().unwrap();
-        let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
-        assert!(keys.contains(&mkey.as_str()), "{problems:?}");
-        assert!(keys.contains(&format!("index/{}.json", fp("other")).as_str()), "{problems:?}");
-        assert!(keys.contains(&format!("index/{}.json", fp("junk")).as_str()), "{problems:?}");
         mirror.push(&a, &entry).unwrap();
         assert_eq!(mirror.fetch(&b, &fp("h")).unwrap(), Some(entry));
+        let (_, problems) = mirror.verify().unwrap();
+        let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
+        assert!(!keys.contains(&mkey.as_str()), "the push replaced it: {problems:?}");
+        assert!(keys.contains(&format!("artifacts/{}.json", forged.hash).as_str()), "{problems:?}");
+        assert!(keys.contains(&format!("index/{}.json", fp("other")).as_str()), "{problems:?}");
+        assert!(keys.contains(&format!("index/{}.json", fp("junk")).as_str()), "{problems:?}");
     }
 
     #[test]
