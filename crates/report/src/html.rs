@@ -46,7 +46,7 @@ h1{margin:.2em 0}h2{margin-top:1.5em;border-bottom:1px solid #ddd}
 #details{background:#f7f7f7;border:1px solid #ddd;padding:.6em 1em;margin-top:.6em;overflow-x:auto}
 #details pre{white-space:pre-wrap;word-break:break-all;margin:.3em 0}#details button{margin:.15em}
 table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:.2em .6em;text-align:right}td:first-child,th:first-child{text-align:left}
-figure{display:inline-block;vertical-align:top;margin:.5em;width:calc(50% - 1em);min-width:320px;max-width:100%}figure svg,figure img{max-width:100%;height:auto}
+.figures{display:flex;flex-wrap:wrap}figure{margin:.5em;width:calc(50% - 1em);min-width:320px;max-width:100%}figure img{width:100%;height:auto}
 figcaption{color:#444;font-size:13px}";
 
 /// Shows a node's stages on click: one stage's `show --json`, or a group's members to pick;
@@ -172,6 +172,8 @@ fn figures_section(figures: &[Figure]) -> String {
     if figures.is_empty() {
         out += "<p>No figures yet.</p>\n";
     }
+    // Two a row: a flex row, so the whitespace between figures takes no room.
+    out += "<div class=\"figures\">\n";
     for f in figures {
         // As images, never inline markup: an SVG shown through <img> runs no script and
         // fetches nothing, whatever it holds.
@@ -187,7 +189,7 @@ fn figures_section(figures: &[Figure]) -> String {
             escape(&f.caption)
         );
     }
-    out
+    out + "</div>\n"
 }
 
 /// The nodes with their stages, for the script (every `<` written as `\u003c`, so nothing in
