@@ -219,6 +219,43 @@ fn gc_lists_then_deletes_what_no_pipeline_uses() {
     assert!(s.last_states().values().all(|v| v == "cached"));
 }
 
+/// With two caches, each cache's closing line counts its own bytes (the total used to run on
+/// across caches, so the second line also counted the first's).
+#[test]
+fn gc_over_two_caches_counts_each_caches_bytes() {
+    let s = Sandbox::diamond();
+    let other = crate::common::DIAMOND.replace("name: diamond", "name: other\ncache: cache2");
+    std::fs::write(s.path().join("q.yaml"), &other).unwrap();
+    for file in ["p.yaml", "q.yaml"] {
+        assert_eq!(s.sp(&["run", file, "--quiet"]).code, 0);
+        assert_eq!(s.sp(&["run", file, "--quiet", "--set", "half.factor=0.25"]).code, 0);
+    }
+    let r = s.sp(&["gc", "p.yaml", "q.yaml"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let bytes_in = |line: &str| -> u64 {
+        let open = line.rfind('(').unwrap();
+        line[open + 1..].split(' ').next().unwrap().parse().unwrap()
+    };
+    let mut listed = 0u64;
+    let mut totals = Vec::new();
+    for line in r.stdout.lines() {
+        if line.starts_with("unused ") {
+            listed += bytes_in(line);
+        } else if line.contains("artifacts kept") {
+            totals.push((bytes_in(line), listed));
+            listed = 0;
+        }
+    }
+    assert_eq!(totals.len(), 2, "{}", r.stdout);
+    for (said, items) in totals {
+        assert!(
+            said > 0 && said == items,
+            "a cache's line says {said} bytes, its items {items}: {}",
+            r.stdout
+        );
+    }
+}
+
 #[test]
 fn kinds_lists_params_with_defaults() {
     let s = Sandbox::new();

@@ -1032,7 +1032,6 @@ fn gc(files: &[PathBuf], registry: &Registry, yes: bool) -> Result<u8, Failure> 
             .or_insert_with(|| (store.clone(), BTreeSet::new()));
         entry.1.extend(st.into_iter().filter_map(|s| s.artifact));
     }
-    let mut total = 0u64;
     for (root, (store, keep)) in &live {
         let _lock = if yes {
             Some(CacheLock::acquire(root, LockMode::Wait, |who| eprintln!("waiting for {who}")).context("locking the cache")?)
@@ -1043,8 +1042,9 @@ fn gc(files: &[PathBuf], registry: &Registry, yes: bool) -> Result<u8, Failure> 
         let (each, all) = gc_words(yes);
         for g in &gone {
             println!("{each} {} ({} bytes)", store.artifact_dir(&g.artifact).display(), g.bytes);
-            total += g.bytes;
         }
+        // This cache's bytes alone: the line is per cache.
+        let total: u64 = gone.iter().map(|g| g.bytes).sum();
         println!(
             "{}: {} artifacts kept, {} {all} ({total} bytes)",
             root.display(),

@@ -162,8 +162,17 @@ pub trait Observer: Send + Sync {
 /// Where a stage is in this run.
 #[derive(Clone)]
 enum Slot {
+    /// Its inputs are not all done.
     Pending,
-    Running { fingerprint: String, material: Material },
+    /// Resolved and looked up (once): it must run, and waits for a free slot.
+    Ready {
+        fingerprint: String,
+        material: Material,
+    },
+    Running {
+        fingerprint: String,
+        material: Material,
+    },
     Done(Outcome),
 }
 
@@ -270,11 +279,24 @@ impl<'a> Coordinator<'a> {
     }
 
     /// Moves stage `i` on if it can. True when it finished here (skipped or cached), which may
-    /// free stages after it.
+    /// free stages after it. A stage is resolved and looked up once, when its inputs are done;
+    /// if it must run, it waits as `Ready` for a free slot.
     fn advance(&mut self, i: usize, exec: &dyn Executor) -> anyhow::Result<bool> {
-        if !matches!(self.slots[i], Slot::Pending) {
-            return Ok(false);
+        if matches!(self.slots[i], Slot::Pending) && self.resolve(i)? {
+            return Ok(true);
         }
+        // Only as many stages in flight as the executor runs, so a failure can still stop the rest.
+        if matches!(self.slots[i], Slot::Ready { .. }) && !self.stop && self.running < exec.capacity() {
+            if let Slot::Ready { fingerprint, material } = std::mem::replace(&mut self.slots[i], Slot::Pending) {
+                self.start(i, fingerprint, material, exec)?;
+            }
+        }
+        Ok(false)
+    }
+
+    /// A pending stage whose inputs are done: skipped (an input failed), finished from the
+    /// cache or the store (true), or made `Ready` to run.
+    fn resolve(&mut self, i: usize) -> anyhow::Result<bool> {
         let ups = self.p.upstream(i);
         if let Some(why) = self.blocked_by(&ups) {
             self.finish(i, Outcome::skipped(&self.p.nodes[i].name, why));
@@ -297,10 +319,10 @@ impl<'a> Coordinator<'a> {
             self.finish_cached(i, &r.fingerprint, r.material.clone(), artifact)?;
             return Ok(true);
         }
-        // Only as many stages in flight as the executor runs, so a failure can still stop the rest.
-        if !self.stop && self.running < exec.capacity() {
-            self.start(i, r.fingerprint, r.material, exec)?;
-        }
+        self.slots[i] = Slot::Ready {
+            fingerprint: r.fingerprint,
+            material: r.material,
+        };
         Ok(false)
     }
 
