@@ -38,7 +38,8 @@ pub(crate) struct Job {
     pub params: spherepipe_stage::Params,
     /// Its inputs, as artifact or dataset paths.
     pub inputs: Inputs,
-    /// The seed derived from the fingerprint, for stages that draw random numbers.
+    /// The pipeline's seed, for stages that draw random numbers (part of the fingerprint of
+    /// the kinds that use it).
     pub seed: u64,
     /// Where its progress goes.
     pub sink: Arc<dyn ProgressSink>,

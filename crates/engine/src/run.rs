@@ -1,5 +1,6 @@
 //! Runs a pipeline: a coordinator walks the DAG, resolves cache hits itself and hands the rest
-//! to an [`Executor`](crate::executor::Executor) (today a pool of `jobs` worker threads). Data parallelism inside
+//! to an [`Executor`](crate::executor::Executor) (a pool of `jobs` worker threads, or Slurm
+//! jobs). Data parallelism inside
 //! a stage uses rayon's one global pool, so concurrent stages share the cores rather than
 //! multiplying threads.
 

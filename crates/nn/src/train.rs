@@ -31,13 +31,17 @@ struct SeededInit {
     path: Vec<String>,
 }
 
+/// FNV-1a over a parameter's dotted path: its draw's tag and its `ParamId`, the same on every
+/// build.
+fn path_hash(path: &str) -> u64 {
+    path.bytes()
+        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x0100_0000_01b3))
+}
+
 impl SeededInit {
     fn values(&self, path: &str, shape: &[usize]) -> Vec<f32> {
         let n: usize = shape.iter().product();
-        let tag = path
-            .bytes()
-            .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x0100_0000_01b3));
-        let mut rng = spherepipe_rng::Rng::derive(self.seed, &[tag]);
+        let mut rng = spherepipe_rng::Rng::derive(self.seed, &[path_hash(path)]);
         let xavier = |fan_in: usize, fan_out: usize, rng: &mut spherepipe_rng::Rng| {
             let bound = (6.0 / (fan_in + fan_out) as f64).sqrt();
             (0..n).map(|_| rng.range(-bound, bound) as f32).collect()
@@ -70,10 +74,7 @@ impl burn::module::ModuleMapper for SeededInit {
     }
     fn map_float<const D: usize>(&mut self, param: burn::module::Param<Tensor<D>>) -> burn::module::Param<Tensor<D>> {
         let path = self.path.join(".");
-        // FNV-1a over the dotted path.
-        let id = path
-            .bytes()
-            .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x0100_0000_01b3));
+        let id = path_hash(&path);
         let shape = param.lazy_shape().to_vec();
         let values = self.values(&path, &shape);
         let mut param = param.map(|t| {

@@ -135,16 +135,6 @@ impl Pipeline {
         }
         out
     }
-    /// `i` and everything that depends on it, transitively.
-    pub fn descendants(&self, i: usize) -> BTreeSet<usize> {
-        let mut out = BTreeSet::from([i]);
-        for j in i + 1..self.nodes.len() {
-            if self.upstream(j).iter().any(|u| out.contains(u)) {
-                out.insert(j);
-            }
-        }
-        out
-    }
 }
 
 struct Ctx<'a> {

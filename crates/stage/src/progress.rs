@@ -13,13 +13,6 @@ pub trait ProgressSink: Send + Sync {
     fn message(&self, msg: &str);
 }
 
-struct Silent;
-impl ProgressSink for Silent {
-    fn set_length(&self, _: u64) {}
-    fn set_position(&self, _: u64) {}
-    fn message(&self, _: &str) {}
-}
-
 /// A cheap, cloneable handle a stage uses to report item counts. `inc` is safe to call from
 /// many rayon threads at once.
 #[derive(Clone)]
@@ -35,10 +28,6 @@ impl Progress {
             sink,
             pos: Arc::new(AtomicU64::new(0)),
         }
-    }
-    /// A handle that reports nowhere (tests, library use).
-    pub fn silent() -> Self {
-        Self::new(Arc::new(Silent))
     }
     /// Announces how many items the stage will process.
     pub fn set_length(&self, len: u64) {
