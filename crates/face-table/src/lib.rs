@@ -32,6 +32,8 @@ use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
 use std::path::Path;
+
+pub mod shards;
 use std::sync::Arc;
 
 pub mod features;

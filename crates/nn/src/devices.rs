@@ -170,6 +170,18 @@ fn check_visible(indices: &[usize], visible: &Visible, backend: &str) -> Result<
     Ok(())
 }
 
+/// What a stage with `device` and `devices` params (train, extract) asks a scheduler for: on a
+/// GPU backend, as many GPUs as `devices` names (one for `auto`, which takes what the
+/// pipeline's `resources: {gpus: N}` grants); none on the CPU.
+pub fn gpu_resources(p: &spherepipe_stage::Params) -> spherepipe_stage::Resources {
+    let device = p.str("device").unwrap_or("cpu");
+    let devices = p.raw("devices").unwrap_or(&Value::Null);
+    spherepipe_stage::Resources {
+        gpus: gpus_to_ask(device, devices),
+        ..spherepipe_stage::Resources::default()
+    }
+}
+
 /// The GPUs a stage with these `device` and `devices` params asks a scheduler for: as many as
 /// `devices` names on a GPU backend (one for `auto`, which takes what is granted), none on the
 /// CPU.

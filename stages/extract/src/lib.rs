@@ -14,11 +14,11 @@ use spherepipe_face_loader::{decode_patch, Channels, Patch};
 use spherepipe_face_table::features::{FeatureMeta, FeatureReader, FeatureWriter, Features};
 use spherepipe_face_table::for_each_row_batch;
 use spherepipe_face_table::FaceRow;
+use spherepipe_model_card::ModelCard;
 use spherepipe_nn::devices::DeviceSpec;
 use spherepipe_nn::sphere::SphereConfig;
 use spherepipe_nn::train::Trainer;
 use spherepipe_stage::{Contract, InputSpec, ParamSpec, ParamType, Part, Resources, Stage, StageContext};
-use spherepipe_stage_train::ModelCard;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -110,7 +110,7 @@ impl Stage for Extract {
         ]
     }
     fn resources(&self, p: &spherepipe_stage::Params) -> Resources {
-        spherepipe_stage_train::gpu_resources(p)
+        spherepipe_nn::devices::gpu_resources(p)
     }
     fn inputs(&self) -> Vec<InputSpec> {
         vec![

@@ -5,9 +5,7 @@
 
 #![warn(missing_docs)]
 
-mod manifest;
-
-pub use manifest::{ShardFile, ShardManifest};
+pub use spherepipe_face_table::shards::{ShardFile, ShardManifest};
 
 use spherepipe_face_table::{for_each_row_batch, row_count, spill, write_rows, FaceRow};
 use spherepipe_stage::{Contract, InputSpec, ParamSpec, ParamType, Stage, StageContext};

@@ -19,10 +19,10 @@ pub use spherepipe_model_card::ModelCard;
 use anyhow::{bail, Context};
 use params::uneven;
 use spherepipe_face_loader::{Channels, Loader, LoaderConfig, Patch};
+use spherepipe_face_table::shards::ShardManifest;
 use spherepipe_nn::margin::Loss;
 use spherepipe_nn::train::{StepMetrics, TrainConfig, Trainer};
 use spherepipe_stage::{Contract, InputSpec, ParamSpec, ParamType, Params, Resources, Stage, StageContext};
-use spherepipe_stage_shard::ShardManifest;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -65,7 +65,7 @@ impl Stage for Train {
         TrainParams::from_params(p).map(|_| ()).map_err(|e| format!("{e:#}"))
     }
     fn resources(&self, p: &Params) -> Resources {
-        gpu_resources(p)
+        spherepipe_nn::devices::gpu_resources(p)
     }
     fn figures(&self) -> Vec<(&'static str, &'static str)> {
         vec![
@@ -129,18 +129,6 @@ impl Stage for Train {
         let schedule: Vec<_> = metrics.iter().map(|m| (m.0.step as f64, m.0.lambda, m.0.lr)).collect();
         spherepipe_plot::schedule_curve(&schedule).save(ctx.out_dir, "schedule")?;
         Ok(())
-    }
-}
-
-/// What a stage with `device` and `devices` params (train, extract) asks a scheduler for: on a
-/// GPU backend, as many GPUs as `devices` names (one for `auto`, which takes what the
-/// pipeline's `resources: {gpus: N}` grants); none on the CPU.
-pub fn gpu_resources(p: &Params) -> Resources {
-    let device = p.str("device").unwrap_or("cpu");
-    let devices = p.raw("devices").unwrap_or(&serde_json::Value::Null);
-    Resources {
-        gpus: spherepipe_nn::devices::gpus_to_ask(device, devices),
-        ..Resources::default()
     }
 }
 
@@ -301,7 +289,7 @@ impl ShardSet {
         if manifest.labels < 2 {
             bail!("the shards hold {} class(es); training needs at least 2", manifest.labels);
         }
-        let files = manifest.paths(dir);
+        let files = manifest.paths(dir)?;
         dense_labels(&files, manifest.labels)?;
         Ok(ShardSet {
             files,

@@ -1,5 +1,5 @@
 //! `manifest.json`, the contract between a `shard` artifact and `train`: one serde struct,
-//! written and read here. Fields are declared in alphabetical order, the order the file has
+//! written (by `shard`) and read (by `train`) through this module, which both depend on. Fields are declared in alphabetical order, the order the file has
 //! always had, so the artifact's bytes (and every fingerprint after it) stay as they were.
 
 use serde::{Deserialize, Serialize};
@@ -53,9 +53,23 @@ impl Contract for ShardManifest {
 }
 
 impl ShardManifest {
-    /// The shard files' paths under the artifact directory `dir`.
-    pub fn paths(&self, dir: &Path) -> Vec<PathBuf> {
-        self.shards.iter().map(|s| dir.join(&s.file)).collect()
+    /// The shard files' paths under the artifact directory `dir`. A file name is read from an
+    /// artifact (which may come from a shared store), so it must be a plain name in `dir`.
+    pub fn paths(&self, dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+        self.shards
+            .iter()
+            .map(|s| {
+                let plain = !s.file.is_empty() && !s.file.contains(['/', '\\', '\0']) && s.file != "." && s.file != "..";
+                if !plain {
+                    anyhow::bail!(
+                        "{}: shard file `{}` is not a plain file name in the artifact; rebuild the shard stage",
+                        Self::FILE,
+                        s.file.escape_default()
+                    );
+                }
+                Ok(dir.join(&s.file))
+            })
+            .collect()
     }
 }
 
@@ -85,7 +99,14 @@ mod tests {
         };
         m.write(d.path()).unwrap();
         assert_eq!(ShardManifest::read(d.path()).unwrap(), m);
-        assert_eq!(m.paths(d.path()), [d.path().join("shard-00000.parquet")]);
+        assert_eq!(m.paths(d.path()).unwrap(), [d.path().join("shard-00000.parquet")]);
+        // A file name that climbs out of the artifact (a forged artifact from a store) is refused.
+        for bad in ["../../etc/passwd", "/etc/passwd", "..", "", "a\\b"] {
+            let mut forged = m.clone();
+            forged.shards[0].file = bad.into();
+            let e = forged.paths(d.path()).unwrap_err().to_string();
+            assert!(e.contains("not a plain file name"), "{bad}: {e}");
+        }
         // Keys in alphabetical order, as the untyped manifest always wrote them.
         let text = std::fs::read_to_string(d.path().join("manifest.json")).unwrap();
         let keys: Vec<&str> = text
