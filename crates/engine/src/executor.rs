@@ -4,9 +4,9 @@
 //! channels, each running one stage at a time. The other is
 //! [`SlurmExecutor`](crate::slurm::SlurmExecutor): one `sbatch` job per stage.
 
-use crate::job::{gather, make_part, run_job};
+use crate::job::{gather, make_part, run_job, Job, JobResult};
 use crossbeam_channel::{unbounded, Receiver, RecvTimeoutError, Sender};
-use spherepipe_stage::{CancelToken, Inputs, Part, ProgressSink, Stage};
+use spherepipe_stage::{CancelToken, Part};
 use spherepipe_store::Store;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -22,48 +22,6 @@ pub(crate) trait Executor {
     fn submit(&self, job: Job) -> anyhow::Result<()>;
     /// The next job to end, waiting at most `timeout`: `None` if none ended by then.
     fn next_result(&self, timeout: Duration) -> anyhow::Result<Option<JobResult>>;
-}
-
-/// One stage to run: everything a worker needs, with no reference to the pipeline.
-pub(crate) struct Job {
-    /// The stage's position in the pipeline's order.
-    pub index: usize,
-    /// Its fingerprint: where the artifact is committed.
-    pub fingerprint: String,
-    /// The stage's name in the pipeline.
-    pub name: String,
-    /// What runs it.
-    pub kind: Arc<dyn Stage>,
-    /// Its resolved params.
-    pub params: spherepipe_stage::Params,
-    /// Its inputs, as artifact or dataset paths.
-    pub inputs: Inputs,
-    /// The pipeline's seed, for stages that draw random numbers (part of the fingerprint of
-    /// the kinds that use it).
-    pub seed: u64,
-    /// Where its progress goes.
-    pub sink: Arc<dyn ProgressSink>,
-    /// How many parts its work is split into (1: not split).
-    pub parts: usize,
-    /// Forced (`run --force`): made again even where the store has it, parts included.
-    pub forced: bool,
-}
-
-/// How a job ended: its artifact in the store, or why not.
-pub(crate) enum JobResult {
-    Done {
-        index: usize,
-        manifest_hash: String,
-        wall: Duration,
-        /// Committed to the shared store by another machine (recorded there, not here).
-        in_store_only: bool,
-    },
-    Failed {
-        index: usize,
-        error: String,
-        cancelled: bool,
-        wall: Duration,
-    },
 }
 
 /// A unit of work for a worker: a whole job, or one part of a split one.

@@ -1,18 +1,60 @@
-//! Running a job in this process: a staging directory, the stage's code, the commit to the
-//! store. A panic is caught and reported as the stage kind's bug; nothing partial survives.
+//! What a job is ([`Job`], and how it ended: [`JobResult`]), and running one in this process:
+//! a staging directory, the stage's code, the commit to the store. A panic is caught and reported as the stage kind's bug; nothing partial survives.
 //!
 //! A stage split into parts is made in two steps: each part is an artifact of its own
 //! (fingerprinted by the stage's fingerprint and `I/N`, cached and shared like any other, so a
 //! part already made is never made again), then the gather writes the stage's artifact from the
 //! parts, in order.
 
-use crate::executor::{Job, JobResult};
 use crate::fingerprint::part_fingerprint;
 use serde_json::json;
-use spherepipe_stage::{CancelToken, Cancelled, Part, Progress, StageContext};
+use spherepipe_stage::{CancelToken, Cancelled, Inputs, Part, Progress, ProgressSink, Stage, StageContext};
 use spherepipe_store::{IndexEntry, Manifest, MirrorError, ScratchSync, Store};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+/// One stage to run: everything a worker needs, with no reference to the pipeline.
+pub(crate) struct Job {
+    /// The stage's position in the pipeline's order.
+    pub index: usize,
+    /// Its fingerprint: where the artifact is committed.
+    pub fingerprint: String,
+    /// The stage's name in the pipeline.
+    pub name: String,
+    /// What runs it.
+    pub kind: Arc<dyn Stage>,
+    /// Its resolved params.
+    pub params: spherepipe_stage::Params,
+    /// Its inputs, as artifact or dataset paths.
+    pub inputs: Inputs,
+    /// The pipeline's seed, for stages that draw random numbers (part of the fingerprint of
+    /// the kinds that use it).
+    pub seed: u64,
+    /// Where its progress goes.
+    pub sink: Arc<dyn ProgressSink>,
+    /// How many parts its work is split into (1: not split).
+    pub parts: usize,
+    /// Forced (`run --force`): made again even where the store has it, parts included.
+    pub forced: bool,
+}
+
+/// How a job ended: its artifact in the store, or why not.
+pub(crate) enum JobResult {
+    Done {
+        index: usize,
+        manifest_hash: String,
+        wall: Duration,
+        /// Committed to the shared store by another machine (recorded there, not here).
+        in_store_only: bool,
+    },
+    Failed {
+        index: usize,
+        error: String,
+        cancelled: bool,
+        wall: Duration,
+    },
+}
 
 /// What the stage's code is asked to do.
 #[derive(Clone, Copy)]

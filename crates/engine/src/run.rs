@@ -4,8 +4,9 @@
 //! a stage uses rayon's one global pool, so concurrent stages share the cores rather than
 //! multiplying threads.
 
-use crate::executor::{Executor, Job, JobResult, LocalPool};
+use crate::executor::{Executor, LocalPool};
 use crate::fingerprint::Material;
+use crate::job::{Job, JobResult};
 use crate::plan::{hash_datasets, resolve_node};
 use crate::records::{append_run, save_state, LastState, RunRecord, StageRecord};
 use crate::slurm::{SlurmExecutor, SlurmOptions};

@@ -3,9 +3,9 @@
 //! everything it makes goes back to the store. A job that finds its result already there does
 //! nothing, so a requeued or duplicated job is harmless.
 
-use crate::executor::{Job, JobResult};
 use crate::fingerprint::part_fingerprint;
 use crate::job::{make_part, run_job};
+use crate::job::{Job, JobResult};
 use crate::plan::{hash_datasets_of, resolve_node, Resolved};
 use crate::run::{index_entry, Observer};
 use spherepipe_pipeline::{Pipeline, Source};

@@ -6,8 +6,9 @@
 //! A stage's job is submitted when its inputs are done, because its fingerprint (which the job
 //! is given, and checks) depends on its inputs' content.
 
-use crate::executor::{Executor, Job, JobResult};
+use crate::executor::Executor;
 use crate::fingerprint::part_fingerprint;
+use crate::job::{Job, JobResult};
 use spherepipe_pipeline::Pipeline;
 use spherepipe_stage::{CancelToken, Part, ProgressSink, Resources};
 use spherepipe_store::Store;

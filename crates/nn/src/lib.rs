@@ -9,6 +9,8 @@ pub mod conv;
 pub mod devices;
 /// The losses: A-Softmax with its λ schedule, CosFace, ArcFace, plain softmax.
 pub mod margin;
+/// Dense helpers shared by the two convolution paths.
+pub(crate) mod matrix;
 /// Parameter names in weights files: the public sphere20a / Caffe names.
 pub mod names;
 /// The SphereFace networks (4 to 64 layers) and the classifier head.

@@ -10,7 +10,7 @@
 //! Bᵀ = [1 0 −1 0; 0 1 1 0; 0 −1 1 0; 0 1 0 −1], G = [1 0 0; ½ ½ ½; ½ −½ ½; 0 0 1] and
 //! Aᵀ = [1 1 1 0; 0 1 −1 −1].
 
-use crate::conv::{add_product_with_transpose, multiply, split_even_odd, sum_in_runs, Real};
+use crate::matrix::{add_product_with_transpose, multiply, split_even_odd, sum_in_runs, Real};
 use std::ops::Range;
 
 /// `$name`, a function over a band's tiles, with `$body` compiled for AVX2 where the CPU has it
