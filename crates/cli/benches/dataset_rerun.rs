@@ -104,7 +104,7 @@ fn main() -> anyhow::Result<()> {
     times.sort_by(f64::total_cmp);
     // Where a no-op rerun's time goes.
     let t = Instant::now();
-    let sc = StatCache::load(store.root().join("stat-cache.tsv"));
+    let sc = StatCache::load(store.layout().stat_cache());
     let load = t.elapsed().as_secs_f64();
     let t = Instant::now();
     let warm = hash_tree(&data, TreeKind::Dataset, Some(&sc))?;

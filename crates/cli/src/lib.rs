@@ -538,7 +538,7 @@ fn executor_kind(
     };
     let binary = std::env::current_exe().context("finding this spherepipe binary for the jobs to run")?;
     let pipeline_file = std::fs::canonicalize(pipeline).with_context(|| format!("resolving {}", pipeline.display()))?;
-    let log_dir = store.root().join("logs").join("slurm");
+    let log_dir = store.layout().slurm_logs();
     std::fs::create_dir_all(&log_dir).with_context(|| format!("creating {}", log_dir.display()))?;
     Ok(ExecutorKind::Slurm(SlurmOptions {
         binary,
@@ -733,7 +733,7 @@ fn dag(p: &Pipeline, dot: bool) -> Result<u8, Failure> {
 
 /// `spherepipe verify`: re-hashes every artifact; corrupted ones go to quarantine.
 fn verify(cache: &Path) -> Result<u8, Failure> {
-    if !cache.join("artifacts").is_dir() {
+    if !spherepipe_store::CacheLayout::new(cache).artifacts().is_dir() {
         return Err(Failure::usage(format!(
             "error: {} is not a spherepipe cache (no artifacts/ directory); pass --cache DIR",
             cache.display()

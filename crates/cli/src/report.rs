@@ -90,17 +90,14 @@ pub fn page(p: &Pipeline, file: &Path, store: &Store, history: bool) -> Result<P
 
 /// Writes the page to `out` (through a temporary file, so a reader never sees half a page).
 pub fn write(page: &Page, out: &Path) -> Result<()> {
-    if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
-    let tmp = out.with_extension("html.tmp");
-    std::fs::write(&tmp, spherepipe_report::render(page)).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, out).with_context(|| format!("writing {}", out.display()))
+    // Whole or not at all (the directory made if need be), and two runs writing one page
+    // never share a temporary file.
+    spherepipe_store::write_atomic(out, spherepipe_report::render(page).as_bytes()).with_context(|| format!("writing {}", out.display()))
 }
 
 /// Where `run` writes the page: `reports/<pipeline>.html` in the cache.
 pub fn default_path(p: &Pipeline, store: &Store) -> PathBuf {
-    store.root().join("reports").join(format!("{}.html", p.name))
+    store.layout().report(&p.name)
 }
 
 /// A stage's state word: `ran` when `latest` (this pipeline's last run) made its artifact,

@@ -168,12 +168,12 @@ fn commit_work(store: &Store, cancel: &CancelToken, job: &Job, fingerprint: &str
     let staging = store
         .new_staging_dir(&job.name)
         .map_err(|e| (format!("cannot create a staging directory: {e}"), false))?;
-    let scratch = store.root().join("scratch").join(fingerprint);
+    let scratch = store.layout().scratch(fingerprint);
     if let Err(e) = std::fs::create_dir_all(&scratch) {
         let _ = std::fs::remove_dir_all(&staging);
         return Err((format!("cannot create {}: {e}", scratch.display()), false));
     }
-    let logs = store.root().join("logs").join(fingerprint);
+    let logs = store.layout().logs(fingerprint);
     let _ = std::fs::create_dir_all(&logs);
     let progress = Progress::new(job.sink.clone());
     let ctx = StageContext {

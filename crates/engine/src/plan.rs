@@ -202,7 +202,7 @@ pub(crate) fn hash_datasets_of(
     store: &Store,
     nodes: impl IntoIterator<Item = usize>,
 ) -> anyhow::Result<BTreeMap<String, String>> {
-    let stat = StatCache::load(store.root().join("stat-cache.tsv"));
+    let stat = StatCache::load(store.layout().stat_cache());
     let mut out = BTreeMap::new();
     for n in nodes.into_iter().map(|i| &p.nodes[i]) {
         for s in n.inputs.values().flatten() {

@@ -19,7 +19,7 @@ pub struct LastState {
 }
 
 fn state_path(store: &Store, pipeline: &str, stage: &str) -> PathBuf {
-    store.root().join("state").join(pipeline).join(format!("{stage}.json"))
+    store.layout().state(pipeline, stage)
 }
 
 /// The last successful state of `stage` in `pipeline`, if it ever ran.
@@ -75,7 +75,7 @@ pub struct RunRecord {
 
 /// `runs.jsonl` in the store: one line per run.
 pub fn runs_path(store: &Store) -> PathBuf {
-    store.root().join("runs.jsonl")
+    store.layout().runs()
 }
 
 /// Appends one record as a single write, so concurrent appenders never interleave lines.

@@ -1,14 +1,5 @@
-//! The content-addressed store under a cache directory.
-//!
-//! ```text
-//! cache/
-//!   LOCK                 held by the process that writes (run, verify, gc)
-//!   artifacts/<hash>/    one finished artifact: its files plus `.manifest.json`
-//!   index/<fp>.json      stage fingerprint -> artifact hash (+ provenance)
-//!   tmp/                 artifacts being written; anything here is garbage after a crash
-//!   quarantine/          artifacts that `verify` found corrupted
-//!   stat-cache.tsv       (path, size, mtime, inode) -> blake3, so unchanged files are not re-read
-//! ```
+//! The content-addressed store under a cache directory. Where each file lives, and how each
+//! kind is written, is [`CacheLayout`]'s (`layout.rs`); this crate root holds the store itself.
 //!
 //! A directory under `artifacts/` only ever appears by an atomic rename of a fully written
 //! and fsynced directory, so a killed writer leaves at most junk in `tmp/`, never something a
@@ -18,6 +9,7 @@
 
 mod atomic;
 mod hash;
+mod layout;
 mod lock;
 pub mod mirror;
 pub mod remote;
@@ -27,6 +19,7 @@ pub mod trust;
 
 pub use atomic::{fsync_dir, write_atomic};
 pub use hash::{hash_file, hash_tree, FileEntry, TreeHash, TreeKind};
+pub use layout::CacheLayout;
 pub use lock::{private_dir, CacheLock, LockMode};
 pub use mirror::{Mirror, MirrorError, Pushed, RemoteProblem, MIN_GC_GRACE};
 pub use remote::{redact, ObjectRemote, RemoteError, RemoteStore};
@@ -132,6 +125,7 @@ pub struct GcEntry {
 #[derive(Debug, Clone)]
 pub struct Store {
     root: PathBuf,
+    layout: CacheLayout,
     /// The shared store this cache mirrors, if any.
     mirror: Option<Mirror>,
 }
@@ -140,17 +134,25 @@ impl Store {
     /// Opens (creating if needed) the store at `root`.
     pub fn open(root: impl Into<PathBuf>) -> Result<Self> {
         let root: PathBuf = root.into();
-        for sub in ["artifacts", "index", "tmp", "quarantine"] {
-            let p = root.join(sub);
+        for p in CacheLayout::new(&root).directories() {
             fs::create_dir_all(&p).map_err(io_at(&p))?;
         }
         let root = fs::canonicalize(&root).map_err(io_at(&root))?;
-        Ok(Store { root, mirror: None })
+        Ok(Store {
+            layout: CacheLayout::new(&root),
+            root,
+            mirror: None,
+        })
     }
 
     /// The cache directory.
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// Every path under the cache.
+    pub fn layout(&self) -> &CacheLayout {
+        &self.layout
     }
 
     /// This cache as a working copy of the shared store `mirror`: see [`Store::fetch_remote`]
@@ -192,16 +194,16 @@ impl Store {
 
     /// The directory of the artifact with content hash `hash`.
     pub fn artifact_dir(&self, hash: &str) -> PathBuf {
-        self.root.join("artifacts").join(hash)
+        self.layout.artifact(hash)
     }
 
     fn index_path(&self, fingerprint: &str) -> PathBuf {
-        self.root.join("index").join(format!("{fingerprint}.json"))
+        self.layout.index_entry(fingerprint)
     }
 
     /// Removes leftovers of interrupted writers. Call only while holding the lock.
     pub fn clean_tmp(&self) -> Result<usize> {
-        let tmp = self.root.join("tmp");
+        let tmp = self.layout.tmp();
         let mut n = 0;
         for e in fs::read_dir(&tmp).map_err(io_at(&tmp))? {
             let e = e.map_err(io_at(&tmp))?;
@@ -230,10 +232,7 @@ impl Store {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.subsec_nanos())
                 .unwrap_or(0);
-            let p = self
-                .root
-                .join("tmp")
-                .join(format!("{safe}.{}.{nanos}.{attempt}", std::process::id()));
+            let p = self.layout.tmp().join(format!("{safe}.{}.{nanos}.{attempt}", std::process::id()));
             match fs::create_dir(&p) {
                 Ok(()) => return Ok(p),
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
@@ -275,7 +274,7 @@ impl Store {
                 }
                 fs::remove_dir_all(staging).map_err(io_at(staging))?;
             }
-            fsync_dir(&self.root.join("artifacts"))?;
+            fsync_dir(&self.layout.artifacts())?;
         }
         Ok(manifest)
     }
@@ -314,7 +313,7 @@ impl Store {
     /// Every artifact hash present (directories under `artifacts/` with other names are not
     /// artifacts, and are left alone).
     pub fn artifacts(&self) -> Result<Vec<String>> {
-        let dir = self.root.join("artifacts");
+        let dir = self.layout.artifacts();
         let mut out = Vec::new();
         for e in fs::read_dir(&dir).map_err(io_at(&dir))? {
             let e = e.map_err(io_at(&dir))?;
@@ -330,7 +329,7 @@ impl Store {
     /// Every usable index entry: unreadable ones, and ones whose fingerprint is not their
     /// file's name, are skipped.
     pub fn index_entries(&self) -> Result<Vec<IndexEntry>> {
-        let dir = self.root.join("index");
+        let dir = self.layout.index();
         let mut out = Vec::new();
         for e in fs::read_dir(&dir).map_err(io_at(&dir))? {
             let p = e.map_err(io_at(&dir))?.path();
@@ -350,7 +349,7 @@ impl Store {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or(0);
-        let to = self.root.join("quarantine").join(format!("{hash}.{stamp}.{}", std::process::id()));
+        let to = self.layout.quarantine().join(format!("{hash}.{stamp}.{}", std::process::id()));
         let from = self.artifact_dir(hash);
         fs::rename(&from, &to).map_err(io_at(&from))?;
         Ok(to)

@@ -83,7 +83,7 @@ impl CacheLock {
 
 /// `root/LOCK`, opened (created if absent) for locking and for saying who holds it.
 fn open_lock_file(root: &Path) -> Result<(std::path::PathBuf, fs::File)> {
-    let path = root.join("LOCK");
+    let path = crate::CacheLayout::new(root).lock();
     let file = fs::OpenOptions::new()
         .read(true)
         .write(true)
