@@ -52,6 +52,21 @@ fn status_says_never_run_cached_and_stale_with_the_reason() {
         ("param".into(), "upstream".into())
     );
     assert_eq!(state_of(&rows, "words").0, "cached");
+    // Every reason, typed, each with its fields: two params changed are two reasons.
+    let rows = json(&s.sp(&["status", "p.yaml", "--json", "--set", "draw.count=7", "--set", "draw.delay_ms=1"]));
+    let row = |stage: &str| rows.as_array().unwrap().iter().find(|r| r["stage"] == stage).unwrap().clone();
+    assert_eq!(
+        row("draw")["reasons"],
+        serde_json::json!([
+            {"kind": "param", "name": "count", "from": 50, "to": 7},
+            {"kind": "param", "name": "delay_ms", "from": 0, "to": 1}
+        ])
+    );
+    assert_eq!(row("draw")["reason"], "param count: 50 -> 7; param delay_ms: 0 -> 1");
+    assert_eq!(
+        row("half")["reasons"],
+        serde_json::json!([{"kind": "upstream", "stage": "draw", "state": "stale"}])
+    );
 
     std::fs::write(s.path().join("notes/a.txt"), "changed words").unwrap();
     let rows = json(&s.sp(&["status", "p.yaml", "--json"]));

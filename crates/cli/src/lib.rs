@@ -14,7 +14,7 @@ pub mod speed;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use serde_json::{json, Value};
+use serde_json::Value;
 use spherepipe_engine::{
     execute, hash_datasets, open_store, plan, records, ExecutorKind, RunOptions, RunReport, SlurmOptions, StageRequest, StageRun,
     StageRunError, StageState, Status,
@@ -662,22 +662,27 @@ fn artifact_place(store: &Store, artifact: &str) -> String {
     }
 }
 
+/// One row of `status --json`: the plan's typed status (every reason, each with its `kind`
+/// and fields), plus the reasons in words and the first one's kind.
+#[derive(serde::Serialize)]
+struct StatusRow<'a> {
+    #[serde(flatten)]
+    status: &'a spherepipe_engine::NodeStatus,
+    reason: String,
+    reason_kind: &'static str,
+}
+
 /// `spherepipe status`: each stage cached, stale (and why) or never-run.
 fn status(p: &Pipeline, json: bool, store_url: Option<&str>) -> Result<u8, Failure> {
     let store = with_shared_store(open_store(p)?, store_url.or(p.store.as_deref()))?;
     let st = plan(p, &store, &hash_datasets(p, &store)?)?;
     if json {
-        let rows: Vec<_> = st
+        let rows: Vec<StatusRow> = st
             .iter()
-            .map(|s| {
-                json!({
-                    "stage": s.stage,
-                    "state": s.state.as_str(),
-                    "reason": s.reason(),
-                    "reason_kind": s.reasons.first().map(|r| r.kind()).unwrap_or(""),
-                    "fingerprint": s.fingerprint,
-                    "artifact": s.artifact,
-                })
+            .map(|s| StatusRow {
+                reason: s.reason(),
+                reason_kind: s.reasons.first().map(|r| r.kind()).unwrap_or(""),
+                status: s,
             })
             .collect();
         println!("{}", serde_json::to_string_pretty(&rows).context("encoding JSON")?);
@@ -835,7 +840,7 @@ fn dry(p: &Pipeline, store: &Store, force: &[String]) -> Result<u8, Failure> {
     let mut would = 0;
     for (i, s) in st.iter().enumerate() {
         let (what, why) = if forced.contains(&i) {
-            ("run", "forced".to_owned())
+            ("run", spherepipe_engine::StaleReason::Forced.to_string())
         } else if s.state == Status::Cached {
             ("cached", String::new())
         } else {

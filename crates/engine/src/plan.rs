@@ -41,7 +41,6 @@ pub struct NodeStatus {
     /// Cached, stale or never run.
     pub state: Status,
     /// Why the stage is not cached: every difference found (empty when cached).
-    #[serde(skip)]
     pub reasons: Vec<StaleReason>,
     /// Known when every input's content is known (inputs cached or datasets).
     pub fingerprint: Option<String>,
@@ -59,9 +58,11 @@ impl NodeStatus {
     }
 }
 
-/// Why a stage is not cached: what differs from its last recorded run. Rendered in one place
-/// (`Display`), and named for machines by [`StaleReason::kind`].
-#[derive(Debug, Clone, PartialEq)]
+/// Why a stage is not cached (or will run anyway): what differs from its last recorded run.
+/// Rendered in one place (`Display`), named for machines by [`StaleReason::kind`], and
+/// serialised with that name as `kind` beside its fields (`status --json`'s `reasons`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum StaleReason {
     /// No run of the stage is recorded.
     NeverRun,
@@ -123,6 +124,8 @@ pub enum StaleReason {
     },
     /// Nothing differs, but the artifact is gone (gc, or set aside by verify).
     ArtifactGone,
+    /// `--force` names it: it runs whatever the cache holds.
+    Forced,
 }
 
 impl StaleReason {
@@ -137,6 +140,7 @@ impl StaleReason {
             StaleReason::Seed { .. } => "seed",
             StaleReason::Input { .. } => "input",
             StaleReason::ArtifactGone => "artifact-gone",
+            StaleReason::Forced => "forced",
         }
     }
 }
@@ -155,6 +159,7 @@ impl std::fmt::Display for StaleReason {
             StaleReason::Seed { from, to } => write!(f, "seed: {} -> {}", opt(from), opt(to)),
             StaleReason::Input { name, sources } => write!(f, "input `{name}` changed ({})", sources.join(", ")),
             StaleReason::ArtifactGone => write!(f, "its artifact is no longer in the cache (removed by gc or set aside by verify)"),
+            StaleReason::Forced => write!(f, "forced"),
         }
     }
 }
