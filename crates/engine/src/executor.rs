@@ -4,7 +4,7 @@
 //! channels, each running one stage at a time. The other is
 //! [`SlurmExecutor`](crate::slurm::SlurmExecutor): one `sbatch` job per stage.
 
-use crate::job::{gather, make_part, run_job, Job, JobResult};
+use crate::job::{gather, make_part, run_job, Job, JobResult, WorkError};
 use crossbeam_channel::{unbounded, Receiver, RecvTimeoutError, Sender};
 use spherepipe_stage::{CancelToken, Part};
 use spherepipe_store::Store;
@@ -35,7 +35,7 @@ enum Work {
 struct Split {
     job: Job,
     left: AtomicUsize,
-    failure: Mutex<Option<(String, bool)>>,
+    failure: Mutex<Option<WorkError>>,
     start: Instant,
 }
 
@@ -56,10 +56,10 @@ impl Split {
         }
         let failure = self.failure.lock().ok().and_then(|mut f| f.take());
         Some(match failure {
-            Some((error, cancelled)) => JobResult::Failed {
+            Some(e) => JobResult::Failed {
                 index: self.job.index,
-                error,
-                cancelled,
+                cancelled: e.cancelled(),
+                error: e.message().to_owned(),
                 wall: self.start.elapsed(),
             },
             None => gather(store, cancel, &self.job, self.start),

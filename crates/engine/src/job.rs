@@ -67,23 +67,45 @@ enum Work<'a> {
     Gather(&'a [PathBuf]),
 }
 
-/// A job's error: the message, and whether it was a cancellation.
-type WorkError = (String, bool);
+/// Why a job did not make its artifact.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum WorkError {
+    /// It was cancelled (Ctrl-C, or the scheduler's SIGTERM) before it finished.
+    Cancelled(String),
+    /// The stage's code returned an error or panicked (the message says which).
+    Stage(String),
+    /// What the stage made could not be staged, committed, recorded or shared.
+    Store(String),
+}
+
+impl WorkError {
+    /// What happened, in words.
+    pub(crate) fn message(&self) -> &str {
+        match self {
+            WorkError::Cancelled(m) | WorkError::Stage(m) | WorkError::Store(m) => m,
+        }
+    }
+
+    /// Whether the job was cancelled rather than failed.
+    pub(crate) fn cancelled(&self) -> bool {
+        matches!(self, WorkError::Cancelled(_))
+    }
+}
 
 /// Makes the whole of `job`'s artifact (its parts and their gather when it is split).
 pub(crate) fn run_job(store: &Store, cancel: &CancelToken, job: Job) -> JobResult {
     let start = Instant::now();
     if job.parts > 1 {
         for index in 0..job.parts {
-            if let Err((error, cancelled)) = make_part(store, cancel, &job, Part { index, count: job.parts }) {
-                return failed(&job, error, cancelled, start);
+            if let Err(e) = make_part(store, cancel, &job, Part { index, count: job.parts }) {
+                return failed(&job, e, start);
             }
         }
         return gather(store, cancel, &job, start);
     }
     match commit_work(store, cancel, &job, &job.fingerprint, Work::Whole) {
         Ok(m) => done(&job, m, start),
-        Err((error, cancelled)) => failed(&job, error, cancelled, start),
+        Err(e) => failed(&job, e, start),
     }
 }
 
@@ -93,7 +115,7 @@ pub(crate) fn run_job(store: &Store, cancel: &CancelToken, job: Job) -> JobResul
 pub(crate) fn make_part(store: &Store, cancel: &CancelToken, job: &Job, part: Part) -> Result<String, WorkError> {
     let fp = part_fingerprint(&job.fingerprint, part);
     if !job.forced {
-        if let Some(artifact) = find_part(store, &fp).map_err(|e| (e.to_string(), false))? {
+        if let Some(artifact) = find_part(store, &fp).map_err(|e| WorkError::Store(e.to_string()))? {
             return Ok(artifact);
         }
     }
@@ -103,8 +125,12 @@ pub(crate) fn make_part(store: &Store, cancel: &CancelToken, job: &Job, part: Pa
         artifact: m.hash.clone(),
         provenance: json!({"stage": job.name, "part": part.to_string(), "of": job.fingerprint}),
     };
-    store.record(&entry).map_err(|e| (format!("recording part {part}: {e}"), false))?;
-    store.publish(&entry).map_err(|e| (format!("sharing part {part}: {e}"), false))?;
+    store
+        .record(&entry)
+        .map_err(|e| WorkError::Store(format!("recording part {part}: {e}")))?;
+    store
+        .publish(&entry)
+        .map_err(|e| WorkError::Store(format!("sharing part {part}: {e}")))?;
     Ok(m.hash)
 }
 
@@ -117,14 +143,14 @@ pub(crate) fn gather(store: &Store, cancel: &CancelToken, job: &Job, start: Inst
             Ok(Some(artifact)) => dirs.push(store.artifact_dir(&artifact)),
             Ok(None) => {
                 let error = format!("part {part} has not been made: run it first (run-stage --part {part})");
-                return failed(job, error, false, start);
+                return failed(job, WorkError::Store(error), start);
             }
-            Err(e) => return failed(job, e.to_string(), false, start),
+            Err(e) => return failed(job, WorkError::Store(e.to_string()), start),
         }
     }
     match commit_work(store, cancel, job, &job.fingerprint, Work::Gather(&dirs)) {
         Ok(m) => done(job, m, start),
-        Err((error, cancelled)) => failed(job, error, cancelled, start),
+        Err(e) => failed(job, e, start),
     }
 }
 
@@ -152,11 +178,11 @@ fn done(job: &Job, m: Manifest, start: Instant) -> JobResult {
     }
 }
 
-fn failed(job: &Job, error: String, cancelled: bool, start: Instant) -> JobResult {
+fn failed(job: &Job, error: WorkError, start: Instant) -> JobResult {
     JobResult::Failed {
         index: job.index,
-        error,
-        cancelled,
+        cancelled: error.cancelled(),
+        error: error.message().to_owned(),
         wall: start.elapsed(),
     }
 }
@@ -167,11 +193,11 @@ fn failed(job: &Job, error: String, cancelled: bool, start: Instant) -> JobResul
 fn commit_work(store: &Store, cancel: &CancelToken, job: &Job, fingerprint: &str, work: Work<'_>) -> Result<Manifest, WorkError> {
     let staging = store
         .new_staging_dir(&job.name)
-        .map_err(|e| (format!("cannot create a staging directory: {e}"), false))?;
+        .map_err(|e| WorkError::Store(format!("cannot create a staging directory: {e}")))?;
     let scratch = store.layout().scratch(fingerprint);
     if let Err(e) = std::fs::create_dir_all(&scratch) {
         let _ = std::fs::remove_dir_all(&staging);
-        return Err((format!("cannot create {}: {e}", scratch.display()), false));
+        return Err(WorkError::Store(format!("cannot create {}: {e}", scratch.display())));
     }
     let logs = store.layout().logs(fingerprint);
     let _ = std::fs::create_dir_all(&logs);
@@ -199,9 +225,12 @@ fn commit_work(store: &Store, cancel: &CancelToken, job: &Job, fingerprint: &str
         }))
     });
     let outcome = match result {
-        Ok(Ok(())) => store.commit(&staging).map_err(|e| (format!("committing the artifact: {e}"), false)),
-        Ok(Err(e)) => Err((format!("{e:#}"), e.downcast_ref::<Cancelled>().is_some())),
-        Err(panic) => Err((panic_message(job, panic), false)),
+        Ok(Ok(())) => store
+            .commit(&staging)
+            .map_err(|e| WorkError::Store(format!("committing the artifact: {e}"))),
+        Ok(Err(e)) if e.downcast_ref::<Cancelled>().is_some() => Err(WorkError::Cancelled(format!("{e:#}"))),
+        Ok(Err(e)) => Err(WorkError::Stage(format!("{e:#}"))),
+        Err(panic) => Err(WorkError::Stage(panic_message(job, panic))),
     };
     match outcome {
         Ok(m) => {
@@ -221,14 +250,19 @@ fn commit_work(store: &Store, cancel: &CancelToken, job: &Job, fingerprint: &str
             }
             Ok(m)
         }
-        Err((error, cancelled)) => {
+        Err(error) => {
             // Nothing partial survives: the staging directory goes. The checkpoints stay, here
             // and in the shared store, for the next attempt.
             let _ = std::fs::remove_dir_all(&staging);
             if let Some(Err(e)) = sync.as_ref().map(|s| s.save()) {
                 progress.message(&format!("could not save the checkpoints to the shared store: {e}"));
             }
-            Err((error, cancelled || cancel.is_cancelled()))
+            // A stage that returned an error because it was stopped was cancelled, whatever
+            // its error says.
+            Err(match error {
+                WorkError::Stage(m) | WorkError::Store(m) if cancel.is_cancelled() => WorkError::Cancelled(m),
+                other => other,
+            })
         }
     }
 }

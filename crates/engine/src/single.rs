@@ -173,10 +173,10 @@ fn make_one_part(store: &Store, cancel: &CancelToken, job: &Job, part: Part) -> 
             artifact,
             wall: start.elapsed(),
         }),
-        Err((error, cancelled)) => Err(StageRunError::Failed {
+        Err(e) => Err(StageRunError::Failed {
             stage: format!("{} (part {part})", job.name),
-            error,
-            cancelled,
+            cancelled: e.cancelled(),
+            error: e.message().to_owned(),
         }),
     }
 }
