@@ -157,7 +157,7 @@ pub fn sinks(p: &Pipeline) -> Vec<String> {
 const MAX_FIGURE_BYTES: u64 = 16 << 20;
 
 /// Every figure a cached stage's artifact holds (as its kind lists them), then a contact sheet
-/// of the first shard artifact's first file.
+/// of the first file of the first artifact whose kind `shows_faces`.
 fn figures(p: &Pipeline, dirs: &[Option<PathBuf>]) -> Vec<Figure> {
     let mut out = Vec::new();
     for (node, dir) in p.nodes.iter().zip(dirs) {
@@ -178,12 +178,12 @@ fn figures(p: &Pipeline, dirs: &[Option<PathBuf>]) -> Vec<Figure> {
             }
         }
     }
-    let shard = p
+    let faces = p
         .nodes
         .iter()
         .zip(dirs)
-        .find_map(|(n, d)| d.as_ref().filter(|_| n.kind.kind() == "shard").map(|d| (n, d)));
-    if let Some((node, dir)) = shard {
+        .find_map(|(n, d)| d.as_ref().filter(|_| n.kind.shows_faces()).map(|d| (n, d)));
+    if let Some((node, dir)) = faces {
         if let Ok((png, n, file)) = crate::inspect::first_faces(dir, 24) {
             out.push(Figure {
                 stage: node.name.clone(),

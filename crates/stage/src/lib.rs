@@ -209,6 +209,12 @@ pub trait Stage: Send + Sync {
     fn figures(&self) -> Vec<(&'static str, &'static str)> {
         Vec::new()
     }
+    /// Whether its artifact holds face tables worth a contact sheet on the pipeline's page
+    /// (the faces of its first Parquet file, with their landmarks); the page shows one, for
+    /// the first such stage.
+    fn shows_faces(&self) -> bool {
+        false
+    }
     /// Produces the artifact in `ctx.out_dir`. Return an error (never panic) on bad input, and
     /// poll `ctx.cancel` between units of work. A `summary.txt` in the artifact is printed at
     /// the end of `spherepipe run` (the headline result of a pipeline).

@@ -36,6 +36,9 @@ impl Stage for Shard {
     fn doc(&self) -> &'static str {
         "shuffled Parquet shards (zstd; the PNG column stored as is) with manifest.json"
     }
+    fn shows_faces(&self) -> bool {
+        true
+    }
     fn params(&self) -> Vec<ParamSpec> {
         vec![
             ParamSpec::new(
