@@ -14,7 +14,6 @@ pub mod speed;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use serde_json::Value;
 use spherepipe_engine::{
     execute, hash_datasets, open_store, plan, records, ExecutorKind, RunOptions, RunReport, SlurmOptions, StageRequest, StageRun,
     StageRunError, StageState, Status,
@@ -929,16 +928,10 @@ fn show(p: &Pipeline, stage: &str, as_json: bool, store_url: Option<&str>) -> Re
     let store = with_shared_store(open_store(p)?, store_url.or(p.store.as_deref()))?;
     let st = plan(p, &store, &hash_datasets(p, &store)?)?;
     let s = &st[i];
-    let report::Details {
-        json: v,
-        dir,
-        in_store,
-        files,
-    } = report::details(p, &store, s, i, &records::read_runs(&store))?;
-    let last_run = v["last_run"].clone();
+    let d = report::details(p, &store, s, i, &records::read_runs(&store))?;
     let node = &p.nodes[i];
     if as_json {
-        println!("{}", serde_json::to_string_pretty(&v).context("encoding JSON")?);
+        println!("{}", serde_json::to_string_pretty(&d).context("encoding JSON")?);
         return Ok(0);
     }
     println!("stage        {} [{} v{}]", node.name, node.kind.kind(), node.kind.version());
@@ -955,7 +948,7 @@ fn show(p: &Pipeline, stage: &str, as_json: bool, store_url: Option<&str>) -> Re
         "fingerprint  {}",
         s.fingerprint.as_deref().unwrap_or("(unknown until its inputs are built)")
     );
-    let where_ = match (dir, &in_store) {
+    let where_ = match (&d.artifact, &d.in_store) {
         (Some(d), _) => d.display().to_string(),
         (None, Some(key)) => format!("{key} (in the shared store only; `run` fetches it)"),
         (None, None) => "(none)".into(),
@@ -966,17 +959,12 @@ fn show(p: &Pipeline, stage: &str, as_json: bool, store_url: Option<&str>) -> Re
         println!("  {k}: {v}");
     }
     println!("files");
-    for f in &files {
+    for f in &d.files {
         println!("  {:>12}  {}  {}", f.size, f.blake3.get(..16).unwrap_or(&f.blake3), f.path);
     }
-    match &last_run {
-        r @ Value::Object(_) => println!(
-            "last run     {} ({}, {:.2}s)",
-            r["run_id"].as_str().unwrap_or(""),
-            r["state"].as_str().unwrap_or(""),
-            r["wall_s"].as_f64().unwrap_or(0.0)
-        ),
-        _ => println!("last run     (none recorded)"),
+    match &d.last_run {
+        Some(r) => println!("last run     {} ({}, {:.2}s)", r.run_id, r.state.as_str(), r.wall_s),
+        None => println!("last run     (none recorded)"),
     }
     Ok(0)
 }

@@ -2,29 +2,65 @@
 //! run records and the artifacts. `run` writes it too, at the end of every run.
 
 use anyhow::{Context, Result};
-use serde_json::{json, Value};
+use serde::Serialize;
+use serde_json::Value;
 use spherepipe_engine::records::{self, RunRecord};
+use spherepipe_engine::StageState as RunState;
 use spherepipe_engine::{hash_datasets, plan, NodeStatus, Status};
 use spherepipe_pipeline::{Pipeline, Source};
 use spherepipe_report::{Figure, Image, Page, StageState, StageView};
 use spherepipe_store::{FileEntry, Store};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-/// What `show` says of a stage, and what the page shows on click.
-pub struct Details {
-    /// `show --json`'s object.
-    pub json: Value,
+/// What `show` says of a stage, and what the page shows on click (`show --json` is this,
+/// serialised).
+#[derive(Debug, Clone, Serialize)]
+pub struct StageDetails {
+    /// The stage's name.
+    pub stage: String,
+    /// Its kind.
+    pub kind: String,
+    /// The kind's version.
+    pub version: String,
+    /// Cached, stale or never run.
+    pub state: Status,
+    /// Why it is not cached, in words.
+    pub reason: String,
+    /// Its fingerprint, when its inputs are known.
+    pub fingerprint: Option<String>,
+    /// Its resolved params.
+    pub params: BTreeMap<String, Value>,
     /// The artifact's directory in the local cache.
-    pub dir: Option<PathBuf>,
+    pub artifact: Option<PathBuf>,
     /// Where the shared store holds its manifest, when only it has the artifact.
     pub in_store: Option<String>,
     /// The artifact's files.
     pub files: Vec<FileEntry>,
+    /// The last run that ran, found, failed or cancelled it.
+    pub last_run: Option<LastRun>,
+}
+
+/// A stage's last recorded run, as `show` gives it.
+#[derive(Debug, Clone, Serialize)]
+pub struct LastRun {
+    /// The run.
+    pub run_id: String,
+    /// When it started, in seconds since the Unix epoch.
+    pub started_unix: f64,
+    /// What became of the stage.
+    pub state: RunState,
+    /// Seconds the stage ran.
+    pub wall_s: f64,
+    /// The artifact it made or found.
+    pub artifact: Option<String>,
+    /// Why it failed.
+    pub error: Option<String>,
 }
 
 /// Stage `i`'s details; `runs` are the run records, oldest first (its last run is looked up
 /// there).
-pub fn details(p: &Pipeline, store: &Store, s: &NodeStatus, i: usize, runs: &[RunRecord]) -> Result<Details> {
+pub fn details(p: &Pipeline, store: &Store, s: &NodeStatus, i: usize, runs: &[RunRecord]) -> Result<StageDetails> {
     let local = s.artifact.as_ref().and_then(|a| store.read_manifest(a).ok());
     let dir = s.artifact.as_ref().filter(|_| local.is_some()).map(|a| store.artifact_dir(a));
     // Held only by the shared store: its manifest there, and where.
@@ -39,27 +75,28 @@ pub fn details(p: &Pipeline, store: &Store, s: &NodeStatus, i: usize, runs: &[Ru
     let files = local.or(remote.map(|r| r.1)).map(|m| m.files).unwrap_or_default();
     let node = &p.nodes[i];
     let last_run = runs.iter().rev().find_map(|r| {
-        let rec = r.stages.iter().find(|x| x.stage == node.name && x.state != "skipped")?;
-        Some(json!({"run_id": r.run_id, "started_unix": r.started_unix, "state": rec.state, "wall_s": rec.wall_s, "artifact": rec.artifact, "error": rec.error}))
+        let rec = r.stages.iter().find(|x| x.stage == node.name && x.state != RunState::Skipped)?;
+        Some(LastRun {
+            run_id: r.run_id.clone(),
+            started_unix: r.started_unix,
+            state: rec.state,
+            wall_s: rec.wall_s,
+            artifact: rec.artifact.clone(),
+            error: rec.error.clone(),
+        })
     });
-    let json = json!({
-        "stage": node.name,
-        "kind": node.kind.kind(),
-        "version": node.kind.version(),
-        "state": s.state.as_str(),
-        "reason": s.reason(),
-        "fingerprint": s.fingerprint,
-        "params": node.params.0,
-        "artifact": dir.as_ref().map(|d| d.display().to_string()),
-        "in_store": in_store,
-        "files": files,
-        "last_run": last_run,
-    });
-    Ok(Details {
-        json,
-        dir,
+    Ok(StageDetails {
+        stage: node.name.clone(),
+        kind: node.kind.kind().to_owned(),
+        version: node.kind.version().to_owned(),
+        state: s.state,
+        reason: s.reason(),
+        fingerprint: s.fingerprint.clone(),
+        params: node.params.0.clone(),
+        artifact: dir,
         in_store,
         files,
+        last_run,
     })
 }
 
@@ -73,7 +110,7 @@ pub fn page(p: &Pipeline, file: &Path, store: &Store, history: bool) -> Result<P
     for (i, s) in status.iter().enumerate() {
         let d = details(p, store, s, i, &runs)?;
         stages.push(stage_view(p, s, i, latest, &runs, &d));
-        dirs.push(d.dir);
+        dirs.push(d.artifact);
     }
     let (results, missing) = crate::metrics::rows(store, &p.name, &status, &sinks(p), history);
     Ok(Page {
@@ -103,19 +140,19 @@ pub fn default_path(p: &Pipeline, store: &Store) -> PathBuf {
 /// A stage's state word: `ran` when `latest` (this pipeline's last run) made its artifact,
 /// `failed` when that run failed it and nothing replaced it, else the plan's. Its time is the
 /// run that made its artifact, in any pipeline (`runs`), or the one that failed.
-fn stage_view(p: &Pipeline, s: &NodeStatus, i: usize, latest: Option<&RunRecord>, runs: &[RunRecord], d: &Details) -> StageView {
+fn stage_view(p: &Pipeline, s: &NodeStatus, i: usize, latest: Option<&RunRecord>, runs: &[RunRecord], d: &StageDetails) -> StageView {
     let node = &p.nodes[i];
     let latest = latest.and_then(|r| r.stages.iter().find(|x| x.stage == node.name));
     let state = match (s.state, latest) {
-        (Status::Cached, Some(r)) if r.state == "ran" && r.artifact == s.artifact => StageState::Ran,
+        (Status::Cached, Some(r)) if r.state == RunState::Ran && r.artifact == s.artifact => StageState::Ran,
         (Status::Cached, _) => StageState::Cached,
-        (_, Some(r)) if r.state == "failed" => StageState::Failed(r.error.clone().unwrap_or_default()),
+        (_, Some(r)) if r.state == RunState::Failed => StageState::Failed(r.error.clone().unwrap_or_default()),
         (Status::Stale, _) => StageState::Stale(s.reason()),
         (Status::NeverRun, _) => StageState::NeverRun,
     };
     let made = |r: &&spherepipe_engine::records::StageRecord| match &state {
-        StageState::Failed(_) => r.stage == node.name && r.state == "failed",
-        _ => r.state == "ran" && r.artifact.is_some() && r.artifact == s.artifact,
+        StageState::Failed(_) => r.stage == node.name && r.state == RunState::Failed,
+        _ => r.state == RunState::Ran && r.artifact.is_some() && r.artifact == s.artifact,
     };
     let wall_s = runs.iter().rev().find_map(|r| r.stages.iter().find(made)).map(|r| r.wall_s);
     StageView {
@@ -125,7 +162,7 @@ fn stage_view(p: &Pipeline, s: &NodeStatus, i: usize, latest: Option<&RunRecord>
         state,
         wall_s,
         bytes: (!d.files.is_empty()).then(|| d.files.iter().map(|f| f.size).sum()),
-        details: d.json.clone(),
+        details: serde_json::to_value(d).unwrap_or(Value::Null),
     }
 }
 

@@ -41,8 +41,8 @@ pub struct StageRecord {
     pub stage: String,
     /// Its kind.
     pub kind: String,
-    /// ran, cached, skipped, failed or cancelled.
-    pub state: String,
+    /// Ran, cached, skipped, failed or cancelled.
+    pub state: crate::StageState,
     /// Its fingerprint, when its inputs were known.
     pub fingerprint: Option<String>,
     /// The artifact it produced or found.

@@ -62,8 +62,9 @@ impl Default for RunOptions {
     }
 }
 
-/// What became of a stage in a run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What became of a stage in a run (written to `runs.jsonl` by its lowercase name).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum StageState {
     /// It ran and committed an artifact.
     Ran,
@@ -574,7 +575,7 @@ fn run_record(p: &Pipeline, opts: &RunOptions, report: &RunReport, started_unix:
             .map(|(o, n)| StageRecord {
                 stage: o.stage.clone(),
                 kind: n.kind.kind().to_owned(),
-                state: o.state.as_str().to_owned(),
+                state: o.state,
                 fingerprint: o.fingerprint.clone(),
                 artifact: o.artifact.clone(),
                 wall_s: o.wall.as_secs_f64(),
