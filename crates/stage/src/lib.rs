@@ -179,7 +179,7 @@ pub trait Stage: Send + Sync {
     }
     /// Checks across params that single-param types cannot express. The message should say
     /// how to fix it.
-    fn validate(&self, _params: &Params) -> Result<(), String> {
+    fn validate(&self, _params: &Params) -> Result<(), InvalidParams> {
         Ok(())
     }
     /// Whether `parts: N` may split its work into parts that run apart (on several
@@ -219,6 +219,37 @@ pub trait Stage: Send + Sync {
     /// poll `ctx.cancel` between units of work. A `summary.txt` in the artifact is printed at
     /// the end of `spherepipe run` (the headline result of a pipeline).
     fn run(&self, ctx: &StageContext<'_>) -> anyhow::Result<()>;
+}
+
+/// Why a stage's params, taken together, are refused by [`Stage::validate`]: a message that
+/// says how to fix it. A param's own error, a `…Params` parser's `anyhow` error and a plain
+/// message all convert with `?`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidParams(pub String);
+
+impl From<ParamError> for InvalidParams {
+    fn from(e: ParamError) -> Self {
+        InvalidParams(e.to_string())
+    }
+}
+
+impl From<anyhow::Error> for InvalidParams {
+    fn from(e: anyhow::Error) -> Self {
+        InvalidParams(format!("{e:#}"))
+    }
+}
+
+impl From<String> for InvalidParams {
+    fn from(e: String) -> Self {
+        InvalidParams(e)
+    }
+}
+
+impl From<&str> for InvalidParams {
+    fn from(e: &str) -> Self {
+        InvalidParams(e.to_owned())
+    }
 }
 
 /// The stage kinds a program knows, by `kind` name. The binary fills it; the engine and the

@@ -103,8 +103,9 @@ impl Stage for Align {
             InputSpec::one("samples", "a dedupe artifact whose samples.tsv replaces the format's list").optional(),
         ]
     }
-    fn validate(&self, p: &Params) -> Result<(), String> {
-        AlignParams::from_params(p).map(|_| ()).map_err(|e| format!("{e:#}"))
+    fn validate(&self, p: &Params) -> Result<(), spherepipe_stage::InvalidParams> {
+        AlignParams::from_params(p)?;
+        Ok(())
     }
     fn run(&self, ctx: &StageContext<'_>) -> anyhow::Result<()> {
         let job = Listed::read(ctx)?;

@@ -142,8 +142,9 @@ impl Stage for Evaluate {
             InputSpec::one("model", "the train stage, for its curve and settings").optional(),
         ]
     }
-    fn validate(&self, p: &spherepipe_stage::Params) -> Result<(), String> {
-        EvaluateParams::from_params(p).map(|_| ()).map_err(|e| format!("{e:#}"))
+    fn validate(&self, p: &spherepipe_stage::Params) -> Result<(), spherepipe_stage::InvalidParams> {
+        EvaluateParams::from_params(p)?;
+        Ok(())
     }
     fn run(&self, ctx: &StageContext<'_>) -> anyhow::Result<()> {
         let input = |n: &str| ctx.inputs.many(n).first().cloned();

@@ -118,14 +118,13 @@ impl Stage for Extract {
             InputSpec::one("faces", "an align artifact (faces.parquet) of a test set"),
         ]
     }
-    fn validate(&self, p: &spherepipe_stage::Params) -> Result<(), String> {
-        Patch::parse_box(p.raw("patch").map_err(|e| e.to_string())?)?;
-        let suffix = p.str("devkit_suffix").map_err(|e| e.to_string())?;
+    fn validate(&self, p: &spherepipe_stage::Params) -> Result<(), spherepipe_stage::InvalidParams> {
+        Patch::parse_box(p.raw("patch")?)?;
+        let suffix = p.str("devkit_suffix")?;
         if suffix.is_empty() || suffix.contains('/') {
             return Err("devkit_suffix must be a non-empty name without `/`".into());
         }
-        let device = p.str("device").map_err(|e| e.to_string())?;
-        DeviceSpec::parse(p.raw("devices").map_err(|e| e.to_string())?, device).map_err(|e| e.to_string())?;
+        DeviceSpec::parse(p.raw("devices")?, p.str("device")?)?;
         Ok(())
     }
     fn run(&self, ctx: &StageContext<'_>) -> anyhow::Result<()> {

@@ -46,10 +46,11 @@ impl Stage for Synth {
     fn uses_seed(&self) -> bool {
         true
     }
-    fn validate(&self, p: &Params) -> Result<(), String> {
-        let mut preset = Preset::named(p.str("preset").map_err(|e| e.to_string())?).ok_or("unknown preset")?;
-        let sizes: Sizes = p.get("sizes").map_err(|e| e.to_string())?;
-        sizes.apply(&mut preset).map_err(|e| e.to_string())
+    fn validate(&self, p: &Params) -> Result<(), spherepipe_stage::InvalidParams> {
+        let mut preset = Preset::named(p.str("preset")?).ok_or("unknown preset")?;
+        let sizes: Sizes = p.get("sizes")?;
+        sizes.apply(&mut preset)?;
+        Ok(())
     }
     fn run(&self, ctx: &StageContext<'_>) -> anyhow::Result<()> {
         let name = ctx.params.str("preset")?;

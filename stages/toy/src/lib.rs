@@ -164,8 +164,9 @@ impl Stage for WordCount {
     fn inputs(&self) -> Vec<InputSpec> {
         vec![InputSpec::one("text", "a directory of .txt files")]
     }
-    fn validate(&self, p: &Params) -> Result<(), String> {
-        p.i64("min_count").map(|_| ()).map_err(|e| e.to_string())
+    fn validate(&self, p: &Params) -> Result<(), spherepipe_stage::InvalidParams> {
+        p.i64("min_count")?;
+        Ok(())
     }
     fn run(&self, ctx: &StageContext<'_>) -> anyhow::Result<()> {
         let dir = ctx.inputs.one("text")?;

@@ -61,8 +61,9 @@ impl Stage for Train {
     fn uses_seed(&self) -> bool {
         true
     }
-    fn validate(&self, p: &Params) -> Result<(), String> {
-        TrainParams::from_params(p).map(|_| ()).map_err(|e| format!("{e:#}"))
+    fn validate(&self, p: &Params) -> Result<(), spherepipe_stage::InvalidParams> {
+        TrainParams::from_params(p)?;
+        Ok(())
     }
     fn resources(&self, p: &Params) -> Resources {
         spherepipe_nn::devices::gpu_resources(p)
@@ -540,12 +541,16 @@ mod tests {
         p.0.insert("loss".into(), "arcface".into());
         p.0.insert("margin".into(), 2.0.into());
         assert_eq!(
-            Train.validate(&p).unwrap_err(),
+            Train.validate(&p).unwrap_err().to_string(),
             "arcface margin above 1.5 rad makes θ + m wrap past π; use about 0.5"
         );
         let mut p = defaults();
         p.0.insert("patch".into(), serde_json::json!({"name": "eyes"}));
-        assert!(Train.validate(&p).unwrap_err().contains("needs `box: [x, y, width, height]`"));
+        assert!(Train
+            .validate(&p)
+            .unwrap_err()
+            .to_string()
+            .contains("needs `box: [x, y, width, height]`"));
     }
 
     #[test]
