@@ -19,9 +19,9 @@ pub(crate) trait Executor {
     /// failure can still stop what has not started.
     fn capacity(&self) -> usize;
     /// Starts a job.
-    fn submit(&self, job: Job) -> anyhow::Result<()>;
+    fn submit(&mut self, job: Job) -> anyhow::Result<()>;
     /// The next job to end, waiting at most `timeout`: `None` if none ended by then.
-    fn next_result(&self, timeout: Duration) -> anyhow::Result<Option<JobResult>>;
+    fn next_result(&mut self, timeout: Duration) -> anyhow::Result<Option<JobResult>>;
 }
 
 /// A unit of work for a worker: a whole job, or one part of a split one.
@@ -109,7 +109,7 @@ impl Executor for LocalPool {
         self.workers
     }
 
-    fn submit(&self, job: Job) -> anyhow::Result<()> {
+    fn submit(&mut self, job: Job) -> anyhow::Result<()> {
         let stopped = |_| anyhow::anyhow!("the worker pool stopped");
         if job.parts <= 1 {
             return self.work.send(Work::Whole(job)).map_err(stopped);
@@ -127,7 +127,7 @@ impl Executor for LocalPool {
         Ok(())
     }
 
-    fn next_result(&self, timeout: Duration) -> anyhow::Result<Option<JobResult>> {
+    fn next_result(&mut self, timeout: Duration) -> anyhow::Result<Option<JobResult>> {
         match self.results.recv_timeout(timeout) {
             Ok(r) => Ok(Some(r)),
             Err(RecvTimeoutError::Timeout) => Ok(None),

@@ -195,13 +195,13 @@ pub fn execute(p: &Pipeline, store: &Store, opts: &RunOptions, obs: &dyn Observe
     }
     let mut run = Coordinator::new(p, store, opts, obs, hash_datasets(p, store)?);
     match &opts.executor {
-        ExecutorKind::Local => std::thread::scope(|scope| run.drive(&LocalPool::start(scope, store, &opts.cancel, opts.jobs)))?,
+        ExecutorKind::Local => std::thread::scope(|scope| run.drive(&mut LocalPool::start(scope, store, &opts.cancel, opts.jobs)))?,
         ExecutorKind::Slurm(slurm) => {
             if store.mirror().is_none() {
                 anyhow::bail!("the Slurm executor needs a shared store that every node can reach: pass --store s3://bucket/prefix or file:///shared/dir (or set `store:` in the pipeline file)");
             }
             run.download = false;
-            run.drive(&SlurmExecutor::new(slurm, p, store, &opts.cancel))?;
+            run.drive(&mut SlurmExecutor::new(slurm, p, store, &opts.cancel))?;
             run.fetch_results();
         }
     }
@@ -252,7 +252,7 @@ impl<'a> Coordinator<'a> {
 
     /// Until nothing is running and nothing more can start: start what is ready, then wait
     /// for one result.
-    fn drive(&mut self, exec: &dyn Executor) -> anyhow::Result<()> {
+    fn drive(&mut self, exec: &mut dyn Executor) -> anyhow::Result<()> {
         loop {
             if self.opts.cancel.is_cancelled() {
                 self.stop = true;
@@ -269,7 +269,7 @@ impl<'a> Coordinator<'a> {
     }
 
     /// Advances every pending stage that can move, until none can.
-    fn start_ready(&mut self, exec: &dyn Executor) -> anyhow::Result<()> {
+    fn start_ready(&mut self, exec: &mut dyn Executor) -> anyhow::Result<()> {
         loop {
             let mut progressed = false;
             for i in 0..self.p.nodes.len() {
@@ -284,7 +284,7 @@ impl<'a> Coordinator<'a> {
     /// Moves stage `i` on if it can. True when it finished here (skipped or cached), which may
     /// free stages after it. A stage is resolved and looked up once, when its inputs are done;
     /// if it must run, it waits as `Ready` for a free slot.
-    fn advance(&mut self, i: usize, exec: &dyn Executor) -> anyhow::Result<bool> {
+    fn advance(&mut self, i: usize, exec: &mut dyn Executor) -> anyhow::Result<bool> {
         if matches!(self.slots[i], Slot::Pending) && self.resolve(i)? {
             return Ok(true);
         }
@@ -398,7 +398,7 @@ impl<'a> Coordinator<'a> {
     }
 
     /// Hands stage `i` to the executor, its inputs as directories.
-    fn start(&mut self, i: usize, fp: String, m: Material, exec: &dyn Executor) -> anyhow::Result<()> {
+    fn start(&mut self, i: usize, fp: String, m: Material, exec: &mut dyn Executor) -> anyhow::Result<()> {
         let node = &self.p.nodes[i];
         let inputs: BTreeMap<String, Vec<PathBuf>> = node
             .inputs

@@ -12,7 +12,6 @@ use crate::job::{Job, JobResult};
 use spherepipe_pipeline::Pipeline;
 use spherepipe_stage::{CancelToken, Part, ProgressSink, Resources};
 use spherepipe_store::Store;
-use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -46,6 +45,97 @@ pub struct SlurmOptions {
 /// A Slurm job id, and the path of its log (with Slurm's `%j`, `%A`, `%a` still in it).
 type Submitted = (String, PathBuf);
 
+/// A Slurm job's state, as `squeue -o %T` names it (the ones spherepipe tells apart), or
+/// `Gone`: no longer listed, so ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum JobState {
+    /// Queued, or being set up, run, wound down, suspended or requeued: not ended.
+    Alive(String),
+    /// Ended with exit code 0.
+    Completed,
+    /// Cancelled (`scancel`, or Ctrl-C through it).
+    Cancelled,
+    /// Ended some other way (`FAILED`, `TIMEOUT`, `OUT_OF_MEMORY`, `NODE_FAIL` …).
+    Ended(String),
+    /// `squeue` no longer lists it.
+    Gone,
+}
+
+impl JobState {
+    /// The state `squeue` printed.
+    pub(crate) fn parse(word: &str) -> JobState {
+        match word {
+            "PENDING" | "CONFIGURING" | "RUNNING" | "COMPLETING" | "SUSPENDED" | "REQUEUED" | "RESIZING" => {
+                JobState::Alive(word.to_owned())
+            }
+            "COMPLETED" => JobState::Completed,
+            "CANCELLED" => JobState::Cancelled,
+            other => JobState::Ended(other.to_owned()),
+        }
+    }
+
+    /// Slurm's word for it (`ENDED` when it is no longer listed).
+    pub(crate) fn word(&self) -> &str {
+        match self {
+            JobState::Alive(w) | JobState::Ended(w) => w,
+            JobState::Completed => "COMPLETED",
+            JobState::Cancelled => "CANCELLED",
+            JobState::Gone => "ENDED",
+        }
+    }
+}
+
+/// What `sbatch` did with a job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Sbatch {
+    /// Submitted, with this id.
+    Submitted(String),
+    /// Refused, saying why.
+    Refused(String),
+    /// `sbatch` could not be run at all.
+    CannotRun(String),
+}
+
+/// Slurm's client commands, behind a seam, so that the executor's polling and its outcome
+/// rules are unit-tested with a scripted fake beside the real-cluster tests.
+pub(crate) trait SlurmClient {
+    /// `sbatch ARGS`.
+    fn sbatch(&self, args: &[String]) -> Sbatch;
+    /// Job id -> (state, reason) of the given jobs, as `squeue` lists them (ended ones too,
+    /// while the controller remembers them); a job it does not list has ended.
+    fn squeue(&self, ids: &[String]) -> BTreeMap<String, (JobState, String)>;
+    /// `scancel IDS`.
+    fn scancel(&self, ids: &[String]);
+}
+
+/// The real commands, on PATH.
+struct Commands;
+
+impl SlurmClient for Commands {
+    fn sbatch(&self, args: &[String]) -> Sbatch {
+        let out = match Command::new("sbatch").args(args).output() {
+            Ok(o) => o,
+            Err(e) => return Sbatch::CannotRun(e.to_string()),
+        };
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let job_id = stdout.trim().split(';').next().unwrap_or_default().to_owned();
+        if !out.status.success() || job_id.is_empty() {
+            return Sbatch::Refused(String::from_utf8_lossy(&out.stderr).trim().to_owned());
+        }
+        Sbatch::Submitted(job_id)
+    }
+
+    fn squeue(&self, ids: &[String]) -> BTreeMap<String, (JobState, String)> {
+        squeue(ids)
+    }
+
+    fn scancel(&self, ids: &[String]) {
+        if !ids.is_empty() {
+            let _ = Command::new("scancel").args(ids).output();
+        }
+    }
+}
+
 /// A submitted job the coordinator waits for.
 struct InFlight {
     job_id: String,
@@ -68,24 +158,37 @@ pub(crate) struct SlurmExecutor<'a> {
     p: &'a Pipeline,
     store: &'a Store,
     cancel: CancelToken,
-    in_flight: RefCell<Vec<InFlight>>,
-    ended: RefCell<VecDeque<JobResult>>,
-    last_poll: Cell<Option<Instant>>,
-    cancel_sent: Cell<bool>,
+    client: Box<dyn SlurmClient>,
+    in_flight: Vec<InFlight>,
+    ended: VecDeque<JobResult>,
+    last_poll: Option<Instant>,
+    cancel_sent: bool,
 }
 
 impl<'a> SlurmExecutor<'a> {
     /// An executor submitting `p`'s stages with `opts`.
     pub fn new(opts: &'a SlurmOptions, p: &'a Pipeline, store: &'a Store, cancel: &CancelToken) -> SlurmExecutor<'a> {
+        Self::with_client(opts, p, store, cancel, Box::new(Commands))
+    }
+
+    /// The same, through `client` instead of the commands on PATH (the tests' scripted fake).
+    pub(crate) fn with_client(
+        opts: &'a SlurmOptions,
+        p: &'a Pipeline,
+        store: &'a Store,
+        cancel: &CancelToken,
+        client: Box<dyn SlurmClient>,
+    ) -> SlurmExecutor<'a> {
         SlurmExecutor {
             opts,
             p,
             store,
             cancel: cancel.clone(),
-            in_flight: RefCell::new(Vec::new()),
-            ended: RefCell::new(VecDeque::new()),
-            last_poll: Cell::new(None),
-            cancel_sent: Cell::new(false),
+            client,
+            in_flight: Vec::new(),
+            ended: VecDeque::new(),
+            last_poll: None,
+            cancel_sent: false,
         }
     }
 
@@ -107,19 +210,16 @@ impl<'a> SlurmExecutor<'a> {
             wrap.push_str(&format!(" --part {part}"));
         }
         args.push(format!("--wrap={wrap}"));
-        let out = Command::new("sbatch").args(&args).output().map_err(|e| {
-            format!("cannot run `sbatch` ({e}): the Slurm executor needs Slurm's client commands on PATH; install slurm-client or run with --executor local")
-        })?;
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        let job_id = stdout.trim().split(';').next().unwrap_or_default().to_owned();
-        if !out.status.success() || job_id.is_empty() {
-            let why = String::from_utf8_lossy(&out.stderr).trim().to_owned();
-            return Err(format!(
+        match self.client.sbatch(&args) {
+            Sbatch::Submitted(job_id) => Ok((job_id, log)),
+            Sbatch::Refused(why) => Err(format!(
                 "sbatch refused the job of `{}`: {why} (check the stage's resources: and --slurm-args)",
                 job.name
-            ));
+            )),
+            Sbatch::CannotRun(e) => Err(format!(
+                "cannot run `sbatch` ({e}): the Slurm executor needs Slurm's client commands on PATH; install slurm-client or run with --executor local"
+            )),
         }
-        Ok((job_id, log))
     }
 
     /// For a split stage: an array job for the parts the store lacks, and the gather job that
@@ -176,47 +276,44 @@ impl<'a> SlurmExecutor<'a> {
     }
 
     /// Asks `squeue` for every job in flight and turns those that ended into results.
-    fn poll(&self) {
-        let ids: Vec<String> = self.in_flight.borrow().iter().map(|j| j.job_id.clone()).collect();
-        let states = squeue(&ids);
-        let mut in_flight = self.in_flight.borrow_mut();
+    fn poll(&mut self) {
+        let ids: Vec<String> = self.in_flight.iter().map(|j| j.job_id.clone()).collect();
+        let states = self.client.squeue(&ids);
         let mut still = Vec::new();
-        for mut job in in_flight.drain(..) {
+        for mut job in std::mem::take(&mut self.in_flight) {
             let (state, reason) = states
                 .get(&job.job_id)
                 .cloned()
-                .unwrap_or_else(|| ("ENDED".to_owned(), "no longer listed by squeue".to_owned()));
-            if matches!(
-                state.as_str(),
-                "PENDING" | "CONFIGURING" | "RUNNING" | "COMPLETING" | "SUSPENDED" | "REQUEUED" | "RESIZING"
-            ) {
-                if state != job.last_state {
-                    job.sink.message(&format!("Slurm job {} {}", job.job_id, state.to_lowercase()));
-                    job.last_state = state;
+                .unwrap_or_else(|| (JobState::Gone, "no longer listed by squeue".to_owned()));
+            if let JobState::Alive(word) = &state {
+                if *word != job.last_state {
+                    job.sink.message(&format!("Slurm job {} {}", job.job_id, word.to_lowercase()));
+                    job.last_state = word.clone();
                 }
                 still.push(job);
             } else {
-                self.ended.borrow_mut().push_back(self.outcome(&job, &state, &reason));
+                let result = self.outcome(&job, &state, &reason);
+                self.ended.push_back(result);
             }
         }
-        *in_flight = still;
+        self.in_flight = still;
     }
 
     /// What became of an ended job: done if the store has its stage's artifact, whatever Slurm
     /// says; otherwise failed, with the job id, Slurm's state and reason, and its log.
-    fn outcome(&self, job: &InFlight, state: &str, reason: &str) -> JobResult {
+    fn outcome(&self, job: &InFlight, state: &JobState, reason: &str) -> JobResult {
         let wall = job.submitted.elapsed();
         let fail = |error: String| JobResult::Failed {
             index: job.index,
             error,
-            cancelled: self.cancel.is_cancelled() && state == "CANCELLED",
+            cancelled: self.cancel.is_cancelled() && *state == JobState::Cancelled,
             wall,
         };
         // A forced stage's entry may predate the job: then only a job that completed made it.
         let found = self
             .store
             .locate(&job.fingerprint)
-            .map(|e| e.filter(|_| !job.forced || state == "COMPLETED"));
+            .map(|e| e.filter(|_| !job.forced || *state == JobState::Completed));
         match found {
             Ok(Some(entry)) => JobResult::Done {
                 index: job.index,
@@ -227,15 +324,22 @@ impl<'a> SlurmExecutor<'a> {
             Ok(None) => {
                 let log = job.log.display().to_string().replace("%j", &job.job_id);
                 let last = last_line(Path::new(&log)).map(|l| format!(": {l}")).unwrap_or_default();
-                let parts = job.parts.as_ref().map(|(array, log)| failed_parts(array, log)).unwrap_or_default();
+                let parts = job
+                    .parts
+                    .as_ref()
+                    .map(|(array, log)| self.failed_parts(array, log))
+                    .unwrap_or_default();
                 fail(format!(
-                    "Slurm job {} of `{}` ended {state} (reason: {reason}) without committing to the store; its log: {log}{last}{parts}",
-                    job.job_id, job.name
+                    "Slurm job {} of `{}` ended {} (reason: {reason}) without committing to the store; its log: {log}{last}{parts}",
+                    job.job_id,
+                    job.name,
+                    state.word()
                 ))
             }
             Err(e) => fail(format!(
-                "Slurm job {} ended {state}, and the store could not be asked for its result: {e}",
-                job.job_id
+                "Slurm job {} ended {}, and the store could not be asked for its result: {e}",
+                job.job_id,
+                state.word()
             )),
         }
     }
@@ -244,12 +348,31 @@ impl<'a> SlurmExecutor<'a> {
     fn cancel_all(&self) {
         let ids: Vec<String> = self
             .in_flight
-            .borrow()
             .iter()
             .flat_map(|j| std::iter::once(j.job_id.clone()).chain(j.parts.as_ref().map(|(a, _)| a.clone())))
             .collect();
-        if !ids.is_empty() {
-            let _ = Command::new("scancel").args(&ids).output();
+        self.client.scancel(&ids);
+    }
+
+    /// The array tasks (parts) that did not complete, each with its state, reason and log, for
+    /// the failure of the gather job that waited on them.
+    fn failed_parts(&self, array: &str, log: &Path) -> String {
+        let mut bad = Vec::new();
+        for (id, (state, reason)) in self.client.squeue(&[array.to_owned()]) {
+            if state == JobState::Completed {
+                continue;
+            }
+            let task = id.rsplit('_').next().unwrap_or_default().to_owned();
+            let path = log.display().to_string().replace("%A", array).replace("%a", &task);
+            let last = last_line(Path::new(&path)).map(|l| format!(": {l}")).unwrap_or_default();
+            bad.push(format!(
+                "part {task}: job {id} ended {} (reason: {reason}), log {path}{last}",
+                state.word()
+            ));
+        }
+        match bad.is_empty() {
+            true => String::new(),
+            false => format!("; its parts (array job {array}): {}", bad.join("; ")),
         }
     }
 }
@@ -260,7 +383,7 @@ impl Executor for SlurmExecutor<'_> {
         usize::MAX
     }
 
-    fn submit(&self, job: Job) -> anyhow::Result<()> {
+    fn submit(&mut self, job: Job) -> anyhow::Result<()> {
         let submitted = if job.parts > 1 {
             self.submit_split(&job)
         } else {
@@ -270,7 +393,7 @@ impl Executor for SlurmExecutor<'_> {
         let ((job_id, log), parts) = match submitted {
             Ok(s) => s,
             Err(error) => {
-                self.ended.borrow_mut().push_back(JobResult::Failed {
+                self.ended.push_back(JobResult::Failed {
                     index: job.index,
                     error,
                     cancelled: false,
@@ -285,7 +408,7 @@ impl Executor for SlurmExecutor<'_> {
                 .message(&format!("Slurm array job {array} (parts) then job {job_id} (gather) submitted")),
             None => job.sink.message(&format!("Slurm job {job_id} submitted")),
         }
-        self.in_flight.borrow_mut().push(InFlight {
+        self.in_flight.push(InFlight {
             job_id,
             index: job.index,
             name: job.name,
@@ -300,26 +423,25 @@ impl Executor for SlurmExecutor<'_> {
         Ok(())
     }
 
-    fn next_result(&self, timeout: Duration) -> anyhow::Result<Option<JobResult>> {
-        if let Some(r) = self.ended.borrow_mut().pop_front() {
+    fn next_result(&mut self, timeout: Duration) -> anyhow::Result<Option<JobResult>> {
+        if let Some(r) = self.ended.pop_front() {
             return Ok(Some(r));
         }
-        if self.cancel.is_cancelled() && !self.cancel_sent.get() {
-            self.cancel_sent.set(true);
+        if self.cancel.is_cancelled() && !self.cancel_sent {
+            self.cancel_sent = true;
             self.cancel_all();
         }
         let due = self
             .last_poll
-            .get()
             .map_or(Duration::ZERO, |t| self.opts.poll.saturating_sub(t.elapsed()));
-        if due > timeout || self.in_flight.borrow().is_empty() {
+        if due > timeout || self.in_flight.is_empty() {
             std::thread::sleep(timeout);
             return Ok(None);
         }
         std::thread::sleep(due);
-        self.last_poll.set(Some(Instant::now()));
+        self.last_poll = Some(Instant::now());
         self.poll();
-        Ok(self.ended.borrow_mut().pop_front())
+        Ok(self.ended.pop_front())
     }
 }
 
@@ -353,7 +475,7 @@ fn resource_args(r: &Resources) -> Vec<String> {
 
 /// Job id -> (state, reason) for the given jobs, as `squeue` lists them (finished ones too,
 /// while the controller remembers them). A job it does not list has ended.
-fn squeue(ids: &[String]) -> BTreeMap<String, (String, String)> {
+fn squeue(ids: &[String]) -> BTreeMap<String, (JobState, String)> {
     let mut out = BTreeMap::new();
     if ids.is_empty() {
         return out;
@@ -379,29 +501,10 @@ fn squeue(ids: &[String]) -> BTreeMap<String, (String, String)> {
     for line in texts.iter().flat_map(|t| t.lines()) {
         let mut f = line.splitn(3, '|');
         if let (Some(id), Some(state), Some(reason)) = (f.next(), f.next(), f.next()) {
-            out.insert(id.trim().to_owned(), (state.trim().to_owned(), reason.trim().to_owned()));
+            out.insert(id.trim().to_owned(), (JobState::parse(state.trim()), reason.trim().to_owned()));
         }
     }
     out
-}
-
-/// The array tasks (parts) that did not complete, each with its state, reason and log, for the
-/// failure of the gather job that waited on them.
-fn failed_parts(array: &str, log: &Path) -> String {
-    let mut bad = Vec::new();
-    for (id, (state, reason)) in squeue(&[array.to_owned()]) {
-        if state == "COMPLETED" {
-            continue;
-        }
-        let task = id.rsplit('_').next().unwrap_or_default().to_owned();
-        let path = log.display().to_string().replace("%A", array).replace("%a", &task);
-        let last = last_line(Path::new(&path)).map(|l| format!(": {l}")).unwrap_or_default();
-        bad.push(format!("part {task}: job {id} ended {state} (reason: {reason}), log {path}{last}"));
-    }
-    match bad.is_empty() {
-        true => String::new(),
-        false => format!("; its parts (array job {array}): {}", bad.join("; ")),
-    }
 }
 
 /// `s` quoted for a POSIX shell.
@@ -431,6 +534,243 @@ fn last_line(log: &Path) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use spherepipe_stage::{InputSpec, ParamSpec, Registry, Stage, StageContext};
+    use spherepipe_store::IndexEntry;
+    use std::sync::Mutex;
+
+    /// A scripted Slurm: `sbatch` answers from `submit` in turn; `squeue` answers each poll
+    /// from `polls` in turn (the last one repeating); what was asked is kept.
+    #[derive(Default)]
+    struct Script {
+        submit: Mutex<VecDeque<Sbatch>>,
+        polls: Mutex<VecDeque<BTreeMap<String, (JobState, String)>>>,
+        submitted: Mutex<Vec<Vec<String>>>,
+        cancelled: Mutex<Vec<String>>,
+    }
+
+    impl SlurmClient for Arc<Script> {
+        fn sbatch(&self, args: &[String]) -> Sbatch {
+            self.submitted.lock().unwrap().push(args.to_vec());
+            self.submit
+                .lock()
+                .unwrap()
+                .pop_front()
+                .unwrap_or(Sbatch::Refused("no more jobs scripted".into()))
+        }
+        fn squeue(&self, _ids: &[String]) -> BTreeMap<String, (JobState, String)> {
+            let mut polls = self.polls.lock().unwrap();
+            if polls.len() > 1 {
+                polls.pop_front().unwrap()
+            } else {
+                polls.front().cloned().unwrap_or_default()
+            }
+        }
+        fn scancel(&self, ids: &[String]) {
+            self.cancelled.lock().unwrap().extend(ids.iter().cloned());
+        }
+    }
+
+    struct Noop;
+    impl Stage for Noop {
+        fn kind(&self) -> &'static str {
+            "noop"
+        }
+        fn version(&self) -> &'static str {
+            "1"
+        }
+        fn params(&self) -> Vec<ParamSpec> {
+            Vec::new()
+        }
+        fn inputs(&self) -> Vec<InputSpec> {
+            Vec::new()
+        }
+        fn run(&self, _: &StageContext<'_>) -> anyhow::Result<()> {
+            Ok(())
+        }
+    }
+
+    struct Quiet;
+    impl ProgressSink for Quiet {
+        fn set_length(&self, _: u64) {}
+        fn set_position(&self, _: u64) {}
+        fn message(&self, _: &str) {}
+    }
+
+    fn state(word: &str, reason: &str) -> (JobState, String) {
+        (JobState::parse(word), reason.to_owned())
+    }
+
+    /// A one-stage pipeline, a store (a memory mirror), options polling at once, and a job.
+    fn setup(d: &Path) -> (Pipeline, Store, SlurmOptions) {
+        std::fs::write(d.join("p.yaml"), "name: p\nstages:\n  a: {kind: noop, resources: {mem: 2G}}\n").unwrap();
+        let mut r = Registry::new();
+        r.register(Noop);
+        let p = spherepipe_pipeline::load(&d.join("p.yaml"), &r, &[]).unwrap();
+        let remote = Arc::new(spherepipe_store::ObjectRemote::open(&format!("memory://slurm-{}", d.display())).unwrap());
+        let store = Store::open(d.join("cache"))
+            .unwrap()
+            .with_mirror(spherepipe_store::Mirror::new(remote));
+        let opts = SlurmOptions {
+            binary: "/bin/spherepipe".into(),
+            pipeline_file: d.join("p.yaml"),
+            overrides: Vec::new(),
+            store_url: "memory://x".into(),
+            extra_args: vec!["--account=vision".into()],
+            log_dir: d.join("logs"),
+            poll: Duration::ZERO,
+        };
+        (p, store, opts)
+    }
+
+    fn job(fp: &str) -> Job {
+        Job {
+            index: 0,
+            fingerprint: fp.to_owned(),
+            name: "a".into(),
+            kind: Arc::new(Noop),
+            params: spherepipe_stage::Params(Default::default()),
+            inputs: spherepipe_stage::Inputs::default(),
+            seed: 0,
+            sink: Arc::new(Quiet),
+            parts: 1,
+            forced: false,
+        }
+    }
+
+    /// Polls until a result comes (the script ends every job within a few polls).
+    fn result(exec: &mut SlurmExecutor<'_>) -> JobResult {
+        for _ in 0..20 {
+            if let Some(r) = exec.next_result(Duration::from_millis(1)).unwrap() {
+                return r;
+            }
+        }
+        panic!("no result")
+    }
+
+    #[test]
+    fn a_job_is_done_when_the_store_has_its_artifact_whatever_slurm_says() {
+        let d = tempfile::tempdir().unwrap();
+        let (p, store, opts) = setup(d.path());
+        let fp = blake3::hash(b"a").to_hex().to_string();
+        // The job "commits": an artifact in the store under its fingerprint.
+        let staging = store.new_staging_dir("a").unwrap();
+        std::fs::write(staging.join("out"), b"1").unwrap();
+        let m = store.commit(&staging).unwrap();
+        let entry = IndexEntry {
+            fingerprint: fp.clone(),
+            artifact: m.hash.clone(),
+            provenance: serde_json::Value::Null,
+        };
+        let script = Arc::new(Script::default());
+        script.submit.lock().unwrap().push_back(Sbatch::Submitted("41".into()));
+        script.polls.lock().unwrap().extend([
+            BTreeMap::from([("41".to_owned(), state("PENDING", "Priority"))]),
+            BTreeMap::from([("41".to_owned(), state("RUNNING", "None"))]),
+            // Killed after committing (a time limit during its last log line): still done.
+            BTreeMap::from([("41".to_owned(), state("TIMEOUT", "TimeLimit"))]),
+        ]);
+        let mut exec = SlurmExecutor::with_client(&opts, &p, &store, &CancelToken::new(), Box::new(script.clone()));
+        exec.submit(job(&fp)).unwrap();
+        // The stage's resources and the site flags became sbatch flags.
+        let args = script.submitted.lock().unwrap()[0].clone();
+        assert!(
+            args.contains(&"--mem=2G".to_owned()) && args.contains(&"--account=vision".to_owned()),
+            "{args:?}"
+        );
+        assert!(
+            args.iter().any(|a| a.starts_with("--wrap=exec '/bin/spherepipe' run-stage")),
+            "{args:?}"
+        );
+        // Not yet in the store while it runs; recorded there by the time Slurm says TIMEOUT.
+        store.mirror().unwrap().push(&store, &entry).unwrap();
+        match result(&mut exec) {
+            JobResult::Done {
+                manifest_hash,
+                in_store_only,
+                ..
+            } => assert!(manifest_hash == m.hash && in_store_only),
+            JobResult::Failed { error, .. } => panic!("{error}"),
+        }
+    }
+
+    #[test]
+    fn a_job_that_ends_without_committing_fails_with_its_id_state_reason_and_log() {
+        let d = tempfile::tempdir().unwrap();
+        let (p, store, opts) = setup(d.path());
+        std::fs::create_dir_all(&opts.log_dir).unwrap();
+        std::fs::write(opts.log_dir.join("a.7.log"), "loading\nerror: out of memory in batch 3\n").unwrap();
+        let script = Arc::new(Script::default());
+        script.submit.lock().unwrap().push_back(Sbatch::Submitted("7".into()));
+        script
+            .polls
+            .lock()
+            .unwrap()
+            .push_back(BTreeMap::from([("7".to_owned(), state("OUT_OF_MEMORY", "OutOfMemory"))]));
+        let mut exec = SlurmExecutor::with_client(&opts, &p, &store, &CancelToken::new(), Box::new(script.clone()));
+        exec.submit(job(&blake3::hash(b"b").to_hex())).unwrap();
+        match result(&mut exec) {
+            JobResult::Failed { error, cancelled, .. } => {
+                assert!(!cancelled);
+                assert!(
+                    error.contains("Slurm job 7 of `a` ended OUT_OF_MEMORY (reason: OutOfMemory)"),
+                    "{error}"
+                );
+                assert!(error.ends_with("a.7.log: error: out of memory in batch 3"), "{error}");
+            }
+            JobResult::Done { .. } => panic!("nothing was committed"),
+        }
+        // A job squeue no longer lists has ended too.
+        script.submit.lock().unwrap().push_back(Sbatch::Submitted("8".into()));
+        *script.polls.lock().unwrap() = VecDeque::from([BTreeMap::new()]);
+        exec.submit(job(&blake3::hash(b"c").to_hex())).unwrap();
+        match result(&mut exec) {
+            JobResult::Failed { error, .. } => assert!(error.contains("ended ENDED (reason: no longer listed by squeue)"), "{error}"),
+            JobResult::Done { .. } => panic!("nothing was committed"),
+        }
+    }
+
+    #[test]
+    fn a_refused_submission_fails_the_stage_and_ctrl_c_cancels_what_is_in_flight() {
+        let d = tempfile::tempdir().unwrap();
+        let (p, store, opts) = setup(d.path());
+        let script = Arc::new(Script::default());
+        script.submit.lock().unwrap().extend([
+            Sbatch::Refused("Invalid account".into()),
+            Sbatch::CannotRun("No such file or directory".into()),
+            Sbatch::Submitted("9".into()),
+        ]);
+        script
+            .polls
+            .lock()
+            .unwrap()
+            .push_back(BTreeMap::from([("9".to_owned(), state("RUNNING", "None"))]));
+        let cancel = CancelToken::new();
+        let mut exec = SlurmExecutor::with_client(&opts, &p, &store, &cancel, Box::new(script.clone()));
+        exec.submit(job(&blake3::hash(b"d").to_hex())).unwrap();
+        match result(&mut exec) {
+            JobResult::Failed { error, .. } => assert!(error.contains("sbatch refused the job of `a`: Invalid account"), "{error}"),
+            JobResult::Done { .. } => panic!(),
+        }
+        exec.submit(job(&blake3::hash(b"e").to_hex())).unwrap();
+        match result(&mut exec) {
+            JobResult::Failed { error, .. } => assert!(error.contains("install slurm-client"), "{error}"),
+            JobResult::Done { .. } => panic!(),
+        }
+        exec.submit(job(&blake3::hash(b"f").to_hex())).unwrap();
+        assert!(exec.next_result(Duration::from_millis(1)).unwrap().is_none(), "still running");
+        cancel.cancel();
+        let _ = exec.next_result(Duration::from_millis(1)).unwrap();
+        assert_eq!(*script.cancelled.lock().unwrap(), ["9"]);
+    }
+
+    #[test]
+    fn squeue_words_become_states() {
+        assert_eq!(JobState::parse("PENDING"), JobState::Alive("PENDING".into()));
+        assert_eq!(JobState::parse("COMPLETED"), JobState::Completed);
+        assert_eq!(JobState::parse("CANCELLED"), JobState::Cancelled);
+        assert_eq!(JobState::parse("NODE_FAIL"), JobState::Ended("NODE_FAIL".into()));
+        assert_eq!(JobState::Gone.word(), "ENDED");
+    }
 
     #[test]
     fn resources_become_sbatch_flags_and_zero_gpus_asks_for_none() {
