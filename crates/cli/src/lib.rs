@@ -15,8 +15,8 @@ pub mod speed;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use spherepipe_engine::{
-    execute, hash_datasets, open_store, plan, records, ExecutorKind, RunOptions, RunReport, SlurmOptions, StageRequest, StageRun,
-    StageRunError, StageState, Status,
+    execute, open_store, plan, records, ExecutorKind, RunOptions, RunReport, SlurmOptions, StageRequest, StageRun, StageRunError,
+    StageState, Status,
 };
 use spherepipe_pipeline::{load, parse_override, Pipeline, Source};
 use spherepipe_stage::{CancelToken, Part, Registry};
@@ -247,10 +247,13 @@ struct RunStageArgs {
     force: bool,
 }
 
-/// A command that could not do its job: the message to print and the exit status.
+/// A command that could not do its job: the message, the exit status, and whether the
+/// message is printed as it is (already worded: a pipeline file's diagnostics, an
+/// interruption) or as an error (`error: …`, added in one place, `main_with`).
 struct Failure {
     code: u8,
     message: String,
+    as_is: bool,
 }
 
 impl Failure {
@@ -259,6 +262,26 @@ impl Failure {
         Failure {
             code: 2,
             message: message.into(),
+            as_is: false,
+        }
+    }
+
+    /// A stage or a measurement that failed (exit 1).
+    fn failed(message: impl Into<String>) -> Failure {
+        Failure {
+            code: 1,
+            message: message.into(),
+            as_is: false,
+        }
+    }
+
+    /// A pipeline file's diagnostics, each already worded `error: …` with its place and fix
+    /// (exit 2).
+    fn diagnostics(text: String) -> Failure {
+        Failure {
+            code: 2,
+            message: text,
+            as_is: true,
         }
     }
 
@@ -267,13 +290,23 @@ impl Failure {
         Failure {
             code: 130,
             message: message.into(),
+            as_is: true,
+        }
+    }
+
+    /// What is printed.
+    fn text(&self) -> String {
+        if self.as_is {
+            self.message.clone()
+        } else {
+            format!("error: {}", self.message)
         }
     }
 }
 
 impl From<anyhow::Error> for Failure {
     fn from(e: anyhow::Error) -> Self {
-        Failure::usage(format!("error: {e:#}"))
+        Failure::usage(format!("{e:#}"))
     }
 }
 
@@ -317,12 +350,13 @@ pub fn main_with(registry: Registry) -> ExitCode {
         .build_global();
     match dispatch(cli, &registry) {
         Ok(code) => ExitCode::from(code),
-        Err(Failure { code, message }) => {
-            eprint!("{message}");
-            if !message.ends_with('\n') {
+        Err(f) => {
+            let text = f.text();
+            eprint!("{text}");
+            if !text.ends_with('\n') {
                 eprintln!();
             }
-            ExitCode::from(code)
+            ExitCode::from(f.code)
         }
     }
 }
@@ -332,8 +366,8 @@ fn load_pipeline(file: &Path, registry: &Registry, set: &[String]) -> Result<Pip
         .iter()
         .map(|s| parse_override(s))
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| Failure::usage(format!("error: {e}")))?;
-    load(file, registry, &overrides).map_err(|d| Failure::usage(d.to_string()))
+        .map_err(|e| Failure::usage(e.to_string()))?;
+    load(file, registry, &overrides).map_err(|d| Failure::diagnostics(d.to_string()))
 }
 
 fn dispatch(cli: Cli, registry: &Registry) -> Result<u8, Failure> {
@@ -402,18 +436,18 @@ fn speed_command(
         Some(d @ (4 | 10 | 20 | 36 | 64)) => d,
         _ => {
             return Err(Failure::usage(format!(
-                "error: --net {net}: use sphere4, sphere10, sphere20, sphere36 or sphere64"
+                "--net {net}: use sphere4, sphere10, sphere20, sphere36 or sphere64"
             )))
         }
     };
-    let spec: serde_json::Value = serde_yaml::from_str(devices).map_err(|e| Failure::usage(format!("error: --devices {devices}: {e}")))?;
+    let spec: serde_json::Value = serde_yaml::from_str(devices).map_err(|e| Failure::usage(format!("--devices {devices}: {e}")))?;
     let devices = spherepipe_nn::devices::DeviceSpec::parse(&spec, device)
         .and_then(|s| s.resolve(device))
-        .map_err(|e| Failure::usage(format!("error: --devices: {e:#}")))?;
+        .map_err(|e| Failure::usage(format!("--devices: {e:#}")))?;
     let slices = slices.unwrap_or(devices.len());
     if slices == 0 || !slices.is_multiple_of(devices.len()) || batch == 0 || !batch.is_multiple_of(slices) {
         return Err(Failure::usage(format!(
-            "error: --batch {batch} in --slices {slices} over {} devices: the device count must divide the slices, and the slices the batch",
+            "--batch {batch} in --slices {slices} over {} devices: the device count must divide the slices, and the slices the batch",
             devices.len()
         )));
     }
@@ -423,10 +457,7 @@ fn speed_command(
         slices,
         steps,
     };
-    let r = speed::report(device, &devices, w).map_err(|e| Failure {
-        code: 1,
-        message: format!("error: {e:#}"),
-    })?;
+    let r = speed::report(device, &devices, w).map_err(|e| Failure::failed(format!("{e:#}")))?;
     if json {
         println!("{}", serde_json::to_string(&r).map_err(|e| Failure::usage(e.to_string()))?);
     } else {
@@ -456,7 +487,7 @@ fn with_shared_store(store: Store, url: Option<&str>) -> Result<Store, Failure> 
 
 /// The shared store at `url`, checked to answer (exit 2 with the URL and the fix otherwise).
 fn connect_shared(url: &str) -> Result<Mirror, Failure> {
-    let remote = ObjectRemote::connect(url).map_err(|e| Failure::usage(format!("error: {e}")))?;
+    let remote = ObjectRemote::connect(url).map_err(|e| Failure::usage(e.to_string()))?;
     Ok(Mirror::new(std::sync::Arc::new(remote)))
 }
 
@@ -478,10 +509,7 @@ fn run(args: RunArgs, registry: &Registry, quiet: bool) -> Result<u8, Failure> {
     let p = load_pipeline(&pipeline, registry, &set)?;
     for f in &force {
         if p.select(f).is_empty() {
-            return Err(Failure::usage(format!(
-                "error: --force {f}: no such stage in {}",
-                pipeline.display()
-            )));
+            return Err(Failure::usage(format!("--force {f}: no such stage in {}", pipeline.display())));
         }
     }
     let store_url = store_url.or_else(|| p.store.clone());
@@ -528,11 +556,11 @@ fn executor_kind(
     }
     let store_url = match store_url {
         Some(u) if u.starts_with("memory://") => {
-            return Err(Failure::usage(format!("error: --executor slurm: the store {u} lives in this process only, so jobs on other machines cannot reach it; use s3://bucket/prefix or file:///shared/dir")))
+            return Err(Failure::usage(format!("--executor slurm: the store {u} lives in this process only, so jobs on other machines cannot reach it; use s3://bucket/prefix or file:///shared/dir")))
         }
         Some(u) => u.to_owned(),
         None => {
-            return Err(Failure::usage("error: --executor slurm needs a shared store that every node can reach: add --store s3://bucket/prefix or --store file:///shared/dir (or `store:` in the pipeline file)"))
+            return Err(Failure::usage("--executor slurm needs a shared store that every node can reach: add --store s3://bucket/prefix or --store file:///shared/dir (or `store:` in the pipeline file)"))
         }
     };
     let binary = std::env::current_exe().context("finding this spherepipe binary for the jobs to run")?;
@@ -557,10 +585,10 @@ fn executor_kind(
 fn run_stage(args: RunStageArgs, registry: &Registry, quiet: bool) -> Result<u8, Failure> {
     let p = load_pipeline(&args.pipeline, registry, &args.set)?;
     let cache = args.cache.unwrap_or_else(|| p.cache.clone());
-    spherepipe_store::private_dir(&cache).map_err(|e| Failure::usage(format!("error: {e}")))?;
-    let store = Store::open(&cache).map_err(|e| Failure::usage(format!("error: cannot open the cache {}: {e}", cache.display())))?;
+    spherepipe_store::private_dir(&cache).map_err(|e| Failure::usage(e.to_string()))?;
+    let store = Store::open(&cache).map_err(|e| Failure::usage(format!("cannot open the cache {}: {e}", cache.display())))?;
     // Shared with the other jobs on this cache, never with a run, gc or verify of it.
-    let _lock = CacheLock::shared(store.root()).map_err(|e| Failure::usage(format!("error: {e}")))?;
+    let _lock = CacheLock::shared(store.root()).map_err(|e| Failure::usage(e.to_string()))?;
     let store = with_shared_store(store, args.store.as_deref().or(p.store.as_deref()))?;
     let cancel = cancel_on_ctrl_c();
     if let Ok(gpus) = std::env::var("CUDA_VISIBLE_DEVICES") {
@@ -594,11 +622,8 @@ fn run_stage(args: RunStageArgs, registry: &Registry, quiet: bool) -> Result<u8,
         }) => Err(Failure::interrupted(format!(
             "stage `{stage}` was cancelled; its checkpoints, if it keeps any, stay in the store for the next attempt"
         ))),
-        Err(e @ StageRunError::Failed { .. }) => Err(Failure {
-            code: 1,
-            message: format!("error: {e}"),
-        }),
-        Err(e) => Err(Failure::usage(format!("error: {e}"))),
+        Err(e @ StageRunError::Failed { .. }) => Err(Failure::failed(e.to_string())),
+        Err(e) => Err(Failure::usage(e.to_string())),
     }
 }
 
@@ -674,7 +699,7 @@ struct StatusRow<'a> {
 /// `spherepipe status`: each stage cached, stale (and why) or never-run.
 fn status(p: &Pipeline, json: bool, store_url: Option<&str>) -> Result<u8, Failure> {
     let store = with_shared_store(open_store(p)?, store_url.or(p.store.as_deref()))?;
-    let st = plan(p, &store, &hash_datasets(p, &store)?)?;
+    let st = plan(p, &store)?;
     if json {
         let rows: Vec<StatusRow> = st
             .iter()
@@ -716,7 +741,7 @@ fn report_command(file: &Path, p: &Pipeline, history: bool, out: Option<PathBuf>
 /// `spherepipe metrics`: the headline table of the pipeline's final stages.
 fn metrics_table(file: &Path, p: &Pipeline, history: bool) -> Result<u8, Failure> {
     let store = open_store(p)?;
-    let st = plan(p, &store, &hash_datasets(p, &store)?)?;
+    let st = plan(p, &store)?;
     let (rows, missing) = metrics::rows(&store, &p.name, &st, &report::sinks(p), history);
     if rows.is_empty() {
         println!("no results yet: run `spherepipe run {}` first", file.display());
@@ -739,7 +764,7 @@ fn dag(p: &Pipeline, dot: bool) -> Result<u8, Failure> {
 fn verify(cache: &Path) -> Result<u8, Failure> {
     if !spherepipe_store::CacheLayout::new(cache).artifacts().is_dir() {
         return Err(Failure::usage(format!(
-            "error: {} is not a spherepipe cache (no artifacts/ directory); pass --cache DIR",
+            "{} is not a spherepipe cache (no artifacts/ directory); pass --cache DIR",
             cache.display()
         )));
     }
@@ -783,7 +808,7 @@ fn verify_shared(url: &str) -> Result<u8, Failure> {
 fn synth(out: &Path, preset: &str, seed: u64) -> Result<u8, Failure> {
     let p = spherepipe_synthface::Preset::named(preset).ok_or_else(|| {
         Failure::usage(format!(
-            "error: unknown preset `{preset}`\n  fix: use one of {}",
+            "unknown preset `{preset}`\n  fix: use one of {}",
             spherepipe_synthface::Preset::NAMES.join(", ")
         ))
     })?;
@@ -792,7 +817,7 @@ fn synth(out: &Path, preset: &str, seed: u64) -> Result<u8, Failure> {
     let s = spherepipe_synthface::generate(out, &p, seed, &|| {
         n.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     })
-    .map_err(|e| Failure::usage(format!("error: {e:#}")))?;
+    .map_err(|e| Failure::usage(format!("{e:#}")))?;
     println!(
         "wrote {} images to {} in {:.1}s: {} CASIA, {} LFW ({} pairs), {} YTF frames in {} videos ({} pairs), {} FaceScrub, {} distractors",
         n.into_inner(),
@@ -834,7 +859,7 @@ fn kinds(registry: &Registry) -> Result<u8, Failure> {
 }
 
 fn dry(p: &Pipeline, store: &Store, force: &[String]) -> Result<u8, Failure> {
-    let st = plan(p, store, &hash_datasets(p, store)?)?;
+    let st = plan(p, store)?;
     let forced: BTreeSet<usize> = force.iter().flat_map(|f| p.select(f)).collect();
     let mut would = 0;
     for (i, s) in st.iter().enumerate() {
@@ -906,7 +931,7 @@ fn no_such_stage(p: &Pipeline, stage: &str) -> Failure {
     let expansions: Vec<&str> = p.select(stage).into_iter().map(|i| p.nodes[i].name.as_str()).collect();
     if !expansions.is_empty() {
         return Failure::usage(format!(
-            "error: `{stage}` is a matrix stage of {}: name one of its {} expansions\n  fix: use one of {}",
+            "`{stage}` is a matrix stage of {}: name one of its {} expansions\n  fix: use one of {}",
             p.file.display(),
             expansions.len(),
             expansions.join(", ")
@@ -914,7 +939,7 @@ fn no_such_stage(p: &Pipeline, stage: &str) -> Failure {
     }
     let names: Vec<&str> = p.nodes.iter().map(|n| n.name.as_str()).collect();
     Failure::usage(format!(
-        "error: no stage `{stage}` in {}\n  fix: {}stages: {}",
+        "no stage `{stage}` in {}\n  fix: {}stages: {}",
         p.file.display(),
         spherepipe_stage::did_you_mean(stage, names.iter().copied()),
         names.join(", ")
@@ -926,7 +951,7 @@ fn show(p: &Pipeline, stage: &str, as_json: bool, store_url: Option<&str>) -> Re
         return Err(no_such_stage(p, stage));
     };
     let store = with_shared_store(open_store(p)?, store_url.or(p.store.as_deref()))?;
-    let st = plan(p, &store, &hash_datasets(p, &store)?)?;
+    let st = plan(p, &store)?;
     let s = &st[i];
     let d = report::details(p, &store, s, i, &records::read_runs(&store))?;
     let node = &p.nodes[i];
@@ -974,7 +999,7 @@ fn show(p: &Pipeline, stage: &str, as_json: bool, store_url: Option<&str>) -> Re
 fn gc_shared(files: &[PathBuf], registry: &Registry, url: &str, grace_hours: f64, yes: bool) -> Result<u8, Failure> {
     if !(grace_hours.is_finite() && grace_hours >= 0.0) {
         return Err(Failure::usage(format!(
-            "error: --grace-hours {grace_hours}: give a number of hours, 0 or more"
+            "--grace-hours {grace_hours}: give a number of hours, 0 or more"
         )));
     }
     let mirror = connect_shared(url)?;
@@ -982,11 +1007,7 @@ fn gc_shared(files: &[PathBuf], registry: &Registry, url: &str, grace_hours: f64
     for f in files {
         let p = load_pipeline(f, registry, &[])?;
         let store = open_store(&p)?.with_mirror(mirror.clone());
-        keep.extend(
-            plan(&p, &store, &hash_datasets(&p, &store)?)?
-                .into_iter()
-                .filter_map(|s| s.artifact),
-        );
+        keep.extend(plan(&p, &store)?.into_iter().filter_map(|s| s.artifact));
     }
     let grace = std::time::Duration::from_secs_f64(grace_hours * 3600.0).max(spherepipe_store::MIN_GC_GRACE);
     let grace_hours = grace.as_secs_f64() / 3600.0;
@@ -1019,7 +1040,7 @@ fn gc(files: &[PathBuf], registry: &Registry, yes: bool) -> Result<u8, Failure> 
     for f in files {
         let p = load_pipeline(f, registry, &[])?;
         let store = open_store(&p)?;
-        let st = plan(&p, &store, &hash_datasets(&p, &store)?)?;
+        let st = plan(&p, &store)?;
         let entry = live
             .entry(store.root().to_path_buf())
             .or_insert_with(|| (store.clone(), BTreeSet::new()));

@@ -6,7 +6,7 @@ use serde::Serialize;
 use serde_json::Value;
 use spherepipe_engine::records::{self, RunRecord};
 use spherepipe_engine::StageState as RunState;
-use spherepipe_engine::{hash_datasets, plan, NodeStatus, Status};
+use spherepipe_engine::{plan, NodeStatus, Status};
 use spherepipe_pipeline::{Pipeline, Source};
 use spherepipe_report::{Figure, Image, Page, StageState, StageView};
 use spherepipe_store::{FileEntry, Store};
@@ -102,7 +102,7 @@ pub fn details(p: &Pipeline, store: &Store, s: &NodeStatus, i: usize, runs: &[Ru
 
 /// The page of `p` as it stands in `store`; `history` adds earlier runs' results.
 pub fn page(p: &Pipeline, file: &Path, store: &Store, history: bool) -> Result<Page> {
-    let status = plan(p, store, &hash_datasets(p, store)?)?;
+    let status = plan(p, store)?;
     let runs = records::read_runs(store);
     let latest = runs.iter().rev().find(|r| r.pipeline == p.name);
     let mut stages = Vec::new();

@@ -247,8 +247,13 @@ pub(crate) fn input_hashes(
     Ok(out)
 }
 
+/// Each stage's status in `store`, its datasets hashed first (through the stat cache).
+pub fn plan(p: &Pipeline, store: &Store) -> anyhow::Result<Vec<NodeStatus>> {
+    plan_with(p, store, &hash_datasets(p, store)?)
+}
+
 /// Status of every node, in topological order.
-pub fn plan(p: &Pipeline, store: &Store, datasets: &BTreeMap<String, String>) -> anyhow::Result<Vec<NodeStatus>> {
+fn plan_with(p: &Pipeline, store: &Store, datasets: &BTreeMap<String, String>) -> anyhow::Result<Vec<NodeStatus>> {
     let mut artifacts: Vec<Option<String>> = vec![None; p.nodes.len()];
     let mut out: Vec<NodeStatus> = Vec::new();
     for (i, node) in p.nodes.iter().enumerate() {
