@@ -48,22 +48,18 @@ enum Cmd {
     RunStage(RunStageArgs),
     /// Each stage: cached, stale (and why) or never run.
     Status {
-        pipeline: PathBuf,
-        #[arg(long = "set", value_name = "STAGE.PARAM=VALUE")]
-        set: Vec<String>,
+        #[command(flatten)]
+        pipeline: PipelineArgs,
         #[arg(long)]
         json: bool,
-        /// Also count as cached what this shared store holds (see `run --store`); nothing
-        /// is downloaded.
-        #[arg(long, value_name = "URL", env = "SPHEREPIPE_STORE")]
-        store: Option<String>,
+        #[command(flatten)]
+        store: StoreArg,
     },
     /// Compare the headline results (metrics.json) of a pipeline's stages: one row per
     /// evaluate stage or matrix expansion, as resolved with --set.
     Metrics {
-        pipeline: PathBuf,
-        #[arg(long = "set", value_name = "STAGE.PARAM=VALUE")]
-        set: Vec<String>,
+        #[command(flatten)]
+        pipeline: PipelineArgs,
         /// Also list results of earlier runs of this pipeline (other params), from runs.jsonl.
         #[arg(long)]
         history: bool,
@@ -71,9 +67,8 @@ enum Cmd {
     /// One self-contained HTML page of the pipeline: the DAG with every stage's state, the
     /// results table and the figures (`run` writes it too).
     Report {
-        pipeline: PathBuf,
-        #[arg(long = "set", value_name = "STAGE.PARAM=VALUE")]
-        set: Vec<String>,
+        #[command(flatten)]
+        pipeline: PipelineArgs,
         /// Also list results of earlier runs of this pipeline (other params).
         #[arg(long)]
         history: bool,
@@ -89,15 +84,13 @@ enum Cmd {
     },
     /// A stage's fingerprint, params, artifact directory, files and last run.
     Show {
-        pipeline: PathBuf,
+        #[command(flatten)]
+        pipeline: PipelineArgs,
         stage: String,
-        #[arg(long = "set", value_name = "STAGE.PARAM=VALUE")]
-        set: Vec<String>,
         #[arg(long)]
         json: bool,
-        /// Also look in this shared store (see `run --store`); nothing is downloaded.
-        #[arg(long, value_name = "URL", env = "SPHEREPIPE_STORE")]
-        store: Option<String>,
+        #[command(flatten)]
+        store: StoreArg,
     },
     /// Re-hash every artifact; set corrupted ones aside so the next run rebuilds them.
     Verify {
@@ -175,13 +168,39 @@ enum Cmd {
     },
 }
 
+/// The pipeline file and the `--set` overrides every pipeline command takes.
+#[derive(clap::Args)]
+struct PipelineArgs {
+    /// The pipeline file.
+    pipeline: PathBuf,
+    /// Override a param: STAGE.PARAM=VALUE (VALUE is YAML).
+    #[arg(long = "set", value_name = "STAGE.PARAM=VALUE")]
+    set: Vec<String>,
+}
+
+impl PipelineArgs {
+    /// The pipeline, loaded and checked with its overrides.
+    fn load(&self, registry: &Registry) -> Result<Pipeline, Failure> {
+        load_pipeline(&self.pipeline, registry, &self.set)
+    }
+}
+
+/// The shared store `run`, `run-stage`, `status` and `show` take.
+#[derive(clap::Args)]
+struct StoreArg {
+    /// The shared store: file:///shared/dir, s3://bucket/prefix (AWS_* variables:
+    /// AWS_ENDPOINT_URL, credentials, region) or memory://name. `run` downloads what it holds
+    /// instead of running it and uploads what it makes; `status` and `show` also count what
+    /// it holds, downloading nothing.
+    #[arg(long = "store", value_name = "URL", env = "SPHEREPIPE_STORE")]
+    url: Option<String>,
+}
+
 /// What `spherepipe run` takes.
 #[derive(clap::Args)]
 struct RunArgs {
-    pipeline: PathBuf,
-    /// Override a param for this run: STAGE.PARAM=VALUE (VALUE is YAML).
-    #[arg(long = "set", value_name = "STAGE.PARAM=VALUE")]
-    set: Vec<String>,
+    #[command(flatten)]
+    pipeline: PipelineArgs,
     /// Rerun this stage (or every expansion of a matrix stage) even if cached.
     #[arg(long, value_name = "STAGE")]
     force: Vec<String>,
@@ -197,11 +216,8 @@ struct RunArgs {
     /// Stop instead of waiting when another run holds the cache.
     #[arg(long)]
     no_wait: bool,
-    /// Share artifacts through this store: file:///shared/dir, s3://bucket/prefix (AWS_*
-    /// variables: AWS_ENDPOINT_URL, credentials, region) or memory://name. The local cache
-    /// becomes a working copy: what the store has is downloaded instead of run.
-    #[arg(long, value_name = "URL", env = "SPHEREPIPE_STORE")]
-    store: Option<String>,
+    #[command(flatten)]
+    store: StoreArg,
     /// Where stages run: `local` (threads of this process) or `slurm` (one sbatch job per
     /// stage, artifacts through --store; see README: Scaling out).
     #[arg(long, value_enum, default_value = "local")]
@@ -223,19 +239,16 @@ enum ExecutorName {
 /// What `spherepipe run-stage` takes.
 #[derive(clap::Args)]
 struct RunStageArgs {
-    pipeline: PathBuf,
+    #[command(flatten)]
+    pipeline: PipelineArgs,
     /// The stage (a matrix expansion by its full name, e.g. `train@m=4`).
     stage: String,
     /// The fingerprint the submitting machine computed; the job refuses to run if this
     /// machine computes another.
     #[arg(long, required = true)]
     fingerprint: String,
-    /// The shared store inputs come from and the artifact goes to.
-    #[arg(long, value_name = "URL", env = "SPHEREPIPE_STORE")]
-    store: Option<String>,
-    /// The run's overrides, exactly as given to `run`.
-    #[arg(long = "set", value_name = "STAGE.PARAM=VALUE")]
-    set: Vec<String>,
+    #[command(flatten)]
+    store: StoreArg,
     /// This machine's working cache (default: the pipeline's). Jobs on one node may share it.
     #[arg(long, value_name = "DIR", env = "SPHEREPIPE_NODE_CACHE")]
     cache: Option<PathBuf>,
@@ -374,27 +387,16 @@ fn dispatch(cli: Cli, registry: &Registry) -> Result<u8, Failure> {
     match cli.cmd {
         Cmd::Run(args) => run(args, registry, cli.quiet),
         Cmd::RunStage(args) => run_stage(args, registry, cli.quiet),
-        Cmd::Status {
-            pipeline,
-            set,
-            json,
-            store,
-        } => status(&load_pipeline(&pipeline, registry, &set)?, json, store.as_deref()),
-        Cmd::Metrics { pipeline, set, history } => metrics_table(&pipeline, &load_pipeline(&pipeline, registry, &set)?, history),
+        Cmd::Status { pipeline, json, store } => status(&pipeline.load(registry)?, json, store.url.as_deref()),
+        Cmd::Metrics { pipeline, history } => metrics_table(&pipeline.pipeline, &pipeline.load(registry)?, history),
         Cmd::Dag { pipeline, dot } => dag(&load_pipeline(&pipeline, registry, &[])?, dot),
-        Cmd::Report {
-            pipeline,
-            set,
-            history,
-            out,
-        } => report_command(&pipeline, &load_pipeline(&pipeline, registry, &set)?, history, out),
+        Cmd::Report { pipeline, history, out } => report_command(&pipeline.pipeline, &pipeline.load(registry)?, history, out),
         Cmd::Show {
             pipeline,
             stage,
-            set,
             json,
             store,
-        } => show(&load_pipeline(&pipeline, registry, &set)?, &stage, json, store.as_deref()),
+        } => show(&pipeline.load(registry)?, &stage, json, store.url.as_deref()),
         Cmd::Verify { store: Some(url), .. } => verify_shared(&url),
         Cmd::Verify { cache, store: None } => verify(&cache),
         Cmd::Gc {
@@ -495,14 +497,13 @@ fn connect_shared(url: &str) -> Result<Mirror, Failure> {
 /// `summary.txt`, and the totals.
 fn run(args: RunArgs, registry: &Registry, quiet: bool) -> Result<u8, Failure> {
     let RunArgs {
-        pipeline,
-        set,
+        pipeline: PipelineArgs { pipeline, set },
         force,
         jobs,
         dry_run,
         keep_going,
         no_wait,
-        store: store_url,
+        store: StoreArg { url: store_url },
         executor,
         slurm_args,
     } = args;
@@ -583,13 +584,13 @@ fn executor_kind(
 /// job cannot run here (another fingerprint, an input missing, the store failing), 130 when
 /// cancelled (Ctrl-C, or Slurm's SIGTERM).
 fn run_stage(args: RunStageArgs, registry: &Registry, quiet: bool) -> Result<u8, Failure> {
-    let p = load_pipeline(&args.pipeline, registry, &args.set)?;
+    let p = args.pipeline.load(registry)?;
     let cache = args.cache.unwrap_or_else(|| p.cache.clone());
     spherepipe_store::private_dir(&cache).map_err(|e| Failure::usage(e.to_string()))?;
     let store = Store::open(&cache).map_err(|e| Failure::usage(format!("cannot open the cache {}: {e}", cache.display())))?;
     // Shared with the other jobs on this cache, never with a run, gc or verify of it.
     let _lock = CacheLock::shared(store.root()).map_err(|e| Failure::usage(e.to_string()))?;
-    let store = with_shared_store(store, args.store.as_deref().or(p.store.as_deref()))?;
+    let store = with_shared_store(store, args.store.url.as_deref().or(p.store.as_deref()))?;
     let cancel = cancel_on_ctrl_c();
     if let Ok(gpus) = std::env::var("CUDA_VISIBLE_DEVICES") {
         // What the scheduler granted (`--gres=gpu:N`), and what `devices: auto` will use.
