@@ -43,6 +43,42 @@ pub fn write_devkit_feature(path: &Path, feature: &[f32]) -> std::io::Result<()>
 }
 
 /// The colour order to feed: the model's own unless the `channels` param names one.
+/// The params, read and checked once (for `validate` and for `run`, `run_part`, `gather`).
+struct ExtractParams {
+    /// The crop box param (`null`: the model's own patch).
+    patch: serde_json::Value,
+    /// Faces per forward pass.
+    batch: usize,
+    /// Where devkit files go and their suffix, when asked for.
+    devkit_suffix: Option<String>,
+    /// `model`, `bgr` or `rgb`.
+    channels: String,
+    /// The backend.
+    device: String,
+    /// Its devices.
+    devices: DeviceSpec,
+}
+
+impl ExtractParams {
+    fn from_params(p: &spherepipe_stage::Params) -> anyhow::Result<ExtractParams> {
+        let patch = p.raw("patch")?.clone();
+        Patch::parse_box(&patch).map_err(anyhow::Error::msg)?;
+        let suffix = p.str("devkit_suffix")?;
+        if suffix.is_empty() || suffix.contains('/') {
+            bail!("devkit_suffix must be a non-empty name without `/`");
+        }
+        let device = p.str("device")?.to_owned();
+        Ok(ExtractParams {
+            devices: DeviceSpec::parse(p.raw("devices")?, &device)?,
+            patch,
+            batch: p.i64("batch")? as usize,
+            devkit_suffix: p.bool("devkit")?.then(|| suffix.to_owned()),
+            channels: p.str("channels")?.to_owned(),
+            device,
+        })
+    }
+}
+
 fn channels_for(param: &str, card: &ModelCard) -> anyhow::Result<Channels> {
     if param == "model" {
         return Ok(card.channels);
@@ -119,12 +155,7 @@ impl Stage for Extract {
         ]
     }
     fn validate(&self, p: &spherepipe_stage::Params) -> Result<(), spherepipe_stage::InvalidParams> {
-        Patch::parse_box(p.raw("patch")?)?;
-        let suffix = p.str("devkit_suffix")?;
-        if suffix.is_empty() || suffix.contains('/') {
-            return Err("devkit_suffix must be a non-empty name without `/`".into());
-        }
-        DeviceSpec::parse(p.raw("devices")?, p.str("device")?)?;
+        ExtractParams::from_params(p)?;
         Ok(())
     }
     fn run(&self, ctx: &StageContext<'_>) -> anyhow::Result<()> {
@@ -141,12 +172,12 @@ impl Stage for Extract {
     /// Concatenates the parts' features in part order, written in the same batches as an
     /// unsplit run writes them (and the devkit files from them), so the bytes are the same.
     fn gather(&self, ctx: &StageContext<'_>, parts: &[PathBuf]) -> anyhow::Result<()> {
-        let p = ctx.params;
-        let batch = p.i64("batch")? as usize;
+        let p = ExtractParams::from_params(ctx.params)?;
+        let batch = p.batch;
         let Some(first) = parts.first() else { bail!("no parts to gather") };
         let mut summary = FeatureSummary::read(first)?;
         let dim = summary.dim;
-        let devkit = devkit_dir(ctx)?;
+        let devkit = devkit_dir(ctx, &p);
         let mut writer = FeatureWriter::create(&ctx.out_dir.join("features.parquet"), dim)?;
         for dir in parts {
             let mut reader = FeatureReader::open(&dir.join("features.parquet"))?;
@@ -215,25 +246,22 @@ impl Contract for FeatureSummary {
 }
 
 /// Where devkit files go (and their suffix), when the stage writes them.
-fn devkit_dir(ctx: &StageContext<'_>) -> anyhow::Result<Option<(PathBuf, String)>> {
-    Ok(match ctx.params.bool("devkit")? {
-        true => Some((ctx.out_dir.join("devkit"), ctx.params.str("devkit_suffix")?.to_owned())),
-        false => None,
-    })
+fn devkit_dir(ctx: &StageContext<'_>, p: &ExtractParams) -> Option<(PathBuf, String)> {
+    p.devkit_suffix.clone().map(|suffix| (ctx.out_dir.join("devkit"), suffix))
 }
 
 /// The features of every face (or of part `part`'s batches), streamed batch by batch into
 /// `features.parquet`, with `features.json`. A part writes no devkit files: the gather does.
 fn extract(ctx: &StageContext<'_>, part: Option<Part>) -> anyhow::Result<()> {
-    let p = ctx.params;
+    let p = ExtractParams::from_params(ctx.params)?;
     let faces = ctx.inputs.one("faces")?.join("faces.parquet");
     if !faces.is_file() {
         bail!("{} does not exist: bind `faces` to an align stage", faces.display());
     }
     let card = ModelCard::read(ctx.inputs.one("model")?)?;
-    let extractor = Extractor::open(ctx, &card)?;
-    let devkit = if part.is_none() { devkit_dir(ctx)? } else { None };
-    let batch = p.i64("batch")? as usize;
+    let extractor = Extractor::open(ctx, &p, &card)?;
+    let devkit = if part.is_none() { devkit_dir(ctx, &p) } else { None };
+    let batch = p.batch;
     let rows = spherepipe_face_table::row_count(&faces)?;
     let batches = part.map_or(0..rows.div_ceil(batch), |part| part.range(rows.div_ceil(batch)));
     ctx.progress
@@ -298,9 +326,8 @@ struct Extractor {
 }
 
 impl Extractor {
-    fn open(ctx: &StageContext<'_>, card: &ModelCard) -> anyhow::Result<Extractor> {
-        let p = ctx.params;
-        let channels = channels_for(p.str("channels")?, card)?;
+    fn open(ctx: &StageContext<'_>, p: &ExtractParams, card: &ModelCard) -> anyhow::Result<Extractor> {
+        let channels = channels_for(&p.channels, card)?;
         if channels != card.channels {
             ctx.progress.message(&format!(
                 "warning: the model was trained on {} input; feeding {} as the `channels` param asks",
@@ -308,13 +335,13 @@ impl Extractor {
                 channels.name()
             ));
         }
-        let devices = DeviceSpec::parse(p.raw("devices")?, p.str("device")?)?.resolve(p.str("device")?)?;
+        let devices = p.devices.resolve(&p.device)?;
         let weights = ctx.inputs.one("model")?.join("model.safetensors");
         let models = devices
             .iter()
             .map(|device| Trainer::for_features(card.net, card.classes, card.softmax_head, &weights, device))
             .collect::<anyhow::Result<_>>()?;
-        let patch_param = if p.raw("patch")?.is_null() { &card.patch } else { p.raw("patch")? };
+        let patch_param = if p.patch.is_null() { &card.patch } else { &p.patch };
         let patch = Patch::from_param(patch_param, card.net.input).map_err(|e| anyhow::anyhow!("param `patch`: {e}"))?;
         Ok(Extractor {
             models,
