@@ -74,6 +74,9 @@ pub struct Node {
     pub params: Params,
     /// The matrix values of this expansion (empty for a plain stage).
     pub matrix: BTreeMap<String, Value>,
+    /// Each axis's label, in the order the expansion's name shows them (`m`, `4` in
+    /// `train@m=4`), kept as data so that propagation never parses names back apart.
+    pub labels: Vec<(String, String)>,
     /// Each input's sources.
     pub inputs: BTreeMap<String, Vec<Source>>,
     /// What it asks of a cluster node: the file's `resources:` over the kind's defaults.
@@ -193,17 +196,19 @@ fn label(v: &Value, index: usize) -> String {
     }
 }
 
-/// The `k=v` labels of an expanded name, by axis (`train@patch=eyes,m=2` -> patch: eyes, m: 2).
-fn name_labels(name: &str) -> BTreeMap<String, String> {
-    name.split_once('@')
-        .map(|(_, l)| {
-            l.split(',')
-                .filter_map(|kv| kv.split_once('='))
-                .map(|(k, v)| (k.to_owned(), v.to_owned()))
-                .collect()
-        })
-        .unwrap_or_default()
+/// An expansion's name from its stage's name and its axes' labels, in order
+/// (`train`, [(patch, eyes), (m, 2)] -> `train@patch=eyes,m=2`).
+fn expanded_name(base: &str, labels: &[(String, String)]) -> String {
+    if labels.is_empty() {
+        return base.to_owned();
+    }
+    let parts: Vec<String> = labels.iter().map(|(k, l)| format!("{k}={l}")).collect();
+    format!("{base}@{}", parts.join(","))
 }
+
+/// How many expansions propagation may make before the pipeline is refused: far more than any
+/// real pipeline's, so reaching it means the stages expand each other without end.
+const MAX_PROPAGATION_ROUNDS: usize = 10_000;
 
 /// Matrix propagation: a stage that takes one artifact from a matrix stage, and does not pin
 /// the axes itself, is expanded along with it — `extract: {inputs: {model: train}}` under
@@ -211,10 +216,12 @@ fn name_labels(name: &str) -> BTreeMap<String, String> {
 /// its own `train@m=…`, and so on downstream. Inherited axes label and pair the expansions but
 /// set no params (the downstream kind need not have them). Lists still fan in. Runs to a fixed
 /// point, so chains of any length propagate whatever the order stages are written in.
-fn propagate_matrix(nodes: &mut Vec<Node>, refs: &mut Vec<BTreeMap<String, InputRef>>, datasets: &BTreeMap<String, Dataset>) {
-    let mut guard = 0;
-    'again: while guard < 10_000 {
-        guard += 1;
+fn propagate_matrix(
+    nodes: &mut Vec<Node>,
+    refs: &mut Vec<BTreeMap<String, InputRef>>,
+    datasets: &BTreeMap<String, Dataset>,
+) -> Result<(), String> {
+    'again: for _ in 0..MAX_PROPAGATION_ROUNDS {
         for i in 0..nodes.len() {
             let declared = nodes[i].kind.inputs();
             for (input, r) in &refs[i] {
@@ -237,21 +244,22 @@ fn propagate_matrix(nodes: &mut Vec<Node>, refs: &mut Vec<BTreeMap<String, Input
                 }
                 let base = nodes[i].clone();
                 let base_refs = refs[i].clone();
-                let own = name_labels(&base.name);
                 let expanded: Vec<Node> = ups
                     .iter()
                     .map(|&j| {
                         let mut n = base.clone();
-                        let up = name_labels(&nodes[j].name);
                         for (k, v) in &nodes[j].matrix {
                             n.matrix.entry(k.clone()).or_insert_with(|| v.clone());
                         }
-                        let labels: Vec<String> = n
+                        // Every axis, in axis order: this stage's label, else the upstream one's.
+                        let (own, up): (BTreeMap<_, _>, BTreeMap<_, _>) =
+                            (base.labels.iter().cloned().collect(), nodes[j].labels.iter().cloned().collect());
+                        n.labels = n
                             .matrix
                             .keys()
-                            .filter_map(|k| own.get(k).or(up.get(k)).map(|l| format!("{k}={l}")))
+                            .filter_map(|k| own.get(k).or(up.get(k)).map(|l| (k.clone(), l.clone())))
                             .collect();
-                        n.name = format!("{}@{}", n.base, labels.join(","));
+                        n.name = expanded_name(&n.base, &n.labels);
                         n
                     })
                     .collect();
@@ -261,8 +269,11 @@ fn propagate_matrix(nodes: &mut Vec<Node>, refs: &mut Vec<BTreeMap<String, Input
                 continue 'again;
             }
         }
-        break;
+        return Ok(());
     }
+    Err(format!(
+        "matrix propagation did not settle after {MAX_PROPAGATION_ROUNDS} expansions: stages expand each other without end"
+    ))
 }
 
 /// Reads, checks and expands a pipeline file. `overrides` are `--set` values.
@@ -355,7 +366,15 @@ fn resolve(mut spec: PipelineFile, cx: &mut Ctx<'_>, registry: &Registry, overri
     if !cx.diags.is_empty() {
         return None;
     }
-    propagate_matrix(&mut nodes, &mut refs, &datasets);
+    if let Err(why) = propagate_matrix(&mut nodes, &mut refs, &datasets) {
+        cx.err_key(
+            &["stages"],
+            None,
+            why,
+            "check the `inputs:` of the matrix stages and of what takes their artifacts".to_owned(),
+        );
+        return None;
+    }
     let bound = bind_inputs(&nodes, &refs, &datasets, cx);
     for (node, inputs) in nodes.iter_mut().zip(bound) {
         node.inputs = inputs;
@@ -694,15 +713,11 @@ fn expansion(
     let mut matrix = BTreeMap::new();
     let mut labels = Vec::new();
     for (k, v, i) in combo {
-        labels.push(format!("{k}={}", label(&v, i)));
+        labels.push((k.clone(), label(&v, i)));
         params.insert(k.clone(), v.clone());
         matrix.insert(k, v);
     }
-    let node_name = if labels.is_empty() {
-        name.to_owned()
-    } else {
-        format!("{name}@{}", labels.join(","))
-    };
+    let node_name = expanded_name(name, &labels);
     if !labels.is_empty() && !node_name.chars().all(|c| c.is_ascii_alphanumeric() || "_.-@=,+".contains(c)) {
         cx.err_key(
             &["stages", name, "matrix"],
@@ -728,6 +743,7 @@ fn expansion(
         kind: kind.clone(),
         params,
         matrix,
+        labels,
         inputs: BTreeMap::new(),
         resources: Resources::default(),
         parts: 1,
