@@ -584,3 +584,122 @@ fn run_record(p: &Pipeline, opts: &RunOptions, report: &RunReport, started_unix:
             .collect(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use spherepipe_stage::{InputSpec, ParamSpec, Registry, Stage, StageContext};
+    use spherepipe_store::remote::{Created, RemoteObject, RemoteStore};
+    use spherepipe_store::{Mirror, ObjectRemote, RemoteError};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// A memory store that counts reads of index entries.
+    struct Counting {
+        inner: ObjectRemote,
+        index_reads: AtomicUsize,
+    }
+
+    impl RemoteStore for Counting {
+        fn url(&self) -> &str {
+            self.inner.url()
+        }
+        fn get_into(&self, key: &str, limit: u64, sink: &mut dyn FnMut(&[u8]) -> std::io::Result<()>) -> Result<Option<u64>, RemoteError> {
+            if key.starts_with("index/") {
+                self.index_reads.fetch_add(1, Ordering::SeqCst);
+            }
+            self.inner.get_into(key, limit, sink)
+        }
+        fn head(&self, key: &str) -> Result<Option<RemoteObject>, RemoteError> {
+            self.inner.head(key)
+        }
+        fn put(&self, key: &str, bytes: Vec<u8>) -> Result<(), RemoteError> {
+            self.inner.put(key, bytes)
+        }
+        fn put_stream(
+            &self,
+            key: &str,
+            len: u64,
+            source: &mut dyn std::io::Read,
+            finish: &mut dyn FnMut() -> Result<(), String>,
+        ) -> Result<(), RemoteError> {
+            self.inner.put_stream(key, len, source, finish)
+        }
+        fn create(&self, key: &str, bytes: Vec<u8>) -> Result<Created, RemoteError> {
+            self.inner.create(key, bytes)
+        }
+        fn list(&self, prefix: &str) -> Result<Vec<RemoteObject>, RemoteError> {
+            self.inner.list(prefix)
+        }
+        fn delete(&self, key: &str) -> Result<(), RemoteError> {
+            self.inner.delete(key)
+        }
+        fn check(&self) -> Result<(), RemoteError> {
+            self.inner.check()
+        }
+    }
+
+    /// Takes a while, so that the stages behind it wait for the one worker.
+    struct Slow;
+    impl Stage for Slow {
+        fn kind(&self) -> &'static str {
+            "slow"
+        }
+        fn version(&self) -> &'static str {
+            "1"
+        }
+        fn params(&self) -> Vec<ParamSpec> {
+            vec![ParamSpec::new("id", spherepipe_stage::ParamType::Str, "", "which stage")]
+        }
+        fn inputs(&self) -> Vec<InputSpec> {
+            Vec::new()
+        }
+        fn run(&self, ctx: &StageContext<'_>) -> anyhow::Result<()> {
+            std::thread::sleep(Duration::from_millis(400));
+            std::fs::write(ctx.out_dir.join("out"), ctx.params.str("id")?)?;
+            Ok(())
+        }
+    }
+
+    struct Quiet;
+    impl ProgressSink for Quiet {
+        fn set_length(&self, _: u64) {}
+        fn set_position(&self, _: u64) {}
+        fn message(&self, _: &str) {}
+    }
+    impl Observer for Quiet {
+        fn started(&self, _: &str) -> Arc<dyn ProgressSink> {
+            Arc::new(Quiet)
+        }
+        fn finished(&self, _: &Outcome) {}
+        fn note(&self, _: &str) {}
+    }
+
+    #[test]
+    fn a_stage_waiting_for_a_worker_is_looked_up_in_the_store_once() {
+        let d = tempfile::tempdir().unwrap();
+        let stages: String = (0..4).map(|k| format!("  s{k}: {{kind: slow, params: {{id: s{k}}}}}\n")).collect();
+        std::fs::write(d.path().join("p.yaml"), format!("name: p\nstages:\n{stages}")).unwrap();
+        let mut r = Registry::new();
+        r.register(Slow);
+        let p = spherepipe_pipeline::load(&d.path().join("p.yaml"), &r, &[]).unwrap();
+        let remote = Arc::new(Counting {
+            inner: ObjectRemote::open("memory://ready-once").unwrap(),
+            index_reads: AtomicUsize::new(0),
+        });
+        let store = Store::open(d.path().join("cache"))
+            .unwrap()
+            .with_mirror(Mirror::new(remote.clone()));
+        // One worker: three stages wait about 0.4, 0.8 and 1.2 s, through a dozen ~100 ms rounds.
+        let opts = RunOptions {
+            jobs: 1,
+            ..RunOptions::default()
+        };
+        let report = execute(&p, &store, &opts, &Quiet).unwrap();
+        assert!(report.ok());
+        // Each stage's index entry is read once, when it is resolved (its push then creates
+        // the entry, reading nothing), however many ~100 ms rounds it waited: re-resolving a
+        // waiting stage every round read it 34 times here.
+        let reads = remote.index_reads.load(Ordering::SeqCst);
+        assert_eq!(reads, 4, "index reads for 4 stages");
+    }
+}
