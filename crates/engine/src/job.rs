@@ -232,37 +232,65 @@ fn commit_work(store: &Store, cancel: &CancelToken, job: &Job, fingerprint: &str
         Ok(Err(e)) => Err(WorkError::Stage(format!("{e:#}"))),
         Err(panic) => Err(WorkError::Stage(panic_message(job, panic))),
     };
+    let kept = Kept {
+        store,
+        staging: &staging,
+        scratch: &scratch,
+        sync: sync.as_ref(),
+        progress: &progress,
+    };
     match outcome {
         Ok(m) => {
-            // Checkpoints are no longer needed once the result is safely in the store: with a
-            // shared store, only once the artifact is there (a job killed by its time limit
-            // during the upload keeps them).
-            let _ = std::fs::remove_dir_all(&scratch);
-            if let (Some(sync), Some(mirror)) = (&sync, store.mirror()) {
-                match mirror.push_artifact(store, &m.hash) {
-                    Ok(()) => {
-                        let _ = sync.drop_remote();
-                    }
-                    Err(e) => progress.message(&format!(
-                        "the artifact is not in the shared store yet ({e}); its checkpoints stay there"
-                    )),
-                }
-            }
+            kept.committed(&m);
             Ok(m)
         }
         Err(error) => {
-            // Nothing partial survives: the staging directory goes. The checkpoints stay, here
-            // and in the shared store, for the next attempt.
-            let _ = std::fs::remove_dir_all(&staging);
-            if let Some(Err(e)) = sync.as_ref().map(|s| s.save()) {
-                progress.message(&format!("could not save the checkpoints to the shared store: {e}"));
-            }
+            kept.failed();
             // A stage that returned an error because it was stopped was cancelled, whatever
             // its error says.
             Err(match error {
                 WorkError::Stage(m) | WorkError::Store(m) if cancel.is_cancelled() => WorkError::Cancelled(m),
                 other => other,
             })
+        }
+    }
+}
+
+/// What a job keeps beside its staging directory (its checkpoints, here and in the shared
+/// store), and what becomes of it when the job ends.
+struct Kept<'a> {
+    store: &'a Store,
+    staging: &'a Path,
+    scratch: &'a Path,
+    sync: Option<&'a ScratchSync>,
+    progress: &'a Progress,
+}
+
+impl Kept<'_> {
+    /// The artifact is committed: checkpoints are no longer needed once the result is safely
+    /// in the store, and with a shared store only once the artifact is there (a job killed by
+    /// its time limit during the upload keeps them).
+    fn committed(&self, m: &Manifest) {
+        let _ = std::fs::remove_dir_all(self.scratch);
+        if let (Some(sync), Some(mirror)) = (self.sync, self.store.mirror()) {
+            match mirror.push_artifact(self.store, &m.hash) {
+                Ok(()) => {
+                    let _ = sync.drop_remote();
+                }
+                Err(e) => self.progress.message(&format!(
+                    "the artifact is not in the shared store yet ({e}); its checkpoints stay there"
+                )),
+            }
+        }
+    }
+
+    /// The job failed: nothing partial survives (the staging directory goes); the checkpoints
+    /// stay, here and in the shared store, for the next attempt.
+    fn failed(&self) {
+        let _ = std::fs::remove_dir_all(self.staging);
+        if let Some(Err(e)) = self.sync.map(|s| s.save()) {
+            self.progress
+                .message(&format!("could not save the checkpoints to the shared store: {e}"));
         }
     }
 }
