@@ -1,7 +1,12 @@
 //! The command line: clap's definitions, parsed once into these types (ripgrep's way), and
 //! the two argument groups most commands share (`PipelineArgs`, `StoreArg`).
 
-use crate::*;
+use crate::failure::Failure;
+use crate::load_pipeline;
+use clap::{Parser, Subcommand};
+use spherepipe_pipeline::Pipeline;
+use spherepipe_stage::{Part, Registry};
+use std::path::PathBuf;
 
 #[derive(Parser)]
 #[command(

@@ -15,20 +15,13 @@ mod progress;
 mod report;
 pub mod speed;
 
-use anyhow::Context;
 use args::*;
-use clap::{Parser, Subcommand};
+use clap::Parser;
 use commands::*;
 use failure::Failure;
-use spherepipe_engine::{
-    execute, open_store, plan, records, ExecutorKind, RunOptions, RunReport, SlurmOptions, StageRequest, StageRun, StageRunError,
-    StageState, Status,
-};
-use spherepipe_pipeline::{load, parse_override, Pipeline, Source};
-use spherepipe_stage::{CancelToken, Part, Registry};
-use spherepipe_store::{CacheLock, LockMode, Mirror, ObjectRemote, Store};
-use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use spherepipe_pipeline::{load, parse_override, Pipeline};
+use spherepipe_stage::Registry;
+use std::path::Path;
 use std::process::ExitCode;
 
 /// Every stage kind the shipped binary knows.
@@ -82,7 +75,7 @@ pub fn main_with(registry: Registry) -> ExitCode {
     }
 }
 
-fn load_pipeline(file: &Path, registry: &Registry, set: &[String]) -> Result<Pipeline, Failure> {
+pub(crate) fn load_pipeline(file: &Path, registry: &Registry, set: &[String]) -> Result<Pipeline, Failure> {
     let overrides = set
         .iter()
         .map(|s| parse_override(s))

@@ -1,6 +1,13 @@
 //! The caches and the shared store: opening the store, `verify` and `gc` of either.
 
-use crate::*;
+use crate::failure::Failure;
+use crate::load_pipeline;
+use anyhow::Context;
+use spherepipe_engine::{open_store, plan};
+use spherepipe_stage::Registry;
+use spherepipe_store::{CacheLock, LockMode, Mirror, ObjectRemote, Store};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
 
 /// The local cache as a working copy of the shared store at `url`, which must answer now:
 /// an unreachable store, refused credentials or a missing bucket stop here (exit 2), before

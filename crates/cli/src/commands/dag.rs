@@ -1,6 +1,7 @@
 //! `spherepipe dag`: the DAG as text or Graphviz.
 
-use crate::*;
+use crate::failure::Failure;
+use spherepipe_pipeline::{Pipeline, Source};
 
 /// `spherepipe dag`: the expanded DAG as text or Graphviz.
 pub(crate) fn dag(p: &Pipeline, dot: bool) -> Result<u8, Failure> {

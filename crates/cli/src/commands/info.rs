@@ -1,7 +1,12 @@
 //! Commands that report on things rather than run a pipeline: `speed`, `report`, `metrics`,
 //! `synth`, `kinds`.
 
-use crate::*;
+use crate::failure::Failure;
+use crate::{metrics, report, speed};
+use spherepipe_engine::{open_store, plan};
+use spherepipe_pipeline::Pipeline;
+use spherepipe_stage::Registry;
+use std::path::{Path, PathBuf};
 
 /// `spherepipe speed`: reads the options as the train stage reads its params, then measures.
 pub(crate) fn speed_command(

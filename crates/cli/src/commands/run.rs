@@ -1,7 +1,17 @@
 //! `spherepipe run`: the run itself, its executor, Ctrl-C, `--dry-run`, the closing report and
 //! the page it writes.
 
-use crate::*;
+use crate::args::*;
+use crate::commands::*;
+use crate::failure::Failure;
+use crate::{load_pipeline, progress, report};
+use anyhow::Context;
+use spherepipe_engine::{execute, open_store, plan, ExecutorKind, RunOptions, RunReport, SlurmOptions, StageState, Status};
+use spherepipe_pipeline::Pipeline;
+use spherepipe_stage::{CancelToken, Registry};
+use spherepipe_store::{LockMode, Store};
+use std::collections::BTreeSet;
+use std::path::Path;
 
 /// `spherepipe run`: runs what is not cached, prints one line per stage, each stage's
 /// `summary.txt`, and the totals.

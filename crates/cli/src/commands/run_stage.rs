@@ -1,6 +1,12 @@
 //! `spherepipe run-stage`: one stage, as a cluster job runs it.
 
-use crate::*;
+use crate::args::*;
+use crate::commands::*;
+use crate::failure::Failure;
+use crate::progress;
+use spherepipe_engine::{StageRequest, StageRun, StageRunError};
+use spherepipe_stage::Registry;
+use spherepipe_store::{CacheLock, Store};
 
 /// `spherepipe run-stage`: one stage, as a cluster job runs it. Exit 0 when the store holds
 /// the stage's artifact afterwards (made here or before), 1 when the stage failed, 2 when the

@@ -1,6 +1,11 @@
 //! `spherepipe show`, and the message for a stage name the pipeline lacks.
 
-use crate::*;
+use crate::commands::*;
+use crate::failure::Failure;
+use crate::report;
+use anyhow::Context;
+use spherepipe_engine::{open_store, plan, records};
+use spherepipe_pipeline::Pipeline;
 
 /// The error for a stage name that names no expanded stage: for the base name of a matrix
 /// stage, its expansions; otherwise the nearest name and the list.

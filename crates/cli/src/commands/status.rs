@@ -1,6 +1,10 @@
 //! `spherepipe status`.
 
-use crate::*;
+use crate::commands::*;
+use crate::failure::Failure;
+use anyhow::Context;
+use spherepipe_engine::{open_store, plan};
+use spherepipe_pipeline::Pipeline;
 
 /// One row of `status --json`: the plan's typed status (every reason, each with its `kind`
 /// and fields), plus the reasons in words and the first one's kind.
