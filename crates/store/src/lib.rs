@@ -16,6 +16,7 @@ pub mod remote;
 mod scratch;
 mod statcache;
 pub mod trust;
+mod upkeep;
 
 pub use atomic::{fsync_dir, write_atomic};
 pub use hash::{hash_file, hash_tree, FileEntry, TreeHash, TreeKind};
