@@ -342,72 +342,12 @@ fn while_saving<T>(sync: Option<&ScratchSync>, f: impl FnOnce() -> T) -> T {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use spherepipe_stage::{InputSpec, ParamSpec, ProgressSink, Stage, StageContext};
-    use spherepipe_store::remote::{Created, RemoteObject, RemoteStore};
-    use spherepipe_store::{Mirror, ObjectRemote, RemoteError};
-    use std::io::Read;
-    use std::sync::atomic::{AtomicBool, Ordering};
+    use crate::testing::{Quiet, Watched};
+    use spherepipe_stage::{InputSpec, ParamSpec, Stage, StageContext};
+    use spherepipe_store::remote::RemoteStore;
+    use spherepipe_store::Mirror;
+    use std::sync::atomic::Ordering;
     use std::sync::Arc;
-
-    /// A memory store whose uploads of blobs can be made to fail (a job killed, or the store
-    /// refusing, while the artifact goes up).
-    struct Flaky {
-        inner: ObjectRemote,
-        refuse_blobs: AtomicBool,
-    }
-
-    impl Flaky {
-        fn refusal(&self, key: &str) -> Result<(), RemoteError> {
-            if key.starts_with("blobs/") && self.refuse_blobs.load(Ordering::SeqCst) {
-                return Err(RemoteError {
-                    url: self.inner.url().to_owned(),
-                    doing: format!("writing {key}"),
-                    why: "the job's time limit ended the upload".into(),
-                    fix: "rerun".into(),
-                    refused: false,
-                });
-            }
-            Ok(())
-        }
-    }
-
-    impl RemoteStore for Flaky {
-        fn url(&self) -> &str {
-            self.inner.url()
-        }
-        fn get_into(&self, key: &str, limit: u64, sink: &mut dyn FnMut(&[u8]) -> std::io::Result<()>) -> Result<Option<u64>, RemoteError> {
-            self.inner.get_into(key, limit, sink)
-        }
-        fn head(&self, key: &str) -> Result<Option<RemoteObject>, RemoteError> {
-            self.inner.head(key)
-        }
-        fn put(&self, key: &str, bytes: Vec<u8>) -> Result<(), RemoteError> {
-            self.refusal(key)?;
-            self.inner.put(key, bytes)
-        }
-        fn put_stream(
-            &self,
-            key: &str,
-            len: u64,
-            source: &mut dyn Read,
-            finish: &mut dyn FnMut() -> Result<(), String>,
-        ) -> Result<(), RemoteError> {
-            self.refusal(key)?;
-            self.inner.put_stream(key, len, source, finish)
-        }
-        fn create(&self, key: &str, bytes: Vec<u8>) -> Result<Created, RemoteError> {
-            self.inner.create(key, bytes)
-        }
-        fn list(&self, prefix: &str) -> Result<Vec<RemoteObject>, RemoteError> {
-            self.inner.list(prefix)
-        }
-        fn delete(&self, key: &str) -> Result<(), RemoteError> {
-            self.inner.delete(key)
-        }
-        fn check(&self) -> Result<(), RemoteError> {
-            self.inner.check()
-        }
-    }
 
     /// Writes one output file.
     struct Writes;
@@ -430,20 +370,11 @@ mod tests {
         }
     }
 
-    struct Quiet;
-    impl ProgressSink for Quiet {
-        fn set_length(&self, _: u64) {}
-        fn set_position(&self, _: u64) {}
-        fn message(&self, _: &str) {}
-    }
-
     #[test]
     fn the_stores_checkpoints_stay_until_the_artifact_is_in_the_store() {
         let d = tempfile::tempdir().unwrap();
-        let remote = Arc::new(Flaky {
-            inner: ObjectRemote::open("memory://job-scratch").unwrap(),
-            refuse_blobs: AtomicBool::new(true),
-        });
+        let remote = Watched::memory("job-scratch");
+        remote.refuse_blobs.store(true, Ordering::SeqCst);
         let fp = blake3::hash(b"a training").to_hex().to_string();
         // An earlier attempt's checkpoint, in the store.
         let earlier = d.path().join("earlier");
@@ -464,7 +395,7 @@ mod tests {
             parts: 1,
             forced: false,
         };
-        let scratch = |r: &Flaky| r.inner.list(&format!("scratch/{fp}")).unwrap().len();
+        let scratch = |r: &Watched| r.inner.list(&format!("scratch/{fp}")).unwrap().len();
         // Committed here, but the upload fails: the store keeps the checkpoint.
         assert!(matches!(run_job(&store, &CancelToken::new(), job()), JobResult::Done { .. }));
         assert_eq!(scratch(&remote), 2, "the snapshot and its file stay");

@@ -21,6 +21,8 @@ pub mod records;
 mod run;
 mod single;
 mod slurm;
+#[cfg(test)]
+mod testing;
 
 pub use plan::{hash_datasets, plan, NodeStatus, StaleReason, Status};
 pub use run::{execute, ExecutorKind, Observer, Outcome, RunOptions, RunReport, StageState};

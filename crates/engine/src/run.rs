@@ -588,55 +588,10 @@ fn run_record(p: &Pipeline, opts: &RunOptions, report: &RunReport, started_unix:
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::{Quiet, Watched};
     use spherepipe_stage::{InputSpec, ParamSpec, Registry, Stage, StageContext};
-    use spherepipe_store::remote::{Created, RemoteObject, RemoteStore};
-    use spherepipe_store::{Mirror, ObjectRemote, RemoteError};
-    use std::sync::atomic::{AtomicUsize, Ordering};
-
-    /// A memory store that counts reads of index entries.
-    struct Counting {
-        inner: ObjectRemote,
-        index_reads: AtomicUsize,
-    }
-
-    impl RemoteStore for Counting {
-        fn url(&self) -> &str {
-            self.inner.url()
-        }
-        fn get_into(&self, key: &str, limit: u64, sink: &mut dyn FnMut(&[u8]) -> std::io::Result<()>) -> Result<Option<u64>, RemoteError> {
-            if key.starts_with("index/") {
-                self.index_reads.fetch_add(1, Ordering::SeqCst);
-            }
-            self.inner.get_into(key, limit, sink)
-        }
-        fn head(&self, key: &str) -> Result<Option<RemoteObject>, RemoteError> {
-            self.inner.head(key)
-        }
-        fn put(&self, key: &str, bytes: Vec<u8>) -> Result<(), RemoteError> {
-            self.inner.put(key, bytes)
-        }
-        fn put_stream(
-            &self,
-            key: &str,
-            len: u64,
-            source: &mut dyn std::io::Read,
-            finish: &mut dyn FnMut() -> Result<(), String>,
-        ) -> Result<(), RemoteError> {
-            self.inner.put_stream(key, len, source, finish)
-        }
-        fn create(&self, key: &str, bytes: Vec<u8>) -> Result<Created, RemoteError> {
-            self.inner.create(key, bytes)
-        }
-        fn list(&self, prefix: &str) -> Result<Vec<RemoteObject>, RemoteError> {
-            self.inner.list(prefix)
-        }
-        fn delete(&self, key: &str) -> Result<(), RemoteError> {
-            self.inner.delete(key)
-        }
-        fn check(&self) -> Result<(), RemoteError> {
-            self.inner.check()
-        }
-    }
+    use spherepipe_store::Mirror;
+    use std::sync::atomic::Ordering;
 
     /// Takes a while, so that the stages behind it wait for the one worker.
     struct Slow;
@@ -660,20 +615,6 @@ mod tests {
         }
     }
 
-    struct Quiet;
-    impl ProgressSink for Quiet {
-        fn set_length(&self, _: u64) {}
-        fn set_position(&self, _: u64) {}
-        fn message(&self, _: &str) {}
-    }
-    impl Observer for Quiet {
-        fn started(&self, _: &str) -> Arc<dyn ProgressSink> {
-            Arc::new(Quiet)
-        }
-        fn finished(&self, _: &Outcome) {}
-        fn note(&self, _: &str) {}
-    }
-
     #[test]
     fn a_stage_waiting_for_a_worker_is_looked_up_in_the_store_once() {
         let d = tempfile::tempdir().unwrap();
@@ -682,10 +623,7 @@ mod tests {
         let mut r = Registry::new();
         r.register(Slow);
         let p = spherepipe_pipeline::load(&d.path().join("p.yaml"), &r, &[]).unwrap();
-        let remote = Arc::new(Counting {
-            inner: ObjectRemote::open("memory://ready-once").unwrap(),
-            index_reads: AtomicUsize::new(0),
-        });
+        let remote = Watched::memory("ready-once");
         let store = Store::open(d.path().join("cache"))
             .unwrap()
             .with_mirror(Mirror::new(remote.clone()));

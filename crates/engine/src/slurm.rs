@@ -534,6 +534,7 @@ fn last_line(log: &Path) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::Quiet;
     use spherepipe_stage::{InputSpec, ParamSpec, Registry, Stage, StageContext};
     use spherepipe_store::IndexEntry;
     use std::sync::Mutex;
@@ -587,13 +588,6 @@ mod tests {
         fn run(&self, _: &StageContext<'_>) -> anyhow::Result<()> {
             Ok(())
         }
-    }
-
-    struct Quiet;
-    impl ProgressSink for Quiet {
-        fn set_length(&self, _: u64) {}
-        fn set_position(&self, _: u64) {}
-        fn message(&self, _: &str) {}
     }
 
     fn state(word: &str, reason: &str) -> (JobState, String) {
