@@ -342,33 +342,11 @@ fn while_saving<T>(sync: Option<&ScratchSync>, f: impl FnOnce() -> T) -> T {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::{Quiet, Watched};
-    use spherepipe_stage::{InputSpec, ParamSpec, Stage, StageContext};
+    use crate::testing::{Quiet, Watched, Writes};
     use spherepipe_store::remote::RemoteStore;
     use spherepipe_store::Mirror;
     use std::sync::atomic::Ordering;
     use std::sync::Arc;
-
-    /// Writes one output file.
-    struct Writes;
-    impl Stage for Writes {
-        fn kind(&self) -> &'static str {
-            "writes"
-        }
-        fn version(&self) -> &'static str {
-            "1"
-        }
-        fn params(&self) -> Vec<ParamSpec> {
-            Vec::new()
-        }
-        fn inputs(&self) -> Vec<InputSpec> {
-            Vec::new()
-        }
-        fn run(&self, ctx: &StageContext<'_>) -> anyhow::Result<()> {
-            std::fs::write(ctx.out_dir.join("model.bin"), b"trained")?;
-            Ok(())
-        }
-    }
 
     #[test]
     fn the_stores_checkpoints_stay_until_the_artifact_is_in_the_store() {

@@ -534,8 +534,8 @@ fn last_line(log: &Path) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::Quiet;
-    use spherepipe_stage::{InputSpec, ParamSpec, Registry, Stage, StageContext};
+    use crate::testing::{Quiet, Writes};
+    use spherepipe_stage::Registry;
     use spherepipe_store::IndexEntry;
     use std::sync::Mutex;
 
@@ -571,34 +571,15 @@ mod tests {
         }
     }
 
-    struct Noop;
-    impl Stage for Noop {
-        fn kind(&self) -> &'static str {
-            "noop"
-        }
-        fn version(&self) -> &'static str {
-            "1"
-        }
-        fn params(&self) -> Vec<ParamSpec> {
-            Vec::new()
-        }
-        fn inputs(&self) -> Vec<InputSpec> {
-            Vec::new()
-        }
-        fn run(&self, _: &StageContext<'_>) -> anyhow::Result<()> {
-            Ok(())
-        }
-    }
-
     fn state(word: &str, reason: &str) -> (JobState, String) {
         (JobState::parse(word), reason.to_owned())
     }
 
     /// A one-stage pipeline, a store (a memory mirror), options polling at once, and a job.
     fn setup(d: &Path) -> (Pipeline, Store, SlurmOptions) {
-        std::fs::write(d.join("p.yaml"), "name: p\nstages:\n  a: {kind: noop, resources: {mem: 2G}}\n").unwrap();
+        std::fs::write(d.join("p.yaml"), "name: p\nstages:\n  a: {kind: writes, resources: {mem: 2G}}\n").unwrap();
         let mut r = Registry::new();
-        r.register(Noop);
+        r.register(Writes);
         let p = spherepipe_pipeline::load(&d.join("p.yaml"), &r, &[]).unwrap();
         let remote = Arc::new(spherepipe_store::ObjectRemote::open(&format!("memory://slurm-{}", d.display())).unwrap());
         let store = Store::open(d.join("cache"))
@@ -621,7 +602,7 @@ mod tests {
             index: 0,
             fingerprint: fp.to_owned(),
             name: "a".into(),
-            kind: Arc::new(Noop),
+            kind: Arc::new(Writes),
             params: spherepipe_stage::Params(Default::default()),
             inputs: spherepipe_stage::Inputs::default(),
             seed: 0,

@@ -1,8 +1,8 @@
-//! What the engine's unit tests share: an observer that says nothing, and a memory store whose
-//! reads can be watched and whose uploads can be refused.
+//! What the engine's unit tests share: an observer that says nothing, a memory store whose
+//! reads can be watched and whose uploads can be refused, and a stage kind that writes a file.
 
 use crate::run::{Observer, Outcome};
-use spherepipe_stage::ProgressSink;
+use spherepipe_stage::{InputSpec, ParamSpec, ProgressSink, Stage, StageContext};
 use spherepipe_store::remote::{Created, RemoteObject, RemoteStore};
 use spherepipe_store::{ObjectRemote, RemoteError};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -95,5 +95,27 @@ impl RemoteStore for Watched {
     }
     fn check(&self) -> Result<(), RemoteError> {
         self.inner.check()
+    }
+}
+
+/// A stage kind with no params or inputs that writes one small file.
+pub(crate) struct Writes;
+
+impl Stage for Writes {
+    fn kind(&self) -> &'static str {
+        "writes"
+    }
+    fn version(&self) -> &'static str {
+        "1"
+    }
+    fn params(&self) -> Vec<ParamSpec> {
+        Vec::new()
+    }
+    fn inputs(&self) -> Vec<InputSpec> {
+        Vec::new()
+    }
+    fn run(&self, ctx: &StageContext<'_>) -> anyhow::Result<()> {
+        std::fs::write(ctx.out_dir.join("model.bin"), b"trained")?;
+        Ok(())
     }
 }
