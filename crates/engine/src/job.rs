@@ -342,11 +342,10 @@ fn while_saving<T>(sync: Option<&ScratchSync>, f: impl FnOnce() -> T) -> T {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::{Quiet, Watched, Writes};
+    use crate::testing::{writes_job, Watched};
     use spherepipe_store::remote::RemoteStore;
     use spherepipe_store::Mirror;
     use std::sync::atomic::Ordering;
-    use std::sync::Arc;
 
     #[test]
     fn the_stores_checkpoints_stay_until_the_artifact_is_in_the_store() {
@@ -361,18 +360,7 @@ mod tests {
         let mirror = Mirror::new(remote.clone());
         ScratchSync::new(&mirror, &fp, &earlier).save().unwrap();
         let store = Store::open(d.path().join("cache")).unwrap().with_mirror(mirror);
-        let job = || Job {
-            index: 0,
-            fingerprint: fp.clone(),
-            name: "train".into(),
-            kind: Arc::new(Writes),
-            params: spherepipe_stage::Params(Default::default()),
-            inputs: spherepipe_stage::Inputs::default(),
-            seed: 0,
-            sink: Arc::new(Quiet),
-            parts: 1,
-            forced: false,
-        };
+        let job = || writes_job("train", &fp);
         let scratch = |r: &Watched| r.inner.list(&format!("scratch/{fp}")).unwrap().len();
         // Committed here, but the upload fails: the store keeps the checkpoint.
         assert!(matches!(run_job(&store, &CancelToken::new(), job()), JobResult::Done { .. }));

@@ -534,7 +534,7 @@ fn last_line(log: &Path) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::{Quiet, Writes};
+    use crate::testing::{writes_job, Writes};
     use spherepipe_stage::Registry;
     use spherepipe_store::IndexEntry;
     use std::sync::Mutex;
@@ -598,18 +598,7 @@ mod tests {
     }
 
     fn job(fp: &str) -> Job {
-        Job {
-            index: 0,
-            fingerprint: fp.to_owned(),
-            name: "a".into(),
-            kind: Arc::new(Writes),
-            params: spherepipe_stage::Params(Default::default()),
-            inputs: spherepipe_stage::Inputs::default(),
-            seed: 0,
-            sink: Arc::new(Quiet),
-            parts: 1,
-            forced: false,
-        }
+        writes_job("a", fp)
     }
 
     /// Polls until a result comes (the script ends every job within a few polls).

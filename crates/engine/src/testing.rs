@@ -1,6 +1,7 @@
 //! What the engine's unit tests share: an observer that says nothing, a memory store whose
 //! reads can be watched and whose uploads can be refused, and a stage kind that writes a file.
 
+use crate::job::Job;
 use crate::run::{Observer, Outcome};
 use spherepipe_stage::{InputSpec, ParamSpec, ProgressSink, Stage, StageContext};
 use spherepipe_store::remote::{Created, RemoteObject, RemoteStore};
@@ -117,5 +118,21 @@ impl Stage for Writes {
     fn run(&self, ctx: &StageContext<'_>) -> anyhow::Result<()> {
         std::fs::write(ctx.out_dir.join("model.bin"), b"trained")?;
         Ok(())
+    }
+}
+
+/// A `Writes` job named `name` under fingerprint `fp`: one whole stage, no inputs.
+pub(crate) fn writes_job(name: &str, fp: &str) -> Job {
+    Job {
+        index: 0,
+        fingerprint: fp.to_owned(),
+        name: name.to_owned(),
+        kind: Arc::new(Writes),
+        params: spherepipe_stage::Params(Default::default()),
+        inputs: spherepipe_stage::Inputs::default(),
+        seed: 0,
+        sink: Arc::new(Quiet),
+        parts: 1,
+        forced: false,
     }
 }
