@@ -174,3 +174,79 @@ fn the_demo_data_stages_keep_their_fingerprints_and_outputs() {
         "(stage, fingerprint, artifact) moved: if a kind's output changed on purpose, bump its version() and update this table"
     );
 }
+
+/// The `--set`s that shrink the demo and the ablation to seconds: the tiny corpus, six steps.
+const SMALL: [&str; 4] = [
+    "synth.preset=tiny",
+    "train.steps=6",
+    "train.milestones=[3, 5]",
+    "align_distractors.list=megaface/templatelists/megaface_features_list.json_10_1",
+];
+
+/// Two colleagues' runs on one cache: the demo and the ablation started together. They share
+/// the data stages (built once, by whichever run claims each first) and nothing else, so their
+/// trainings overlap instead of the second run waiting for the whole first one.
+#[test]
+fn the_demo_and_the_ablation_run_at_once_on_one_cache() {
+    let s = Sandbox::new();
+    let (demo, ablation) = (shipped(&s, "demo.yaml"), shipped(&s, "ablation-m.yaml"));
+    let with_sets = |file: &str, sets: &[&str]| {
+        let mut args = vec!["run".to_owned(), file.to_owned(), "--quiet".to_owned()];
+        for set in sets {
+            args.extend(["--set".to_owned(), (*set).to_owned()]);
+        }
+        args
+    };
+    let demo_args = with_sets(&demo, &SMALL);
+    let ablation_sets = [SMALL[0], SMALL[1], SMALL[2], "baseline.steps=6", "baseline.milestones=[3, 5]"];
+    let ablation_args = with_sets(&ablation, &ablation_sets);
+    let spawn = |args: &[String]| {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        s.cmd(&args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (a, b) = (spawn(&demo_args), spawn(&ablation_args));
+    for out in [a.wait_with_output().unwrap(), b.wait_with_output().unwrap()] {
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    }
+    let runs = s.runs();
+    assert_eq!(runs.len(), 2);
+    // Each shared data stage ran once in all, and was cached (or waited for, then cached) in
+    // the other run.
+    for stage in ["synth", "dedupe", "align", "flip", "shard", "align_lfw", "align_ytf"] {
+        let states: Vec<&str> = runs
+            .iter()
+            .map(|r| {
+                let st = r["stages"].as_array().unwrap().iter().find(|x| x["stage"] == stage).unwrap();
+                st["state"].as_str().unwrap()
+            })
+            .collect();
+        assert_eq!(states.iter().filter(|x| **x == "ran").count(), 1, "{stage}: {states:?}");
+    }
+    // The overlap is real: the run that finished second started a training before the other
+    // run ended.
+    let (first, second) = (&runs[0], &runs[1]);
+    let ended = first["started_unix"].as_f64().unwrap() + first["wall_s"].as_f64().unwrap();
+    let first_training = second["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|x| x["kind"] == "train" && x["state"] == "ran")
+        .filter_map(|x| x["started_unix"].as_f64())
+        .fold(f64::INFINITY, f64::min);
+    assert!(
+        first_training < ended,
+        "the second run's first training started {first_training}, the first run ended {ended}"
+    );
+    // Fingerprints and artifacts are a clean run's: a sequential rerun of each finds it all cached.
+    for args in [&demo_args, &ablation_args] {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let r = s.sp(&args);
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        assert!(s.last_states().values().all(|v| v == "cached"), "{:?}", s.last_states());
+    }
+    assert_eq!(s.sp(&["verify", "--cache", "cache"]).code, 0);
+}

@@ -79,6 +79,10 @@ pub(crate) enum Cmd {
     Verify {
         #[arg(long, default_value = "cache")]
         cache: PathBuf,
+        /// Stop instead of waiting when runs are using the cache (verify waits for them,
+        /// since it moves corrupted artifacts aside).
+        #[arg(long)]
+        no_wait: bool,
         /// Verify this shared store instead: re-hash every blob, check every manifest's blobs,
         /// remove what is corrupt so the next run rebuilds it.
         #[arg(long, value_name = "URL", env = "SPHEREPIPE_STORE")]
@@ -90,6 +94,10 @@ pub(crate) enum Cmd {
         pipelines: Vec<PathBuf>,
         #[arg(long)]
         yes: bool,
+        /// With --yes: stop instead of waiting when runs are using the cache (gc waits for
+        /// them, since it deletes).
+        #[arg(long)]
+        no_wait: bool,
         /// Collect in this shared store instead of the local caches: what none of the given
         /// pipelines uses (they must be every pipeline that shares the store).
         #[arg(long, value_name = "URL", env = "SPHEREPIPE_STORE")]
@@ -196,7 +204,8 @@ pub(crate) struct RunArgs {
     /// After a failure, finish stages that do not depend on it.
     #[arg(long)]
     pub(crate) keep_going: bool,
-    /// Stop instead of waiting when another run holds the cache.
+    /// Stop instead of waiting when a gc or verify holds the cache, or when another run is
+    /// building a stage this run needs (that stage fails; the others go on).
     #[arg(long)]
     pub(crate) no_wait: bool,
     #[command(flatten)]

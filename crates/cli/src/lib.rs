@@ -99,14 +99,21 @@ fn dispatch(cli: Cli, registry: &Registry) -> Result<u8, Failure> {
             store,
         } => show(&pipeline.load(registry)?, &stage, json, store.url.as_deref()),
         Cmd::Verify { store: Some(url), .. } => verify_shared(&url),
-        Cmd::Verify { cache, store: None } => verify(&cache),
+        Cmd::Verify {
+            cache,
+            store: None,
+            no_wait,
+        } => verify(&cache, lock_mode(no_wait)),
         Cmd::Gc {
             pipelines,
             yes,
             store: Some(url),
+            no_wait: _,
             grace_hours,
         } => gc_shared(&pipelines, registry, &url, grace_hours, yes),
-        Cmd::Gc { pipelines, yes, .. } => gc(&pipelines, registry, yes),
+        Cmd::Gc {
+            pipelines, yes, no_wait, ..
+        } => gc(&pipelines, registry, yes, lock_mode(no_wait)),
         Cmd::Inspect { path, sheet, samples } => {
             print!("{}", inspect::inspect(&path, sheet.as_deref(), samples.max(1))?);
             Ok(0)
@@ -122,5 +129,14 @@ fn dispatch(cli: Cli, registry: &Registry) -> Result<u8, Failure> {
             steps,
             json,
         } => speed_command(&net, batch, &device, &devices, slices, steps.max(1), json),
+    }
+}
+
+/// `--no-wait` as the store's lock mode.
+pub(crate) fn lock_mode(no_wait: bool) -> spherepipe_store::LockMode {
+    if no_wait {
+        spherepipe_store::LockMode::Fail
+    } else {
+        spherepipe_store::LockMode::Wait
     }
 }

@@ -100,7 +100,10 @@ impl Observer for Reporter {
                 );
                 bar.set_prefix(stage.to_owned());
                 if let Ok(mut r) = self.running.lock() {
-                    r.insert(stage.to_owned(), bar.clone());
+                    // A stage that waited for another run and then builds it itself.
+                    if let Some(waited) = r.insert(stage.to_owned(), bar.clone()) {
+                        waited.finish_and_clear();
+                    }
                 }
                 Arc::new(BarSink(bar))
             }
@@ -134,6 +137,26 @@ impl Observer for Reporter {
 
     fn note(&self, msg: &str) {
         self.line(msg);
+    }
+
+    fn waiting(&self, stage: &str, holder: &str) {
+        let msg = format!("waiting for {holder}, which is building it");
+        match &self.bars {
+            Some((multi, _)) => {
+                let bar = multi.add(ProgressBar::new_spinner());
+                bar.set_style(
+                    ProgressStyle::with_template("{prefix:>12} {spinner} {msg} {elapsed}")
+                        .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+                );
+                bar.set_prefix(stage.to_owned());
+                bar.set_message(msg);
+                bar.enable_steady_tick(std::time::Duration::from_millis(200));
+                if let Ok(mut r) = self.running.lock() {
+                    r.insert(stage.to_owned(), bar);
+                }
+            }
+            None => self.line(&format!("{stage}: {msg}")),
+        }
     }
 
     fn warning(&self, msg: &str) {

@@ -49,6 +49,9 @@ pub struct StageRecord {
     pub artifact: Option<String>,
     /// Seconds it ran.
     pub wall_s: f64,
+    /// When the run started it, in seconds since the Unix epoch (absent when it did not run).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_unix: Option<f64>,
     /// Why it failed or was skipped.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,

@@ -13,7 +13,7 @@ use crate::slurm::{SlurmExecutor, SlurmOptions};
 use serde_json::json;
 use spherepipe_pipeline::{Pipeline, Source};
 use spherepipe_stage::{CancelToken, Inputs, ProgressSink};
-use spherepipe_store::{CacheLock, IndexEntry, LockMode, Pushed, Store};
+use spherepipe_store::{BuildLock, CacheLock, Claim, IndexEntry, LockMode, Pushed, Store};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -28,7 +28,8 @@ pub struct RunOptions {
     pub force: BTreeSet<String>,
     /// After a failure, keep running stages that do not depend on it.
     pub keep_going: bool,
-    /// Wait for, or fail on, another process holding a stage's lock.
+    /// Wait for, or fail on, another process that holds the cache (a gc or verify) or builds
+    /// a stage this run needs.
     pub lock: LockMode,
     /// Set by Ctrl-C: running stages stop at their next check.
     pub cancel: CancelToken,
@@ -104,6 +105,9 @@ pub struct Outcome {
     pub artifact: Option<String>,
     /// How long it ran.
     pub wall: Duration,
+    /// When this run started it (handed it to a worker or to Slurm), in seconds since the
+    /// Unix epoch; none when it did not run.
+    pub started_unix: Option<f64>,
     /// Why it failed or was skipped.
     pub reason: Option<String>,
 }
@@ -116,6 +120,7 @@ impl Outcome {
             fingerprint: None,
             artifact: None,
             wall: Duration::ZERO,
+            started_unix: None,
             reason: Some(reason),
         }
     }
@@ -155,6 +160,11 @@ pub trait Observer: Send + Sync {
     fn finished(&self, outcome: &Outcome);
     /// Anything else worth telling the user (waiting for the lock, cleaning up).
     fn note(&self, msg: &str);
+    /// Another process (`holder`) is building `stage`'s artifact: this run waits for that
+    /// stage only, and then uses it.
+    fn waiting(&self, stage: &str, holder: &str) {
+        self.note(&format!("{stage}: waiting for {holder}, which is building it"))
+    }
     /// Something the user must see even in a quiet run (a corrupt object refused, a stage
     /// kind found not deterministic).
     fn warning(&self, msg: &str) {
@@ -167,7 +177,15 @@ pub trait Observer: Send + Sync {
 enum Slot {
     /// Its inputs are not all done.
     Pending,
-    /// Resolved and looked up (once): it must run, and waits for a free slot.
+    /// Resolved and looked up (once): it must be built, and another process is building it;
+    /// it is claimed again each round until that process is done.
+    Waiting {
+        fingerprint: String,
+        material: Material,
+        /// The user was told whom it waits for.
+        told: bool,
+    },
+    /// Claimed (this process builds it): it waits for a free slot.
     Ready {
         fingerprint: String,
         material: Material,
@@ -182,11 +200,8 @@ enum Slot {
 /// Runs every stage of `p` that is not cached (plus forced ones), `jobs` at a time.
 pub fn execute(p: &Pipeline, store: &Store, opts: &RunOptions, obs: &dyn Observer) -> anyhow::Result<RunReport> {
     let started = Instant::now();
-    let started_unix = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0);
-    let _lock = CacheLock::acquire(store.root(), opts.lock, |who| {
+    let started_unix = unix_now();
+    let _lock = CacheLock::for_run(store.root(), opts.lock, |who| {
         obs.note(&format!("waiting for {who} to release the cache {}", store.root().display()))
     })?;
     let cleaned = store.clean_tmp()?;
@@ -226,6 +241,10 @@ struct Coordinator<'a> {
     slots: Vec<Slot>,
     artifacts: Vec<Option<String>>,
     running: usize,
+    /// When each stage was handed to the executor.
+    started: Vec<Option<f64>>,
+    /// The build locks of the stages this process claimed, released once each is recorded.
+    held: BTreeMap<usize, BuildLock>,
     /// Start nothing new: a stage failed (without --keep-going) or the run was interrupted.
     stop: bool,
     /// Download what the shared store holds when it is needed here (false when stages run
@@ -245,6 +264,8 @@ impl<'a> Coordinator<'a> {
             slots: vec![Slot::Pending; p.nodes.len()],
             artifacts: vec![None; p.nodes.len()],
             running: 0,
+            started: vec![None; p.nodes.len()],
+            held: BTreeMap::new(),
             stop: false,
             download: true,
         }
@@ -259,7 +280,12 @@ impl<'a> Coordinator<'a> {
             }
             self.start_ready(exec)?;
             if self.running == 0 {
-                return Ok(());
+                if self.stop || !self.slots.iter().any(|s| matches!(s, Slot::Waiting { .. })) {
+                    return Ok(());
+                }
+                // Only stages another process builds are left: claim them again shortly.
+                std::thread::sleep(Duration::from_millis(100));
+                continue;
             }
             if let Some(result) = exec.next_result(Duration::from_millis(100))? {
                 self.running -= 1;
@@ -288,6 +314,9 @@ impl<'a> Coordinator<'a> {
         if matches!(self.slots[i], Slot::Pending) && self.resolve(i)? {
             return Ok(true);
         }
+        if matches!(self.slots[i], Slot::Waiting { .. }) && !self.stop && self.claim(i)? {
+            return Ok(true);
+        }
         // Only as many stages in flight as the executor runs, so a failure can still stop the rest.
         if matches!(self.slots[i], Slot::Ready { .. }) && !self.stop && self.running < exec.capacity() {
             if let Slot::Ready { fingerprint, material } = std::mem::replace(&mut self.slots[i], Slot::Pending) {
@@ -312,21 +341,84 @@ impl<'a> Coordinator<'a> {
             .map_err(|u| anyhow::anyhow!("internal: input `{u}` has no content hash"))?;
         let forced = self.forced.contains(&i);
         if r.cached.is_none() && !forced {
-            r.cached = if self.download {
-                self.fetch_shared(&r.fingerprint)?
-            } else {
-                self.store.locate(&r.fingerprint)?.map(|e| e.artifact)
-            };
+            r.cached = self.find_shared(&r.fingerprint)?;
         }
         if let (Some(artifact), false) = (&r.cached, forced) {
             self.finish_cached(i, &r.fingerprint, r.material.clone(), artifact)?;
             return Ok(true);
         }
-        self.slots[i] = Slot::Ready {
+        self.slots[i] = Slot::Waiting {
             fingerprint: r.fingerprint,
             material: r.material,
+            told: false,
         };
-        Ok(false)
+        self.claim(i)
+    }
+
+    /// A stage that must be built: claims its build lock, so that no other process builds it
+    /// at the same time. Held: it is `Ready` to run, unless the process that held the lock
+    /// before built it meanwhile (then it is cached: true). Busy: it keeps waiting (telling
+    /// the user once), or fails at once under `--no-wait` (true).
+    fn claim(&mut self, i: usize) -> anyhow::Result<bool> {
+        let Slot::Waiting {
+            fingerprint,
+            material,
+            told,
+        } = self.slots[i].clone()
+        else {
+            return Ok(false);
+        };
+        let node = &self.p.nodes[i];
+        let who = format!("pid {}, pipeline `{}`, stage `{}`", std::process::id(), self.p.name, node.name);
+        match self.store.claim(&fingerprint, &who)? {
+            Claim::Held(lock) => {
+                if !self.forced.contains(&i) {
+                    if let Some(artifact) = self.store.lookup(&fingerprint).map(|e| e.artifact) {
+                        drop(lock);
+                        self.finish_cached(i, &fingerprint, material, &artifact)?;
+                        return Ok(true);
+                    }
+                    if told {
+                        // It was built elsewhere and only shared, or the other process failed.
+                        if let Some(artifact) = self.find_shared(&fingerprint)? {
+                            drop(lock);
+                            self.finish_cached(i, &fingerprint, material, &artifact)?;
+                            return Ok(true);
+                        }
+                    }
+                }
+                self.held.insert(i, lock);
+                self.slots[i] = Slot::Ready { fingerprint, material };
+                Ok(false)
+            }
+            Claim::Busy { holder } if self.opts.lock == LockMode::Fail => {
+                let reason =
+                    format!("another run is building it ({holder}); rerun when it has finished, or leave out --no-wait to wait for it");
+                self.fail(i, Some(fingerprint), reason, Duration::ZERO, false);
+                Ok(true)
+            }
+            Claim::Busy { holder } => {
+                if !told {
+                    self.obs.waiting(&node.name, &holder);
+                    self.slots[i] = Slot::Waiting {
+                        fingerprint,
+                        material,
+                        told: true,
+                    };
+                }
+                Ok(false)
+            }
+        }
+    }
+
+    /// On a local miss, the shared store's artifact: downloaded here when this process needs
+    /// it, only located when stages run elsewhere and fetch their own inputs.
+    fn find_shared(&self, fp: &str) -> anyhow::Result<Option<String>> {
+        if self.download {
+            self.fetch_shared(fp)
+        } else {
+            Ok(self.store.locate(fp)?.map(|e| e.artifact))
+        }
     }
 
     /// Why stage `i` cannot run: an input stage that finished without an artifact.
@@ -391,6 +483,7 @@ impl<'a> Coordinator<'a> {
             fingerprint: Some(fp.to_owned()),
             artifact: Some(artifact.to_owned()),
             wall: Duration::ZERO,
+            started_unix: None,
             reason: None,
         };
         self.finish(i, o);
@@ -421,6 +514,7 @@ impl<'a> Coordinator<'a> {
             fingerprint: fp,
             material: m,
         };
+        self.started[i] = Some(unix_now());
         self.running += 1;
         Ok(())
     }
@@ -453,6 +547,8 @@ impl<'a> Coordinator<'a> {
                     self.share(index, &entry)?;
                 }
                 self.record_state(index, material, &fingerprint, &manifest_hash)?;
+                // Recorded: a process waiting for this stage now finds it.
+                self.held.remove(&index);
                 self.artifacts[index] = Some(manifest_hash.clone());
                 let o = Outcome {
                     stage: node.name.clone(),
@@ -460,6 +556,7 @@ impl<'a> Coordinator<'a> {
                     fingerprint: Some(fingerprint),
                     artifact: Some(manifest_hash),
                     wall,
+                    started_unix: self.started[index],
                     reason: None,
                 };
                 self.finish(index, o);
@@ -474,21 +571,29 @@ impl<'a> Coordinator<'a> {
                     Slot::Running { fingerprint, .. } => Some(fingerprint.clone()),
                     _ => None,
                 };
-                if !self.opts.keep_going || cancelled {
-                    self.stop = true;
-                }
-                let o = Outcome {
-                    stage: self.p.nodes[index].name.clone(),
-                    state: if cancelled { StageState::Cancelled } else { StageState::Failed },
-                    fingerprint,
-                    artifact: None,
-                    wall,
-                    reason: Some(error),
-                };
-                self.finish(index, o);
+                self.fail(index, fingerprint, error, wall, cancelled);
             }
         }
         Ok(())
+    }
+
+    /// Stage `i` failed (or was cancelled): it releases its build lock, and the run stops
+    /// starting stages unless --keep-going.
+    fn fail(&mut self, i: usize, fingerprint: Option<String>, reason: String, wall: Duration, cancelled: bool) {
+        self.held.remove(&i);
+        if !self.opts.keep_going || cancelled {
+            self.stop = true;
+        }
+        let o = Outcome {
+            stage: self.p.nodes[i].name.clone(),
+            state: if cancelled { StageState::Cancelled } else { StageState::Failed },
+            fingerprint,
+            artifact: None,
+            wall,
+            started_unix: self.started[i],
+            reason: Some(reason),
+        };
+        self.finish(i, o);
     }
 
     /// After a run whose stages ran elsewhere: downloads the artifacts of the stages nothing
@@ -559,6 +664,14 @@ pub(crate) fn index_entry(p: &Pipeline, i: usize, fingerprint: &str, material: &
     }
 }
 
+/// Now, in seconds since the Unix epoch.
+pub(crate) fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
 /// The line `runs.jsonl` gets for this run.
 fn run_record(p: &Pipeline, opts: &RunOptions, report: &RunReport, started_unix: f64) -> RunRecord {
     RunRecord {
@@ -579,6 +692,7 @@ fn run_record(p: &Pipeline, opts: &RunOptions, report: &RunReport, started_unix:
                 fingerprint: o.fingerprint.clone(),
                 artifact: o.artifact.clone(),
                 wall_s: o.wall.as_secs_f64(),
+                started_unix: o.started_unix,
                 error: o.reason.clone(),
             })
             .collect(),

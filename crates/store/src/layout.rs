@@ -3,8 +3,10 @@
 //!
 //! ```text
 //! cache/
-//!   LOCK                          advisory lock: exclusive for run, verify and gc; shared for
-//!                                 cluster jobs (run-stage) on a node cache
+//!   LOCK                          advisory lock (flock): shared by runs and cluster jobs
+//!                                 (run-stage); exclusive for verify and gc, which wait for them
+//!   locks/<fingerprint>.lock      flock held by the one process building that stage; says
+//!                                 who (pid, pipeline, stage) for a process that waits
 //!   artifacts/<hash>/             one finished artifact, its files plus `.manifest.json`:
 //!                                 written in tmp/, fsynced, renamed into place whole
 //!   index/<fingerprint>.json      fingerprint -> artifact (+ provenance): sibling temp, fsync,
@@ -14,8 +16,9 @@
 //!   reports/<pipeline>.html       the pipeline's page: write_atomic
 //!   stat-cache.tsv                (path, size, mtime, inode) -> blake3 of dataset files:
 //!                                 write_atomic
-//!   tmp/                          artifacts being written; leftovers of a killed run are
-//!                                 removed by the next run (under the exclusive lock)
+//!   tmp/<owner>/ + <owner>.lock   artifacts being written, in one area per process, whose
+//!                                 lock it holds for life; a run removes the areas whose lock
+//!                                 is free (their process died)
 //!   scratch/<fingerprint>/        a running stage's checkpoints: the stage's own files, which
 //!                                 it checks when it resumes; removed once its artifact is
 //!                                 committed (and in the shared store, if there is one)
@@ -45,8 +48,8 @@ impl CacheLayout {
     }
 
     /// The directories `Store::open` creates.
-    pub fn directories(&self) -> [PathBuf; 4] {
-        [self.artifacts(), self.index(), self.tmp(), self.quarantine()]
+    pub fn directories(&self) -> [PathBuf; 5] {
+        [self.artifacts(), self.index(), self.tmp(), self.quarantine(), self.locks()]
     }
 
     /// `LOCK`.
@@ -77,6 +80,16 @@ impl CacheLayout {
     /// `tmp/`.
     pub fn tmp(&self) -> PathBuf {
         self.root.join("tmp")
+    }
+
+    /// `locks/`.
+    pub fn locks(&self) -> PathBuf {
+        self.root.join("locks")
+    }
+
+    /// `locks/<fingerprint>.lock`.
+    pub fn build_lock(&self, fingerprint: &str) -> PathBuf {
+        self.locks().join(format!("{fingerprint}.lock"))
     }
 
     /// `quarantine/`.
@@ -133,6 +146,7 @@ mod tests {
             (l.index_entry("f"), "/c/index/f.json"),
             (l.tmp(), "/c/tmp"),
             (l.quarantine(), "/c/quarantine"),
+            (l.build_lock("f"), "/c/locks/f.lock"),
             (l.state("p", "s"), "/c/state/p/s.json"),
             (l.runs(), "/c/runs.jsonl"),
             (l.report("p"), "/c/reports/p.html"),

@@ -21,7 +21,7 @@ mod upkeep;
 pub use atomic::{fsync_dir, write_atomic};
 pub use hash::{hash_file, hash_tree, FileEntry, TreeHash, TreeKind};
 pub use layout::CacheLayout;
-pub use lock::{private_dir, CacheLock, LockMode};
+pub use lock::{private_dir, BuildLock, CacheLock, Claim, LockMode};
 pub use mirror::{Mirror, MirrorError, Pushed, RemoteProblem, MIN_GC_GRACE};
 pub use remote::{redact, ObjectRemote, RemoteError, RemoteStore};
 pub use scratch::ScratchSync;
@@ -129,6 +129,8 @@ pub struct Store {
     layout: CacheLayout,
     /// The shared store this cache mirrors, if any.
     mirror: Option<Mirror>,
+    /// This process's staging area under `tmp/`, made on first use and shared by clones.
+    owner: std::sync::Arc<std::sync::Mutex<Option<std::sync::Arc<lock::TmpOwner>>>>,
 }
 
 impl Store {
@@ -143,6 +145,7 @@ impl Store {
             layout: CacheLayout::new(&root),
             root,
             mirror: None,
+            owner: Default::default(),
         })
     }
 
@@ -202,24 +205,26 @@ impl Store {
         self.layout.index_entry(fingerprint)
     }
 
-    /// Removes leftovers of interrupted writers. Call only while holding the lock.
+    /// Removes the staging that interrupted writers left: what no living process owns (see
+    /// `lock.rs`), so runs sharing the cache never remove each other's work in progress.
     pub fn clean_tmp(&self) -> Result<usize> {
-        let tmp = self.layout.tmp();
-        let mut n = 0;
-        for e in fs::read_dir(&tmp).map_err(io_at(&tmp))? {
-            let e = e.map_err(io_at(&tmp))?;
-            let p = e.path();
-            let r = if p.is_dir() { fs::remove_dir_all(&p) } else { fs::remove_file(&p) };
-            r.map_err(io_at(&p))?;
-            n += 1;
-        }
-        Ok(n)
+        lock::clean_dead_owners(&self.layout.tmp())
     }
 
-    /// A fresh empty directory for a stage to write into, on the store's filesystem.
+    /// Whether this process may build `fingerprint`'s artifact now (`Claim::Held`, until the
+    /// lock is dropped), or another process is building it. `who` tells a waiting process who
+    /// holds it.
+    pub fn claim(&self, fingerprint: &str, who: &str) -> Result<Claim> {
+        check_hash("fingerprint", fingerprint).map_err(|e| StoreError::Invalid(e.to_string()))?;
+        lock::claim(&self.layout.build_lock(fingerprint), who)
+    }
+
+    /// A fresh empty directory for a stage to write into, on the store's filesystem, inside
+    /// this process's own area of `tmp/`.
     pub fn new_staging_dir(&self, label: &str) -> Result<PathBuf> {
         let safe: String = label
             .chars()
+            .take(64)
             .map(|c| {
                 if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
                     c
@@ -228,12 +233,13 @@ impl Store {
                 }
             })
             .collect();
+        let area = self.staging_area()?;
         for attempt in 0..1000u32 {
             let nanos = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.subsec_nanos())
                 .unwrap_or(0);
-            let p = self.layout.tmp().join(format!("{safe}.{}.{nanos}.{attempt}", std::process::id()));
+            let p = area.join(format!("{safe}.{nanos}.{attempt}"));
             match fs::create_dir(&p) {
                 Ok(()) => return Ok(p),
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
@@ -241,6 +247,21 @@ impl Store {
             }
         }
         Err(StoreError::Invalid("could not create a staging directory".into()))
+    }
+
+    /// `tmp/<owner>/`, this process's, created (with its lock) on first use.
+    fn staging_area(&self) -> Result<PathBuf> {
+        let mut owner = self
+            .owner
+            .lock()
+            .map_err(|_| StoreError::Invalid("the staging area's lock was poisoned".into()))?;
+        if let Some(o) = owner.as_ref() {
+            return Ok(o.dir.clone());
+        }
+        let o = std::sync::Arc::new(lock::TmpOwner::create(&self.layout.tmp())?);
+        let dir = o.dir.clone();
+        *owner = Some(o);
+        Ok(dir)
     }
 
     /// Hashes a finished staging directory, fsyncs it and moves it into `artifacts/`.
@@ -381,7 +402,23 @@ impl Store {
         Ok((all.len(), problems))
     }
 
-    /// Artifacts not in `live`; with `delete`, removes them and the index entries naming them.
+    /// Removes the build locks' files (one per fingerprint ever built). Only under the
+    /// exclusive cache lock, when no run can hold one.
+    fn remove_build_locks(&self) -> Result<()> {
+        let locks = self.layout.locks();
+        for e in fs::read_dir(&locks).map_err(io_at(&locks))? {
+            let p = e.map_err(io_at(&locks))?.path();
+            match fs::remove_file(&p) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io_at(&p)(e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Artifacts not in `live`; with `delete`, removes them and the index entries naming them
+    /// (and, since no run holds the cache then, the build locks' files).
     pub fn gc(&self, live: &std::collections::BTreeSet<String>, delete: bool) -> Result<Vec<GcEntry>> {
         let mut out = Vec::new();
         for hash in self.artifacts()? {
@@ -402,6 +439,7 @@ impl Store {
                     fs::remove_file(&p).map_err(io_at(&p))?;
                 }
             }
+            self.remove_build_locks()?;
         }
         Ok(out)
     }

@@ -26,7 +26,7 @@ pub(crate) fn connect_shared(url: &str) -> Result<Mirror, Failure> {
 }
 
 /// `spherepipe verify`: re-hashes every artifact; corrupted ones go to quarantine.
-pub(crate) fn verify(cache: &Path) -> Result<u8, Failure> {
+pub(crate) fn verify(cache: &Path, mode: LockMode) -> Result<u8, Failure> {
     if !spherepipe_store::CacheLayout::new(cache).artifacts().is_dir() {
         return Err(Failure::usage(format!(
             "{} is not a spherepipe cache (no artifacts/ directory); pass --cache DIR",
@@ -34,10 +34,10 @@ pub(crate) fn verify(cache: &Path) -> Result<u8, Failure> {
         )));
     }
     let store = Store::open(cache).context("opening the cache")?;
-    let _lock = CacheLock::acquire(store.root(), LockMode::Wait, |who| {
-        eprintln!("waiting for {who} to release the cache")
+    let _lock = CacheLock::exclusive(store.root(), "verify", mode, |who| {
+        eprintln!("waiting for {who} to finish (verify moves corrupted artifacts aside)")
     })
-    .context("locking the cache")?;
+    .map_err(|e| Failure::usage(e.to_string()))?;
     let (n, problems) = store.verify().context("verifying")?;
     for pr in &problems {
         println!("corrupted: {} ({}); moved to {}", pr.artifact, pr.problem, pr.moved_to.display());
@@ -109,7 +109,7 @@ pub(crate) fn gc_words(yes: bool) -> (&'static str, &'static str) {
     }
 }
 
-pub(crate) fn gc(files: &[PathBuf], registry: &Registry, yes: bool) -> Result<u8, Failure> {
+pub(crate) fn gc(files: &[PathBuf], registry: &Registry, yes: bool, mode: LockMode) -> Result<u8, Failure> {
     // Pipelines may use different caches: collect live artifacts per cache.
     let mut live: BTreeMap<PathBuf, (Store, BTreeSet<String>)> = BTreeMap::new();
     for f in files {
@@ -123,7 +123,8 @@ pub(crate) fn gc(files: &[PathBuf], registry: &Registry, yes: bool) -> Result<u8
     }
     for (root, (store, keep)) in &live {
         let _lock = if yes {
-            Some(CacheLock::acquire(root, LockMode::Wait, |who| eprintln!("waiting for {who}")).context("locking the cache")?)
+            let lock = CacheLock::exclusive(root, "gc", mode, |who| eprintln!("waiting for {who} to finish (gc deletes)"));
+            Some(lock.map_err(|e| Failure::usage(e.to_string()))?)
         } else {
             None
         };

@@ -9,7 +9,7 @@ use anyhow::Context;
 use spherepipe_engine::{execute, open_store, plan, ExecutorKind, RunOptions, RunReport, SlurmOptions, StageState, Status};
 use spherepipe_pipeline::Pipeline;
 use spherepipe_stage::{CancelToken, Registry};
-use spherepipe_store::{LockMode, Store};
+use spherepipe_store::Store;
 use std::collections::BTreeSet;
 use std::path::Path;
 
@@ -44,7 +44,7 @@ pub(crate) fn run(args: RunArgs, registry: &Registry, quiet: bool) -> Result<u8,
         jobs: jobs.unwrap_or_else(|| RunOptions::default().jobs),
         force: force.into_iter().collect(),
         keep_going,
-        lock: if no_wait { LockMode::Fail } else { LockMode::Wait },
+        lock: crate::lock_mode(no_wait),
         cancel,
         overrides: set,
         executor,
