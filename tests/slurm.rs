@@ -234,6 +234,17 @@ fn slurm_runs_match_local_runs_and_ask_for_the_stage_resources() {
         .find_map(|l| l.strip_prefix("half: GPUs granted: CUDA_VISIBLE_DEVICES="))
         .unwrap_or_else(|| panic!("no GPU line in the job log:\n{log}"));
     assert_eq!(spherepipe_nn::devices::count_visible(granted), 2, "{granted}");
+    // Its lineage, written by the job on its node and read back through the store, names the
+    // executor and the job.
+    let r = s.sp(&["lineage", "p.yaml", "half", "--store", &url, "--json"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let links: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    let made = &links[0]["lineage"]["made"];
+    assert_eq!(
+        (made["executor"].as_str(), made["slurm_job"].as_str()),
+        (Some("slurm"), Some(job.as_str())),
+        "{made}"
+    );
 }
 
 /// `slurm_run` in the background, its output captured.

@@ -75,6 +75,29 @@ pub(crate) enum Cmd {
         #[command(flatten)]
         store: StoreArg,
     },
+    /// How an artifact was made, back to the datasets: `lineage P STAGE`, or `lineage --artifact
+    /// HASH` (a content hash or an artifact directory) for "what made this directory".
+    Lineage {
+        /// The pipeline file (with STAGE).
+        #[arg(required_unless_present = "artifact", requires = "stage")]
+        pipeline: Option<PathBuf>,
+        /// The stage (a matrix expansion's full name).
+        stage: Option<String>,
+        /// Override a param: STAGE.PARAM=VALUE (VALUE is YAML).
+        #[arg(long = "set", value_name = "STAGE.PARAM=VALUE")]
+        set: Vec<String>,
+        /// The artifact: its content hash, or its directory under cache/artifacts/.
+        #[arg(long, value_name = "HASH", conflicts_with = "pipeline")]
+        artifact: Option<String>,
+        /// With --artifact: the cache whose index records it.
+        #[arg(long, default_value = "cache")]
+        cache: PathBuf,
+        /// Print the chain as JSON (a list of links, the artifact first).
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        store: StoreArg,
+    },
     /// Re-hash every artifact; set corrupted ones aside so the next run rebuilds them.
     Verify {
         #[arg(long, default_value = "cache")]

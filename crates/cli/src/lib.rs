@@ -98,6 +98,25 @@ fn dispatch(cli: Cli, registry: &Registry) -> Result<u8, Failure> {
             json,
             store,
         } => show(&pipeline.load(registry)?, &stage, json, store.url.as_deref()),
+        Cmd::Lineage {
+            pipeline,
+            stage,
+            set,
+            artifact,
+            cache,
+            json,
+            store,
+        } => {
+            let start = match (pipeline, stage, artifact) {
+                (_, _, Some(artifact)) => LineageStart::Artifact { cache, artifact },
+                (Some(file), Some(stage), None) => LineageStart::Stage {
+                    pipeline: load_pipeline(&file, registry, &set)?,
+                    stage,
+                },
+                _ => return Err(Failure::usage("name a pipeline and a stage, or --artifact HASH")),
+            };
+            lineage(start, store.url.as_deref(), json)
+        }
         Cmd::Verify { store: Some(url), .. } => verify_shared(&url),
         Cmd::Verify {
             cache,

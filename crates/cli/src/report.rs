@@ -4,6 +4,7 @@
 use anyhow::{Context, Result};
 use serde::Serialize;
 use serde_json::Value;
+use spherepipe_engine::lineage::Lineage;
 use spherepipe_engine::records::{self, RunRecord};
 use spherepipe_engine::StageState as RunState;
 use spherepipe_engine::{plan, NodeStatus, Status};
@@ -39,6 +40,9 @@ pub struct StageDetails {
     pub files: Vec<FileEntry>,
     /// The last run that ran, found, failed or cancelled it.
     pub last_run: Option<LastRun>,
+    /// How its artifact was made (inputs by the stages that made them, host, times, executor):
+    /// from this cache's index, else the shared store's. `spherepipe lineage` walks the chain.
+    pub lineage: Option<Lineage>,
 }
 
 /// A stage's last recorded run, as `show` gives it.
@@ -72,6 +76,13 @@ pub fn details(p: &Pipeline, store: &Store, s: &NodeStatus, i: usize, runs: &[Ru
         _ => None,
     };
     let in_store = remote.as_ref().map(|r| r.0.clone());
+    let lineage = match (&s.fingerprint, &in_store) {
+        (Some(fp), None) => store.lookup(fp),
+        (Some(fp), Some(_)) => store.locate(fp).context("reading the store")?,
+        (None, _) => None,
+    }
+    .as_ref()
+    .and_then(Lineage::from_entry);
     let files = local.or(remote.map(|r| r.1)).map(|m| m.files).unwrap_or_default();
     let node = &p.nodes[i];
     let last_run = runs.iter().rev().find_map(|r| {
@@ -97,6 +108,7 @@ pub fn details(p: &Pipeline, store: &Store, s: &NodeStatus, i: usize, runs: &[Ru
         in_store,
         files,
         last_run,
+        lineage,
     })
 }
 

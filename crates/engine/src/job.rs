@@ -8,7 +8,7 @@
 
 use crate::fingerprint::part_fingerprint;
 use serde_json::json;
-use spherepipe_stage::{CancelToken, Cancelled, Inputs, Part, Progress, ProgressSink, Stage, StageContext};
+use spherepipe_stage::{CancelToken, Cancelled, Inputs, Part, Progress, ProgressSink, RunFacts, Stage, StageContext};
 use spherepipe_store::{IndexEntry, Manifest, MirrorError, ScratchSync, Store};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -37,6 +37,8 @@ pub(crate) struct Job {
     pub parts: usize,
     /// Forced (`run --force`): made again even where the store has it, parts included.
     pub forced: bool,
+    /// What the stage reports about how it ran (all its parts together), for its lineage.
+    pub facts: Arc<RunFacts>,
 }
 
 /// How a job ended: its artifact in the store, or why not.
@@ -47,6 +49,10 @@ pub(crate) enum JobResult {
         wall: Duration,
         /// Committed to the shared store by another machine (recorded there, not here).
         in_store_only: bool,
+        /// When it started, in seconds since the Unix epoch.
+        started_unix: f64,
+        /// What the stage reported about how it ran.
+        facts: std::collections::BTreeMap<String, String>,
     },
     Failed {
         index: usize,
@@ -170,11 +176,14 @@ fn find_part(store: &Store, fp: &str) -> Result<Option<String>, MirrorError> {
 }
 
 fn done(job: &Job, m: Manifest, start: Instant) -> JobResult {
+    let wall = start.elapsed();
     JobResult::Done {
         index: job.index,
         manifest_hash: m.hash,
-        wall: start.elapsed(),
+        wall,
         in_store_only: false,
+        started_unix: crate::run::unix_now() - wall.as_secs_f64(),
+        facts: job.facts.all(),
     }
 }
 
@@ -212,6 +221,7 @@ fn commit_work(store: &Store, cancel: &CancelToken, job: &Job, fingerprint: &str
         progress: &progress,
         cancel,
         seed: job.seed,
+        facts: &job.facts,
     };
     let sync = store.mirror().map(|m| ScratchSync::new(m, fingerprint, &scratch));
     if let Some(sync) = &sync {

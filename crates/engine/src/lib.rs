@@ -15,6 +15,7 @@ mod executor;
 /// What identifies a stage's output: its material and the hash of it.
 pub mod fingerprint;
 mod job;
+pub mod lineage;
 mod plan;
 /// The last state of every stage and the log of runs.
 pub mod records;

@@ -7,10 +7,10 @@
 use crate::executor::{Executor, LocalPool};
 use crate::fingerprint::Material;
 use crate::job::{Job, JobResult};
+use crate::lineage::{Lineage, Made};
 use crate::plan::{hash_datasets, resolve_node};
 use crate::records::{append_run, save_state, LastState, RunRecord, StageRecord};
 use crate::slurm::{SlurmExecutor, SlurmOptions};
-use serde_json::json;
 use spherepipe_pipeline::{Pipeline, Source};
 use spherepipe_stage::{CancelToken, Inputs, ProgressSink};
 use spherepipe_store::{BuildLock, CacheLock, Claim, IndexEntry, LockMode, Pushed, Store};
@@ -499,6 +499,7 @@ impl<'a> Coordinator<'a> {
             .map(|(k, srcs)| (k.clone(), srcs.iter().map(|s| self.input_dir(s)).collect()))
             .collect();
         exec.submit(Job {
+            facts: Default::default(),
             index: i,
             fingerprint: fp.clone(),
             name: node.name.clone(),
@@ -536,12 +537,16 @@ impl<'a> Coordinator<'a> {
                 manifest_hash,
                 wall,
                 in_store_only,
+                started_unix,
+                facts,
             } => {
                 let Slot::Running { fingerprint, material } = self.slots[index].clone() else {
                     anyhow::bail!("internal: result for a stage that was not running")
                 };
                 let node = &self.p.nodes[index];
-                let entry = index_entry(self.p, index, &fingerprint, &material, &manifest_hash);
+                let made = Made::here(started_unix, started_unix + wall.as_secs_f64(), facts);
+                let lineage = Lineage::of(self.p, index, &material, &self.fingerprints(), made);
+                let entry = index_entry(&fingerprint, &manifest_hash, &lineage);
                 if !in_store_only {
                     self.store.record(&entry)?;
                     self.share(index, &entry)?;
@@ -626,6 +631,20 @@ impl<'a> Coordinator<'a> {
         save_state(self.store, &self.p.name, &self.p.nodes[i].name, &state)
     }
 
+    /// Each stage's fingerprint, where this run has resolved it.
+    fn fingerprints(&self) -> Vec<Option<String>> {
+        self.slots
+            .iter()
+            .map(|s| match s {
+                Slot::Done(o) => o.fingerprint.clone(),
+                Slot::Waiting { fingerprint, .. } | Slot::Ready { fingerprint, .. } | Slot::Running { fingerprint, .. } => {
+                    Some(fingerprint.clone())
+                }
+                Slot::Pending => None,
+            })
+            .collect()
+    }
+
     fn finish(&mut self, i: usize, o: Outcome) {
         self.obs.finished(&o);
         self.slots[i] = Slot::Done(o);
@@ -654,13 +673,13 @@ impl<'a> Coordinator<'a> {
     }
 }
 
-/// What the index records for stage `i`'s new artifact: the fingerprint, the artifact and
-/// where it came from.
-pub(crate) fn index_entry(p: &Pipeline, i: usize, fingerprint: &str, material: &Material, artifact: &str) -> IndexEntry {
+/// What the index records for a stage's new artifact: the fingerprint, the artifact and its
+/// lineage.
+pub(crate) fn index_entry(fingerprint: &str, artifact: &str, lineage: &Lineage) -> IndexEntry {
     IndexEntry {
         fingerprint: fingerprint.to_owned(),
         artifact: artifact.to_owned(),
-        provenance: json!({"stage": p.nodes[i].name, "pipeline": p.name, "material": material}),
+        provenance: serde_json::to_value(lineage).unwrap_or_default(),
     }
 }
 

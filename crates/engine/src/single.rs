@@ -6,6 +6,7 @@
 use crate::fingerprint::part_fingerprint;
 use crate::job::{make_part, run_job};
 use crate::job::{Job, JobResult};
+use crate::lineage::{Lineage, Made};
 use crate::plan::{hash_datasets_of, resolve_node, Resolved};
 use crate::run::{index_entry, Observer};
 use spherepipe_pipeline::{Pipeline, Source};
@@ -139,10 +140,14 @@ pub fn run_stage(
         sink: obs.started(&node.name),
         parts: node.parts,
         forced: req.force,
+        facts: Default::default(),
     };
     match req.part {
         Some(part) => make_one_part(store, cancel, &job, part),
-        None => make_whole(p, store, cancel, job, &r, obs),
+        None => {
+            let fingerprints: Vec<Option<String>> = entries.iter().map(|e| e.as_ref().map(|e| e.fingerprint.clone())).collect();
+            make_whole(p, store, cancel, job, (&r, &fingerprints), obs)
+        }
     }
 }
 
@@ -188,13 +193,21 @@ fn make_whole(
     store: &Store,
     cancel: &CancelToken,
     job: Job,
-    r: &Resolved,
+    (r, fingerprints): (&Resolved, &[Option<String>]),
     obs: &dyn Observer,
 ) -> Result<StageRun, StageRunError> {
     let (i, name, kind) = (job.index, job.name.clone(), job.kind.kind());
     match run_job(store, cancel, job) {
-        JobResult::Done { manifest_hash, wall, .. } => {
-            let entry = index_entry(p, i, &r.fingerprint, &r.material, &manifest_hash);
+        JobResult::Done {
+            manifest_hash,
+            wall,
+            started_unix,
+            facts,
+            ..
+        } => {
+            let made = Made::here(started_unix, started_unix + wall.as_secs_f64(), facts);
+            let lineage = Lineage::of(p, i, &r.material, fingerprints, made);
+            let entry = index_entry(&r.fingerprint, &manifest_hash, &lineage);
             store.record(&entry).map_err(|e| anyhow::anyhow!("recording the artifact: {e}"))?;
             match store.publish(&entry)? {
                 Some(Pushed::Differs { theirs }) => {

@@ -320,6 +320,8 @@ impl<'a> SlurmExecutor<'a> {
                 manifest_hash: entry.artifact,
                 wall,
                 in_store_only: true,
+                started_unix: crate::run::unix_now() - wall.as_secs_f64(),
+                facts: Default::default(),
             },
             Ok(None) => {
                 let log = job.log.display().to_string().replace("%j", &job.job_id);

@@ -134,5 +134,6 @@ pub(crate) fn writes_job(name: &str, fp: &str) -> Job {
         sink: Arc::new(Quiet),
         parts: 1,
         forced: false,
+        facts: Default::default(),
     }
 }

@@ -99,6 +99,25 @@ impl Inputs {
     }
 }
 
+/// What a stage reports about how it ran (the devices it trained on): kept in the artifact's
+/// lineage, never in the artifact, since it may differ between runs that make the same bytes.
+#[derive(Debug, Default)]
+pub struct RunFacts(std::sync::Mutex<std::collections::BTreeMap<String, String>>);
+
+impl RunFacts {
+    /// Records `key` (a later value replaces an earlier one).
+    pub fn record(&self, key: &str, value: impl Into<String>) {
+        if let Ok(mut m) = self.0.lock() {
+            m.insert(key.to_owned(), value.into());
+        }
+    }
+
+    /// Everything recorded.
+    pub fn all(&self) -> std::collections::BTreeMap<String, String> {
+        self.0.lock().map(|m| m.clone()).unwrap_or_default()
+    }
+}
+
 /// Everything a running stage may touch.
 pub struct StageContext<'a> {
     /// The stage's name in the pipeline (for messages), e.g. `train@patch=eyes`.
@@ -122,6 +141,8 @@ pub struct StageContext<'a> {
     pub cancel: &'a CancelToken,
     /// The pipeline's seed (only part of the fingerprint when [`Stage::uses_seed`]).
     pub seed: u64,
+    /// How it ran, for the lineage (not the artifact).
+    pub facts: &'a RunFacts,
 }
 
 /// One of `count` parts of a splittable stage's work.

@@ -141,6 +141,8 @@ fn open_trainer(p: &TrainParams, cfg: &TrainConfig, ctx: &StageContext<'_>) -> a
     }
     let mut trainer = Trainer::new(cfg.clone(), &devices[0], ctx.seed)?;
     trainer.spread_over(&devices)?;
+    let names: Vec<String> = devices.iter().map(|d| format!("{d:?}")).collect();
+    ctx.facts.record("devices", format!("{}: {}", p.device, names.join(", ")));
     if devices.len() > 1 {
         ctx.progress.message(&format!(
             "training on {} {} devices, {} slices of {} images",

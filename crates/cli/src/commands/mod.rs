@@ -3,6 +3,7 @@
 mod cache;
 mod dag;
 mod info;
+mod lineage;
 mod run;
 mod run_stage;
 mod show;
@@ -11,6 +12,7 @@ mod status;
 pub(crate) use cache::*;
 pub(crate) use dag::*;
 pub(crate) use info::*;
+pub(crate) use lineage::*;
 pub(crate) use run::*;
 pub(crate) use run_stage::*;
 pub(crate) use show::*;
