@@ -538,3 +538,83 @@ fn ctrl_c_cancels_the_jobs_the_run_submitted() {
         "the run cancelled its job"
     );
 }
+
+/// A stage's Slurm attempts as the run record lists them: (state, mem, time) each.
+fn attempts(s: &Sandbox, stage: &str) -> Vec<(String, String, String)> {
+    let runs = s.runs();
+    let rec = runs.last().expect("a run")["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["stage"] == stage)
+        .cloned()
+        .expect("the stage");
+    let text = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_owned();
+    rec["attempts"]
+        .as_array()
+        .map(|a| a.iter().map(|a| (text(&a["state"]), text(&a["mem"]), text(&a["time"]))).collect())
+        .unwrap_or_default()
+}
+
+/// The test cluster enforces memory (cgroups): a job over its `--mem` is killed and Slurm says
+/// OUT_OF_MEMORY; with `retries`, the stage is submitted again with twice the memory, and each
+/// attempt is in the run record, the log and `show`.
+#[test]
+fn a_job_out_of_memory_is_retried_with_twice_the_memory() {
+    if !cluster() {
+        return;
+    }
+    let (_dir, url) = shared_dir();
+    let s = Sandbox::new();
+    s.write("name: oom\nstages:\n  hog: {kind: hog, params: {mib: 120, hold_ms: 2000}, resources: {mem: 100M, retries: 2}}\n");
+    let r = slurm_run(&s, &url, &[]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    let want = [("OUT_OF_MEMORY", "100M", ""), ("COMPLETED", "200M", "")].map(|(a, b, c)| (a.to_owned(), b.to_owned(), c.to_owned()));
+    assert_eq!(attempts(&s, "hog"), want);
+    assert!(
+        r.stderr.contains("ended OUT_OF_MEMORY (mem 100M); attempt 2 of 3 asks mem 200M"),
+        "{}",
+        r.stderr
+    );
+    let shown = s.sp(&["show", "p.yaml", "hog"]).stdout;
+    assert!(
+        shown.contains("attempt 1  Slurm job") && shown.contains("asked mem 100M time default: OUT_OF_MEMORY"),
+        "{shown}"
+    );
+    // Without retries it fails as before, saying so.
+    s.write("name: oom\nstages:\n  hog: {kind: hog, params: {mib: 121, hold_ms: 2000}, resources: {mem: 100M}}\n");
+    let r = slurm_run(&s, &url, &[]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(r.stdout.contains("ended OUT_OF_MEMORY (reason: OutOfMemory)"), "{}", r.stdout);
+    assert_eq!(attempts(&s, "hog").len(), 1);
+}
+
+/// A one-minute limit: the first attempt is stopped by Slurm's TIMEOUT (SIGTERM, so the stage
+/// saves its checkpoint to the store); the retry asks for two minutes and resumes from the
+/// checkpoint instead of starting over.
+#[test]
+fn a_timed_out_job_is_retried_with_twice_the_time_and_resumes() {
+    if !cluster() {
+        return;
+    }
+    let (_dir, url) = shared_dir();
+    let s = Sandbox::new();
+    s.write("name: late\nstages:\n  steps: {kind: steps, params: {count: 120, delay_ms: 1000}, resources: {time: 1, retries: 1}}\n");
+    let r = slurm_run(&s, &url, &[]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    let want = [("TIMEOUT", "", "1"), ("COMPLETED", "", "00:02:00")].map(|(a, b, c)| (a.to_owned(), b.to_owned(), c.to_owned()));
+    assert_eq!(attempts(&s, "steps"), want);
+    let runs = s.runs();
+    let second = runs.last().unwrap()["stages"][0]["attempts"][1]["job_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let log = std::fs::read_to_string(s.cache().join(format!("logs/slurm/steps.{second}.log"))).unwrap();
+    let resumed: u64 = log
+        .lines()
+        .find_map(|l| l.split("resumed at step ").nth(1))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("the retry did not say where it resumed:\n{log}"));
+    assert!(resumed >= 30, "the retry started over (step {resumed}):\n{log}");
+    assert_eq!(s.artifact_file(&s.last_artifacts()["steps"], "steps.txt"), "120\n");
+}

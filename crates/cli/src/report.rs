@@ -5,7 +5,7 @@ use anyhow::{Context, Result};
 use serde::Serialize;
 use serde_json::Value;
 use spherepipe_engine::lineage::Lineage;
-use spherepipe_engine::records::{self, RunRecord};
+use spherepipe_engine::records::{self, Attempt, RunRecord};
 use spherepipe_engine::StageState as RunState;
 use spherepipe_engine::{plan, NodeStatus, Status};
 use spherepipe_pipeline::{Pipeline, Source};
@@ -60,6 +60,8 @@ pub struct LastRun {
     pub artifact: Option<String>,
     /// Why it failed.
     pub error: Option<String>,
+    /// Its Slurm jobs, one per attempt: the resources each asked for and how Slurm ended it.
+    pub attempts: Vec<Attempt>,
 }
 
 /// Stage `i`'s details; `runs` are the run records, oldest first (its last run is looked up
@@ -94,6 +96,7 @@ pub fn details(p: &Pipeline, store: &Store, s: &NodeStatus, i: usize, runs: &[Ru
             wall_s: rec.wall_s,
             artifact: rec.artifact.clone(),
             error: rec.error.clone(),
+            attempts: rec.attempts.clone(),
         })
     });
     Ok(StageDetails {

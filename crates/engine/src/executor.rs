@@ -61,6 +61,7 @@ impl Split {
                 cancelled: e.cancelled(),
                 error: e.message().to_owned(),
                 wall: self.start.elapsed(),
+                attempts: Vec::new(),
             },
             None => gather(store, cancel, &self.job, self.start),
         })

@@ -7,6 +7,7 @@
 //! parts, in order.
 
 use crate::fingerprint::part_fingerprint;
+use crate::records::Attempt;
 use serde_json::json;
 use spherepipe_stage::{CancelToken, Cancelled, Inputs, Part, Progress, ProgressSink, RunFacts, Stage, StageContext};
 use spherepipe_store::{IndexEntry, Manifest, MirrorError, ScratchSync, Store};
@@ -53,12 +54,16 @@ pub(crate) enum JobResult {
         started_unix: f64,
         /// What the stage reported about how it ran.
         facts: std::collections::BTreeMap<String, String>,
+        /// Its Slurm jobs, one per attempt (none in this process).
+        attempts: Vec<Attempt>,
     },
     Failed {
         index: usize,
         error: String,
         cancelled: bool,
         wall: Duration,
+        /// Its Slurm jobs, one per attempt (none in this process).
+        attempts: Vec<Attempt>,
     },
 }
 
@@ -184,6 +189,7 @@ fn done(job: &Job, m: Manifest, start: Instant) -> JobResult {
         in_store_only: false,
         started_unix: crate::run::unix_now() - wall.as_secs_f64(),
         facts: job.facts.all(),
+        attempts: Vec::new(),
     }
 }
 
@@ -193,6 +199,7 @@ fn failed(job: &Job, error: WorkError, start: Instant) -> JobResult {
         cancelled: error.cancelled(),
         error: error.message().to_owned(),
         wall: start.elapsed(),
+        attempts: Vec::new(),
     }
 }
 

@@ -55,6 +55,28 @@ pub struct StageRecord {
     /// Why it failed or was skipped.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Its Slurm jobs, one per attempt (none when it ran in this process).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attempts: Vec<Attempt>,
+}
+
+/// One Slurm job that tried to make a stage: the run record, the log and the page list each.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Attempt {
+    /// 1 for the first job, 2 for the first retry, ...
+    pub attempt: u32,
+    /// Slurm's job id.
+    pub job_id: String,
+    /// The memory it asked for, as `sbatch --mem` was given it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mem: Option<String>,
+    /// The time limit it asked for, as `sbatch --time` was given it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time: Option<String>,
+    /// How it ended, in Slurm's word (`COMPLETED`, `OUT_OF_MEMORY`, `TIMEOUT`, ...).
+    pub state: String,
+    /// Slurm's reason, as squeue gave it.
+    pub reason: String,
 }
 
 /// One line of `runs.jsonl`.

@@ -9,7 +9,7 @@ use crate::fingerprint::Material;
 use crate::job::{Job, JobResult};
 use crate::lineage::{Lineage, Made};
 use crate::plan::{hash_datasets, resolve_node};
-use crate::records::{append_run, save_state, LastState, RunRecord, StageRecord};
+use crate::records::{append_run, save_state, Attempt, LastState, RunRecord, StageRecord};
 use crate::slurm::{SlurmExecutor, SlurmOptions};
 use spherepipe_pipeline::{Pipeline, Source};
 use spherepipe_stage::{CancelToken, Inputs, ProgressSink};
@@ -110,6 +110,8 @@ pub struct Outcome {
     pub started_unix: Option<f64>,
     /// Why it failed or was skipped.
     pub reason: Option<String>,
+    /// Its Slurm jobs, one per attempt (none when it ran in this process).
+    pub attempts: Vec<Attempt>,
 }
 
 impl Outcome {
@@ -122,6 +124,7 @@ impl Outcome {
             wall: Duration::ZERO,
             started_unix: None,
             reason: Some(reason),
+            attempts: Vec::new(),
         }
     }
 }
@@ -485,6 +488,7 @@ impl<'a> Coordinator<'a> {
             wall: Duration::ZERO,
             started_unix: None,
             reason: None,
+            attempts: Vec::new(),
         };
         self.finish(i, o);
         Ok(())
@@ -539,6 +543,7 @@ impl<'a> Coordinator<'a> {
                 in_store_only,
                 started_unix,
                 facts,
+                attempts,
             } => {
                 let Slot::Running { fingerprint, material } = self.slots[index].clone() else {
                     anyhow::bail!("internal: result for a stage that was not running")
@@ -563,6 +568,7 @@ impl<'a> Coordinator<'a> {
                     wall,
                     started_unix: self.started[index],
                     reason: None,
+                    attempts,
                 };
                 self.finish(index, o);
             }
@@ -571,12 +577,16 @@ impl<'a> Coordinator<'a> {
                 error,
                 cancelled,
                 wall,
+                attempts,
             } => {
                 let fingerprint = match &self.slots[index] {
                     Slot::Running { fingerprint, .. } => Some(fingerprint.clone()),
                     _ => None,
                 };
                 self.fail(index, fingerprint, error, wall, cancelled);
+                if let Slot::Done(o) = &mut self.slots[index] {
+                    o.attempts = attempts;
+                }
             }
         }
         Ok(())
@@ -597,6 +607,7 @@ impl<'a> Coordinator<'a> {
             wall,
             started_unix: self.started[i],
             reason: Some(reason),
+            attempts: Vec::new(),
         };
         self.finish(i, o);
     }
@@ -713,6 +724,7 @@ fn run_record(p: &Pipeline, opts: &RunOptions, report: &RunReport, started_unix:
                 wall_s: o.wall.as_secs_f64(),
                 started_unix: o.started_unix,
                 error: o.reason.clone(),
+                attempts: o.attempts.clone(),
             })
             .collect(),
     }

@@ -9,13 +9,13 @@
 use crate::executor::Executor;
 use crate::fingerprint::part_fingerprint;
 use crate::job::{Job, JobResult};
+use crate::records::Attempt;
 use spherepipe_pipeline::Pipeline;
-use spherepipe_stage::{CancelToken, Part, ProgressSink, Resources};
+use spherepipe_stage::{CancelToken, Part, Resources};
 use spherepipe_store::Store;
 use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// The cache a job uses on its node, as the job's shell expands it: `SPHEREPIPE_NODE_CACHE`,
@@ -139,17 +139,39 @@ impl SlurmClient for Commands {
 /// A submitted job the coordinator waits for.
 struct InFlight {
     job_id: String,
-    index: usize,
-    name: String,
-    fingerprint: String,
+    job: Job,
     log: PathBuf,
+    /// When its first attempt was submitted.
     submitted: Instant,
-    sink: Arc<dyn ProgressSink>,
     last_state: String,
-    forced: bool,
     /// For a split stage: the array job making its missing parts (the job above gathers
     /// them), and its log pattern.
     parts: Option<Submitted>,
+    /// What this attempt asked for.
+    resources: Resources,
+    /// The attempts that ended before this one.
+    earlier: Vec<Attempt>,
+}
+
+impl InFlight {
+    /// This attempt, as it ended in `state` with `reason`.
+    fn attempt(&self, state: &str, reason: &str) -> Attempt {
+        Attempt {
+            attempt: self.earlier.len() as u32 + 1,
+            job_id: self.job_id.clone(),
+            mem: self.resources.mem.clone(),
+            time: self.resources.time.clone(),
+            state: state.to_owned(),
+            reason: reason.to_owned(),
+        }
+    }
+
+    /// Every attempt, this one (ended in `state`) last.
+    fn attempts(&self, state: &str, reason: &str) -> Vec<Attempt> {
+        let mut all = self.earlier.clone();
+        all.push(self.attempt(state, reason));
+        all
+    }
 }
 
 /// Submits jobs with `sbatch` and follows them with `squeue`.
@@ -195,14 +217,14 @@ impl<'a> SlurmExecutor<'a> {
     /// Submits one `sbatch` job for `job` (`extra`: array or dependency flags; `part`: the
     /// `--part` value for array tasks). Returns the job id and the log path (with `%j`, or
     /// `%A`/`%a` for arrays, still in it).
-    fn sbatch(&self, job: &Job, log_name: &str, extra: &[String], part: Option<&str>) -> Result<Submitted, String> {
+    fn sbatch(&self, job: &Job, r: &Resources, log_name: &str, extra: &[String], part: Option<&str>) -> Result<Submitted, String> {
         let log = self.opts.log_dir.join(log_name);
         let mut args = vec![
             "--parsable".to_owned(),
             format!("--job-name=spherepipe:{}", job.name),
             format!("--output={}", log.display()),
         ];
-        args.extend(resource_args(&self.p.nodes[job.index].resources));
+        args.extend(resource_args(r));
         args.extend(self.opts.extra_args.iter().cloned());
         args.extend(extra.iter().cloned());
         let mut wrap = self.wrap_command(job);
@@ -224,7 +246,7 @@ impl<'a> SlurmExecutor<'a> {
 
     /// For a split stage: an array job for the parts the store lacks, and the gather job that
     /// runs once they all succeed. Returns the gather job (id, log) and the array (id, log).
-    fn submit_split(&self, job: &Job) -> Result<(Submitted, Option<Submitted>), String> {
+    fn submit_split(&self, job: &Job, r: &Resources) -> Result<(Submitted, Option<Submitted>), String> {
         let missing: Vec<String> = (0..job.parts)
             .filter(|&index| {
                 let fp = part_fingerprint(&job.fingerprint, Part { index, count: job.parts });
@@ -238,11 +260,11 @@ impl<'a> SlurmExecutor<'a> {
         if !missing.is_empty() {
             let flags = [format!("--array={}", missing.join(","))];
             let part = format!("\"$SLURM_ARRAY_TASK_ID/{}\"", job.parts);
-            let (id, log) = self.sbatch(job, &format!("{name}.part%a.%A.log"), &flags, Some(&part))?;
+            let (id, log) = self.sbatch(job, r, &format!("{name}.part%a.%A.log"), &flags, Some(&part))?;
             after = vec![format!("--dependency=afterok:{id}"), "--kill-on-invalid-dep=yes".to_owned()];
             array = Some((id, log));
         }
-        let gather = self.sbatch(job, &format!("{name}.%j.log"), &after, None)?;
+        let gather = self.sbatch(job, r, &format!("{name}.%j.log"), &after, None)?;
         Ok((gather, array))
     }
 
@@ -275,7 +297,8 @@ impl<'a> SlurmExecutor<'a> {
         words.join(" ")
     }
 
-    /// Asks `squeue` for every job in flight and turns those that ended into results.
+    /// Asks `squeue` for every job in flight and turns those that ended into results, or into
+    /// their next attempt.
     fn poll(&mut self) {
         let ids: Vec<String> = self.in_flight.iter().map(|j| j.job_id.clone()).collect();
         let states = self.client.squeue(&ids);
@@ -287,43 +310,61 @@ impl<'a> SlurmExecutor<'a> {
                 .unwrap_or_else(|| (JobState::Gone, "no longer listed by squeue".to_owned()));
             if let JobState::Alive(word) = &state {
                 if *word != job.last_state {
-                    job.sink.message(&format!("Slurm job {} {}", job.job_id, word.to_lowercase()));
+                    job.job.sink.message(&format!("Slurm job {} {}", job.job_id, word.to_lowercase()));
                     job.last_state = word.clone();
                 }
                 still.push(job);
-            } else {
-                let result = self.outcome(&job, &state, &reason);
-                self.ended.push_back(result);
+                continue;
+            }
+            match self.outcome(&job, &state, &reason) {
+                Ended::Result(result) => self.ended.push_back(result),
+                Ended::Retry { next, ended_as } => match self.retry(job, next, ended_as, &reason) {
+                    Ok(again) => still.push(again),
+                    Err(result) => self.ended.push_back(*result),
+                },
             }
         }
         self.in_flight = still;
     }
 
     /// What became of an ended job: done if the store has its stage's artifact, whatever Slurm
-    /// says; otherwise failed, with the job id, Slurm's state and reason, and its log.
-    fn outcome(&self, job: &InFlight, state: &JobState, reason: &str) -> JobResult {
+    /// says; to be tried again when Slurm ended it for its resources (or its node) and the
+    /// stage allows another attempt; otherwise failed, with the job id, Slurm's state and
+    /// reason, its log and every attempt.
+    fn outcome(&self, job: &InFlight, state: &JobState, reason: &str) -> Ended {
         let wall = job.submitted.elapsed();
-        let fail = |error: String| JobResult::Failed {
-            index: job.index,
-            error,
-            cancelled: self.cancel.is_cancelled() && *state == JobState::Cancelled,
-            wall,
+        let fail = |error: String| {
+            Ended::Result(JobResult::Failed {
+                index: job.job.index,
+                error,
+                cancelled: self.cancel.is_cancelled() && *state == JobState::Cancelled,
+                wall,
+                attempts: job.attempts(state.word(), reason),
+            })
         };
         // A forced stage's entry may predate the job: then only a job that completed made it.
         let found = self
             .store
-            .locate(&job.fingerprint)
-            .map(|e| e.filter(|_| !job.forced || *state == JobState::Completed));
+            .locate(&job.job.fingerprint)
+            .map(|e| e.filter(|_| !job.job.forced || *state == JobState::Completed));
         match found {
-            Ok(Some(entry)) => JobResult::Done {
-                index: job.index,
+            Ok(Some(entry)) => Ended::Result(JobResult::Done {
+                index: job.job.index,
                 manifest_hash: entry.artifact,
                 wall,
                 in_store_only: true,
                 started_unix: crate::run::unix_now() - wall.as_secs_f64(),
                 facts: Default::default(),
-            },
+                attempts: job.attempts(JobState::Completed.word(), reason),
+            }),
             Ok(None) => {
+                let ended_as = self.ended_as(job, state);
+                let attempts_left = (job.earlier.len() as u32 + 1) < job.resources.attempts();
+                if let (Some(next), false) = (job.resources.after(&ended_as), self.cancel.is_cancelled()) {
+                    if attempts_left {
+                        return Ended::Retry { next, ended_as };
+                    }
+                }
                 let log = job.log.display().to_string().replace("%j", &job.job_id);
                 let last = last_line(Path::new(&log)).map(|l| format!(": {l}")).unwrap_or_default();
                 let parts = job
@@ -331,10 +372,19 @@ impl<'a> SlurmExecutor<'a> {
                     .as_ref()
                     .map(|(array, log)| self.failed_parts(array, log))
                     .unwrap_or_default();
+                let tries = match job.earlier.len() {
+                    0 => String::new(),
+                    n => format!(
+                        " (attempt {} of {}; earlier: {})",
+                        n + 1,
+                        job.resources.attempts().max(n as u32 + 1),
+                        words(&job.earlier)
+                    ),
+                };
                 fail(format!(
-                    "Slurm job {} of `{}` ended {} (reason: {reason}) without committing to the store; its log: {log}{last}{parts}",
+                    "Slurm job {} of `{}` ended {} (reason: {reason}) without committing to the store{tries}; its log: {log}{last}{parts}",
                     job.job_id,
-                    job.name,
+                    job.job.name,
                     state.word()
                 ))
             }
@@ -343,6 +393,70 @@ impl<'a> SlurmExecutor<'a> {
                 job.job_id,
                 state.word()
             )),
+        }
+    }
+
+    /// How the attempt ended, for deciding a retry: the job's own state, or for a split stage
+    /// whose gather never ran, the first part that ended for its resources or its node.
+    fn ended_as(&self, job: &InFlight, state: &JobState) -> String {
+        if let JobState::Ended(word) = state {
+            if RETRIED.contains(&word.as_str()) {
+                return word.clone();
+            }
+        }
+        if let Some((array, _)) = &job.parts {
+            for (part_state, _) in self.client.squeue(std::slice::from_ref(array)).into_values() {
+                if RETRIED.contains(&part_state.word()) {
+                    return part_state.word().to_owned();
+                }
+            }
+        }
+        state.word().to_owned()
+    }
+
+    /// Submits the next attempt of `job` with `next` resources, telling the user; a refused
+    /// submission fails the stage.
+    fn retry(&self, mut job: InFlight, next: Resources, ended_as: String, reason: &str) -> Result<InFlight, Box<JobResult>> {
+        let ended = job.attempt(&ended_as, reason);
+        let n = ended.attempt + 1;
+        let asks = asked(&next);
+        job.job.sink.message(&format!(
+            "Slurm job {} ended {ended_as} ({}); attempt {n} of {} asks {asks}",
+            job.job_id,
+            asked(&job.resources),
+            job.resources.attempts()
+        ));
+        job.earlier.push(ended);
+        match self.submit_attempt(&job.job, &next) {
+            Ok(((job_id, log), parts)) => {
+                job.job.sink.message(&format!("Slurm job {job_id} submitted (attempt {n})"));
+                Ok(InFlight {
+                    job_id,
+                    log,
+                    parts,
+                    resources: next,
+                    last_state: "SUBMITTED".to_owned(),
+                    ..job
+                })
+            }
+            Err(error) => Err(Box::new(JobResult::Failed {
+                index: job.job.index,
+                error,
+                cancelled: false,
+                wall: job.submitted.elapsed(),
+                attempts: job.earlier,
+            })),
+        }
+    }
+
+    /// Submits one attempt of `job` asking for `r`: its one job, or for a split stage the array
+    /// of its missing parts and the gather after them.
+    fn submit_attempt(&self, job: &Job, r: &Resources) -> Result<(Submitted, Option<Submitted>), String> {
+        if job.parts > 1 {
+            self.submit_split(job, r)
+        } else {
+            self.sbatch(job, r, &format!("{}.%j.log", file_safe(&job.name)), &[], None)
+                .map(|j| (j, None))
         }
     }
 
@@ -386,13 +500,8 @@ impl Executor for SlurmExecutor<'_> {
     }
 
     fn submit(&mut self, job: Job) -> anyhow::Result<()> {
-        let submitted = if job.parts > 1 {
-            self.submit_split(&job)
-        } else {
-            self.sbatch(&job, &format!("{}.%j.log", file_safe(&job.name)), &[], None)
-                .map(|j| (j, None))
-        };
-        let ((job_id, log), parts) = match submitted {
+        let resources = self.p.nodes[job.index].resources.clone();
+        let ((job_id, log), parts) = match self.submit_attempt(&job, &resources) {
             Ok(s) => s,
             Err(error) => {
                 self.ended.push_back(JobResult::Failed {
@@ -400,6 +509,7 @@ impl Executor for SlurmExecutor<'_> {
                     error,
                     cancelled: false,
                     wall: Duration::ZERO,
+                    attempts: Vec::new(),
                 });
                 return Ok(());
             }
@@ -412,15 +522,13 @@ impl Executor for SlurmExecutor<'_> {
         }
         self.in_flight.push(InFlight {
             job_id,
-            index: job.index,
-            name: job.name,
-            fingerprint: job.fingerprint,
+            job,
             log,
             submitted: Instant::now(),
-            sink: job.sink,
             last_state: "SUBMITTED".to_owned(),
-            forced: job.forced,
             parts,
+            resources,
+            earlier: Vec::new(),
         });
         Ok(())
     }
@@ -452,6 +560,53 @@ impl Drop for SlurmExecutor<'_> {
     fn drop(&mut self) {
         self.cancel_all();
     }
+}
+
+/// How an ended job goes on.
+enum Ended {
+    /// Its stage's result.
+    Result(JobResult),
+    /// Another attempt, asking for `next`, since Slurm ended it `ended_as`.
+    Retry { next: Resources, ended_as: String },
+}
+
+/// The ends a stage's `retries` cover: its resources ran out, or its node did.
+const RETRIED: [&str; 4] = ["OUT_OF_MEMORY", "TIMEOUT", "NODE_FAIL", "PREEMPTED"];
+
+/// What an attempt asks for, in words (`mem 64M, time 00:01:00`).
+fn asked(r: &Resources) -> String {
+    let mut w = Vec::new();
+    if let Some(m) = &r.mem {
+        w.push(format!("mem {m}"));
+    }
+    if let Some(t) = &r.time {
+        w.push(format!("time {t}"));
+    }
+    if w.is_empty() {
+        "the site's defaults".to_owned()
+    } else {
+        w.join(", ")
+    }
+}
+
+/// Earlier attempts, in words, for a failure's message.
+fn words(attempts: &[Attempt]) -> String {
+    let each: Vec<String> = attempts
+        .iter()
+        .map(|a| {
+            format!(
+                "job {} ended {} asking {}",
+                a.job_id,
+                a.state,
+                asked(&Resources {
+                    mem: a.mem.clone(),
+                    time: a.time.clone(),
+                    ..Resources::default()
+                })
+            )
+        })
+        .collect();
+    each.join("; ")
 }
 
 /// `sbatch` flags for a stage's resources.
@@ -539,7 +694,7 @@ mod tests {
     use crate::testing::{writes_job, Writes};
     use spherepipe_stage::Registry;
     use spherepipe_store::IndexEntry;
-    use std::sync::Mutex;
+    use std::sync::{Arc, Mutex};
 
     /// A scripted Slurm: `sbatch` answers from `submit` in turn; `squeue` answers each poll
     /// from `polls` in turn (the last one repeating); what was asked is kept.
@@ -579,7 +734,16 @@ mod tests {
 
     /// A one-stage pipeline, a store (a memory mirror), options polling at once, and a job.
     fn setup(d: &Path) -> (Pipeline, Store, SlurmOptions) {
-        std::fs::write(d.join("p.yaml"), "name: p\nstages:\n  a: {kind: writes, resources: {mem: 2G}}\n").unwrap();
+        setup_with(d, "{mem: 2G}")
+    }
+
+    /// The same, the stage asking for `resources`.
+    fn setup_with(d: &Path, resources: &str) -> (Pipeline, Store, SlurmOptions) {
+        std::fs::write(
+            d.join("p.yaml"),
+            format!("name: p\nstages:\n  a: {{kind: writes, resources: {resources}}}\n"),
+        )
+        .unwrap();
         let mut r = Registry::new();
         r.register(Writes);
         let p = spherepipe_pipeline::load(&d.join("p.yaml"), &r, &[]).unwrap();
@@ -695,6 +859,112 @@ mod tests {
         }
     }
 
+    /// The `--mem` and `--time` flags of each submission so far.
+    fn asked_for(script: &Script) -> Vec<(String, String)> {
+        let flag = |args: &[String], name: &str| args.iter().find_map(|a| a.strip_prefix(name)).unwrap_or_default().to_owned();
+        script
+            .submitted
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|a| (flag(a, "--mem="), flag(a, "--time=")))
+            .collect()
+    }
+
+    #[test]
+    fn a_job_ended_for_its_resources_is_retried_with_more_and_each_attempt_recorded() {
+        let d = tempfile::tempdir().unwrap();
+        let (p, store, opts) = setup_with(d.path(), "{mem: 2G, time: 1, retries: 3}");
+        let fp = blake3::hash(b"retried").to_hex().to_string();
+        let script = Arc::new(Script::default());
+        script
+            .submit
+            .lock()
+            .unwrap()
+            .extend(["11", "12", "13"].map(|j| Sbatch::Submitted(j.into())));
+        let ended = |job: &str, word: &str, reason: &str| BTreeMap::from([(job.to_owned(), state(word, reason))]);
+        script.polls.lock().unwrap().extend([
+            ended("11", "OUT_OF_MEMORY", "OutOfMemory"),
+            ended("12", "TIMEOUT", "TimeLimit"),
+            ended("13", "RUNNING", "None"),
+        ]);
+        let mut exec = SlurmExecutor::with_client(&opts, &p, &store, &CancelToken::new(), Box::new(script.clone()));
+        exec.submit(job(&fp)).unwrap();
+        for _ in 0..5 {
+            assert!(exec.next_result(Duration::from_millis(1)).unwrap().is_none());
+        }
+        // Memory doubled after OUT_OF_MEMORY, then the time after TIMEOUT.
+        let want = [("2G", "1"), ("4096M", "1"), ("4096M", "00:02:00")].map(|(m, t)| (m.to_owned(), t.to_owned()));
+        assert_eq!(asked_for(&script), want);
+        // The third attempt commits.
+        let staging = store.new_staging_dir("a").unwrap();
+        std::fs::write(staging.join("out"), b"1").unwrap();
+        let m = store.commit(&staging).unwrap();
+        let entry = IndexEntry {
+            fingerprint: fp.clone(),
+            artifact: m.hash.clone(),
+            provenance: serde_json::Value::Null,
+        };
+        store.mirror().unwrap().push(&store, &entry).unwrap();
+        *script.polls.lock().unwrap() = VecDeque::from([ended("13", "COMPLETED", "None")]);
+        let JobResult::Done { attempts, .. } = result(&mut exec) else {
+            panic!("not done")
+        };
+        let seen: Vec<(&str, &str, Option<&str>, Option<&str>)> = attempts
+            .iter()
+            .map(|a| (a.job_id.as_str(), a.state.as_str(), a.mem.as_deref(), a.time.as_deref()))
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                ("11", "OUT_OF_MEMORY", Some("2G"), Some("1")),
+                ("12", "TIMEOUT", Some("4096M"), Some("1")),
+                ("13", "COMPLETED", Some("4096M"), Some("00:02:00")),
+            ]
+        );
+        assert_eq!(attempts.iter().map(|a| a.attempt).collect::<Vec<_>>(), [1, 2, 3]);
+    }
+
+    #[test]
+    fn retries_run_out_and_a_plain_failure_is_not_retried() {
+        let d = tempfile::tempdir().unwrap();
+        let (p, store, opts) = setup_with(d.path(), "{mem: 100M, retries: 1, raise: [mem], factor: 1.5}");
+        let script = Arc::new(Script::default());
+        script
+            .submit
+            .lock()
+            .unwrap()
+            .extend(["21", "22", "23"].map(|j| Sbatch::Submitted(j.into())));
+        script.polls.lock().unwrap().extend([
+            BTreeMap::from([("21".to_owned(), state("NODE_FAIL", "NodeDown"))]),
+            BTreeMap::from([("22".to_owned(), state("NODE_FAIL", "NodeDown"))]),
+        ]);
+        let mut exec = SlurmExecutor::with_client(&opts, &p, &store, &CancelToken::new(), Box::new(script.clone()));
+        exec.submit(job(&blake3::hash(b"node").to_hex())).unwrap();
+        let JobResult::Failed { error, attempts, .. } = result(&mut exec) else {
+            panic!("done")
+        };
+        // A node failure is retried as it was, once; the second ends the stage.
+        assert_eq!(
+            asked_for(&script),
+            [("100M".to_owned(), String::new()), ("100M".to_owned(), String::new())]
+        );
+        assert_eq!(attempts.len(), 2);
+        assert!(error.contains("Slurm job 22 of `a` ended NODE_FAIL (reason: NodeDown)"), "{error}");
+        assert!(
+            error.contains("(attempt 2 of 2; earlier: job 21 ended NODE_FAIL asking mem 100M)"),
+            "{error}"
+        );
+        // FAILED is the stage's own doing: no retry.
+        *script.polls.lock().unwrap() = VecDeque::from([BTreeMap::from([("23".to_owned(), state("FAILED", "NonZeroExitCode"))])]);
+        exec.submit(job(&blake3::hash(b"plain").to_hex())).unwrap();
+        let JobResult::Failed { attempts, .. } = result(&mut exec) else {
+            panic!("done")
+        };
+        assert_eq!(attempts.len(), 1);
+        assert_eq!(script.submitted.lock().unwrap().len(), 3);
+    }
+
     #[test]
     fn a_refused_submission_fails_the_stage_and_ctrl_c_cancels_what_is_in_flight() {
         let d = tempfile::tempdir().unwrap();
@@ -746,6 +1016,7 @@ mod tests {
             gpus: Some(2),
             time: Some("4:00:00".into()),
             partition: Some("gpu".into()),
+            ..Resources::default()
         };
         assert_eq!(
             resource_args(&r),

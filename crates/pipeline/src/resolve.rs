@@ -519,7 +519,8 @@ fn expand_stage(name: &str, st: &StageSpec, registry: &Registry, cx: &mut Ctx<'_
     let keys_ok = check_param_keys(name, st, &specs, cx);
     let (fixed, axes) = (fixed_params(name, st, &specs, cx), matrix_axes(name, st, &specs, cx));
     let parts = check_parts(name, st, &kind, registry, cx);
-    let (true, Some(fixed), Some(axes), Some(parts)) = (keys_ok, fixed, axes, parts) else {
+    let resources_ok = check_resources(name, st, cx);
+    let (true, true, Some(fixed), Some(axes), Some(parts)) = (keys_ok, resources_ok, fixed, axes, parts) else {
         return Vec::new();
     };
     combinations(&axes)
@@ -531,6 +532,24 @@ fn expand_stage(name: &str, st: &StageSpec, registry: &Registry, cx: &mut Ctx<'_
             node
         })
         .collect()
+}
+
+/// Whether the stage's `resources:` can be asked of Slurm (memory and time in its notation, a
+/// retry factor above 1).
+fn check_resources(name: &str, st: &StageSpec, cx: &mut Ctx<'_>) -> bool {
+    let Some(r) = &st.resources else { return true };
+    match r.check() {
+        Ok(()) => true,
+        Err(why) => {
+            cx.err_value(
+                &["stages", name, "resources"],
+                Some(name),
+                format!("resources: {why}"),
+                "see README: Scaling out (resources:)".to_owned(),
+            );
+            false
+        }
+    }
 }
 
 /// The stage's `parts:`, if its kind can be split and the count makes sense.

@@ -16,7 +16,7 @@ mod resources;
 pub use contract::{read_contract, write_contract, Contract};
 pub use params::{did_you_mean, edit_distance, nearest, ParamError, ParamSpec, ParamType, Params};
 pub use progress::{CancelToken, Cancelled, Progress, ProgressSink};
-pub use resources::Resources;
+pub use resources::{mem_megabytes, slurm_time, time_seconds, Raise, Resources};
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -73,5 +73,23 @@ pub(crate) fn show(p: &Pipeline, stage: &str, as_json: bool, store_url: Option<&
         Some(r) => println!("last run     {} ({}, {:.2}s)", r.run_id, r.state.as_str(), r.wall_s),
         None => println!("last run     (none recorded)"),
     }
+    for a in d.last_run.iter().flat_map(|r| &r.attempts) {
+        println!(
+            "  attempt {}  Slurm job {} asked mem {} time {}: {} ({})",
+            a.attempt,
+            a.job_id,
+            a.mem.as_deref().unwrap_or("default"),
+            a.time.as_deref().unwrap_or("default"),
+            a.state,
+            a.reason
+        );
+    }
+    if let Some(l) = &d.lineage {
+        let revision = l.made.revision.as_deref().map(|r| format!(" ({r})")).unwrap_or_default();
+        println!(
+            "made         on {} by spherepipe {}{revision}, {} executor (spherepipe lineage shows the chain)",
+            l.made.host, l.made.spherepipe, l.made.executor
+        );
+    }
     Ok(0)
 }
