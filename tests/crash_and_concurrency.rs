@@ -34,6 +34,14 @@ fn wait_mid_write(cache: &Path) {
     panic!("the stage never started writing");
 }
 
+/// What an uninterrupted run of SLOW on a cache of its own makes.
+fn clean_artifacts() -> std::collections::BTreeMap<String, String> {
+    let clean = Sandbox::new();
+    clean.write(SLOW);
+    assert_eq!(clean.run(&[]).code, 0);
+    clean.last_artifacts()
+}
+
 fn signal(child: &Child, sig: i32) {
     // SAFETY: kill(2) on our own child's pid has no memory-safety preconditions.
     let rc = unsafe { libc::kill(child.id() as i32, sig) };
@@ -42,11 +50,7 @@ fn signal(child: &Child, sig: i32) {
 
 #[test]
 fn a_run_killed_mid_write_is_followed_by_a_run_identical_to_a_clean_one() {
-    let clean = Sandbox::new();
-    clean.write(SLOW);
-    assert_eq!(clean.run(&[]).code, 0);
-    let expect = clean.last_artifacts();
-
+    let expect = clean_artifacts();
     let s = Sandbox::new();
     s.write(SLOW);
     let mut child = spawn(&s, &["--quiet"]);
@@ -188,11 +192,7 @@ fn artifacts_of(run: &serde_json::Value) -> std::collections::BTreeMap<String, S
 
 #[test]
 fn killing_one_of_two_concurrent_runs_loses_nothing() {
-    let clean = Sandbox::new();
-    clean.write(SLOW);
-    assert_eq!(clean.run(&[]).code, 0);
-    let expect = clean.last_artifacts();
-
+    let expect = clean_artifacts();
     let s = Sandbox::new();
     s.write(SLOW);
     let mut a = spawn(&s, &["--quiet"]);

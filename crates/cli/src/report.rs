@@ -257,7 +257,7 @@ fn utc_now() -> String {
 
 /// Seconds since the Unix epoch as a UTC date and time (days to a civil date: Howard
 /// Hinnant's algorithm).
-fn utc_text(secs: u64) -> String {
+pub(crate) fn utc_text(secs: u64) -> String {
     let days = (secs / 86_400) as i64;
     let (hour, minute) = ((secs % 86_400) / 3600, (secs % 3600) / 60);
     let z = days + 719_468;

@@ -767,6 +767,19 @@ mod tests {
         writes_job("a", fp)
     }
 
+    /// What a job that made `fp` leaves: an artifact in the cache, and the entry to share.
+    fn committed(store: &Store, fp: &str) -> (spherepipe_store::Manifest, IndexEntry) {
+        let staging = store.new_staging_dir("a").unwrap();
+        std::fs::write(staging.join("out"), b"1").unwrap();
+        let m = store.commit(&staging).unwrap();
+        let entry = IndexEntry {
+            fingerprint: fp.to_owned(),
+            artifact: m.hash.clone(),
+            provenance: serde_json::Value::Null,
+        };
+        (m, entry)
+    }
+
     /// Polls until a result comes (the script ends every job within a few polls).
     fn result(exec: &mut SlurmExecutor<'_>) -> JobResult {
         for _ in 0..20 {
@@ -782,15 +795,8 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let (p, store, opts) = setup(d.path());
         let fp = blake3::hash(b"a").to_hex().to_string();
-        // The job "commits": an artifact in the store under its fingerprint.
-        let staging = store.new_staging_dir("a").unwrap();
-        std::fs::write(staging.join("out"), b"1").unwrap();
-        let m = store.commit(&staging).unwrap();
-        let entry = IndexEntry {
-            fingerprint: fp.clone(),
-            artifact: m.hash.clone(),
-            provenance: serde_json::Value::Null,
-        };
+        // The job "commits": an artifact here, its entry pushed to the store below.
+        let (m, entry) = committed(&store, &fp);
         let script = Arc::new(Script::default());
         script.submit.lock().unwrap().push_back(Sbatch::Submitted("41".into()));
         script.polls.lock().unwrap().extend([
@@ -897,14 +903,7 @@ mod tests {
         let want = [("2G", "1"), ("4096M", "1"), ("4096M", "00:02:00")].map(|(m, t)| (m.to_owned(), t.to_owned()));
         assert_eq!(asked_for(&script), want);
         // The third attempt commits.
-        let staging = store.new_staging_dir("a").unwrap();
-        std::fs::write(staging.join("out"), b"1").unwrap();
-        let m = store.commit(&staging).unwrap();
-        let entry = IndexEntry {
-            fingerprint: fp.clone(),
-            artifact: m.hash.clone(),
-            provenance: serde_json::Value::Null,
-        };
+        let (_, entry) = committed(&store, &fp);
         store.mirror().unwrap().push(&store, &entry).unwrap();
         *script.polls.lock().unwrap() = VecDeque::from([ended("13", "COMPLETED", "None")]);
         let JobResult::Done { attempts, .. } = result(&mut exec) else {

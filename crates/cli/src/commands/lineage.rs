@@ -100,7 +100,7 @@ fn print_link(link: &Link) {
     println!(
         "  made         {:.1}s from {} on {} by spherepipe {}{revision}, {} executor{job}",
         m.ended_unix - m.started_unix,
-        utc(m.started_unix),
+        crate::report::utc_text(m.started_unix.max(0.0) as u64),
         m.host,
         m.spherepipe,
         m.executor
@@ -126,37 +126,4 @@ fn print_link(link: &Link) {
         println!("  PROBLEM      {p}");
     }
     println!();
-}
-
-/// `YYYY-MM-DD HH:MM:SS UTC` for seconds since the Unix epoch.
-fn utc(unix: f64) -> String {
-    let secs = unix.max(0.0) as i64;
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    // Days to a civil date (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn utc_matches_known_dates() {
-        assert_eq!(super::utc(0.0), "1970-01-01 00:00:00 UTC");
-        // `date -u -d @1795000000`: 2026-11-18 11:06:40 UTC; a leap day: 951782400 is 2000-02-29.
-        assert_eq!(super::utc(1_795_000_000.0), "2026-11-18 11:06:40 UTC");
-        assert_eq!(super::utc(951_782_400.5), "2000-02-29 00:00:00 UTC");
-    }
 }
