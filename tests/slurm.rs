@@ -581,6 +581,14 @@ fn a_job_out_of_memory_is_retried_with_twice_the_memory() {
         shown.contains("attempt 1  Slurm job") && shown.contains("asked mem 100M time default: OUT_OF_MEMORY"),
         "{shown}"
     );
+    // The page's details of the stage list them too.
+    let r = s.sp(&["report", "p.yaml", "--out", "page.html"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let page = std::fs::read_to_string(s.path().join("page.html")).unwrap();
+    assert!(
+        page.contains("\"state\":\"OUT_OF_MEMORY\"") && page.contains("\"mem\":\"200M\""),
+        "the page lacks the attempts"
+    );
     // Without retries it fails as before, saying so.
     s.write("name: oom\nstages:\n  hog: {kind: hog, params: {mib: 121, hold_ms: 2000}, resources: {mem: 100M}}\n");
     let r = slurm_run(&s, &url, &[]);

@@ -177,6 +177,16 @@ fn the_device_count_changes_no_byte_and_reruns_nothing() {
     assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
     assert!(r.stderr.contains("training on 4 cpu devices, 4 slices of 2 images"), "{}", r.stderr);
     assert_eq!(four.last_artifacts(), one.last_artifacts());
+    // The devices are in the training's lineage, not in its artifact.
+    let r = four.sp(&["lineage", "p.yaml", "train", "--json"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let links: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    let devices = links[0]["lineage"]["made"]["facts"]["devices"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let listed = devices.strip_prefix("cpu: ").map(|l| l.split(", ").count());
+    assert_eq!(listed, Some(4), "{devices}");
     // Changing the count on the first cache reruns nothing.
     one.write(&sliced("2", "[cpu]"));
     assert_eq!(one.run(&[]).code, 0);

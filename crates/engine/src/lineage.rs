@@ -53,7 +53,8 @@ pub enum Origin {
 pub struct Made {
     /// spherepipe's version.
     pub spherepipe: String,
-    /// The commit the binary was built from, when it was built from a git checkout.
+    /// The commit the binary was built from, when it was built from a git checkout
+    /// (`+changes`: tracked files differed from it; see `build.rs` for when that is checked).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revision: Option<String>,
     /// The machine it ran on.

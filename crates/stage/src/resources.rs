@@ -156,10 +156,10 @@ pub fn time_seconds(s: &str) -> Result<u64, String> {
         (true, [h, m]) => num(h)? * 3600 + num(m)? * 60,
         _ => return Err(bad()),
     };
-    if secs == 0 {
-        return Err(bad());
+    match days * 86_400 + secs {
+        0 => Err(bad()),
+        total => Ok(total),
     }
-    Ok(days * 86_400 + secs)
 }
 
 /// Seconds as a Slurm time limit, rounded up to a whole minute (Slurm's unit): `D-HH:MM:00`.
@@ -210,6 +210,7 @@ mod tests {
         assert_eq!(time_seconds("1-12"), Ok(86_400 + 43_200));
         assert_eq!(time_seconds("1-0:30"), Ok(86_400 + 1800));
         assert_eq!(time_seconds("2-01:02:03"), Ok(2 * 86_400 + 3723));
+        assert_eq!(time_seconds("3-00:00:00"), Ok(3 * 86_400));
         assert!(time_seconds("1:2:3:4").is_err() && time_seconds("soon").is_err() && time_seconds("0").is_err());
         assert_eq!(slurm_time(90), "00:02:00");
         assert_eq!(slurm_time(2 * 86_400 + 3723), "2-01:03:00");
