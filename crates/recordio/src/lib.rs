@@ -68,7 +68,7 @@ impl<R: Read + Seek> RecordReader<R> {
 
     /// Moves to the record that starts at `offset` (from an index entry).
     pub fn seek(&mut self, offset: u64) -> Result<(), RecordError> {
-        if offset > self.len || offset % 4 != 0 {
+        if offset > self.len || !offset.is_multiple_of(4) {
             return Err(RecordError::bad(
                 offset,
                 format!(

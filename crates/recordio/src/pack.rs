@@ -77,7 +77,7 @@ pub fn read_index(path: &Path, rec_len: u64) -> Result<Vec<IndexEntry>, String> 
         let (key, offset) = line.split_once('\t').ok_or_else(|| bad("not `key<TAB>offset`"))?;
         let key: u64 = key.trim().parse().map_err(|_| bad("the key is not a whole number"))?;
         let offset: u64 = offset.trim().parse().map_err(|_| bad("the offset is not a whole number"))?;
-        if offset >= rec_len || offset % 4 != 0 {
+        if offset >= rec_len || !offset.is_multiple_of(4) {
             return Err(bad(&format!(
                 "offset {offset} is not where a record of the {rec_len}-byte .rec file can start"
             )));
