@@ -121,6 +121,8 @@ fn demo_data_stages(s: &Sandbox) -> String {
 /// Taken on 2026-11-30, with `synth` 2 (the tiled renderer), `align` 4 (fixed-point warp,
 /// Paeth PNGs; its fingerprint retaken on 2026-12-03 for `align` 5, which refuses decode
 /// bombs: the same artifact, so everything after it keeps its fingerprint), `flip` 3 and `shard` 2 (the image column written plain and uncompressed;
+/// `synth`'s fingerprint retaken on 2026-12-03 for its new `insightface` param, off by default:
+/// the same artifact, so nothing after it moves;
 /// `align` 2 brought cp2tform). When a kind's output changes on
 /// purpose — its `version()` goes up — update the values here in the same commit.
 #[test]
@@ -145,7 +147,7 @@ fn the_demo_data_stages_keep_their_fingerprints_and_outputs() {
     let want = [
         (
             "synth",
-            "a1484d943a980db44b2f3adab34f72482c640f6dd03f7ffb8d64b360e5a679e6",
+            "3e52343dd5e38f62113228e44dd9d0d85da2347d2fa66972760dad87a29ea245",
             "04665214c75fcf272b7535a8ec4a20ee8ba8fb6dc35a4c25dad1772709878f05",
         ),
         (

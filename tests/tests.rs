@@ -9,6 +9,7 @@ mod crash_and_concurrency;
 mod engine_runs;
 mod evaluate;
 mod face_data;
+mod insightface;
 mod lineage;
 mod pipelines;
 mod published_weights;

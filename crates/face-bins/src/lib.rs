@@ -115,6 +115,12 @@ pub fn check_opcodes(b: &[u8]) -> Result<(), String> {
     let mut stack: Vec<Option<u8>> = Vec::new();
     let mut memo: std::collections::HashMap<u64, u8> = std::collections::HashMap::new();
     let bad = |at: usize, why: String| Err(format!("byte {at}: {why}; {SHAPE}"));
+    if b.first() != Some(&0x80) {
+        return bad(
+            0,
+            "not a pickle of protocol 2 or later (they start with the PROTO opcode 0x80)".into(),
+        );
+    }
     while at < b.len() {
         let op = b[at];
         let arg = |n: usize| -> Result<u64, String> {
@@ -283,5 +289,6 @@ mod tests {
             .unwrap_err()
             .contains("a verification bin is a pickle of"));
         assert!(parse_bin(b"\x80\x02]").unwrap_err().contains("no STOP"));
+        assert!(parse_bin(b"8,112,112").unwrap_err().contains("not a pickle of protocol 2 or later"));
     }
 }

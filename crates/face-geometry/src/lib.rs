@@ -24,6 +24,17 @@ pub const SPHEREFACE_REFERENCE: [[f64; 2]; 5] = [
     [62.7299, 92.2041],
 ];
 
+/// insightface's 5-point template in its 112×112 crops (ArcFace and the packs it distributes):
+/// the SphereFace template moved 8 pixels right, so the central 112×96 of such a crop is the
+/// SphereFace framing.
+pub const ARCFACE_REFERENCE: [[f64; 2]; 5] = [
+    [38.2946, 51.6963],
+    [73.5318, 51.5014],
+    [56.0252, 71.7366],
+    [41.5493, 92.3655],
+    [70.7299, 92.2041],
+];
+
 /// A 2×3 affine matrix `[[a, b, c], [d, e, f]]` mapping (x, y) to (a x + b y + c, d x + e y + f),
 /// the layout OpenCV's `warpAffine` takes.
 pub type Affine = [[f64; 3]; 2];

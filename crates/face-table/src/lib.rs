@@ -33,6 +33,7 @@ use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
 use std::path::Path;
 
+pub mod pairs;
 pub mod shards;
 use std::sync::Arc;
 

@@ -2,6 +2,9 @@
 
 #![warn(missing_docs)]
 
+mod insightface;
+
+pub use insightface::PACK_DIR;
 use spherepipe_stage::{InputSpec, ParamSpec, ParamType, Params, Stage, StageContext};
 use spherepipe_synthface::{generate, Preset, Sizes};
 
@@ -38,6 +41,12 @@ impl Stage for Synth {
                 serde_json::json!({}),
                 "overrides of the preset: casia_identities, casia_images [min, max], lfw_identities, lfw_images, pairs_per_fold, ytf_identities, ytf_videos, ytf_frames, ytf_pairs_per_split, facescrub_identities, facescrub_images, distractors, shared_identities",
             ),
+            ParamSpec::new(
+                "insightface",
+                ParamType::Bool,
+                false,
+                "also write the corpus as insightface distributes data: CASIA as a RecordIO pack of 112x112 ArcFace-aligned JPEGs and LFW's pairs as lfw.bin, under insightface/faces_synth_112x112",
+            ),
         ]
     }
     fn inputs(&self) -> Vec<InputSpec> {
@@ -61,6 +70,10 @@ impl Stage for Synth {
         ctx.progress.message(&format!("preset {name}"));
         let s = generate(ctx.out_dir, &preset, ctx.seed, &tick)?;
         ctx.cancel.check()?;
+        if ctx.params.bool("insightface")? {
+            ctx.progress.message("writing the insightface pack and lfw.bin");
+            insightface::write_insightface(ctx.out_dir)?;
+        }
         ctx.progress.message(&format!(
             "{} training, {} LFW, {} YTF frames, {} MegaFace images",
             s.casia_images,
