@@ -220,7 +220,14 @@ fn open_pack(dir: &Path) -> anyhow::Result<Pack> {
 
 /// One image's bytes as a face-table row, or why it cannot be one.
 fn face_row(encoded: &[u8], crop: Crop, label: i32, identity: String, dataset: &str, source: String) -> Result<FaceRow, String> {
-    let (rgb, w, h) = spherepipe_face_table::decode_rgb_within(encoded, MAX_SIDE).map_err(|e| format!("not a decodable image: {e:#}"))?;
+    let img = spherepipe_stage_align::decode_rgb(encoded).map_err(|e| format!("not a decodable image: {e:#}"))?;
+    let (w, h) = img.dimensions();
+    if w > MAX_SIDE || h > MAX_SIDE {
+        return Err(format!(
+            "a {w} x {h} image: a pack's faces are 112 x 112 (at most {MAX_SIDE} on a side)"
+        ));
+    }
+    let rgb = img.into_raw();
     let (left, width) = crop.columns(w);
     let mut cropped = Vec::with_capacity((width * h * 3) as usize);
     for row in rgb.chunks_exact(3 * w as usize) {
