@@ -36,6 +36,9 @@ fn a_pack_and_a_bin_from_synth_unpack_and_train() {
   train: {{kind: train, inputs: {{shards: shard}}, params: {{net: sphere10, width: 0.25, steps: 4, batch: 8, milestones: [2, 3]}}}}
   shard_full: {{kind: shard, inputs: {{faces: pack}}, params: {{rows_per_shard: 500, row_group_size: 128}}}}
   train_full: {{kind: train, inputs: {{shards: shard_full}}, params: {{net: sphere10, width: 0.25, steps: 2, batch: 8, milestones: [1]}}}}
+  framed_lfw: {{kind: unpack, inputs: {{data: synth}}, params: {{format: bin, file: {PACK}/lfw.bin, crop: sphereface}}}}
+  extract_lfw: {{kind: extract, inputs: {{model: train, faces: framed_lfw}}}}
+  evaluate: {{kind: evaluate, inputs: {{data: synth, bins: [framed_lfw], bin_features: [extract_lfw], model: train}}}}
 "
     )));
     let r = s.run(&[]);
@@ -78,6 +81,21 @@ fn a_pack_and_a_bin_from_synth_unpack_and_train() {
     assert_eq!(same, want);
     assert_eq!(pairs["set"], "LFW");
     assert_eq!(report(&s, "lfw")["unpacked"].as_u64(), Some(2 * want.len() as u64));
+    // evaluate scores the bin with insightface's protocol, under the set's name, every pair.
+    let metrics = std::fs::read_to_string(s.artifact_dir("evaluate").join("metrics.json")).unwrap();
+    let metrics: serde_json::Value = serde_json::from_str(&metrics).unwrap();
+    let bin = &metrics["bins"][0];
+    assert_eq!(bin["set"], "LFW");
+    let v = &bin["verification"];
+    assert_eq!(
+        (v["protocol"].as_str(), v["pairs"].as_u64(), v["pairs_listed"].as_u64()),
+        (Some("sum-l2"), Some(want.len() as u64), Some(want.len() as u64))
+    );
+    let folds = v["protocols"]["sum-l2"]["folds"].as_array().unwrap();
+    assert_eq!(folds.len(), 10);
+    // One column per set in `metrics`.
+    let table = s.sp(&["metrics", "p.yaml"]).stdout;
+    assert!(table.lines().next().unwrap_or_default().contains("LFW"), "{table}");
 }
 
 #[test]

@@ -252,3 +252,29 @@ fn the_demo_and_the_ablation_run_at_once_on_one_cache() {
     }
     assert_eq!(s.sp(&["verify", "--cache", "cache"]).code, 0);
 }
+
+/// `pipelines/insightface.yaml` without its pack says which layout it expects; given a
+/// directory it expands one unpack and one extract per bin, all seven fanning into `evaluate`.
+#[test]
+fn insightface_names_the_pack_layout_then_expands_one_stage_per_bin() {
+    let s = Sandbox::new();
+    let p = shipped(&s, "insightface.yaml");
+    let r = s.sp(&["run", &p]);
+    assert_eq!(r.code, 2);
+    assert!(
+        r.stderr.contains("train.rec, train.idx and property") && r.stderr.contains("agedb_30.bin"),
+        "{}",
+        r.stderr
+    );
+    assert!(!s.cache().exists(), "nothing written");
+    std::fs::create_dir_all(s.path().join("data/faces_webface_112x112")).unwrap();
+    let r = s.sp(&["dag", &p]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    for set in ["lfw", "cfp_fp", "cfp_ff", "agedb_30", "calfw", "cplfw", "vgg2_fp"] {
+        assert!(
+            r.stdout.contains(&format!("extract_bins@file={set}.bin [extract]")),
+            "{set}: {}",
+            r.stdout
+        );
+    }
+}

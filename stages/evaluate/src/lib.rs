@@ -21,17 +21,18 @@ pub mod metrics;
 mod report;
 
 use anyhow::{bail, Context};
-use metrics::{MegaFace, Metrics, Verification};
+use metrics::{MegaFace, Metrics, SetVerification, Verification};
 use spherepipe_face_datasets::{read_lfw_pairs, read_ytf_splits};
 use spherepipe_face_eval::fisher::angular_fisher_score;
 use spherepipe_face_eval::roc::{lowest_measurable_far, roc};
 use spherepipe_face_eval::search::Search;
 use spherepipe_face_eval::verify::{ten_fold, Pair, Protocol};
 use spherepipe_face_table::features::{read_features, FeatureReader, Features};
+use spherepipe_face_table::pairs::VerificationPairs;
 use spherepipe_model_card::ModelCard;
 use spherepipe_stage::{Contract, InputSpec, ParamSpec, ParamType, Stage, StageContext};
 use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// The `evaluate` stage kind.
 pub struct Evaluate;
@@ -49,6 +50,48 @@ fn dense_labels(names: impl Iterator<Item = String>) -> Vec<u32> {
             *ids.entry(n).or_insert(k)
         })
         .collect()
+}
+
+/// The fold of pair `k` of `n` when ten folds take the pairs in order, the first `n % 10` one
+/// pair larger (scikit-learn's `KFold(10)` without shuffling, as insightface's
+/// `verification.py` splits a bin).
+pub fn fold_in_order(k: usize, n: usize) -> usize {
+    let (base, extra) = (n / 10, n % 10);
+    let big = extra * (base + 1);
+    if k < big {
+        k / (base + 1)
+    } else {
+        extra + (k - big) / base.max(1)
+    }
+}
+
+/// A bin's pairs over its features: image `i` is the row whose `source` ends in `#i`; a pair
+/// with an image missing (undecodable, or not extracted) is skipped and listed.
+fn bin_verification(f: &Features, listed: &VerificationPairs, fars: &[f64]) -> anyhow::Result<Verification> {
+    let index: HashMap<usize, usize> = f
+        .meta
+        .iter()
+        .enumerate()
+        .filter_map(|(row, m)| Some((m.source.rsplit_once('#')?.1.parse().ok()?, row)))
+        .collect();
+    let n = listed.same.len();
+    let mut pairs = Vec::new();
+    let mut skipped = Vec::new();
+    for (k, &same) in listed.same.iter().enumerate() {
+        match (index.get(&(2 * k)), index.get(&(2 * k + 1))) {
+            (Some(&a), Some(&b)) => pairs.push(Pair {
+                a: f.row(a),
+                b: f.row(b),
+                same,
+                fold: fold_in_order(k, n),
+            }),
+            _ => skipped.push(format!("{} / {}", 2 * k, 2 * k + 1)),
+        }
+    }
+    if pairs.is_empty() {
+        bail!("none of the {n} pairs of {} has both images among its features", listed.set);
+    }
+    verification(&pairs, Protocol::SumL2, fars, n, skipped)
 }
 
 /// Verification in all three protocols, the headline one first, plus its ROC; `listed` pairs
@@ -140,6 +183,8 @@ impl Stage for Evaluate {
             InputSpec::one("facescrub", "MegaFace probe (FaceScrub) features").optional(),
             InputSpec::one("distractors", "MegaFace distractor features, in list order").optional(),
             InputSpec::one("model", "the train stage, for its curve and settings").optional(),
+            InputSpec::many("bins", "verification bins: their unpack stages (format: bin), for the pairs").optional(),
+            InputSpec::many("bin_features", "the features of those bins' faces (extract/ensemble), one per bin").optional(),
         ]
     }
     fn validate(&self, p: &spherepipe_stage::Params) -> Result<(), spherepipe_stage::InvalidParams> {
@@ -149,8 +194,9 @@ impl Stage for Evaluate {
     fn run(&self, ctx: &StageContext<'_>) -> anyhow::Result<()> {
         let input = |n: &str| ctx.inputs.many(n).first().cloned();
         let (lfw, ytf, fs, dis, model) = (input("lfw"), input("ytf"), input("facescrub"), input("distractors"), input("model"));
-        if lfw.is_none() && ytf.is_none() && fs.is_none() {
-            bail!("nothing to evaluate: bind at least one of `lfw`, `ytf`, `facescrub`");
+        let (bins, bin_features) = (ctx.inputs.many("bins"), ctx.inputs.many("bin_features"));
+        if lfw.is_none() && ytf.is_none() && fs.is_none() && bin_features.is_empty() {
+            bail!("nothing to evaluate: bind at least one of `lfw`, `ytf`, `facescrub`, `bin_features`");
         }
         if dis.is_some() && fs.is_none() {
             bail!("`distractors` needs `facescrub` probes");
@@ -165,6 +211,7 @@ impl Stage for Evaluate {
         if let Some(dir) = &fs {
             e.megaface(dir, dis.as_deref())?;
         }
+        e.bins(bins, bin_features)?;
         e.write(model.as_deref())
     }
 }
@@ -256,6 +303,30 @@ impl<'a> Evaluation<'a> {
         let fisher = angular_fisher_score(&f.values, f.dim, &labels);
         self.metrics.angular_fisher_score.insert("lfw".into(), fisher);
         self.plots.features = Some((f.clone(), labels));
+        Ok(())
+    }
+
+    /// Each verification bin's features, scored over its pairs (matched to them by set name):
+    /// face and mirror summed and L2-normalised, ten folds in file order (as insightface's
+    /// `verification.py`), the headline protocol `sum-l2`.
+    fn bins(&mut self, bins: &[PathBuf], features: &[PathBuf]) -> anyhow::Result<()> {
+        let mut by_set = HashMap::new();
+        for dir in bins {
+            let pairs = VerificationPairs::read(dir)?;
+            by_set.insert(pairs.set.clone(), pairs);
+        }
+        for dir in features {
+            let f = features_of(dir, "bin_features")?;
+            let set = f.meta.first().map(|m| m.dataset.clone()).unwrap_or_default();
+            self.ctx.progress.message(&set);
+            let Some(listed) = by_set.get(&set) else {
+                let known: Vec<&String> = by_set.keys().collect();
+                bail!("`bin_features` holds features of set `{set}`, but no stage bound to `bins` unpacked it (bins bound: {known:?}): bind the unpack stage of that bin to `bins`");
+            };
+            let v = bin_verification(&f, listed, &self.p.fars)?;
+            self.plots.roc.push((set.clone(), v.roc.curve.clone()));
+            self.metrics.bins.push(SetVerification { set, verification: v });
+        }
         Ok(())
     }
 
@@ -453,5 +524,61 @@ mod tests {
             e.contains("metrics.json is not the metrics.json") && e.contains("unknown field `lwf`"),
             "{e}"
         );
+    }
+}
+
+#[cfg(test)]
+mod bin_tests {
+    use super::*;
+    use spherepipe_face_table::features::FeatureMeta;
+
+    #[test]
+    fn ten_folds_in_order_as_kfold_makes_them() {
+        // sklearn: KFold(10).split(range(23)) gives folds of 3, 3, 3, 2, 2, 2, 2, 2, 2, 2.
+        let folds: Vec<usize> = (0..23).map(|k| fold_in_order(k, 23)).collect();
+        let sizes: Vec<usize> = (0..10).map(|f| folds.iter().filter(|&&x| x == f).count()).collect();
+        assert_eq!(sizes, [3, 3, 3, 2, 2, 2, 2, 2, 2, 2]);
+        assert!(folds.windows(2).all(|w| w[0] <= w[1]));
+        assert_eq!((0..6000).map(|k| fold_in_order(k, 6000)).filter(|&f| f == 9).count(), 600);
+    }
+
+    #[test]
+    fn a_bins_pairs_are_matched_by_image_index_and_scored() {
+        // 20 pairs; genuine pairs share a feature, impostors point opposite ways; image 5 (pair
+        // 2's second) is missing, so pair 2 is skipped.
+        let same: Vec<bool> = (0..20).map(|k| k % 2 == 0).collect();
+        let mut meta = Vec::new();
+        let mut values = Vec::new();
+        for i in 0..40usize {
+            if i == 5 {
+                continue;
+            }
+            let k = i / 2;
+            let v: [f32; 4] = if same[k] || i % 2 == 0 {
+                [1.0, 0.2, 1.0, 0.2]
+            } else {
+                [-1.0, 0.1, -1.0, 0.1]
+            };
+            meta.push(FeatureMeta {
+                source: format!("cfp_fp.bin#{i}"),
+                identity: format!("CFP-FP/{k}"),
+                dataset: "CFP-FP".into(),
+                video: None,
+            });
+            values.extend_from_slice(&v);
+        }
+        let f = Features { dim: 4, meta, values };
+        let listed = VerificationPairs {
+            set: "CFP-FP".into(),
+            same,
+            undecodable: vec![5],
+        };
+        let v = bin_verification(&f, &listed, &[1e-3]).unwrap();
+        assert_eq!(
+            (v.pairs, v.pairs_listed, v.pairs_skipped.clone()),
+            (19, 20, vec!["4 / 5".to_owned()])
+        );
+        assert_eq!(v.protocol, Protocol::SumL2);
+        assert!((v.accuracy - 1.0).abs() < 1e-12, "{}", v.accuracy);
     }
 }

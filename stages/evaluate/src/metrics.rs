@@ -26,6 +26,9 @@ pub struct Metrics {
     /// YouTube Faces.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ytf: Option<Verification>,
+    /// Verification bins (CFP-FP, AgeDB-30, ...), in the order bound, each under its set's name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub bins: Vec<SetVerification>,
     /// MegaFace challenge 1 (FaceScrub probes against the distractors).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub megaface: Option<MegaFace>,
@@ -60,6 +63,16 @@ pub struct Verification {
     pub roc: Roc,
 }
 
+/// One verification bin's results, under the name papers give its set.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SetVerification {
+    /// `LFW`, `CFP-FP`, `AgeDB-30`, ...
+    pub set: String,
+    /// Its 10-fold verification (the headline protocol: `sum-l2`, as insightface reports bins).
+    pub verification: Verification,
+}
+
 /// MegaFace identification and verification at each distractor set size reached.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -89,10 +102,12 @@ impl Metrics {
         self.megaface.as_ref().and_then(|m| m.sizes.last())
     }
 
-    /// The verification sections present, with their display names.
-    pub fn verifications(&self) -> impl Iterator<Item = (&'static str, &Verification)> {
+    /// The verification sections present, with their display names: LFW and YTF from their
+    /// protocol files, then each bin.
+    pub fn verifications(&self) -> impl Iterator<Item = (&str, &Verification)> {
         [("LFW", &self.lfw), ("YTF", &self.ytf)]
             .into_iter()
             .filter_map(|(name, v)| v.as_ref().map(|v| (name, v)))
+            .chain(self.bins.iter().map(|b| (b.set.as_str(), &b.verification)))
     }
 }

@@ -97,6 +97,9 @@ pub fn markdown(m: &Metrics, images: &[(String, String)]) -> String {
             verification_section(&mut s, title, v);
         }
     }
+    for b in &m.bins {
+        verification_section(&mut s, &format!("{} (verification bin)", b.set), &b.verification);
+    }
     if let Some(mf) = &m.megaface {
         megaface_section(&mut s, mf);
     }
