@@ -127,6 +127,19 @@ fn synths_pack_reads_in_the_independent_python_reader() {
         assert!(r["image"].as_str().unwrap().starts_with("ffd8ff"), "not a JPEG: key {}", r["key"]);
         assert_eq!(r["labels"].as_array().unwrap().len(), 1);
     }
+    // Its lfw.bin loads as insightface's load_bin loads one.
+    let load = "import pickle, sys\nimages, same = pickle.load(open(sys.argv[1], 'rb'), encoding='bytes')\nprint(len(images), len(same), sum(same), all(i[:3] == b'\\xff\\xd8\\xff' for i in images))";
+    let bin = s.artifact_dir("synth").join(PACK).join("lfw.bin");
+    let out = Command::new("python3").args(["-c", load]).arg(&bin).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let pairs: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(s.artifact_dir("lfw").join("pairs.json")).unwrap()).unwrap();
+    let same = pairs["same"].as_array().unwrap();
+    let genuine = same.iter().filter(|b| b.as_bool() == Some(true)).count();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("{} {} {genuine} True", 2 * same.len(), same.len())
+    );
 }
 
 #[test]
