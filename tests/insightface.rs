@@ -140,6 +140,19 @@ fn synths_pack_reads_in_the_independent_python_reader() {
         String::from_utf8_lossy(&out.stdout).trim(),
         format!("{} {} {genuine} True", 2 * same.len(), same.len())
     );
+    // The pose stand-ins load too, each about LFW's size and half genuine.
+    for set in ["cfp_ff", "cfp_fp", "vgg2_fp", "cplfw"] {
+        let bin = s.artifact_dir("synth").join(PACK).join(format!("{set}.bin"));
+        let out = Command::new("python3").args(["-c", load]).arg(&bin).output().unwrap();
+        assert!(out.status.success(), "{set}: {}", String::from_utf8_lossy(&out.stderr));
+        let counts: Vec<String> = String::from_utf8_lossy(&out.stdout).split_whitespace().map(str::to_owned).collect();
+        let pairs: usize = counts[1].parse().unwrap();
+        let genuine: usize = counts[2].parse().unwrap();
+        assert!(
+            pairs + 2 >= same.len().max(20) && genuine * 2 + 2 >= pairs && counts[3] == "True",
+            "{set}: {counts:?}"
+        );
+    }
 }
 
 #[test]

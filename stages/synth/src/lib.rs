@@ -45,7 +45,7 @@ impl Stage for Synth {
                 "insightface",
                 ParamType::Bool,
                 false,
-                "also write the corpus as insightface distributes data: CASIA as a RecordIO pack of 112x112 ArcFace-aligned JPEGs and LFW's pairs as lfw.bin, under insightface/faces_synth_112x112",
+                "also write the corpus as insightface distributes data: CASIA as a RecordIO pack of 112x112 ArcFace-aligned JPEGs, LFW's pairs as lfw.bin, and pose stand-ins for CFP-FF, CFP-FP, VGG2-FP and CPLFW, under insightface/faces_synth_112x112",
             ),
         ]
     }
@@ -72,7 +72,7 @@ impl Stage for Synth {
         ctx.cancel.check()?;
         if ctx.params.bool("insightface")? {
             ctx.progress.message("writing the insightface pack and lfw.bin");
-            insightface::write_insightface(ctx.out_dir)?;
+            insightface::write_insightface(ctx.out_dir, ctx.seed)?;
         }
         ctx.progress.message(&format!(
             "{} training, {} LFW, {} YTF frames, {} MegaFace images",

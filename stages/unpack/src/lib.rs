@@ -56,10 +56,16 @@ impl Stage for Unpack {
                 "pack: train.rec/.idx/property; bin: a verification bin",
             ),
             ParamSpec::new(
+                "dir",
+                ParamType::Str,
+                "",
+                "under `data`: the directory holding the pack and its bins (empty: `data` itself)",
+            ),
+            ParamSpec::new(
                 "file",
                 ParamType::Str,
                 "",
-                "under `data`: the pack's directory (empty: `data` itself), or the bin (lfw.bin)",
+                "under `dir`: the pack's directory (empty: `dir` itself), or the bin (lfw.bin)",
             ),
             ParamSpec::new(
                 "crop",
@@ -163,6 +169,7 @@ impl Crop {
 /// `unpack`'s params, read once.
 struct UnpackParams {
     bin: bool,
+    dir: String,
     file: String,
     crop: Crop,
     set: String,
@@ -171,12 +178,14 @@ struct UnpackParams {
 impl UnpackParams {
     fn from_params(p: &Params) -> Result<UnpackParams, spherepipe_stage::InvalidParams> {
         let bin = p.str("format")? == "bin";
-        let file = p.str("file")?.to_owned();
+        let (dir, file) = (p.str("dir")?.to_owned(), p.str("file")?.to_owned());
         if bin && file.is_empty() {
             return Err("format `bin` needs `file`: the bin under `data` (lfw.bin)".into());
         }
-        if file.split('/').any(|c| c == "..") || file.starts_with('/') {
-            return Err(format!("`file: {file}` must stay under `data` (no `..`, not absolute)").into());
+        for (name, path) in [("dir", &dir), ("file", &file)] {
+            if path.split('/').any(|c| c == "..") || path.starts_with('/') {
+                return Err(format!("`{name}: {path}` must stay under `data` (no `..`, not absolute)").into());
+            }
         }
         let crop = if p.str("crop")? == "sphereface" {
             Crop::SphereFace
@@ -187,12 +196,12 @@ impl UnpackParams {
             "" => set_name(&file),
             s => s.to_owned(),
         };
-        Ok(UnpackParams { bin, file, crop, set })
+        Ok(UnpackParams { bin, dir, file, crop, set })
     }
 
     /// The pack directory or the bin file.
     fn source(&self, ctx: &StageContext<'_>) -> anyhow::Result<PathBuf> {
-        Ok(ctx.inputs.one("data")?.join(&self.file))
+        Ok(ctx.inputs.one("data")?.join(&self.dir).join(&self.file))
     }
 }
 
