@@ -140,8 +140,8 @@ fn synths_pack_reads_in_the_independent_python_reader() {
         String::from_utf8_lossy(&out.stdout).trim(),
         format!("{} {} {genuine} True", 2 * same.len(), same.len())
     );
-    // The pose stand-ins load too, each about LFW's size and half genuine.
-    for set in ["cfp_ff", "cfp_fp", "vgg2_fp", "cplfw"] {
+    // The stand-ins load too, each about LFW's size and half genuine.
+    for set in ["cfp_ff", "cfp_fp", "vgg2_fp", "cplfw", "agedb_30", "calfw"] {
         let bin = s.artifact_dir("synth").join(PACK).join(format!("{set}.bin"));
         let out = Command::new("python3").args(["-c", load]).arg(&bin).output().unwrap();
         assert!(out.status.success(), "{set}: {}", String::from_utf8_lossy(&out.stderr));

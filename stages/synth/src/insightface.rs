@@ -7,8 +7,10 @@
 //! pose: `cfp_ff.bin` (both faces near frontal), `cfp_fp.bin` and `vgg2_fp.bin` (a near-frontal
 //! face against one of the most turned), `cplfw.bin` (the pair's poses far apart). They are
 //! drawn from the synthetic LFW identities, ten folds of genuine and impostor pairs each, and
-//! are stand-ins with the real sets' pair structure, not the real sets. The corpus has no age,
-//! so AgeDB-30 and CALFW have none.
+//! are stand-ins with the real sets' pair structure, not the real sets. For the age sets the
+//! corpus has no ages to draw from, so new identities are rendered at two ages
+//! (`Identity::aged`): `agedb_30.bin` pairs a face with the same person 30 years on, `calfw.bin`
+//! (cross-age LFW) 15 years on; impostor pairs are two people at such ages.
 
 use anyhow::{bail, Context};
 use rayon::prelude::*;
@@ -39,7 +41,53 @@ pub fn write_insightface(out: &Path, seed: u64) -> anyhow::Result<()> {
     }
     pack.finish(112, 112).context("writing the pack")?;
     write_lfw_bin(out, &dir.join("lfw.bin"))?;
-    write_pose_bins(out, &dir, seed)
+    write_pose_bins(out, &dir, seed)?;
+    let pairs = read_lfw_pairs(&out.join("lfw/pairs.txt"))?.len().max(20);
+    for (k, (file, years)) in AGE_SETS.iter().enumerate() {
+        write_age_bin(&dir.join(file), *years, pairs, Rng::derive(seed, &[0xA6E, k as u64]).next_u64())?;
+    }
+    Ok(())
+}
+
+/// The age stand-ins: (file, years between a genuine pair's two images).
+const AGE_SETS: [(&str, f64); 2] = [("agedb_30.bin", 30.0), ("calfw.bin", 15.0)];
+
+/// `n` pairs of newly rendered people (half genuine: a face and the same person `years` older;
+/// half impostor: two people, the second as old), aligned as the pack's faces.
+fn write_age_bin(path: &Path, years: f64, n: usize, seed: u64) -> anyhow::Result<()> {
+    let sides: Vec<(u64, f64, u64)> = (0..n)
+        .flat_map(|i| {
+            let person = Rng::derive(seed, &[i as u64]).next_u64();
+            let other = if i % 2 == 0 {
+                person
+            } else {
+                Rng::derive(seed, &[i as u64, 1]).next_u64()
+            };
+            [(person, 0.0, 2 * i as u64), (other, years, 2 * i as u64 + 1)]
+        })
+        .collect();
+    let images = sides
+        .par_iter()
+        .map(|&(person, age, k)| {
+            let id = spherepipe_synthface::Identity::new(person).aged(age);
+            let v = spherepipe_synthface::Variation::draw(&mut Rng::derive(seed, &[k, 2]), 0.8);
+            let img = spherepipe_synthface::render(&id, &v, 250, 250, 1.0, Rng::derive(seed, &[k, 3]).next_u64());
+            arcface_jpeg(&img.rgb, img.width, img.height, &img.landmarks)
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let same = (0..n).map(|i| i % 2 == 0).collect();
+    write_bin(path, &VerificationBin { images, same }).with_context(|| format!("writing {}", path.display()))
+}
+
+/// An image aligned to 112 × 112 on the ArcFace template by its landmarks (cp2tform, as the
+/// pack's faces), as a JPEG of quality 95.
+fn arcface_jpeg(rgb: &[u8], width: usize, height: usize, marks: &[[f64; 2]; 5]) -> anyhow::Result<Vec<u8>> {
+    let fit = FitMethod::Cp2tform.fit(marks, &ARCFACE_REFERENCE, true)?;
+    let pixels = spherepipe_face_geometry::warp_affine(rgb, width, height, 3, &fit.matrix, 112, 112)
+        .ok_or_else(|| anyhow::anyhow!("the fitted transform is singular"))?;
+    let mut jpeg = Vec::new();
+    jpeg_encoder::Encoder::new(&mut jpeg, 95).encode(&pixels, 112, 112, jpeg_encoder::ColorType::Rgb)?;
+    Ok(jpeg)
 }
 
 /// How a stand-in set picks the two faces of a pair, by their pose ranks (0: most frontal).

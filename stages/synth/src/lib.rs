@@ -45,7 +45,7 @@ impl Stage for Synth {
                 "insightface",
                 ParamType::Bool,
                 false,
-                "also write the corpus as insightface distributes data: CASIA as a RecordIO pack of 112x112 ArcFace-aligned JPEGs, LFW's pairs as lfw.bin, and pose stand-ins for CFP-FF, CFP-FP, VGG2-FP and CPLFW, under insightface/faces_synth_112x112",
+                "also write the corpus as insightface distributes data: CASIA as a RecordIO pack of 112x112 ArcFace-aligned JPEGs, LFW's pairs as lfw.bin, and stand-ins for CFP-FF, CFP-FP, VGG2-FP, CPLFW (pose) and AgeDB-30, CALFW (age), under insightface/faces_synth_112x112",
             ),
         ]
     }
