@@ -137,6 +137,19 @@ fn no_wait_fails_the_stage_another_run_builds_and_gc_refuses_beside_a_run() {
     let said = format!("{}{}", r.stdout, r.stderr);
     assert!(said.contains("another run is building it (pid "), "{said}");
     assert!(said.contains("leave out --no-wait"), "{said}");
+    // status names the run building it, and creates nothing in doing so.
+    let st = s.sp(&["status", "p.yaml", "--json"]);
+    let rows: serde_json::Value = serde_json::from_str(&st.stdout).unwrap();
+    let building = rows[0]["reasons"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["kind"] == "building")
+        .cloned();
+    let by = building
+        .map(|b| b["by"].as_str().unwrap_or_default().to_owned())
+        .unwrap_or_default();
+    assert!(by.starts_with("pid ") && by.ends_with("pipeline `slow`, stage `slow`"), "{rows}");
     // gc deletes, so it waits for runs to finish; with --no-wait it stops, saying why.
     let gc = s.sp(&["gc", "p.yaml", "--yes", "--no-wait"]);
     assert_eq!(gc.code, 2, "{}", gc.stderr);

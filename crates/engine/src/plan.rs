@@ -126,6 +126,11 @@ pub enum StaleReason {
     ArtifactGone,
     /// `--force` names it: it runs whatever the cache holds.
     Forced,
+    /// Another run is building it now (its build lock says who).
+    Building {
+        /// The holder: pid, pipeline and stage.
+        by: String,
+    },
 }
 
 impl StaleReason {
@@ -141,6 +146,7 @@ impl StaleReason {
             StaleReason::Input { .. } => "input",
             StaleReason::ArtifactGone => "artifact-gone",
             StaleReason::Forced => "forced",
+            StaleReason::Building { .. } => "building",
         }
     }
 }
@@ -160,6 +166,7 @@ impl std::fmt::Display for StaleReason {
             StaleReason::Input { name, sources } => write!(f, "input `{name}` changed ({})", sources.join(", ")),
             StaleReason::ArtifactGone => write!(f, "its artifact is no longer in the cache (removed by gc or set aside by verify)"),
             StaleReason::Forced => write!(f, "forced"),
+            StaleReason::Building { by } => write!(f, "being built now by {by}"),
         }
     }
 }
@@ -273,11 +280,16 @@ fn plan_with(p: &Pipeline, store: &Store, datasets: &BTreeMap<String, String>) -
                     r.cached = store.locate(&r.fingerprint)?.map(|e| e.artifact);
                 }
                 artifacts[i] = r.cached.clone();
-                let reasons = match (&r.cached, &last) {
+                let mut reasons = match (&r.cached, &last) {
                     (Some(_), _) => Vec::new(),
                     (None, None) => vec![StaleReason::NeverRun],
                     (None, Some(l)) => explain(p, i, &l.material, &r.material),
                 };
+                if r.cached.is_none() {
+                    if let Some(by) = store.builder(&r.fingerprint)? {
+                        reasons.push(StaleReason::Building { by });
+                    }
+                }
                 (reasons, Some(r.fingerprint), r.cached, Some(r.material))
             }
         };

@@ -219,6 +219,13 @@ impl Store {
         lock::claim(&self.layout.build_lock(fingerprint), who)
     }
 
+    /// Who is building `fingerprint`'s artifact right now (another run holds its build lock),
+    /// if anyone. Creates and locks nothing.
+    pub fn builder(&self, fingerprint: &str) -> Result<Option<String>> {
+        check_hash("fingerprint", fingerprint).map_err(|e| StoreError::Invalid(e.to_string()))?;
+        lock::builder(&self.layout.build_lock(fingerprint))
+    }
+
     /// A fresh empty directory for a stage to write into, on the store's filesystem, inside
     /// this process's own area of `tmp/`.
     pub fn new_staging_dir(&self, label: &str) -> Result<PathBuf> {

@@ -149,6 +149,21 @@ pub(crate) fn claim(path: &Path, who: &str) -> Result<Claim> {
     }
 }
 
+/// Who is building the stage whose build lock is at `path`, if anyone: read without creating
+/// the file or taking the lock (a shared probe, released at once), so `status` changes nothing.
+pub(crate) fn builder(path: &Path) -> Result<Option<String>> {
+    let file = match fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io_at(path)(e)),
+    };
+    match file.try_lock_shared() {
+        Ok(()) => Ok(None),
+        Err(fs::TryLockError::WouldBlock) => Ok(Some(holder(path, "another spherepipe process"))),
+        Err(fs::TryLockError::Error(e)) => Err(io_at(path)(e)),
+    }
+}
+
 /// This process's staging area, `tmp/<owner>/`, with `tmp/<owner>.lock` held for as long as
 /// the process (or the last clone of its `Store`) lives; both go when it is dropped.
 #[derive(Debug)]
@@ -323,7 +338,11 @@ mod tests {
             Claim::Busy { holder } => assert_eq!(holder, "pid 1, stage a"),
             Claim::Held(_) => panic!("two holders"),
         }
+        assert_eq!(builder(&path).unwrap().as_deref(), Some("pid 1, stage a"));
         drop(first);
+        assert_eq!(builder(&path).unwrap(), None);
+        assert_eq!(builder(&d.path().join("never.lock")).unwrap(), None);
+        assert!(!d.path().join("never.lock").exists(), "a probe creates nothing");
         assert!(matches!(claim(&path, "pid 2").unwrap(), Claim::Held(_)));
     }
 
