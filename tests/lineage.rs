@@ -107,6 +107,38 @@ fn a_matrix_fan_in_has_a_complete_chain_whose_hashes_are_the_caches() {
     assert!(text.contains("by spherepipe ") && text.contains("local executor"), "{text}");
 }
 
+/// A lineage is read from files: one whose links were edited is reported link by link (exit
+/// 1), and a maker's name that is no fingerprint is never looked up as a path.
+#[test]
+fn an_edited_lineage_is_reported_not_followed() {
+    let s = sandbox();
+    assert_eq!(s.run(&[]).code, 0);
+    let fps = s.last_field("fingerprint");
+    let entry_path = s.cache().join("index").join(format!("{}.json", fps["total"]));
+    let mut entry: Value = serde_json::from_str(&std::fs::read_to_string(&entry_path).unwrap()).unwrap();
+    let parts = &mut entry["provenance"]["sources"]["parts"];
+    parts[0]["fingerprint"] = Value::from("../../../etc/passwd");
+    parts[1]["fingerprint"] = Value::from(fps["draw"].clone());
+    std::fs::write(&entry_path, serde_json::to_vec(&entry).unwrap()).unwrap();
+    let r = s.sp(&["lineage", "p.yaml", "total", "--json"]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    let links: Vec<Value> = serde_json::from_str(&r.stdout).unwrap();
+    let problems: Vec<&str> = links[0]["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_str().unwrap())
+        .collect();
+    assert_eq!(problems.len(), 2, "{problems:?}");
+    assert!(problems[0].contains("is not 64 lowercase hexadecimal characters"), "{problems:?}");
+    assert!(
+        problems[1].contains("its fingerprint records artifact") && problems[1].contains("but this artifact was made from"),
+        "{problems:?}"
+    );
+    // Neither edited link was followed.
+    assert_eq!(stages(&links), ["total"]);
+}
+
 #[test]
 fn a_store_only_artifacts_lineage_is_read_from_the_store() {
     let (_dir, url) = shared_dir();

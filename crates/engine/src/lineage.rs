@@ -181,6 +181,12 @@ pub fn chain(store: &Store, fingerprint: &str) -> anyhow::Result<Vec<Link>> {
                         continue;
                     };
                     let want = l.material.inputs.get(name).and_then(|h| h.get(k));
+                    // The record came from a cache or a store: a name that is no fingerprint is
+                    // a broken link, not a path to look under.
+                    if let Err(e) = spherepipe_store::check_hash("fingerprint", fingerprint) {
+                        problems.push(format!("input `{name}` from `{maker}`: {e}"));
+                        continue;
+                    }
                     match input_link(store, fingerprint)? {
                         None => problems.push(format!(
                             "input `{name}` from `{maker}`: fingerprint {fingerprint} is recorded neither here nor in the store"

@@ -148,7 +148,7 @@ pub fn check_opcodes(b: &[u8]) -> Result<(), String> {
             b'J' => (4, Effect::Push(0)),                              // BININT
             b'U' | b'C' | 0x8c => (1 + arg(1)?, Effect::Push(0)),      // SHORT_BINSTRING, SHORT_BINBYTES, SHORT_BINUNICODE
             b'T' | b'B' | b'X' => (4 + arg(4)?, Effect::Push(0)),      // BINSTRING, BINBYTES, BINUNICODE
-            0x8e | 0x8d => (8 + arg(8)?, Effect::Push(0)),             // BINBYTES8, BINUNICODE8
+            0x8e | 0x8d => (arg(8)?.saturating_add(8), Effect::Push(0)), // BINBYTES8, BINUNICODE8 (a claim near 2^64 must not wrap)
             b'q' => (1, Effect::Put(arg(1)?)),                         // BINPUT
             b'r' => (4, Effect::Put(arg(4)?)),                         // LONG_BINPUT
             0x94 => (0, Effect::Put(memo.len() as u64)),               // MEMOIZE
@@ -283,6 +283,9 @@ mod tests {
         assert!(parse_bin(&deep).unwrap_err().contains("containers nested 4 deep"));
         // A length past the end, and a count mismatch.
         assert!(parse_bin(b"\x80\x02B\xff\xff\xff\x7f").unwrap_err().contains("runs past the end"));
+        assert!(parse_bin(b"\x80\x04\x8e\xff\xff\xff\xff\xff\xff\xff\xff")
+            .unwrap_err()
+            .contains("runs past the end"));
         let three = b"\x80\x02]q\x00(U\x01aU\x01bU\x01ce]\x88a\x86.";
         assert!(parse_bin(three).unwrap_err().contains("3 images for 1 pairs"));
         assert!(parse_bin(b"\x80\x02K\x01.")

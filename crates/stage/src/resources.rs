@@ -142,7 +142,8 @@ pub fn mem_megabytes(s: &str) -> Result<u64, String> {
 /// A Slurm time limit in seconds: `M`, `M:S`, `H:M:S`, `D-H`, `D-H:M` or `D-H:M:S`.
 pub fn time_seconds(s: &str) -> Result<u64, String> {
     let bad = || format!("`time: {s}` is not a time limit; write it as Slurm does: 30 (minutes), 2:00:00, 1-12:00:00");
-    let num = |x: &str| x.trim().parse::<u64>().map_err(|_| bad());
+    // Slurm's fields are a few digits; bounding them keeps the sums below from overflowing.
+    let num = |x: &str| x.trim().parse::<u64>().ok().filter(|&v| v < 1_000_000_000).ok_or_else(bad);
     let (days, rest) = match s.split_once('-') {
         Some((d, r)) => (num(d)?, r),
         None => (0, s),
@@ -212,6 +213,7 @@ mod tests {
         assert_eq!(time_seconds("2-01:02:03"), Ok(2 * 86_400 + 3723));
         assert_eq!(time_seconds("3-00:00:00"), Ok(3 * 86_400));
         assert!(time_seconds("1:2:3:4").is_err() && time_seconds("soon").is_err() && time_seconds("0").is_err());
+        assert!(time_seconds("99999999999999999999:00:00").is_err() && time_seconds("18446744073709551615-0").is_err());
         assert_eq!(slurm_time(90), "00:02:00");
         assert_eq!(slurm_time(2 * 86_400 + 3723), "2-01:03:00");
     }

@@ -99,7 +99,10 @@ impl CacheLock {
 
 /// Who an exclusive holder said it is (written in the lock file), else `fallback`.
 fn holder(path: &Path, fallback: &str) -> String {
-    let said = fs::read_to_string(path).unwrap_or_default();
+    use std::io::Read;
+    // Another process writes it: read no more than a holder line needs.
+    let mut said = String::new();
+    let _ = fs::File::open(path).and_then(|f| f.take(1024).read_to_string(&mut said));
     match said.trim() {
         "" => fallback.to_owned(),
         s => s.chars().take(200).collect(),

@@ -378,20 +378,26 @@ pub const MAX_PHOTO_SIDE: u32 = 8192;
 /// An image file's bytes as RGB, strictly: a JPEG without its end-of-image marker is an error,
 /// and so is an image over [`MAX_PHOTO_SIDE`] on a side (from its header).
 pub fn decode_rgb(bytes: &[u8]) -> anyhow::Result<image::RgbImage> {
+    decode_rgb_within(bytes, MAX_PHOTO_SIDE)
+}
+
+/// [`decode_rgb`] with another side limit (`unpack`'s pre-aligned faces are 112 pixels), still
+/// checked from the header before any pixel is allocated.
+pub fn decode_rgb_within(bytes: &[u8], max_side: u32) -> anyhow::Result<image::RgbImage> {
     if jpeg_truncated(bytes) {
         bail!("a truncated JPEG (no end-of-image marker)");
     }
-    if let Some(img) = decode_colour_jpeg(bytes) {
+    if let Some(img) = decode_colour_jpeg(bytes, max_side) {
         return img;
     }
-    let (rgb, w, h) = spherepipe_face_table::decode_rgb_within(bytes, MAX_PHOTO_SIDE)?;
+    let (rgb, w, h) = spherepipe_face_table::decode_rgb_within(bytes, max_side)?;
     image::RgbImage::from_raw(w, h, rgb).context("the decoder returned fewer pixels than its header says")
 }
 
 /// A colour JPEG decoded straight through zune-jpeg, the decoder `image` wraps, with the same
 /// options, so the same pixels; its headers read once instead of three times. `None` for
 /// anything else (a PNG, a grayscale or CMYK JPEG), which `image` decodes.
-fn decode_colour_jpeg(bytes: &[u8]) -> Option<anyhow::Result<image::RgbImage>> {
+fn decode_colour_jpeg(bytes: &[u8], max_side: u32) -> Option<anyhow::Result<image::RgbImage>> {
     use zune_core::{bytestream::ZCursor, colorspace::ColorSpace, options::DecoderOptions};
     if !bytes.starts_with(&[0xFF, 0xD8]) {
         return None;
@@ -407,9 +413,9 @@ fn decode_colour_jpeg(bytes: &[u8]) -> Option<anyhow::Result<image::RgbImage>> {
         return None;
     }
     let (w, h) = decoder.dimensions()?;
-    if w > MAX_PHOTO_SIDE as usize || h > MAX_PHOTO_SIDE as usize {
+    if w > max_side as usize || h > max_side as usize {
         return Some(Err(anyhow::anyhow!(
-            "its header claims {w} × {h} pixels, over the limit of {MAX_PHOTO_SIDE} on a side: refused before decoding"
+            "its header claims {w} × {h} pixels, over the limit of {max_side} on a side: refused before decoding"
         )));
     }
     Some(decoder.decode().map_err(|e| anyhow::anyhow!("{e:?}")).and_then(|pixels| {
@@ -430,18 +436,18 @@ mod tests {
         image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 90)
             .encode(&rgb, 40, 30, image::ExtendedColorType::Rgb8)
             .unwrap();
-        let direct = decode_colour_jpeg(&jpeg).unwrap().unwrap();
+        let direct = decode_colour_jpeg(&jpeg, MAX_PHOTO_SIDE).unwrap().unwrap();
         assert_eq!(direct, image::load_from_memory(&jpeg).unwrap().into_rgb8());
         assert_eq!(direct.dimensions(), (40, 30));
         let mut grey = Vec::new();
         image::codecs::jpeg::JpegEncoder::new(&mut grey)
             .encode(&rgb[..40 * 30], 40, 30, image::ExtendedColorType::L8)
             .unwrap();
-        assert!(decode_colour_jpeg(&grey).is_none());
+        assert!(decode_colour_jpeg(&grey, MAX_PHOTO_SIDE).is_none());
         let png = spherepipe_face_table::encode_png(&rgb, 40, 30).unwrap();
-        assert!(decode_colour_jpeg(&png).is_none());
+        assert!(decode_colour_jpeg(&png, MAX_PHOTO_SIDE).is_none());
         assert!(
-            decode_colour_jpeg(&jpeg[..200]).is_some_and(|r| r.is_err()),
+            decode_colour_jpeg(&jpeg[..200], MAX_PHOTO_SIDE).is_some_and(|r| r.is_err()),
             "a cut JPEG is an error"
         );
     }

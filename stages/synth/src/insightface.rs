@@ -121,6 +121,12 @@ fn yaw(m: &[[f64; 2]; 5]) -> f64 {
 fn write_pose_bins(out: &Path, dir: &Path, seed: u64) -> anyhow::Result<()> {
     let listing = read_landmark_list(&out.join("lfw_landmark.txt"), &out.join("lfw"), false)?;
     let samples = listing.samples;
+    if samples.len() < 2 {
+        bail!(
+            "the corpus lists {} LFW image(s): the pose stand-ins need two or more",
+            samples.len()
+        );
+    }
     let pairs = read_lfw_pairs(&out.join("lfw/pairs.txt"))?.len().max(20);
     let turned: Vec<f64> = samples.iter().map(|s| yaw(&s.landmarks)).collect();
     let mut order: Vec<usize> = (0..samples.len()).collect();

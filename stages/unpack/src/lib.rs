@@ -229,13 +229,9 @@ fn open_pack(dir: &Path) -> anyhow::Result<Pack> {
 
 /// One image's bytes as a face-table row, or why it cannot be one.
 fn face_row(encoded: &[u8], crop: Crop, label: i32, identity: String, dataset: &str, source: String) -> Result<FaceRow, String> {
-    let img = spherepipe_stage_align::decode_rgb(encoded).map_err(|e| format!("not a decodable image: {e:#}"))?;
+    let img = spherepipe_stage_align::decode_rgb_within(encoded, MAX_SIDE)
+        .map_err(|e| format!("not a decodable image (a pack's faces are 112 x 112): {e:#}"))?;
     let (w, h) = img.dimensions();
-    if w > MAX_SIDE || h > MAX_SIDE {
-        return Err(format!(
-            "a {w} x {h} image: a pack's faces are 112 x 112 (at most {MAX_SIDE} on a side)"
-        ));
-    }
     let rgb = img.into_raw();
     let (left, width) = crop.columns(w);
     let mut cropped = Vec::with_capacity((width * h * 3) as usize);
@@ -432,5 +428,11 @@ mod tests {
         assert_eq!((w, rgb[0], rgb[3 * 95]), (96, 8, 103));
         assert!((row.landmarks[0] - 30.2946).abs() < 1e-4);
         assert!(face_row(b"not an image", Crop::Full, 0, "0".into(), "x", "y".into()).is_err());
+        // A header claiming more than a face is refused before its pixels are allocated.
+        let big = image::RgbImage::new(1100, 8);
+        let mut png = Vec::new();
+        big.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png).unwrap();
+        let e = face_row(&png, Crop::Full, 0, "0".into(), "x", "y".into()).unwrap_err();
+        assert!(e.contains("over the limit of 1024"), "{e}");
     }
 }
