@@ -375,20 +375,18 @@ impl<'a> Coordinator<'a> {
         let who = format!("pid {}, pipeline `{}`, stage `{}`", std::process::id(), self.p.name, node.name);
         match self.store.claim(&fingerprint, &who)? {
             Claim::Held(lock) => {
-                if !self.forced.contains(&i) {
-                    if let Some(artifact) = self.store.lookup(&fingerprint).map(|e| e.artifact) {
-                        drop(lock);
-                        self.finish_cached(i, &fingerprint, material, &artifact)?;
-                        return Ok(true);
-                    }
-                    if told {
-                        // It was built elsewhere and only shared, or the other process failed.
-                        if let Some(artifact) = self.find_shared(&fingerprint)? {
-                            drop(lock);
-                            self.finish_cached(i, &fingerprint, material, &artifact)?;
-                            return Ok(true);
-                        }
-                    }
+                // Built meanwhile by the previous holder: here, or (when it was a waited-for
+                // process, which may have only shared it) in the store.
+                let built = match (self.forced.contains(&i), self.store.lookup(&fingerprint)) {
+                    (true, _) => None,
+                    (false, Some(e)) => Some(e.artifact),
+                    (false, None) if told => self.find_shared(&fingerprint)?,
+                    (false, None) => None,
+                };
+                if let Some(artifact) = built {
+                    drop(lock);
+                    self.finish_cached(i, &fingerprint, material, &artifact)?;
+                    return Ok(true);
                 }
                 self.held.insert(i, lock);
                 self.slots[i] = Slot::Ready { fingerprint, material };
@@ -397,7 +395,7 @@ impl<'a> Coordinator<'a> {
             Claim::Busy { holder } if self.opts.lock == LockMode::Fail => {
                 let reason =
                     format!("another run is building it ({holder}); rerun when it has finished, or leave out --no-wait to wait for it");
-                self.fail(i, Some(fingerprint), reason, Duration::ZERO, false);
+                self.fail(i, Some(fingerprint), reason, Duration::ZERO, false, Vec::new());
                 Ok(true)
             }
             Claim::Busy { holder } => {
@@ -583,10 +581,7 @@ impl<'a> Coordinator<'a> {
                     Slot::Running { fingerprint, .. } => Some(fingerprint.clone()),
                     _ => None,
                 };
-                self.fail(index, fingerprint, error, wall, cancelled);
-                if let Slot::Done(o) = &mut self.slots[index] {
-                    o.attempts = attempts;
-                }
+                self.fail(index, fingerprint, error, wall, cancelled, attempts);
             }
         }
         Ok(())
@@ -594,7 +589,7 @@ impl<'a> Coordinator<'a> {
 
     /// Stage `i` failed (or was cancelled): it releases its build lock, and the run stops
     /// starting stages unless --keep-going.
-    fn fail(&mut self, i: usize, fingerprint: Option<String>, reason: String, wall: Duration, cancelled: bool) {
+    fn fail(&mut self, i: usize, fingerprint: Option<String>, reason: String, wall: Duration, cancelled: bool, attempts: Vec<Attempt>) {
         self.held.remove(&i);
         if !self.opts.keep_going || cancelled {
             self.stop = true;
@@ -607,7 +602,7 @@ impl<'a> Coordinator<'a> {
             wall,
             started_unix: self.started[i],
             reason: Some(reason),
-            attempts: Vec::new(),
+            attempts,
         };
         self.finish(i, o);
     }

@@ -419,11 +419,11 @@ impl<'a> SlurmExecutor<'a> {
     fn retry(&self, mut job: InFlight, next: Resources, ended_as: String, reason: &str) -> Result<InFlight, Box<JobResult>> {
         let ended = job.attempt(&ended_as, reason);
         let n = ended.attempt + 1;
-        let asks = asked(&next);
+        let asks = asked(next.mem.as_deref(), next.time.as_deref());
         job.job.sink.message(&format!(
             "Slurm job {} ended {ended_as} ({}); attempt {n} of {} asks {asks}",
             job.job_id,
-            asked(&job.resources),
+            asked(job.resources.mem.as_deref(), job.resources.time.as_deref()),
             job.resources.attempts()
         ));
         job.earlier.push(ended);
@@ -574,12 +574,12 @@ enum Ended {
 const RETRIED: [&str; 4] = ["OUT_OF_MEMORY", "TIMEOUT", "NODE_FAIL", "PREEMPTED"];
 
 /// What an attempt asks for, in words (`mem 64M, time 00:01:00`).
-fn asked(r: &Resources) -> String {
+fn asked(mem: Option<&str>, time: Option<&str>) -> String {
     let mut w = Vec::new();
-    if let Some(m) = &r.mem {
+    if let Some(m) = mem {
         w.push(format!("mem {m}"));
     }
-    if let Some(t) = &r.time {
+    if let Some(t) = time {
         w.push(format!("time {t}"));
     }
     if w.is_empty() {
@@ -598,11 +598,7 @@ fn words(attempts: &[Attempt]) -> String {
                 "job {} ended {} asking {}",
                 a.job_id,
                 a.state,
-                asked(&Resources {
-                    mem: a.mem.clone(),
-                    time: a.time.clone(),
-                    ..Resources::default()
-                })
+                asked(a.mem.as_deref(), a.time.as_deref())
             )
         })
         .collect();

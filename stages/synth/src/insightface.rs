@@ -19,7 +19,7 @@ use spherepipe_face_datasets::{read_landmark_list, read_lfw_pairs, Sample};
 use spherepipe_face_geometry::{FitMethod, ARCFACE_REFERENCE};
 use spherepipe_recordio::PackWriter;
 use spherepipe_rng::Rng;
-use spherepipe_stage_align::{align_one, Crop};
+use spherepipe_stage_align::decode_rgb;
 use std::collections::HashMap;
 use std::path::Path;
 
@@ -210,23 +210,18 @@ fn write_lfw_bin(out: &Path, bin: &Path) -> anyhow::Result<()> {
     write_bin(bin, &VerificationBin { images, same }).with_context(|| format!("writing {}", bin.display()))
 }
 
-/// Each sample aligned to 112 × 112 on the ArcFace template, as a JPEG of quality 95.
+/// Each listed image aligned to 112 × 112 on the ArcFace template, as a JPEG of quality 95.
+/// `dataset` names the images in errors.
 fn aligned_jpegs(samples: &[Sample], dataset: &str) -> anyhow::Result<Vec<Vec<u8>>> {
-    let crop = Crop {
-        reference: ARCFACE_REFERENCE.to_vec(),
-        method: FitMethod::Cp2tform,
-        reflective: true,
-        height: 112,
-        width: 112,
-    };
     samples
         .par_iter()
         .map(|s| {
-            let row = align_one(s, dataset, &crop).map_err(|(p, _)| anyhow::anyhow!("{p} could not be aligned for the pack"))?;
-            let (rgb, w, h) = spherepipe_face_table::decode_rgb_within(&row.png, 1024)?;
-            let mut jpeg = Vec::new();
-            jpeg_encoder::Encoder::new(&mut jpeg, 95).encode(&rgb, w as u16, h as u16, jpeg_encoder::ColorType::Rgb)?;
-            Ok(jpeg)
+            let img = std::fs::read(&s.path)
+                .map_err(anyhow::Error::from)
+                .and_then(|bytes| decode_rgb(&bytes))
+                .with_context(|| format!("{dataset} image {}", s.rel_path))?;
+            arcface_jpeg(img.as_raw(), img.width() as usize, img.height() as usize, &s.landmarks)
+                .with_context(|| format!("{dataset} image {} could not be aligned for the pack", s.rel_path))
         })
         .collect()
 }

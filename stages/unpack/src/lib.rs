@@ -93,35 +93,27 @@ impl Stage for Unpack {
     }
     fn run(&self, ctx: &StageContext<'_>) -> anyhow::Result<()> {
         let p = UnpackParams::from_params(ctx.params)?;
-        let source = p.source(ctx)?;
         if p.bin {
-            return unpack_bin(ctx, &p, &source);
+            return unpack_bin(ctx, &p, &p.source(ctx)?);
         }
-        let pack = open_pack(&source)?;
-        let keys = pack.image_keys().map_err(anyhow::Error::msg)?;
+        let l = Listed::open(ctx, &p)?;
         let mut faces = FaceWriter::create(&ctx.out_dir.join("faces.parquet"), ROW_GROUP)?;
-        let skipped = unpack_records(ctx, &pack, &keys, p.crop, &mut faces)?;
-        finish_pack(ctx, &pack, keys.len(), faces, skipped)
+        let skipped = unpack_records(ctx, &l.pack, &l.keys, p.crop, &mut faces)?;
+        l.finish(ctx, faces, skipped)
     }
     fn splittable(&self) -> bool {
         true
     }
     fn run_part(&self, ctx: &StageContext<'_>, part: Part) -> anyhow::Result<()> {
         let p = UnpackParams::from_params(ctx.params)?;
-        if p.bin {
-            bail!("a verification bin is unpacked whole: drop `parts` from this stage");
-        }
-        let pack = open_pack(&p.source(ctx)?)?;
-        let keys = pack.image_keys().map_err(anyhow::Error::msg)?;
+        let l = Listed::open(ctx, &p)?;
         let mut faces = FaceWriter::create(&ctx.out_dir.join(PART_ROWS), ROW_GROUP)?;
-        let skipped = unpack_records(ctx, &pack, &keys[part.range(keys.len())], p.crop, &mut faces)?;
+        let skipped = unpack_records(ctx, &l.pack, &l.keys[part.range(l.keys.len())], p.crop, &mut faces)?;
         faces.finish()?;
         PartSkips { skipped }.write(ctx.out_dir)
     }
     fn gather(&self, ctx: &StageContext<'_>, parts: &[PathBuf]) -> anyhow::Result<()> {
-        let p = UnpackParams::from_params(ctx.params)?;
-        let pack = open_pack(&p.source(ctx)?)?;
-        let keys = pack.image_keys().map_err(anyhow::Error::msg)?;
+        let l = Listed::open(ctx, &UnpackParams::from_params(ctx.params)?)?;
         let mut faces = FaceWriter::create(&ctx.out_dir.join("faces.parquet"), ROW_GROUP)?;
         let mut skipped = Vec::new();
         for dir in parts {
@@ -130,7 +122,7 @@ impl Stage for Unpack {
             })?;
             skipped.extend(PartSkips::read(dir)?.skipped);
         }
-        finish_pack(ctx, &pack, keys.len(), faces, skipped)
+        l.finish(ctx, faces, skipped)
     }
 }
 
@@ -223,8 +215,49 @@ pub fn set_name(file: &str) -> String {
     }
 }
 
-fn open_pack(dir: &Path) -> anyhow::Result<Pack> {
-    Pack::open(dir).map_err(anyhow::Error::msg)
+/// A pack and the image keys it lists: what `run`, each part and the gather read alike.
+struct Listed {
+    pack: Pack,
+    keys: Vec<u64>,
+}
+
+impl Listed {
+    fn open(ctx: &StageContext<'_>, p: &UnpackParams) -> anyhow::Result<Listed> {
+        if p.bin {
+            bail!("a verification bin is unpacked whole: drop `parts` from this stage");
+        }
+        let pack = Pack::open(&p.source(ctx)?).map_err(anyhow::Error::msg)?;
+        let keys = pack.image_keys().map_err(anyhow::Error::msg)?;
+        Ok(Listed { pack, keys })
+    }
+
+    /// Closes the face table and writes `report.json`; an error when nothing could be
+    /// unpacked.
+    fn finish(&self, ctx: &StageContext<'_>, faces: FaceWriter, skipped: Vec<serde_json::Value>) -> anyhow::Result<()> {
+        let (pack, listed) = (&self.pack, self.keys.len());
+        let rows = faces.rows();
+        faces.finish()?;
+        if rows == 0 {
+            bail!(
+                "none of the {listed} images of {} could be unpacked (first problem: {})",
+                pack.rec.display(),
+                skipped
+                    .first()
+                    .map(|v| v.to_string())
+                    .unwrap_or_else(|| "the pack lists no images".into())
+            );
+        }
+        let report = json!({
+            "listed": listed,
+            "unpacked": rows,
+            "classes": pack.property.classes,
+            "skipped": skipped,
+        });
+        std::fs::write(ctx.out_dir.join("report.json"), serde_json::to_string_pretty(&report)?)?;
+        ctx.progress
+            .message(&format!("unpacked {rows} of {listed} images; skipped {}", listed - rows));
+        Ok(())
+    }
 }
 
 /// One image's bytes as a face-table row, or why it cannot be one.
@@ -310,38 +343,6 @@ fn unpack_records(
         // A damaged record leaves the reader mid-file: the next read seeks by the index.
     }
     Ok(skipped)
-}
-
-/// Closes the face table and writes `report.json`; an error when nothing could be unpacked.
-fn finish_pack(
-    ctx: &StageContext<'_>,
-    pack: &Pack,
-    listed: usize,
-    faces: FaceWriter,
-    skipped: Vec<serde_json::Value>,
-) -> anyhow::Result<()> {
-    let rows = faces.rows();
-    faces.finish()?;
-    if rows == 0 {
-        bail!(
-            "none of the {listed} images of {} could be unpacked (first problem: {})",
-            pack.rec.display(),
-            skipped
-                .first()
-                .map(|v| v.to_string())
-                .unwrap_or_else(|| "the pack lists no images".into())
-        );
-    }
-    let report = json!({
-        "listed": listed,
-        "unpacked": rows,
-        "classes": pack.property.classes,
-        "skipped": skipped,
-    });
-    std::fs::write(ctx.out_dir.join("report.json"), serde_json::to_string_pretty(&report)?)?;
-    ctx.progress
-        .message(&format!("unpacked {rows} of {listed} images; skipped {}", listed - rows));
-    Ok(())
 }
 
 /// A verification bin: its images as faces in file order (label: the pair), `pairs.json`.
