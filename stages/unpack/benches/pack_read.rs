@@ -3,7 +3,7 @@
 //! (`../shared/bench/recordio_python.py`: `struct` framing, OpenCV decode, one thread) — on
 //! one thread and on all of them. Prints records/s and MB/s for framing alone and with decode.
 //!
-//!   cargo bench -p spherepipe-stage-unpack --bench pack_read -- PACK_DIR
+//!   cargo bench -p spherepipe-stage-unpack --bench pack_read [--features libjpeg-turbo] -- PACK_DIR
 //!
 //! `crates/cli/benches/pack_read.sh` makes a pack with `synth` and runs this and the peer one
 //! right after the other.
@@ -13,6 +13,12 @@ use spherepipe_recordio::{IrHeader, Pack};
 use std::time::Instant;
 
 fn main() {
+    let decoder = if cfg!(feature = "libjpeg-turbo") {
+        "libjpeg-turbo"
+    } else {
+        "zune-jpeg"
+    };
+    println!("decoder: {decoder} (build with --features libjpeg-turbo for libjpeg-turbo)");
     let Some(dir) = std::env::args().skip(1).find(|a| !a.starts_with("--")) else {
         eprintln!("usage: cargo bench -p spherepipe-stage-unpack --bench pack_read -- PACK_DIR");
         std::process::exit(2);
@@ -41,7 +47,7 @@ fn main() {
     for &k in &keys {
         let rec = pack.read(&mut reader, k).expect("record");
         let (_, img) = IrHeader::unpack(&rec).expect("header");
-        decoded += usize::from(spherepipe_stage_align::decode_rgb(img).is_ok());
+        decoded += usize::from(spherepipe_stage_unpack::decode_face(img).is_ok());
     }
     report("framing + decode, 1 thread", decoded, bytes, t.elapsed().as_secs_f64());
 
@@ -49,7 +55,7 @@ fn main() {
     let t = Instant::now();
     let ok = images
         .par_iter()
-        .filter(|img| spherepipe_stage_align::decode_rgb(img).is_ok())
+        .filter(|img| spherepipe_stage_unpack::decode_face(img).is_ok())
         .count();
     let all = t.elapsed().as_secs_f64() + framing;
     report(
