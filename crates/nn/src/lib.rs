@@ -11,6 +11,8 @@ pub mod devices;
 pub mod margin;
 /// Dense helpers shared by the two convolution paths.
 pub(crate) mod matrix;
+/// MTCNN's P-, R- and O-Net on facenet-pytorch's published weights (the `detect` stage).
+pub mod mtcnn;
 /// Parameter names in weights files: the public sphere20a / Caffe names.
 pub mod names;
 /// The SphereFace networks (4 to 64 layers) and the classifier head.
