@@ -36,7 +36,7 @@ fn parts_on_a_kind_that_cannot_split_and_unknown_resources_are_located() {
         &[
             "stage kind `numbers` cannot be split into parts",
             "stage: draw",
-            "kinds that can be split: align, chunks, extract, unpack",
+            "kinds that can be split: align, chunks, detect, extract, unpack",
         ],
     );
     let r = rejected(&DIAMOND.replace("params: {count: 50}}", "params: {count: 50}, parts: 0}"), &[]);
@@ -64,7 +64,7 @@ fn unknown_kind_lists_kinds_and_suggests_the_nearest() {
             "p.yaml:10:17",
             "stage: total",
             "did you mean `sum`?",
-            "valid kinds: align, chunks, compare, dedupe, ensemble, evaluate, extract, fail, figure, flip, hog, numbers, panic, scale, shard, steps, sum, synth, train, unpack, wordcount",
+            "valid kinds: align, chunks, compare, dedupe, detect, ensemble, evaluate, extract, fail, figure, flip, hog, numbers, panic, scale, shard, steps, sum, synth, train, unpack, wordcount",
         ],
     );
 }

@@ -291,7 +291,7 @@ fn kinds_lists_params_with_defaults() {
             split.push(kind);
         }
     }
-    assert_eq!(split, ["align", "chunks", "extract", "unpack"]);
+    assert_eq!(split, ["align", "chunks", "detect", "extract", "unpack"]);
 }
 
 #[test]

@@ -6,6 +6,7 @@ mod bad_input;
 mod commands;
 mod common;
 mod crash_and_concurrency;
+mod detect;
 mod engine_runs;
 mod evaluate;
 mod face_data;

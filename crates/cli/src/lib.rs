@@ -32,6 +32,7 @@ pub fn default_registry() -> Registry {
         .register(spherepipe_stage_dedupe::Dedupe)
         .register(spherepipe_stage_align::Align)
         .register(spherepipe_stage_unpack::Unpack)
+        .register(spherepipe_stage_detect::Detect)
         .register(spherepipe_stage_flip::Flip)
         .register(spherepipe_stage_shard::Shard)
         .register(spherepipe_stage_train::Train)

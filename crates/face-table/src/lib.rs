@@ -33,6 +33,8 @@ use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
 use std::path::Path;
 
+/// `detections.parquet`: every face `detect` found.
+pub mod detections;
 pub mod pairs;
 pub mod shards;
 use std::sync::Arc;
