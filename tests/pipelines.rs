@@ -253,6 +253,29 @@ fn the_demo_and_the_ablation_run_at_once_on_one_cache() {
     assert_eq!(s.sp(&["verify", "--cache", "cache"]).code, 0);
 }
 
+/// `pipelines/own-photos.yaml` without its folders says what to put where (the photos, and
+/// where the MTCNN weights come from); with them it plans detect before align.
+#[test]
+fn own_photos_names_the_folders_it_expects() {
+    let s = Sandbox::new();
+    let p = shipped(&s, "own-photos.yaml");
+    let r = s.sp(&["run", &p]);
+    assert_eq!(r.code, 2);
+    assert!(
+        r.stderr.contains("data/photos/<person>/<any name>.jpg") && r.stderr.contains("facenet-pytorch"),
+        "{}",
+        r.stderr
+    );
+    assert!(!s.cache().exists(), "nothing written");
+    for d in ["data/photos", "data/mtcnn"] {
+        std::fs::create_dir_all(s.path().join(d)).unwrap();
+    }
+    let r = s.sp(&["dag", &p]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let (detect, align) = (r.stdout.find("detect [detect]"), r.stdout.find("align [align]"));
+    assert!(detect.is_some() && align.is_some() && detect < align, "{}", r.stdout);
+}
+
 /// `pipelines/insightface.yaml` without its pack says which layout it expects; given a
 /// directory it expands one unpack and one extract per bin, all seven fanning into `evaluate`.
 #[test]

@@ -13,8 +13,8 @@
 use anyhow::{bail, Context, Result};
 use burn::prelude::*;
 use burn::tensor::activation::{prelu, softmax};
-use burn::tensor::module::{conv2d, max_pool2d};
-use burn::tensor::ops::{ConvOptions, MaxPoolOptions};
+use burn::tensor::module::conv2d;
+use burn::tensor::ops::ConvOptions;
 use burn::tensor::TensorData;
 use std::collections::HashMap;
 use std::path::Path;
@@ -97,12 +97,41 @@ fn conv(x: Tensor<4>, weight: &Tensor<4>, bias: &Tensor<1>) -> Tensor<4> {
     conv2d(x, weight.clone(), Some(bias.clone()), ConvOptions::new([1, 1], [0, 0], [1, 1], 1))
 }
 
-/// Max pooling with PyTorch's `ceil_mode=True`.
-fn pool(x: Tensor<4>, kernel: usize) -> Tensor<4> {
-    let mut options = MaxPoolOptions::new([kernel, kernel]);
-    options.stride = [2, 2];
-    options.ceil_mode = true;
-    max_pool2d(x, options)
+/// Max pooling, stride 2, with PyTorch's `ceil_mode=True`: the last window may hang over the
+/// edge (its max is over the pixels inside) as long as it starts inside. A loop of our own:
+/// burn-flex pools through its generic 3-D path with indices, half of MTCNN's time.
+fn pool(x: Tensor<4>, kernel: usize) -> Result<Tensor<4>> {
+    let [n, c, h, w] = x.dims();
+    let device = x.device();
+    let (oh, ow) = (pooled(h, kernel), pooled(w, kernel));
+    let input = values(x)?;
+    let mut out = vec![f32::NEG_INFINITY; n * c * oh * ow];
+    for (plane, dst) in input.chunks_exact(h * w).zip(out.chunks_exact_mut(oh * ow)) {
+        for oy in 0..oh {
+            let rows = 2 * oy..(2 * oy + kernel).min(h);
+            for ox in 0..ow {
+                let cols = 2 * ox..(2 * ox + kernel).min(w);
+                let mut m = f32::NEG_INFINITY;
+                for y in rows.clone() {
+                    for &v in &plane[y * w + cols.start..y * w + cols.end] {
+                        m = m.max(v);
+                    }
+                }
+                dst[oy * ow + ox] = m;
+            }
+        }
+    }
+    Ok(Tensor::<4>::from_data(TensorData::new(out, [n, c, oh, ow]), &device))
+}
+
+/// The output size of a stride-2 `kernel` pooling in ceil mode over `size` (PyTorch's rule).
+fn pooled(size: usize, kernel: usize) -> usize {
+    let out = (size.saturating_sub(kernel)).div_ceil(2) + 1;
+    if (out - 1) * 2 >= size {
+        out - 1
+    } else {
+        out
+    }
 }
 
 /// A dense layer; `weight` is PyTorch's [out, in].
@@ -265,7 +294,7 @@ impl MtcnnNets {
         }
         let x = Tensor::<4>::from_data(TensorData::new(pixels, [1, 3, height, width]), &self.device);
         let x = self.pnet[0].forward(x);
-        let x = pool(x, 2);
+        let x = pool(x, 2)?;
         let x = self.pnet[2].forward(self.pnet[1].forward(x));
         let prob = softmax(conv(x.clone(), &self.pnet_prob.0, &self.pnet_prob.1), 1);
         let reg = conv(x, &self.pnet_reg.0, &self.pnet_reg.1);
@@ -282,8 +311,8 @@ impl MtcnnNets {
     /// R-Net over `n` crops of 24 × 24, `pixels` [n, 3, 24, 24] scaled to about ±1.
     pub fn rnet(&self, pixels: Vec<f32>, n: usize) -> Result<CropScores> {
         let x = self.crops(pixels, n, 24)?;
-        let x = pool(self.rnet[0].forward(x), 3);
-        let x = pool(self.rnet[1].forward(x), 3);
+        let x = pool(self.rnet[0].forward(x), 3)?;
+        let x = pool(self.rnet[1].forward(x), 3)?;
         let x = self.rnet[2].forward(x);
         let x = prelu(self.rnet_dense.0.forward(flatten_whc(x)), self.rnet_dense.1.clone());
         let prob = softmax(self.rnet_prob.forward(x.clone()), 1).narrow(1, 1, 1);
@@ -297,9 +326,9 @@ impl MtcnnNets {
     /// O-Net over `n` crops of 48 × 48, `pixels` [n, 3, 48, 48] scaled to about ±1.
     pub fn onet(&self, pixels: Vec<f32>, n: usize) -> Result<CropScores> {
         let x = self.crops(pixels, n, 48)?;
-        let x = pool(self.onet[0].forward(x), 3);
-        let x = pool(self.onet[1].forward(x), 3);
-        let x = pool(self.onet[2].forward(x), 2);
+        let x = pool(self.onet[0].forward(x), 3)?;
+        let x = pool(self.onet[1].forward(x), 3)?;
+        let x = pool(self.onet[2].forward(x), 2)?;
         let x = self.onet[3].forward(x);
         let x = prelu(self.onet_dense.0.forward(flatten_whc(x)), self.onet_dense.1.clone());
         let prob = softmax(self.onet_prob.forward(x.clone()), 1).narrow(1, 1, 1);
@@ -315,5 +344,30 @@ impl MtcnnNets {
             bail!("expected {n} crops of 3 × {side} × {side}, got {} values", pixels.len());
         }
         Ok(Tensor::<4>::from_data(TensorData::new(pixels, [n, 3, side, side]), &self.device))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ceil_mode_pooling_keeps_the_overhanging_window() {
+        // PyTorch: MaxPool2d(3, 2, ceil_mode=True) over 5 -> 2, over 6 -> 3; (2, 2) over 5 -> 3.
+        assert_eq!((pooled(5, 3), pooled(6, 3), pooled(5, 2), pooled(4, 2)), (2, 3, 3, 2));
+        // One 1 x 1 x 3 x 5 plane, 3 x 3 windows at columns 0..3 and 2..5.
+        let x = Tensor::<4>::from_data(
+            TensorData::new((0..15).map(|v| v as f32).collect::<Vec<_>>(), [1, 1, 3, 5]),
+            &Device::flex(),
+        );
+        let y = pool(x, 3).unwrap();
+        assert_eq!(y.dims(), [1, 1, 1, 2]);
+        assert_eq!(values(y).unwrap(), vec![12.0, 14.0]);
+        // A 2 x 2 kernel over 3 x 3: the overhanging windows take what is inside.
+        let x = Tensor::<4>::from_data(
+            TensorData::new(vec![1.0, 5.0, 2.0, 3.0, 4.0, 9.0, 7.0, 0.0, 6.0], [1, 1, 3, 3]),
+            &Device::flex(),
+        );
+        assert_eq!(values(pool(x, 2).unwrap()).unwrap(), vec![5.0, 9.0, 7.0, 6.0]);
     }
 }
