@@ -130,3 +130,59 @@ fn photographs_give_facenet_pytorchs_faces() {
     assert_eq!(total, 4, "the fixture's faces: astronaut, cameraman, and the pair");
     eprintln!("against facenet-pytorch: lowest IoU {worst_iou:.4}, farthest point {worst_point:.3} px");
 }
+
+#[test]
+fn the_same_faces_on_one_thread_and_on_two() {
+    let Some(nets) = nets() else { return };
+    let on = |threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().expect("pool");
+        pool.install(|| detect_file(&nets, "pair.png"))
+    };
+    let (one, two) = (on(1), on(2));
+    assert_eq!(one.len(), 2);
+    // Bit for bit: every box, score and point.
+    let bits = |faces: &[Face]| -> Vec<u32> {
+        faces
+            .iter()
+            .flat_map(|f| {
+                f.bbox
+                    .iter()
+                    .chain([&f.score])
+                    .chain(f.points.iter().flatten())
+                    .map(|v| v.to_bits())
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    };
+    assert_eq!(bits(&one), bits(&two));
+}
+
+#[test]
+fn damaged_or_wrong_weights_files_are_refused_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    // Not a PyTorch file at all.
+    std::fs::write(dir.path().join("pnet.pt"), b"\x80\x02garbage that is no pickle").unwrap();
+    let err = MtcnnNets::load(dir.path(), &Device::flex()).unwrap_err().to_string();
+    assert!(err.contains("pnet.pt") && err.contains("not a PyTorch weights file"), "{err}");
+    // A missing file says where the weights come from.
+    std::fs::remove_file(dir.path().join("pnet.pt")).unwrap();
+    let err = MtcnnNets::load(dir.path(), &Device::flex()).unwrap_err().to_string();
+    assert!(err.contains("pnet.pt does not exist") && err.contains("facenet-pytorch"), "{err}");
+    let Some(weights) = std::env::var_os("SPHEREPIPE_MTCNN_WEIGHTS") else {
+        return;
+    };
+    // R-Net's file where P-Net's should be: the first tensor of the wrong shape is named.
+    std::fs::copy(Path::new(&weights).join("rnet.pt"), dir.path().join("pnet.pt")).unwrap();
+    let err = MtcnnNets::load(dir.path(), &Device::flex()).unwrap_err().to_string();
+    assert!(
+        err.contains("pnet.pt") && err.contains("conv1.weight") && err.contains("[28, 3, 3, 3]"),
+        "{err}"
+    );
+    // A file cut short.
+    let onet = std::fs::read(Path::new(&weights).join("onet.pt")).unwrap();
+    std::fs::copy(Path::new(&weights).join("pnet.pt"), dir.path().join("pnet.pt")).unwrap();
+    std::fs::copy(Path::new(&weights).join("rnet.pt"), dir.path().join("rnet.pt")).unwrap();
+    std::fs::write(dir.path().join("onet.pt"), &onet[..onet.len() / 2]).unwrap();
+    let err = MtcnnNets::load(dir.path(), &Device::flex()).unwrap_err().to_string();
+    assert!(err.contains("onet.pt"), "{err}");
+}

@@ -264,7 +264,8 @@ impl Job {
             "classes": samples.iter().map(|s| s.label).max().map_or(0, |m| m + 1),
             "choose": if s.choose == Choose::Central { "central" } else { "largest" },
             "min_face": s.mtcnn.min_face,
-            "thresholds": s.mtcnn.thresholds,
+            // As written (0.7, not the f32's 0.699999988...).
+            "thresholds": s.mtcnn.thresholds.map(|v| v.to_string().parse::<f64>().unwrap_or(f64::from(v))),
             "skipped": skipped,
         });
         std::fs::write(ctx.out_dir.join("report.json"), serde_json::to_string_pretty(&report)?)?;
