@@ -131,6 +131,10 @@ pub(crate) enum Cmd {
         #[arg(long, value_name = "HOURS", default_value_t = 24.0)]
         grace_hours: f64,
     },
+    /// A trained model out of spherepipe: runs what STAGE needs (and only that), then writes
+    /// its model to --out. STAGE is an `export` stage (its cached artifact is copied), or a
+    /// `train` stage (exported here, with the flags below).
+    Export(ExportArgs),
     /// The stage kinds this binary knows, with their params and inputs.
     Kinds,
     /// Schema, row and identity counts, images-per-identity histogram of face-table shards.
@@ -197,6 +201,30 @@ impl PipelineArgs {
     pub(crate) fn load(&self, registry: &Registry) -> Result<Pipeline, Failure> {
         load_pipeline(&self.pipeline, registry, &self.set)
     }
+}
+
+/// `spherepipe export`'s arguments.
+#[derive(clap::Args)]
+pub(crate) struct ExportArgs {
+    #[command(flatten)]
+    pub(crate) pipeline: PipelineArgs,
+    /// An export stage, or a train stage (a matrix expansion by its full name).
+    pub(crate) stage: String,
+    /// The file to write (model.onnx; with ONNX external data, its .data file goes beside it).
+    #[arg(long)]
+    pub(crate) out: PathBuf,
+    /// With a train stage: onnx or safetensors.
+    #[arg(long, default_value = "onnx", value_parser = ["onnx", "safetensors"])]
+    pub(crate) format: String,
+    /// With a train stage: the ONNX operator set (13 to 21).
+    #[arg(long, default_value_t = 17)]
+    pub(crate) opset: i64,
+    /// With a train stage: `dynamic` or a fixed number of images.
+    #[arg(long, default_value = "dynamic")]
+    pub(crate) batch: String,
+    /// With a train stage: take uint8 NHWC RGB pixels and normalise inside the graph.
+    #[arg(long)]
+    pub(crate) preprocess: bool,
 }
 
 /// The shared store `run`, `run-stage`, `status` and `show` take.

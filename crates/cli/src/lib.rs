@@ -33,6 +33,7 @@ pub fn default_registry() -> Registry {
         .register(spherepipe_stage_align::Align)
         .register(spherepipe_stage_unpack::Unpack)
         .register(spherepipe_stage_detect::Detect)
+        .register(spherepipe_stage_export::Export)
         .register(spherepipe_stage_flip::Flip)
         .register(spherepipe_stage_shard::Shard)
         .register(spherepipe_stage_train::Train)
@@ -141,6 +142,7 @@ fn dispatch(cli: Cli, registry: &Registry) -> Result<u8, Failure> {
         }
         Cmd::Synth { out, preset, seed } => synth(&out, &preset, seed),
         Cmd::Kinds => kinds(registry),
+        Cmd::Export(args) => export_command(args, registry, cli.quiet),
         Cmd::Speed {
             net,
             batch,

@@ -127,6 +127,28 @@ impl Pipeline {
             .filter_map(|s| if let Source::Stage(j) = s { Some(*j) } else { None })
             .collect()
     }
+    /// The pipeline cut down to node `i` and what it depends on, inputs re-indexed (for
+    /// commands that need one stage's artifact, such as `spherepipe export`).
+    pub fn up_to(&self, i: usize) -> Pipeline {
+        let mut keep = self.ancestors(i);
+        keep.insert(i);
+        let new_index: BTreeMap<usize, usize> = keep.iter().enumerate().map(|(new, &old)| (old, new)).collect();
+        let nodes = keep
+            .iter()
+            .map(|&old| {
+                let mut n = self.nodes[old].clone();
+                for sources in n.inputs.values_mut() {
+                    for s in sources.iter_mut() {
+                        if let Source::Stage(j) = s {
+                            *j = new_index[j];
+                        }
+                    }
+                }
+                n
+            })
+            .collect();
+        Pipeline { nodes, ..self.clone() }
+    }
     /// Everything `i` depends on, transitively (not `i` itself).
     pub fn ancestors(&self, i: usize) -> BTreeSet<usize> {
         let mut out = self.upstream(i);

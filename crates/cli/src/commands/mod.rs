@@ -2,6 +2,7 @@
 
 mod cache;
 mod dag;
+mod export;
 mod info;
 mod lineage;
 mod run;
@@ -11,6 +12,7 @@ mod status;
 
 pub(crate) use cache::*;
 pub(crate) use dag::*;
+pub(crate) use export::*;
 pub(crate) use info::*;
 pub(crate) use lineage::*;
 pub(crate) use run::*;
