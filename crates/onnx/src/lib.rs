@@ -159,7 +159,7 @@ pub fn build(card: &ModelCard, weights: &Weights, meta: &[(String, String)], opt
         .push(node("Gemm", &[&flat, &fw, &fb], "embedding", vec![attr_int("transB", 1)]));
     g.outputs
         .push(value_info("embedding", DataType::FLOAT, &[batch, Dim::Value(features as i64)]));
-    Ok(model(g, card.net.depth, meta, opts.opset)?)
+    model(g, card.net.depth, meta, opts.opset)
 }
 
 /// uint8 NHWC RGB → float NCHW in the card's channel order, `(x − 127.5) / 128`.
