@@ -64,7 +64,7 @@ fn unknown_kind_lists_kinds_and_suggests_the_nearest() {
             "p.yaml:10:17",
             "stage: total",
             "did you mean `sum`?",
-            "valid kinds: align, chunks, compare, dedupe, detect, ensemble, evaluate, extract, fail, figure, flip, hog, numbers, panic, scale, shard, steps, sum, synth, train, unpack, wordcount",
+            "valid kinds: align, chunks, compare, dedupe, detect, ensemble, evaluate, export, extract, fail, figure, flip, hog, numbers, panic, scale, shard, steps, sum, synth, train, unpack, wordcount",
         ],
     );
 }

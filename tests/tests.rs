@@ -9,6 +9,7 @@ mod crash_and_concurrency;
 mod detect;
 mod engine_runs;
 mod evaluate;
+mod export;
 mod face_data;
 mod insightface;
 mod lineage;

@@ -167,3 +167,38 @@ fn large_weights_go_to_external_data_and_read_back() {
         assert_eq!(&data[off..off + len], &orig.raw_data[..], "{}", t.name);
     }
 }
+
+#[test]
+fn burns_onnx_reader_reads_the_graph_back() {
+    use onnx_ir::{Node, OnnxGraphBuilder};
+    let dir = tempfile::tempdir().unwrap();
+    for preprocess in [false, true] {
+        let path = dir.path().join(format!("m{preprocess}.onnx"));
+        let opts = ExportOptions {
+            preprocess,
+            ..Default::default()
+        };
+        write(build(&card(10), &weights([0, 1, 2, 0]), &[], &opts).unwrap(), &path, 1 << 31).unwrap();
+        let g = OnnxGraphBuilder::new()
+            .simplify(false)
+            .parse_file(&path)
+            .unwrap_or_else(|e| panic!("{e:?}"));
+        let count = |f: fn(&Node) -> bool| g.nodes.iter().filter(|n| f(n)).count();
+        assert_eq!(count(|n| matches!(n, Node::Conv2d(_))), 10);
+        assert_eq!(count(|n| matches!(n, Node::PRelu(_))), 10);
+        assert_eq!(count(|n| matches!(n, Node::Add(_))), 3);
+        assert_eq!(
+            count(|n| matches!(n, Node::Gemm(_)) || matches!(n, Node::Linear(_))),
+            1,
+            "{:?}",
+            g.nodes.iter().map(|n| n.name()).collect::<Vec<_>>()
+        );
+        let strides: Vec<usize> = g
+            .nodes
+            .iter()
+            .filter_map(|n| if let Node::Conv2d(c) = n { Some(c.config.stride[0]) } else { None })
+            .collect();
+        assert_eq!(strides, [2, 2, 1, 1, 2, 1, 1, 1, 1, 2]);
+        assert_eq!(g.outputs.len(), 1);
+    }
+}
