@@ -130,36 +130,13 @@ stages:
     assert!(v["gap"].as_f64().unwrap() > 1e-2, "RGB input should not give the BGR features: {v}");
 }
 
-fn fixture() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/bgr_extract")
-}
+use crate::published_weights::{face_rows, fixture};
 
 /// The published-weights sandbox of `published_weights.rs` (PyTorch's sphere20a state dict of
 /// a SphereFace-10 at width 1/8, faces aligned and read as OpenCV does), plus exports.
 fn published(s: &Sandbox, exports: &str) {
     std::fs::create_dir(s.path().join("faces")).unwrap();
-    let mut names: Vec<String> = std::fs::read_dir(fixture().join("faces"))
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .filter(|n| n.ends_with(".png"))
-        .collect();
-    names.sort();
-    let rows: Vec<spherepipe_face_table::FaceRow> = names
-        .iter()
-        .enumerate()
-        .map(|(i, name)| spherepipe_face_table::FaceRow {
-            png: std::fs::read(fixture().join("faces").join(name)).unwrap(),
-            height: 112,
-            width: 96,
-            label: (i % 2) as i32,
-            identity: format!("person{}", i % 2),
-            dataset: "lfw".into(),
-            source: name.clone(),
-            video: None,
-            landmarks: [0.0; 10],
-            flipped: false,
-        })
-        .collect();
+    let rows = face_rows();
     spherepipe_face_table::write_rows(&s.path().join("faces/faces.parquet"), &rows, 16).unwrap();
     std::fs::copy(
         fixture().join("sphere10_w8_112x96.safetensors"),

@@ -9,12 +9,12 @@ use spherepipe_face_table::features::{read_features, Features};
 use spherepipe_face_table::{write_rows, FaceRow};
 use std::path::{Path, PathBuf};
 
-fn fixture() -> PathBuf {
+pub(crate) fn fixture() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/bgr_extract")
 }
 
 /// The fixture faces, sorted by file name, as rows of an aligned test set (two identities).
-fn face_rows() -> Vec<FaceRow> {
+pub(crate) fn face_rows() -> Vec<FaceRow> {
     let mut names: Vec<String> = std::fs::read_dir(fixture().join("faces"))
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
