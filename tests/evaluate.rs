@@ -243,6 +243,34 @@ fn features_ensemble_and_evaluation_end_to_end() {
         "{md}"
     );
     assert!(r.stdout.contains("compare: Both\n#  "), "{}", r.stdout);
+    // Which differences the folds carry: LFW's per-fold accuracies of the two evaluations (each
+    // its own headline protocol), paired; t recomputed here from metrics.json by hand.
+    let single: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(s.artifact_dir("evaluate_single").join("metrics.json")).unwrap()).unwrap();
+    let folds = |m: &serde_json::Value| -> Vec<f64> {
+        let proto = m["lfw"]["protocol"].as_str().unwrap();
+        m["lfw"]["protocols"][proto]["folds"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["accuracy"].as_f64().unwrap())
+            .collect()
+    };
+    let d: Vec<f64> = folds(&m).iter().zip(folds(&single)).map(|(a, b)| a - b).collect();
+    let mean = d.iter().sum::<f64>() / d.len() as f64;
+    let sd = (d.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (d.len() - 1) as f64).sqrt();
+    let sig: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(s.artifact_dir("compare").join("significance.json")).unwrap()).unwrap();
+    let pair = sig.as_array().unwrap().iter().find(|r| r["set"] == "LFW").expect("an LFW pair");
+    assert!((pair["test"]["mean_diff"].as_f64().unwrap() - mean).abs() < 1e-12, "{pair}");
+    if sd > 0.0 {
+        let t = mean / (sd / (d.len() as f64).sqrt());
+        assert!((pair["test"]["t"].as_f64().unwrap() - t).abs() < 1e-9, "{pair}");
+    }
+    let (pt, pw) = (pair["test"]["p_t"].as_f64().unwrap(), pair["test"]["p_wilcoxon"].as_f64().unwrap());
+    assert_eq!(pair["verdict"] == "no significant difference", pt >= 0.05 || pw >= 0.05, "{pair}");
+    assert!(md.contains("## Which differences the folds carry"), "{md}");
+    assert!(r.stdout.contains("pairs: no significant difference over the folds"), "{}", r.stdout);
 
     // A param change of training reruns training and everything after it, nothing before.
     let r = s.run(&["--set", "train.m=2"]);

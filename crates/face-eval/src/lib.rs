@@ -10,6 +10,8 @@
 
 pub mod fisher;
 mod nullable;
+/// Paired tests of two methods over the same folds (t and Wilcoxon signed rank).
+pub mod paired;
 pub mod roc;
 pub mod search;
 pub mod verify;

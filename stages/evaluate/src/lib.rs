@@ -18,7 +18,8 @@
 mod figures;
 /// `metrics.json` as typed structs.
 pub mod metrics;
-mod report;
+/// `report.md`, the headline row and the run summary, from `metrics.json`.
+pub mod report;
 
 use anyhow::{bail, Context};
 use metrics::{MegaFace, Metrics, SetVerification, Verification};

@@ -17,7 +17,7 @@ fn json_number(v: f64) -> String {
 }
 
 /// "a-softmax m=4", "cosface m=0.35", "softmax": the loss and its margin param.
-fn loss_with_margin(model: &ModelCard) -> String {
+pub fn loss_with_margin(model: &ModelCard) -> String {
     let param = |k: &str| model.params.get(k).map_or("null".into(), Value::to_string);
     match model.loss.as_str() {
         "a-softmax" => format!("a-softmax m={}", param("m")),
