@@ -253,6 +253,27 @@ fn the_demo_and_the_ablation_run_at_once_on_one_cache() {
     assert_eq!(s.sp(&["verify", "--cache", "cache"]).code, 0);
 }
 
+/// `pipelines/table3.yaml` expands the paper's six methods on the hard corpus, every one
+/// evaluated with MegaFace's 10,000-distractor list, all into one `compare`.
+#[test]
+fn table3_expands_six_methods_into_one_comparison() {
+    let s = Sandbox::new();
+    let p = shipped(&s, "table3.yaml");
+    let r = s.sp(&["dag", &p]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let trainings: Vec<&str> = r.stdout.lines().filter(|l| l.ends_with("[train]")).collect();
+    assert_eq!(trainings.len(), 6, "{}", r.stdout);
+    for m in ["train@m=1", "train@m=4", "baseline@loss=softmax", "baseline@loss=modified-softmax"] {
+        assert!(r.stdout.contains(&format!("{m} [train]")), "{m}: {}", r.stdout);
+    }
+    assert!(
+        r.stdout.contains("json_10000_1") || r.stdout.contains("align_distractors [align]"),
+        "{}",
+        r.stdout
+    );
+    assert!(r.stdout.contains("compare [compare]\n  results <- evaluate_baseline@loss=softmax, evaluate_baseline@loss=modified-softmax, evaluate@m=1, evaluate@m=2, evaluate@m=3, evaluate@m=4"), "{}", r.stdout);
+}
+
 /// `pipelines/own-photos.yaml` without its folders says what to put where (the photos, and
 /// where the MTCNN weights come from); with them it plans detect before align.
 #[test]

@@ -103,6 +103,43 @@ impl Identity {
 }
 
 impl Identity {
+    /// A relative of `founder`: this person's geometry and colours moved `closeness` of the
+    /// way toward the founder's (0: themselves, 1: a twin), glasses and beard taken from the
+    /// founder when closer than half; the mole stays this person's own. The `hard` preset's
+    /// look-alike families.
+    pub fn relative_of(&self, founder: &Identity, closeness: f64) -> Identity {
+        let k = closeness.clamp(0.0, 1.0);
+        let f = |own: f64, theirs: f64| own + (theirs - own) * k;
+        let c = |own: Rgb, theirs: Rgb| [0, 1, 2].map(|i| f(own[i], theirs[i]));
+        let close = k > 0.5;
+        Identity {
+            face_rx: f(self.face_rx, founder.face_rx),
+            face_ry: f(self.face_ry, founder.face_ry),
+            chin: f(self.chin, founder.chin),
+            skin: c(self.skin, founder.skin),
+            hair: c(self.hair, founder.hair),
+            hair_top: f(self.hair_top, founder.hair_top),
+            hair_side: f(self.hair_side, founder.hair_side),
+            eye_dx: f(self.eye_dx, founder.eye_dx),
+            eye_y: f(self.eye_y, founder.eye_y),
+            eye_rx: f(self.eye_rx, founder.eye_rx),
+            eye_ry: f(self.eye_ry, founder.eye_ry),
+            iris: c(self.iris, founder.iris),
+            brow_gap: f(self.brow_gap, founder.brow_gap),
+            brow_thick: f(self.brow_thick, founder.brow_thick),
+            brow_tilt: f(self.brow_tilt, founder.brow_tilt),
+            nose_y: f(self.nose_y, founder.nose_y),
+            nose_w: f(self.nose_w, founder.nose_w),
+            mouth_y: f(self.mouth_y, founder.mouth_y),
+            mouth_w: f(self.mouth_w, founder.mouth_w),
+            mouth_h: f(self.mouth_h, founder.mouth_h),
+            lip: c(self.lip, founder.lip),
+            mole: self.mole,
+            glasses: if close { founder.glasses } else { self.glasses },
+            beard: if close { founder.beard } else { self.beard },
+        }
+    }
+
     /// The same person `years` older: hair greying and receding, skin paler, brows thinner,
     /// the face a little longer and the eyes narrower (for the age stand-ins of the
     /// verification bins; the corpus itself never ages anyone).
@@ -153,6 +190,8 @@ pub struct Variation {
     pub background: (Rgb, Rgb),
     /// Landmark detector error, in pixels (standard deviation).
     pub landmark_noise: f64,
+    /// Years older than the person's own identity (the `hard` presets; 0 elsewhere).
+    pub age: f64,
 }
 
 impl Variation {
@@ -181,6 +220,7 @@ impl Variation {
                 [r.range(40.0, 230.0), r.range(40.0, 230.0), r.range(40.0, 230.0)],
             ),
             landmark_noise: 0.8 * s,
+            age: 0.0,
         }
     }
 }

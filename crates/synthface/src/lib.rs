@@ -72,13 +72,45 @@ pub struct Preset {
     pub distractors: usize,
     /// Training identities whose names (spelt differently) also appear in a test set.
     pub shared_identities: usize,
-    /// 0..1: how much pose, lighting, blur, noise and occlusion vary.
+    /// 0..1: how much pose, lighting, blur, noise and occlusion vary (above 1: more still).
     pub difficulty: f64,
+    /// What makes the `hard` presets hard beyond `difficulty`; absent from the others, whose
+    /// corpora (and `synth.json`) stay byte for byte what they were.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hard: Option<Hard>,
+}
+
+/// The `hard` presets' extra variation: look-alike families, large head turns, ageing
+/// between one person's images, and heavy blur (low-resolution sources).
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Hard {
+    /// People come in families of this many, ten ids apart, so a family stays inside one
+    /// LFW fold and one YTF split, where mismatched pairs are drawn.
+    pub family: u64,
+    /// Chance that a family member is a look-alike of its founder.
+    pub lookalikes: f64,
+    /// How close a look-alike is to the founder (see `Identity::relative_of`).
+    pub closeness: f64,
+    /// One person's images span up to this many years (`Identity::aged`, per image).
+    pub age_years: f64,
+    /// Standard deviation of the head turn (yaw; 1 is a profile), and its limit.
+    pub yaw_sd: f64,
+    /// The largest head turn (0.8 is about 60 degrees).
+    pub max_yaw: f64,
+    /// Chance of a heavy blur (radius 2 to 3.5 px), as from a low-resolution source.
+    pub low_res: f64,
+}
+
+impl Hard {
+    /// The family founder of person `pid` (itself, for a founder).
+    pub fn founder(&self, pid: u64) -> u64 {
+        pid - ((pid / 10) % self.family.max(1)) * 10
+    }
 }
 
 impl Preset {
     /// The presets by name, smallest first.
-    pub const NAMES: [&'static str; 3] = ["tiny", "demo", "bench"];
+    pub const NAMES: [&'static str; 5] = ["tiny", "demo", "bench", "hard-demo", "hard"];
 
     /// The preset called `name`.
     pub fn named(name: &str) -> Option<Preset> {
@@ -98,6 +130,16 @@ impl Preset {
             distractors: 200,
             shared_identities: 6,
             difficulty: 0.8,
+            hard: None,
+        };
+        let hard = Hard {
+            family: 4,
+            lookalikes: 0.7,
+            closeness: 0.6,
+            age_years: 30.0,
+            yaw_sd: 0.4,
+            max_yaw: 0.8,
+            low_res: 0.15,
         };
         match name {
             "demo" => Some(base),
@@ -134,6 +176,45 @@ impl Preset {
                 distractors: 2000,
                 shared_identities: 10,
                 ..base
+            }),
+            // The real protocols' sizes: 6,000 LFW pairs, 5,000 YTF video pairs, 10,000
+            // MegaFace distractors; 1,000 training identities in look-alike families.
+            "hard" => Some(Preset {
+                name: "hard",
+                casia_identities: 1000,
+                casia_images: (10, 40),
+                lfw_identities: 600,
+                lfw_images: (2, 6),
+                pairs_per_fold: 300,
+                ytf_identities: 200,
+                ytf_videos: (2, 4),
+                ytf_frames: (4, 8),
+                ytf_pairs_per_split: 500,
+                facescrub_identities: 80,
+                facescrub_images: (4, 10),
+                distractors: 10_000,
+                shared_identities: 30,
+                difficulty: 1.2,
+                hard: Some(hard),
+            }),
+            // The same corpus at demo size (minutes on 2 cores).
+            "hard-demo" => Some(Preset {
+                name: "hard-demo",
+                casia_identities: 200,
+                casia_images: (10, 40),
+                lfw_identities: 300,
+                lfw_images: (2, 6),
+                pairs_per_fold: 60,
+                ytf_identities: 60,
+                ytf_videos: (2, 3),
+                ytf_frames: (4, 6),
+                ytf_pairs_per_split: 40,
+                facescrub_identities: 20,
+                facescrub_images: (3, 6),
+                distractors: 1000,
+                shared_identities: 10,
+                difficulty: 1.2,
+                hard: Some(hard),
             }),
             _ => None,
         }
@@ -290,7 +371,7 @@ pub fn generate(out: &Path, p: &Preset, seed: u64, tick: &(dyn Fn() + Sync)) -> 
     let lfw = c.lfw(&lfw_people)?;
     let ytf = c.ytf(&ytf_people)?;
     c.megaface(&fs_people)?;
-    let marks = render_all(out, seed, &c.jobs, tick)?;
+    let marks = render_all(out, seed, p.hard.as_ref(), &c.jobs, tick)?;
     let landmarks = |prefix: &str, rel: &str| -> Result<&[[f64; 2]; 5]> {
         marks
             .get(&format!("{prefix}/{rel}"))
@@ -380,7 +461,17 @@ impl<'a> Corpus<'a> {
 
     /// The variation seeded by `tags` (independent of the main generator).
     fn var(&self, tags: &[u64]) -> Variation {
-        Variation::draw(&mut Rng::derive(self.seed, tags), self.p.difficulty)
+        let mut v = Variation::draw(&mut Rng::derive(self.seed, tags), self.p.difficulty);
+        if let Some(h) = &self.p.hard {
+            // From their own stream, so the draws above stay those of the other presets.
+            let mut r = Rng::derive(self.seed ^ 0x4A5D, tags);
+            v.yaw = (r.normal() * h.yaw_sd).clamp(-h.max_yaw, h.max_yaw);
+            v.age = r.range(0.0, h.age_years);
+            if r.chance(h.low_res) {
+                v.blur = r.range(2.0, 3.5);
+            }
+        }
+        v
     }
 
     /// Queues one image of `person`.
@@ -601,20 +692,43 @@ fn ytf_splits(r: &mut Rng, names: &[String], videos: &[(String, usize)], per_spl
 
 /// Renders every job in parallel (each carries its own seeds), writes the JPEGs (and
 /// MegaFace's JSON sidecars); returns each image's landmarks by relative path.
-fn render_all(out: &Path, seed: u64, jobs: &[Job], tick: &(dyn Fn() + Sync)) -> Result<HashMap<String, [[f64; 2]; 5]>> {
+fn render_all(
+    out: &Path,
+    seed: u64,
+    hard: Option<&Hard>,
+    jobs: &[Job],
+    tick: &(dyn Fn() + Sync),
+) -> Result<HashMap<String, [[f64; 2]; 5]>> {
     jobs.par_iter()
         .map(|j| {
-            let marks = render_job(out, seed, j)?;
+            let marks = render_job(out, seed, hard, j)?;
             tick();
             Ok((j.rel.clone(), marks))
         })
         .collect()
 }
 
+/// Person `pid`'s identity: their own, or (in a `hard` corpus) perhaps a look-alike of their
+/// family's founder; `age` years older when above 0.
+pub fn identity_of(seed: u64, hard: Option<&Hard>, pid: u64, age: f64) -> Identity {
+    let own = |pid: u64| Identity::new(seed ^ pid.wrapping_mul(0xA24B_AED4_963E_E407));
+    let mut id = own(pid);
+    if let Some(h) = hard {
+        let founder = h.founder(pid);
+        if founder != pid && Rng::derive(seed, &[0xFA, pid]).chance(h.lookalikes) {
+            id = id.relative_of(&own(founder), h.closeness);
+        }
+    }
+    if age > 0.0 {
+        id = id.aged(age);
+    }
+    id
+}
+
 /// One image: rendered, written as JPEG (quality 92), with a MegaFace sidecar where the
 /// layout has one.
-fn render_job(out: &Path, seed: u64, j: &Job) -> Result<[[f64; 2]; 5]> {
-    let id = Identity::new(seed ^ j.person.wrapping_mul(0xA24B_AED4_963E_E407));
+fn render_job(out: &Path, seed: u64, hard: Option<&Hard>, j: &Job) -> Result<[[f64; 2]; 5]> {
+    let id = identity_of(seed, hard, j.person, j.variation.age);
     let img = render(&id, &j.variation, j.size.0, j.size.1, j.zoom, j.noise_seed);
     let path = out.join(&j.rel);
     if let Some(d) = path.parent() {
@@ -689,6 +803,58 @@ pub fn list_files(dir: &Path) -> Vec<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_hard_preset_has_the_real_protocols_sizes_and_the_others_are_unchanged() {
+        let h = Preset::named("hard").unwrap();
+        assert_eq!(
+            (20 * h.pairs_per_fold, 10 * h.ytf_pairs_per_split, h.distractors),
+            (6000, 5000, 10_000)
+        );
+        // The other presets' synth.json carries no `hard` key, so their bytes are as before.
+        for name in ["tiny", "demo", "bench"] {
+            let json = serde_json::to_string(&Preset::named(name).unwrap()).unwrap();
+            assert!(!json.contains("hard"), "{json}");
+        }
+        assert!(serde_json::to_string(&h).unwrap().contains("\"lookalikes\":0.7"));
+    }
+
+    #[test]
+    fn families_are_ten_ids_apart_so_they_share_a_fold() {
+        let h = Preset::named("hard").unwrap().hard.unwrap();
+        assert_eq!(h.family, 4);
+        // Ids 3, 13, 23, 33 are one family (founder 3); 43 starts the next.
+        assert_eq!([3, 13, 23, 33, 43, 53].map(|p| h.founder(p)), [3, 3, 3, 3, 43, 43]);
+        for pid in 1..500u64 {
+            let f = h.founder(pid);
+            assert!(f <= pid && f % 10 == pid % 10 && h.founder(f) == f, "{pid} -> {f}");
+        }
+    }
+
+    #[test]
+    fn a_look_alike_renders_closer_to_its_founder_than_a_stranger_does() {
+        let h = Preset::named("hard").unwrap().hard.unwrap();
+        let seed = 11;
+        let plain = Variation::draw(&mut Rng::derive(1, &[1]), 0.0);
+        let pixels = |pid: u64| render(&identity_of(seed, Some(&h), pid, 0.0), &plain, 120, 120, 1.0, 0).rgb;
+        let dist = |a: &[u8], b: &[u8]| a.iter().zip(b).map(|(x, y)| f64::from(x.abs_diff(*y))).sum::<f64>();
+        // Find a family member drawn as a look-alike, and compare with a stranger (another family).
+        let member = (1..20u64)
+            .map(|k| 7 + 10 * (4 * k + 1))
+            .find(|&pid| h.founder(pid) != pid && Rng::derive(seed, &[0xFA, pid]).chance(h.lookalikes))
+            .expect("some look-alike");
+        let founder = pixels(h.founder(member));
+        let stranger = pixels(h.founder(member) + 1);
+        assert!(
+            dist(&pixels(member), &founder) < 0.7 * dist(&stranger, &founder),
+            "a look-alike should be nearer its founder than a stranger is"
+        );
+        // Without `hard`, the same id is its own person.
+        assert_ne!(
+            render(&identity_of(seed, None, member, 0.0), &plain, 120, 120, 1.0, 0).rgb,
+            pixels(member)
+        );
+    }
 
     #[test]
     fn a_seed_always_writes_the_same_corpus_and_another_seed_another() {
