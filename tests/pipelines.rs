@@ -253,8 +253,9 @@ fn the_demo_and_the_ablation_run_at_once_on_one_cache() {
     assert_eq!(s.sp(&["verify", "--cache", "cache"]).code, 0);
 }
 
-/// `pipelines/table3.yaml` expands the paper's six methods on the hard corpus, every one
-/// evaluated with MegaFace's 10,000-distractor list, all into one `compare`.
+/// `pipelines/table3.yaml` expands the paper's six methods on the hard corpus, each continuing
+/// from one softmax warm start, every one evaluated with MegaFace's 10,000-distractor list,
+/// all into one `compare`.
 #[test]
 fn table3_expands_six_methods_into_one_comparison() {
     let s = Sandbox::new();
@@ -262,7 +263,12 @@ fn table3_expands_six_methods_into_one_comparison() {
     let r = s.sp(&["dag", &p]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     let trainings: Vec<&str> = r.stdout.lines().filter(|l| l.ends_with("[train]")).collect();
-    assert_eq!(trainings.len(), 6, "{}", r.stdout);
+    assert_eq!(trainings.len(), 7, "six methods and their warm start: {}", r.stdout);
+    assert!(
+        r.stdout.contains("train@m=4 [train]\n  init <- warmup\n  shards <- shard\n"),
+        "{}",
+        r.stdout
+    );
     for m in ["train@m=1", "train@m=4", "baseline@loss=softmax", "baseline@loss=modified-softmax"] {
         assert!(r.stdout.contains(&format!("{m} [train]")), "{m}: {}", r.stdout);
     }
