@@ -151,7 +151,10 @@ pub fn build(card: &ModelCard, weights: &Weights, meta: &[(String, String)], opt
         g.initializer(weights, "fc5.weight", None)?,
         g.initializer(weights, "fc5.bias", None)?,
     );
-    let features = weights["fc5.weight"].0[0];
+    let features = match weights["fc5.weight"].0.as_slice() {
+        [f, _] => *f,
+        other => bail!("`fc5.weight` has shape {other:?}, expected [features, inputs]"),
+    };
     if features != card.net.features {
         bail!("fc5 gives {features} features but the model card says {}", card.net.features);
     }
@@ -213,7 +216,10 @@ impl Graph {
     fn conv_prelu(&mut self, weights: &Weights, x: &str, s: usize, k: usize, stride: i64) -> Result<String> {
         let w = self.initializer(weights, &format!("conv{s}_{k}.weight"), None)?;
         let b = self.initializer(weights, &format!("conv{s}_{k}.bias"), None)?;
-        let channels = weights[&w].0[0];
+        let channels = match weights[&w].0.as_slice() {
+            [c, _, 3, 3] => *c,
+            other => bail!("`{w}` has shape {other:?}, expected [out, in, 3, 3]"),
+        };
         // The slope broadcast over NCHW: [C, 1, 1].
         let slope = self.initializer(weights, &format!("relu{s}_{k}.weight"), Some(vec![channels, 1, 1]))?;
         let y = self.node(

@@ -108,7 +108,16 @@ impl Stage for Detect {
         let job = Job::open(ctx)?;
         let mut results = Vec::new();
         for dir in parts {
-            results.extend(PartResults::read(dir)?.results);
+            let part = PartResults::read(dir)?;
+            // Part artifacts may come from a shared store: an index past the faces is refused.
+            if let Some(r) = part.results.iter().find(|r| r.chosen.is_some_and(|c| c >= r.faces.len())) {
+                bail!(
+                    "{}: `{}` chooses a face it does not list (a damaged part)",
+                    dir.join(PART_RESULTS).display(),
+                    r.source
+                );
+            }
+            results.extend(part.results);
         }
         job.finish(ctx, results)
     }

@@ -95,6 +95,14 @@ fn copy_export(dir: &Path, out: &Path) -> anyhow::Result<Vec<String>> {
     let out_dir = out.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let mut written = Vec::new();
     for (k, name) in exported.files.iter().enumerate() {
+        // export.json may come from a shared store: only plain file names, read and written
+        // beside the artifact and --out.
+        if name.is_empty() || name.contains(['/', '\\']) || name == ".." || name == "." {
+            anyhow::bail!(
+                "{}: lists `{name}`, not a plain file name (a damaged artifact)",
+                dir.join("export.json").display()
+            );
+        }
         let target = if k == 0 { out.to_path_buf() } else { out_dir.join(name) };
         std::fs::copy(dir.join(name), &target).with_context(|| format!("copying {name} to {}", target.display()))?;
         written.push(target.display().to_string());
