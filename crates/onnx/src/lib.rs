@@ -41,6 +41,17 @@ pub enum Batch {
     Fixed(u32),
 }
 
+impl Batch {
+    /// `dynamic` or a number of images (1 or more), as the stage's `batch` param and
+    /// `spherepipe export --batch` take it.
+    pub fn parse(s: &str) -> Option<Batch> {
+        match s {
+            "dynamic" => Some(Batch::Dynamic),
+            n => n.parse::<u32>().ok().filter(|&n| n > 0).map(Batch::Fixed),
+        }
+    }
+}
+
 /// How to export.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ExportOptions {

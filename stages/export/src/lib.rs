@@ -178,13 +178,8 @@ pub struct Settings {
 impl Settings {
     /// From the stage's resolved params.
     pub fn from_params(p: &Params) -> Result<Settings, spherepipe_stage::InvalidParams> {
-        let batch = match p.str("batch")? {
-            "dynamic" => Batch::Dynamic,
-            n => match n.parse::<u32>() {
-                Ok(n) if n > 0 => Batch::Fixed(n),
-                _ => return Err(format!("`batch: {n}` must be `dynamic` or a number of images (1 or more)").into()),
-            },
-        };
+        let text = p.str("batch")?;
+        let batch = Batch::parse(text).ok_or_else(|| format!("`batch: {text}` must be `dynamic` or a number of images (1 or more)"))?;
         Ok(Settings {
             onnx: p.str("format")? == "onnx",
             options: ExportOptions {

@@ -67,13 +67,8 @@ pub(crate) fn export_command(args: ExportArgs, registry: &Registry, quiet: bool)
 
 /// The flags, as the export stage's settings (for a train stage).
 fn settings_of(args: &ExportArgs) -> Result<Settings, Failure> {
-    let batch = match args.batch.as_str() {
-        "dynamic" => Batch::Dynamic,
-        n => match n.parse::<u32>() {
-            Ok(n) if n > 0 => Batch::Fixed(n),
-            _ => return Err(Failure::usage(format!("--batch {n}: `dynamic` or a number of images (1 or more)"))),
-        },
-    };
+    let batch = Batch::parse(&args.batch)
+        .ok_or_else(|| Failure::usage(format!("--batch {}: `dynamic` or a number of images (1 or more)", args.batch)))?;
     if !(13..=21).contains(&args.opset) {
         return Err(Failure::usage(format!("--opset {}: use 13 to 21 (17 is the default)", args.opset)));
     }
