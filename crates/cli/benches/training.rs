@@ -5,7 +5,8 @@
 //! flex CPU backend, the median SphereFace-4 and SphereFace-20 training step at each batch
 //! (3x112x96, softmax head over 1,000 classes, SGD with momentum and weight decay: the PyTorch
 //! peer's setup) with the peak RSS, extraction (FC1 of 64 faces and their mirrors per pass,
-//! images/s), and the loader alone: images/s decoded from PNG shards into normalised batches.
+//! images/s), and the loader alone: images/s decoded from PNG shards into normalised batches
+//! (`LOADER_SHARDS=DIR` reads a directory of real shards; peer: `loader_torch.py DIR`).
 //! Peer: `../shared/bench/sphereface_torch.py --depth 4|20 [--batch 256]`, run right after.
 //! Like the binary, it keeps freed memory mapped; `MIMALLOC_PURGE=1` times mimalloc's default.
 
@@ -67,8 +68,29 @@ fn main() -> anyhow::Result<()> {
     if std::env::var("LOADER").is_ok_and(|v| v == "0") {
         return Ok(());
     }
-    // Loader alone: 4 shards of 1,024 PNG faces, batches of 256.
+    // Loader alone: batches of 256 from LOADER_SHARDS (a directory of shards, such as a
+    // `shard` artifact: what `loader_torch.py` reads too), or from 4 made-up shards of 1,024.
     let tmp = tempfile::tempdir()?;
+    let files = match std::env::var("LOADER_SHARDS") {
+        Ok(dir) => parquet_files(std::path::Path::new(&dir))?,
+        Err(_) => made_up_shards(tmp.path())?,
+    };
+    loader_speed(files)
+}
+
+/// The `.parquet` files under `dir`, sorted.
+fn parquet_files(dir: &std::path::Path) -> anyhow::Result<Vec<std::path::PathBuf>> {
+    let mut files: Vec<_> = std::fs::read_dir(dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "parquet"))
+        .collect();
+    files.sort();
+    anyhow::ensure!(!files.is_empty(), "no .parquet files in {}", dir.display());
+    Ok(files)
+}
+
+/// Four shards of 1,024 made-up PNG faces (112 x 96).
+fn made_up_shards(dir: &std::path::Path) -> anyhow::Result<Vec<std::path::PathBuf>> {
     let mut files = Vec::new();
     for s in 0..4 {
         let rows: Vec<FaceRow> = (0..1024usize)
@@ -90,10 +112,16 @@ fn main() -> anyhow::Result<()> {
                 }
             })
             .collect();
-        let p = tmp.path().join(format!("s{s}.parquet"));
+        let p = dir.join(format!("s{s}.parquet"));
         write_rows(&p, &rows, 256)?;
         files.push(p);
     }
+    Ok(files)
+}
+
+/// Images/s of the training loader (read, PNG decode, flip, normalise), 32 batches of 256
+/// after one, on rayon's threads (`RAYON_NUM_THREADS=1` for one core's figure).
+fn loader_speed(files: Vec<std::path::PathBuf>) -> anyhow::Result<()> {
     let loader = Loader::new(
         files,
         LoaderConfig {
@@ -107,6 +135,7 @@ fn main() -> anyhow::Result<()> {
             channels: Channels::Bgr,
         },
     )?;
+    loader.next_batch()?;
     let start = Instant::now();
     let n = 32;
     for _ in 0..n {

@@ -5,12 +5,13 @@
 //! `cargo bench -p spherepipe-nn --bench conv_layers`; the PyTorch side of the same table:
 //! `python3 crates/nn/benches/conv_layers_torch.py` (same shapes, same batch), run right after.
 //! Each row also times the project's own kernels (`spherepipe_nn::conv`: `forward`,
-//! `input_grad` for stride 1, `weight_grad`), each checked against flex's to 1e-4 relative first.
+//! `input_grad` for stride 1, `direct_input_grad` for stride 2, `weight_grad`), each checked
+//! against flex's to 1e-4 relative first.
 
 use burn_backend::ops::{ConvOptions, FloatTensorOps, ModuleOps};
 use burn_backend::TensorData;
 use burn_flex::{Flex, FlexDevice};
-use spherepipe_nn::conv::{forward, input_grad, weight_grad, Geometry};
+use spherepipe_nn::conv::{direct_input_grad, forward, input_grad, weight_grad, Geometry};
 use std::time::Instant;
 
 /// (input channels, output channels, stride, input height, input width, how many such layers
@@ -83,23 +84,20 @@ fn time_layer(batch: usize, reps: usize, (cin, cout, stride, h, w): (usize, usiz
     let flex_dw = || Flex::conv2d_weight_backward(x.clone(), k.clone(), g.clone(), opts.clone());
     let (xv, kv, gv) = (values(x.clone()), values(k.clone()), values(g.clone()));
     let ours_fwd = || forward(&xv, &kv, None, batch, cout, geo);
-    // Stride 2 keeps flex's input gradient: ours is flex's there.
-    let ours_dx = || (stride == 1).then(|| input_grad(&gv, &kv, batch, cin, cout, (h, w)));
+    let ours_dx = || match stride {
+        1 => input_grad(&gv, &kv, batch, cin, cout, (h, w)),
+        _ => direct_input_grad(&gv, &kv, batch, cout, geo),
+    };
     let ours_dw = || weight_grad(&xv, &gv, batch, cout, geo);
     check("forward", &values(flex_fwd()), &ours_fwd());
-    if let Some(dx) = ours_dx() {
-        check("x-grad", &values(flex_dx()), &dx);
-    }
+    check("x-grad", &values(flex_dx()), &ours_dx());
     check("w-grad", &values(flex_dw()), &ours_dw());
     let flex = [
         time(reps, || drop(flex_fwd())),
         time(reps, || drop(flex_dx())),
         time(reps, || drop(flex_dw())),
     ];
-    let ours_dx = match stride {
-        1 => time(reps, || drop(ours_dx())),
-        _ => flex[1],
-    };
+    let ours_dx = time(reps, || drop(ours_dx()));
     Row {
         flex,
         ours: [time(reps, || drop(ours_fwd())), ours_dx, time(reps, || drop(ours_dw()))],

@@ -5,15 +5,16 @@
 //!   per image over its patch matrix, images in parallel ([`direct_forward`],
 //!   [`direct_weight_grad`]);
 //! - the input gradient of a stride-1 convolution ([`input_grad`]) is the forward pass over the
-//!   output gradient, with the weight's channels swapped and its taps turned by 180° (stride 2
-//!   keeps burn's);
+//!   output gradient, with the weight's channels swapped and its taps turned by 180°; of a
+//!   stride-2 one ([`direct_input_grad`]), the patch matrix's gradient added back onto the
+//!   pixels (burn-flex's went through the `gemm` crate, whose sums follow the cache sizes);
 //! - weight gradients are summed in a fixed order ([`sum_in_runs`]), whatever the thread count.
 //!
 //! The `conv_layers` bench times each against flex's. Other backends (wgpu, cuda) keep burn's
 //! `Conv2d` unchanged.
 
 pub use crate::matrix::Real;
-use crate::matrix::{add_product_with_transpose, multiply, split_even_odd, sum_in_runs};
+use crate::matrix::{add_product_with_transpose, multiply, split_even_odd, sum_in_runs, vector_paths};
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
@@ -60,16 +61,15 @@ impl SphereConv for Flex {
 
     fn conv3x3_input_grad(x: FloatTensor<Self>, weight: FloatTensor<Self>, grad: FloatTensor<Self>, stride: usize) -> FloatTensor<Self> {
         let [batch, cin, h, w] = dims4(&x);
-        let kernel = InputGrad {
-            batch,
-            cin,
-            cout: dims4(&weight)[0],
-            h,
-            w,
+        let cout = dims4(&weight)[0];
+        let ours = match stride {
+            1 => on_values([&grad, &weight], [batch, cin, h, w], InputGrad { batch, cin, cout, h, w }),
+            _ => {
+                let geo = Geometry::of(cin, h, w, stride);
+                on_values([&grad, &weight], [batch, cin, h, w], DirectInputGrad { batch, cout, geo })
+            }
         };
-        let ours = (stride == 1).then(|| on_values([&grad, &weight], [batch, cin, h, w], kernel));
-        ours.flatten()
-            .unwrap_or_else(|| Self::conv2d_x_backward(x, weight, grad, options(stride)))
+        ours.unwrap_or_else(|| Self::conv2d_x_backward(x, weight, grad, options(stride)))
     }
 
     fn conv3x3_weight_grad(x: FloatTensor<Self>, weight: FloatTensor<Self>, grad: FloatTensor<Self>, stride: usize) -> FloatTensor<Self> {
@@ -146,7 +146,7 @@ pub fn conv3x3(x: Tensor<4>, weight: Tensor<4>, bias: Tensor<1>, stride: usize) 
 }
 
 /// A kernel over the values of f32 or f64 tensors, so that the dtype is matched once.
-trait Kernel {
+pub(crate) trait Kernel {
     fn run<T: Real>(&self, inputs: &[&[T]]) -> Vec<T>;
 }
 
@@ -178,6 +178,19 @@ impl Kernel for InputGrad {
     }
 }
 
+/// [`direct_input_grad`] of (output gradient, weight).
+struct DirectInputGrad {
+    batch: usize,
+    cout: usize,
+    geo: Geometry,
+}
+
+impl Kernel for DirectInputGrad {
+    fn run<T: Real>(&self, v: &[&[T]]) -> Vec<T> {
+        direct_input_grad(v[0], v[1], self.batch, self.cout, self.geo)
+    }
+}
+
 /// [`weight_grad`] of (x, output gradient).
 struct WeightGrad {
     batch: usize,
@@ -193,7 +206,11 @@ impl Kernel for WeightGrad {
 
 /// `kernel` on the values of flex tensors, read in place, as a tensor of `shape`; `None` when
 /// they are not all f32 or all f64.
-fn on_values<K: Kernel, const N: usize>(inputs: [&FloatTensor<Flex>; N], shape: [usize; 4], kernel: K) -> Option<FloatTensor<Flex>> {
+pub(crate) fn on_values<K: Kernel, const N: usize, const D: usize>(
+    inputs: [&FloatTensor<Flex>; N],
+    shape: [usize; D],
+    kernel: K,
+) -> Option<FloatTensor<Flex>> {
     let dtype = inputs[0].dtype();
     if inputs.iter().any(|t| t.dtype() != dtype) {
         return None;
@@ -289,11 +306,17 @@ fn im2col<T: Real>(x: &[T], geo: Geometry, col: &mut [T]) {
     }
 }
 
+vector_paths! {
+    /// [`stride2_patches`], on the CPU's widest vectors.
+    fn im2col_stride2(x: &[T], geo: Geometry, col: &mut [T]) = stride2_patches;
+}
+
 /// [`im2col`] for stride 2: each input line the patches meet is split once into its even and
 /// odd columns (a loop the compiler vectorises, where a strided gather would not be), and the
 /// three taps across are copies of those: kx = 0 takes column 2·ox − 1 (odd[ox − 1]), kx = 1
 /// column 2·ox (even[ox]) and kx = 2 column 2·ox + 1 (odd[ox]).
-fn im2col_stride2<T: Real>(x: &[T], geo: Geometry, col: &mut [T]) {
+#[inline(always)]
+fn stride2_patches<T: Real>(x: &[T], geo: Geometry, col: &mut [T]) {
     let Geometry { cin, h, w, ho, wo, .. } = geo;
     let (n, zero) = (ho * wo, T::default());
     let (mut even, mut odd) = (vec![zero; wo], vec![zero; wo]);
@@ -365,6 +388,62 @@ pub fn input_grad<T: Real>(grad: &[T], weight: &[T], batch: usize, cin: usize, c
         }
     }
     forward(grad, &turned, None, batch, cin, Geometry::of(cout, h, w, 1))
+}
+
+/// dX of a convolution of any stride (the kernel for stride 2): per image, the patch matrix's
+/// gradient Wᵀ · dY_i [(cin·9) × n], then each of its entries added back onto the input pixel
+/// it was copied from ([`add_patches`]), in one fixed order; images in parallel.
+pub fn direct_input_grad<T: Real>(grad: &[T], weight: &[T], batch: usize, cout: usize, geo: Geometry) -> Vec<T> {
+    use rayon::prelude::*;
+    let Geometry { cin, h, w, ho, wo, .. } = geo;
+    let (k, n, plane) = (cin * 9, ho * wo, cin * h * w);
+    assert!(grad.len() == batch * cout * n && weight.len() == cout * k);
+    let mut wt = vec![T::default(); k * cout];
+    for (o, row) in weight.chunks_exact(k).enumerate() {
+        for (j, &v) in row.iter().enumerate() {
+            wt[j * cout + o] = v;
+        }
+    }
+    let mut dx = vec![T::default(); batch * plane];
+    if dx.is_empty() || n == 0 {
+        return dx;
+    }
+    dx.par_chunks_mut(plane).zip(grad.par_chunks(cout * n)).for_each_init(
+        || vec![T::default(); k * n],
+        |col, (dxi, gi)| {
+            multiply(col, &wt, gi, (k, cout, n), false);
+            add_patches(col, geo, dxi);
+        },
+    );
+    dx
+}
+
+/// The adjoint of [`im2col`]: adds row (c, ky, kx), column (oy, ox) of `col` onto input pixel
+/// (c, oy·stride + ky − 1, ox·stride + kx − 1) where that is inside the image.
+fn add_patches<T: Real>(col: &[T], geo: Geometry, dx: &mut [T]) {
+    let Geometry { cin, h, w, stride, ho, wo } = geo;
+    let n = ho * wo;
+    for c in 0..cin {
+        let plane = &mut dx[c * h * w..][..h * w];
+        for ky in 0..3 {
+            for kx in 0..3 {
+                let row = &col[((c * 3 + ky) * 3 + kx) * n..][..n];
+                for oy in 0..ho {
+                    let iy = (oy * stride + ky).wrapping_sub(1);
+                    if iy >= h {
+                        continue;
+                    }
+                    let line = &mut plane[iy * w..][..w];
+                    for (ox, &v) in row[oy * wo..][..wo].iter().enumerate() {
+                        let ix = (ox * stride + kx).wrapping_sub(1);
+                        if ix < w {
+                            line[ix] += v;
+                        }
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// dW [cout, cin, 3, 3] of the convolution of `x` [batch, cin, h, w], given the output gradient

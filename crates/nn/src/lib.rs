@@ -5,6 +5,8 @@
 
 /// SphereFace's 3×3 convolution as an operation of our own on the CPU backend.
 pub mod conv;
+/// FC1 and the classifier head's products as an operation of our own on the CPU backend.
+pub mod dense;
 /// Which devices of this node a stage runs on (the `devices` param).
 pub mod devices;
 /// The losses: A-Softmax with its λ schedule, CosFace, ArcFace, plain softmax.
@@ -15,6 +17,8 @@ pub(crate) mod matrix;
 pub mod mtcnn;
 /// Parameter names in weights files: the public sphere20a / Caffe names.
 pub mod names;
+/// The matrix products under the convolutions: the same bytes on every CPU path.
+pub mod products;
 /// The SphereFace networks (4 to 64 layers) and the classifier head.
 pub mod sphere;
 /// Training: a step of SGD with the margin loss, checkpoints, weights files.
@@ -23,6 +27,15 @@ pub mod train;
 pub mod winograd;
 
 pub use burn;
+
+/// The vector level burn-flex's kernels run at on this CPU (`v4` for AVX-512, `v3` for AVX2,
+/// as the `macerator` crate names them). Its reductions keep one partial sum per vector lane,
+/// so a loss or a bias gradient is summed in another order at another width: the bits of a
+/// CPU training depend on this, and `train` and `extract` put it in their version (and so in
+/// the fingerprint). The convolutions and dense products do not (`products`).
+pub fn cpu_vector_level() -> String {
+    format!("{:?}", macerator::Arch::detect()).to_lowercase()
+}
 pub use burn::tensor::Device;
 
 /// The first CUDA GPU (builds with the `cuda` feature).

@@ -107,7 +107,7 @@ pub fn logits(
     lambda: f64,
 ) -> Tensor<2> {
     if let Loss::Softmax = loss {
-        let out = features.matmul(weight);
+        let out = crate::dense::dense(features, weight);
         return match bias {
             Some(b) => out + b.unsqueeze_dim(0),
             None => out,
@@ -116,7 +116,7 @@ pub fn logits(
     let classes = weight.dims()[1];
     let w = weight.clone() / (weight.powi_scalar(2).sum_dim(0).sqrt() + 1e-12);
     let norm = features.clone().powi_scalar(2).sum_dim(1).sqrt() + 1e-12; // [B, 1]
-    let cos = (features.matmul(w) / norm.clone()).clamp(-1.0, 1.0);
+    let cos = (crate::dense::dense(features, w) / norm.clone()).clamp(-1.0, 1.0);
     let target = one_hot_like(&cos, labels, classes);
     match loss {
         Loss::Softmax => unreachable!("handled above"),

@@ -1,8 +1,9 @@
 //! The dense helpers both convolution paths use (`conv.rs`'s stride-2 patch gemm and
-//! `winograd.rs`'s stride-1 transforms): the element types, row-major products through the
-//! `gemm` crate, the even/odd split of a line, and sums in a fixed order. Neither kernel file
-//! imports the other for these.
+//! `winograd.rs`'s stride-1 transforms): the element types, row-major products (through
+//! `products.rs`), the even/odd split of a line, and sums in a fixed order. Neither kernel
+//! file imports the other for these.
 
+use crate::products::{product, Isa, Layout};
 use std::ops::Range;
 
 /// The element types the kernels take (f32 for training, f64 for the tests' tight checks).
@@ -23,16 +24,26 @@ pub trait Real:
     const ONE: Self;
     /// ½.
     const HALF: Self;
+    /// self · a + b with one rounding (a fused multiply-add, in software where the CPU has none).
+    fn mul_add(self, a: Self, b: Self) -> Self;
 }
 
 impl Real for f32 {
     const ONE: Self = 1.0;
     const HALF: Self = 0.5;
+    #[inline(always)]
+    fn mul_add(self, a: Self, b: Self) -> Self {
+        f32::mul_add(self, a, b)
+    }
 }
 
 impl Real for f64 {
     const ONE: Self = 1.0;
     const HALF: Self = 0.5;
+    #[inline(always)]
+    fn mul_add(self, a: Self, b: Self) -> Self {
+        f64::mul_add(self, a, b)
+    }
 }
 
 /// even[t] = line[2t], odd[t] = line[2t + 1], zero past the line's end (all zero for an empty
@@ -53,53 +64,46 @@ pub(crate) fn split_even_odd<T: Real>(line: &[T], even: &mut [T], odd: &mut [T])
     odd[count..].fill(T::default());
 }
 
+/// `$name`, a function over plain arrays, with `$body` compiled also for AVX-512 and for AVX2,
+/// run on the path [`Isa::best`] names (more lanes than the x86-64 baseline the crate is built
+/// for). The bodies are element-by-element sums and copies (Rust never fuses a multiply and an
+/// add on its own), so their bits are the same on every path.
+macro_rules! vector_paths {
+    ($(#[$doc:meta])* fn $name:ident($($arg:ident: $ty:ty),* $(,)?) = $body:ident;) => {
+        $(#[$doc])*
+        fn $name<T: Real>($($arg: $ty),*) {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx512f,avx2,fma")]
+                fn avx512<T: Real>($($arg: $ty),*) {
+                    $body($($arg),*)
+                }
+                #[target_feature(enable = "avx2,fma")]
+                fn avx2<T: Real>($($arg: $ty),*) {
+                    $body($($arg),*)
+                }
+                match $crate::products::Isa::best() {
+                    // SAFETY: `Isa::best()` names a path the CPU has (never above `Isa::cpu()`).
+                    $crate::products::Isa::Avx512 => return unsafe { avx512($($arg),*) },
+                    // SAFETY: as above.
+                    $crate::products::Isa::Avx2 => return unsafe { avx2($($arg),*) },
+                    $crate::products::Isa::Portable => {}
+                }
+            }
+            $body($($arg),*)
+        }
+    };
+}
+pub(crate) use vector_paths;
+
 /// dst [m × n] = a [m × k] · b [k × n], all row-major, added to what dst holds if `accumulate`.
 pub(crate) fn multiply<T: Real>(dst: &mut [T], a: &[T], b: &[T], (m, k, n): (usize, usize, usize), accumulate: bool) {
-    gemm_row_major(dst, a, (b, n as isize, 1), (m, k, n), accumulate);
+    product(Isa::best(), dst, a, (b, Layout::RowMajor), (m, k, n), accumulate);
 }
 
 /// dst [m × n] += a [m × k] · btᵀ, where `bt` is [n × k], all row-major.
 pub(crate) fn add_product_with_transpose<T: Real>(dst: &mut [T], a: &[T], bt: &[T], (m, k, n): (usize, usize, usize)) {
-    gemm_row_major(dst, a, (bt, 1, k as isize), (m, k, n), true);
-}
-
-/// dst [m × n] (=, or += if `accumulate`) a [m × k] · b, with b's element (r, c) at
-/// `b.0[r · b.1 + c · b.2]`.
-fn gemm_row_major<T: Real>(
-    dst: &mut [T],
-    a: &[T],
-    (b, b_row, b_col): (&[T], isize, isize),
-    (m, k, n): (usize, usize, usize),
-    accumulate: bool,
-) {
-    assert!(dst.len() == m * n && a.len() == m * k && b.len() == k * n);
-    assert!((b_row, b_col) == (n as isize, 1) || (b_row, b_col) == (1, k as isize));
-    // SAFETY: b is k × n read row-major or as the transpose of an n × k row-major matrix (the
-    // two stride pairs allowed above); the lengths checked above keep every index of the three
-    // matrices in bounds; dst is borrowed mutably, so it overlaps neither a nor b.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr(),
-            1,
-            n as isize,
-            accumulate,
-            a.as_ptr(),
-            1,
-            k as isize,
-            b.as_ptr(),
-            b_col,
-            b_row,
-            T::ONE,
-            T::ONE,
-            false,
-            false,
-            false,
-            gemm::Parallelism::None,
-        );
-    }
+    product(Isa::best(), dst, a, (bt, Layout::Transposed), (m, k, n), true);
 }
 
 /// How many partial sums a weight gradient is split into: fixed, so that the order of the

@@ -688,6 +688,7 @@ impl ModuleVisitor for ToDevice<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::products::Isa;
 
     /// Four classes of 24x20 images: class c is bright in quadrant c, plus noise.
     fn toy_batch(step: u64, b: usize) -> (Vec<f32>, Vec<i64>) {
@@ -773,27 +774,75 @@ mod tests {
 
     #[test]
     fn a_cpu_training_run_is_the_same_bits_on_one_two_and_four_threads() {
-        // SphereFace-10 has stride-1 residual units, so every kind of convolution kernel runs.
-        let mut config = cfg(Loss::ASoftmax { m: 4 });
-        config.net.depth = 10;
         let run = |threads: usize| {
             let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().expect("a pool");
-            pool.install(|| {
-                let mut t = Trainer::new(config.clone(), &Device::flex(), 3).unwrap();
-                let losses: Vec<u64> = (0..4)
-                    .map(|s| {
-                        let (x, y) = toy_batch(s, 8);
-                        t.train_step(&x, &y, 24, 20).unwrap().loss.to_bits()
-                    })
-                    .collect();
-                let features = t.features(&toy_batch(9, 8).0, 8, 24, 20).unwrap();
-                (losses, features.iter().map(|v| v.to_bits()).collect::<Vec<_>>())
-            })
+            pool.install(short_run_bits)
         };
         let one = run(1);
         assert!(one.0.windows(2).all(|w| w[0] != w[1]) && one.1.len() == 8 * 16 && one.1.iter().any(|b| *b != 0));
         assert_eq!(one, run(2), "2 threads differ from 1");
         assert_eq!(one, run(4), "4 threads differ from 1");
+    }
+
+    /// The bits of a short SphereFace-10 run (it has stride-1 residual units, so every kind of
+    /// convolution kernel runs): four steps' losses, then the features after them.
+    fn short_run_bits() -> (Vec<u64>, Vec<u32>) {
+        let mut config = cfg(Loss::ASoftmax { m: 4 });
+        config.net.depth = 10;
+        let mut t = Trainer::new(config, &Device::flex(), 3).unwrap();
+        let losses = (0..4)
+            .map(|s| {
+                let (x, y) = toy_batch(s, 8);
+                t.train_step(&x, &y, 24, 20).unwrap().loss.to_bits()
+            })
+            .collect();
+        let features = t.features(&toy_batch(9, 8).0, 8, 24, 20).unwrap();
+        (losses, features.iter().map(|v| v.to_bits()).collect())
+    }
+
+    /// [`short_run_bits`] as text, for a child process to hand back.
+    fn run_bits() -> String {
+        let (losses, features) = short_run_bits();
+        let hex = losses
+            .iter()
+            .map(|b| format!("{b:x}"))
+            .chain(features.iter().map(|b| format!("{b:x}")));
+        hex.collect::<Vec<_>>().join(",")
+    }
+
+    /// The same run on each vector path this CPU has (AVX-512, AVX2, portable), each in a
+    /// process of its own since the path is chosen once per process (`SPHEREPIPE_ISA`).
+    #[test]
+    fn a_cpu_training_run_is_the_same_bits_on_every_vector_path() {
+        const NAME: &str = "train::tests::a_cpu_training_run_is_the_same_bits_on_every_vector_path";
+        if let Ok(out) = std::env::var("SPHEREPIPE_BITS_OUT") {
+            // The path this process took, so that an ignored SPHEREPIPE_ISA cannot pass.
+            std::fs::write(out, format!("{} {}", Isa::best().name(), run_bits())).unwrap();
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let runs: Vec<(Isa, String)> = Isa::available()
+            .into_iter()
+            .map(|isa| {
+                let out = dir.path().join(isa.name());
+                let status = std::process::Command::new(std::env::current_exe().unwrap())
+                    .args(["--exact", NAME, "--test-threads=1"])
+                    .env("SPHEREPIPE_ISA", isa.name())
+                    .env("SPHEREPIPE_BITS_OUT", &out)
+                    .status()
+                    .unwrap();
+                assert!(status.success(), "the {isa:?} run failed");
+                let text = std::fs::read_to_string(&out).unwrap();
+                let (path, bits) = text.split_once(' ').unwrap();
+                assert_eq!(path, isa.name(), "SPHEREPIPE_ISA={} was not taken", isa.name());
+                (isa, bits.to_owned())
+            })
+            .collect();
+        println!("compared: {:?}", runs.iter().map(|r| r.0).collect::<Vec<_>>());
+        assert!(runs[0].1.split(',').count() == 4 + 8 * 16);
+        for (isa, bits) in &runs[1..] {
+            assert!(*bits == runs[0].1, "{isa:?} differs from {:?}", runs[0].0);
+        }
     }
 
     /// Every parameter's values, in visiting order.

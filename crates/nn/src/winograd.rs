@@ -10,39 +10,18 @@
 //! Bᵀ = [1 0 −1 0; 0 1 1 0; 0 −1 1 0; 0 1 0 −1], G = [1 0 0; ½ ½ ½; ½ −½ ½; 0 0 1] and
 //! Aᵀ = [1 1 1 0; 0 1 −1 −1].
 
-use crate::matrix::{add_product_with_transpose, multiply, split_even_odd, sum_in_runs, Real};
+use crate::matrix::{add_product_with_transpose, multiply, split_even_odd, sum_in_runs, vector_paths, Real};
 use std::ops::Range;
 
-/// `$name`, a function over a band's tiles, with `$body` compiled for AVX2 where the CPU has it
-/// (twice the lanes of the x86-64 baseline the crate is built for). The transforms are
-/// element-by-element sums, so their bits are the same either way.
-macro_rules! avx2_or_baseline {
-    ($(#[$doc:meta])* fn $name:ident($($arg:ident: $ty:ty),* $(,)?) = $body:ident;) => {
-        $(#[$doc])*
-        fn $name<T: Real>($($arg: $ty),*) {
-            #[cfg(target_arch = "x86_64")]
-            if std::is_x86_feature_detected!("avx2") {
-                #[target_feature(enable = "avx2")]
-                fn avx2<T: Real>($($arg: $ty),*) {
-                    $body($($arg),*)
-                }
-                // SAFETY: the CPU has AVX2, the one feature `avx2` is compiled for.
-                return unsafe { avx2($($arg),*) };
-            }
-            $body($($arg),*)
-        }
-    };
-}
-
-avx2_or_baseline! {
+vector_paths! {
     /// [`input_blocks`].
     fn transform_input(xs: &[T], plan: &Plan, band: Range<usize>, v: &mut [T]) = input_blocks;
 }
-avx2_or_baseline! {
+vector_paths! {
     /// [`output_blocks`].
     fn transform_output(m: &[T], bias: Option<&[T]>, plan: &Plan, band: Range<usize>, ys: &mut [T]) = output_blocks;
 }
-avx2_or_baseline! {
+vector_paths! {
     /// [`grad_blocks`].
     fn transform_grad(gs: &[T], plan: &Plan, band: Range<usize>, dm: &mut [T]) = grad_blocks;
 }

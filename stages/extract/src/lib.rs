@@ -93,7 +93,10 @@ impl Stage for Extract {
     fn version(&self) -> &'static str {
         // 2: faces fed in the model's colour order (BGR by default) instead of always RGB. 3: on
         // the CPU, the convolutions are spherepipe-nn's (other orders of additions, other bits).
-        "3"
+        // 4: their matrix products, and FC1's, are spherepipe-nn's own (`products.rs`).
+        // The CPU's vector level too: burn-flex's sums run in another order at another width.
+        static VERSION: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+        VERSION.get_or_init(|| format!("4+cpu-{}", spherepipe_nn::cpu_vector_level()))
     }
     fn doc(&self) -> &'static str {
         "FC1 features of each face and its mirror, concatenated (features.parquet; MegaFace devkit files on request)"

@@ -40,7 +40,12 @@ impl Stage for Train {
         // gradients come from spherepipe-nn's own kernel (another order of additions). 6: on the
         // CPU, every convolution is spherepipe-nn's (Winograd for stride 1). 7: schedule.svg/png
         // (λ and the learning rate by step).
-        "7"
+        // 8: on the CPU, the convolutions' matrix products are spherepipe-nn's own
+        // (`products.rs`: one order of fused multiply-adds on every vector path), FC1 and the
+        // head's too (`dense.rs`).
+        // The CPU's vector level too: burn-flex's sums run in another order at another width.
+        static VERSION: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+        VERSION.get_or_init(|| format!("8+cpu-{}", spherepipe_nn::cpu_vector_level()))
     }
     fn doc(&self) -> &'static str {
         "SphereFace CNN + A-Softmax (or softmax/modified-softmax/cosface/arcface) training"

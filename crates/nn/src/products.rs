@@ -1,0 +1,451 @@
+//! The matrix products under the convolutions, our own so that an output's arithmetic never
+//! depends on the CPU: every element of a product is Σₚ a[i, p] · b[p, j] summed for p = 0, 1,
+//! …, K − 1 by one fused multiply-add each, from 0, then added to what the output held. The
+//! AVX-512, AVX2 and portable paths differ only in how many outputs they compute at once
+//! (their register blocks), so they give the same bytes. The `gemm` crate, used before, picks
+//! its k-blocking from the cache sizes it detects, so its sums (and a model's bits) moved from
+//! one machine to another.
+//!
+//! The portable path (x86-64 without AVX2, other architectures) computes the same fused
+//! multiply-adds in software where the CPU has none: slow, but the same bits.
+
+use crate::matrix::Real;
+
+/// Which code computes the products: chosen once from the CPU, or forced (tests, benches).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Isa {
+    /// 512-bit vectors, 8 × 32 output blocks.
+    Avx512,
+    /// 256-bit vectors with FMA, 6 × 16 output blocks.
+    Avx2,
+    /// Whatever the compiler makes of plain Rust for the build's baseline, 4 × 8 blocks.
+    Portable,
+}
+
+impl Isa {
+    /// The path the convolutions take: the fastest this CPU runs, or a slower one named by
+    /// `SPHEREPIPE_ISA` (avx2, portable), which benches use to time an older CPU's path.
+    /// Since every path gives the same bytes, the variable changes speed, never an artifact.
+    pub fn best() -> Isa {
+        static BEST: std::sync::OnceLock<Isa> = std::sync::OnceLock::new();
+        *BEST.get_or_init(|| {
+            let cpu = Isa::cpu();
+            let asked = std::env::var("SPHEREPIPE_ISA").ok().and_then(|v| Isa::named(&v));
+            asked.filter(|a| *a <= cpu).unwrap_or(cpu)
+        })
+    }
+
+    /// The fastest path this CPU runs.
+    pub fn cpu() -> Isa {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("fma") {
+                return Isa::Avx512;
+            }
+            if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+                return Isa::Avx2;
+            }
+        }
+        Isa::Portable
+    }
+
+    /// Every path this CPU can run, fastest first (what the bit-identity tests compare).
+    pub fn available() -> Vec<Isa> {
+        [Isa::Avx512, Isa::Avx2, Isa::Portable]
+            .into_iter()
+            .filter(|i| *i <= Isa::cpu())
+            .collect()
+    }
+
+    /// The path called `name` (as [`Isa::name`] writes it).
+    pub fn named(name: &str) -> Option<Isa> {
+        [Isa::Avx512, Isa::Avx2, Isa::Portable].into_iter().find(|i| i.name() == name)
+    }
+
+    /// How it is called in benches and notes.
+    pub fn name(self) -> &'static str {
+        match self {
+            Isa::Avx512 => "avx512",
+            Isa::Avx2 => "avx2",
+            Isa::Portable => "portable",
+        }
+    }
+
+    fn rank(self) -> u8 {
+        match self {
+            Isa::Avx512 => 2,
+            Isa::Avx2 => 1,
+            Isa::Portable => 0,
+        }
+    }
+}
+
+impl PartialOrd for Isa {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.rank().cmp(&other.rank()))
+    }
+}
+
+/// How `b` is laid out: row-major [k × n], or the transpose of a row-major [n × k].
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Layout {
+    /// b[p, j] at `p · n + j`.
+    RowMajor,
+    /// b[p, j] at `j · k + p`.
+    Transposed,
+}
+
+/// dst [m × n] (=, or += if `accumulate`) a [m × k] · b [k × n], all row-major (`b` as
+/// `layout` says), on the path `isa`.
+pub(crate) fn product<T: Real>(
+    isa: Isa,
+    dst: &mut [T],
+    a: &[T],
+    (b, layout): (&[T], Layout),
+    (m, k, n): (usize, usize, usize),
+    accumulate: bool,
+) {
+    assert!(dst.len() == m * n && a.len() == m * k && b.len() == k * n, "product: operand sizes");
+    assert!(isa <= Isa::cpu(), "product: {isa:?} on a CPU without it");
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        // An empty sum: 0, or what dst held.
+        if !accumulate {
+            dst.fill(T::default());
+        }
+        return;
+    }
+    let job = Job {
+        dst,
+        a,
+        b,
+        layout,
+        m,
+        k,
+        n,
+        accumulate,
+    };
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `Isa::cpu()` found AVX-512F and FMA on this CPU (asserted above).
+        Isa::Avx512 => unsafe { avx512(job) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `Isa::cpu()` found AVX2 and FMA on this CPU (asserted above).
+        Isa::Avx2 => unsafe { avx2(job) },
+        _ => blocks::<T, 4, 8>(job, tile::<T, 4, 8>),
+    }
+}
+
+/// [`product`] for the `products` bench: b transposed or not, nothing accumulated.
+pub fn product_for_bench(isa: Isa, dst: &mut [f32], a: &[f32], b: &[f32], mkn: (usize, usize, usize), transposed: bool) {
+    let layout = if transposed { Layout::Transposed } else { Layout::RowMajor };
+    product(isa, dst, a, (b, layout), mkn, false);
+}
+
+/// f32 on AVX-512: 8 × 32 blocks (16 of the 32 vector registers accumulate).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+fn avx512<T: Real>(job: Job<'_, T>) {
+    match as_f32(job) {
+        Ok(job) => blocks::<f32, 8, 32>(job, |ap, bp, k, out| tile_avx512(ap, bp, k, out)),
+        Err(job) => blocks::<T, 8, 32>(job, tile::<T, 8, 32>),
+    }
+}
+
+/// f32 on AVX2: 6 × 16 blocks (12 of the 16 vector registers accumulate).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn avx2<T: Real>(job: Job<'_, T>) {
+    match as_f32(job) {
+        Ok(job) => blocks::<f32, 6, 16>(job, |ap, bp, k, out| tile_avx2(ap, bp, k, out)),
+        Err(job) => blocks::<T, 6, 16>(job, tile::<T, 6, 16>),
+    }
+}
+
+/// The job as f32 when `T` is f32 (the vector kernels are written for f32; f64, which only
+/// the tests use, takes the plain-Rust tile compiled for the same features).
+fn as_f32<T: Real>(job: Job<'_, T>) -> Result<Job<'_, f32>, Job<'_, T>> {
+    if std::any::TypeId::of::<T>() != std::any::TypeId::of::<f32>() {
+        return Err(job);
+    }
+    let Job {
+        dst,
+        a,
+        b,
+        layout,
+        m,
+        k,
+        n,
+        accumulate,
+    } = job;
+    Ok(Job {
+        dst: bytemuck::cast_slice_mut(dst),
+        a: bytemuck::cast_slice(a),
+        b: bytemuck::cast_slice(b),
+        layout,
+        m,
+        k,
+        n,
+        accumulate,
+    })
+}
+
+/// One product's operands.
+struct Job<'a, T> {
+    dst: &'a mut [T],
+    a: &'a [T],
+    b: &'a [T],
+    layout: Layout,
+    m: usize,
+    k: usize,
+    n: usize,
+    accumulate: bool,
+}
+
+/// The product in `MR × NR` output blocks: `b` packed once into panels of `NR` columns
+/// ([k × NR] each, contiguous), each block of `MR` rows of `a` packed into [k × MR], then
+/// `tile` computes the block against every panel into `out` [MR × NR].
+#[inline(always)]
+fn blocks<T: Real, const MR: usize, const NR: usize>(job: Job<'_, T>, tile: impl Fn(&[T], &[T], usize, Out<'_, T>)) {
+    let Job {
+        dst,
+        a,
+        b,
+        layout,
+        m,
+        k,
+        n,
+        accumulate,
+    } = job;
+    let panels = n.div_ceil(NR);
+    let mut packed_b = vec![T::default(); panels * k * NR];
+    for (j, panel) in packed_b.chunks_exact_mut(k * NR).enumerate() {
+        pack_b(b, layout, (k, n), j * NR, panel, NR);
+    }
+    let (mut packed_a, mut out) = (vec![T::default(); k * MR], vec![T::default(); MR * NR]);
+    for i0 in (0..m).step_by(MR) {
+        let rows = MR.min(m - i0);
+        for (p, column) in packed_a.chunks_exact_mut(MR).enumerate() {
+            for (r, x) in column.iter_mut().enumerate() {
+                *x = if r < rows { a[(i0 + r) * k + p] } else { T::default() };
+            }
+        }
+        for (j, panel) in packed_b.chunks_exact(k * NR).enumerate() {
+            let (j0, cols) = (j * NR, NR.min(n - j * NR));
+            if rows == MR && cols == NR {
+                // A whole block: straight into dst, added there with the tile's vectors.
+                let at = Out {
+                    rows: &mut dst[i0 * n + j0..],
+                    stride: n,
+                    add: accumulate,
+                };
+                tile(&packed_a, panel, k, at);
+                continue;
+            }
+            let scratch = Out {
+                rows: &mut out,
+                stride: NR,
+                add: false,
+            };
+            tile(&packed_a, panel, k, scratch);
+            for (r, sums) in out.chunks_exact(NR).enumerate().take(rows) {
+                let row = &mut dst[(i0 + r) * n + j0..][..cols];
+                for (o, &v) in row.iter_mut().zip(sums) {
+                    *o = if accumulate { *o + v } else { v };
+                }
+            }
+        }
+    }
+}
+
+/// Where a tile's `MR × NR` sums go: row r at `rows[r · stride..][..NR]`, written, or added
+/// to what is there (dst + sum, the order the scalar copy uses too).
+struct Out<'a, T> {
+    rows: &'a mut [T],
+    stride: usize,
+    add: bool,
+}
+
+/// panel[p · nr + c] = b[p, j0 + c] for the columns b has, 0 beyond.
+#[inline(always)]
+fn pack_b<T: Real>(b: &[T], layout: Layout, (k, n): (usize, usize), j0: usize, panel: &mut [T], nr: usize) {
+    let cols = nr.min(n - j0);
+    match layout {
+        Layout::RowMajor => {
+            for (p, row) in panel.chunks_exact_mut(nr).enumerate() {
+                row[..cols].copy_from_slice(&b[p * n + j0..][..cols]);
+                row[cols..].fill(T::default());
+            }
+        }
+        Layout::Transposed => {
+            panel.fill(T::default());
+            for c in 0..cols {
+                for (p, &v) in b[(j0 + c) * k..][..k].iter().enumerate() {
+                    panel[p * nr + c] = v;
+                }
+            }
+        }
+    }
+}
+
+/// out [MR × NR] = Σₚ ap[p] ⊗ bp[p], from 0 in p order, one fused multiply-add per term: the
+/// arithmetic every path computes (this one in plain Rust).
+#[inline(always)]
+fn tile<T: Real, const MR: usize, const NR: usize>(ap: &[T], bp: &[T], k: usize, out: Out<'_, T>) {
+    let mut acc = [[T::default(); NR]; MR];
+    for (x, y) in ap.chunks_exact(MR).zip(bp.chunks_exact(NR)).take(k) {
+        for r in 0..MR {
+            for c in 0..NR {
+                acc[r][c] = x[r].mul_add(y[c], acc[r][c]);
+            }
+        }
+    }
+    for (r, sums) in acc.iter().enumerate() {
+        let row = &mut out.rows[r * out.stride..][..NR];
+        for (o, &v) in row.iter_mut().zip(sums) {
+            *o = if out.add { *o + v } else { v };
+        }
+    }
+}
+
+/// [`tile`] for f32, 8 × 32, in AVX-512 (`_mm512_fmadd_ps` is the same fused multiply-add
+/// per lane as `f32::mul_add`).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn tile_avx512(ap: &[f32], bp: &[f32], k: usize, out: Out<'_, f32>) {
+    use std::arch::x86_64::*;
+    assert!(ap.len() >= k * 8 && bp.len() >= k * 32 && out.stride >= 32 && out.rows.len() >= 7 * out.stride + 32);
+    let mut acc = [[_mm512_setzero_ps(); 2]; 8];
+    for p in 0..k {
+        // SAFETY: p < k, so the 32 floats at bp[32p..] and the 8 at ap[8p..] are in bounds
+        // (asserted above).
+        let (b0, b1) = unsafe {
+            (
+                _mm512_loadu_ps(bp.as_ptr().add(32 * p)),
+                _mm512_loadu_ps(bp.as_ptr().add(32 * p + 16)),
+            )
+        };
+        for (r, acc_r) in acc.iter_mut().enumerate() {
+            let x = _mm512_set1_ps(ap[8 * p + r]);
+            acc_r[0] = _mm512_fmadd_ps(x, b0, acc_r[0]);
+            acc_r[1] = _mm512_fmadd_ps(x, b1, acc_r[1]);
+        }
+    }
+    for (r, acc_r) in acc.iter().enumerate() {
+        // SAFETY: out holds 8 rows of 32 floats, `stride` apart (asserted above).
+        unsafe {
+            let row = out.rows.as_mut_ptr().add(out.stride * r);
+            for (h, v) in acc_r.iter().enumerate() {
+                let at = row.add(16 * h);
+                let v = if out.add { _mm512_add_ps(_mm512_loadu_ps(at), *v) } else { *v };
+                _mm512_storeu_ps(at, v);
+            }
+        }
+    }
+}
+
+/// [`tile`] for f32, 6 × 16, in AVX2 with FMA.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn tile_avx2(ap: &[f32], bp: &[f32], k: usize, out: Out<'_, f32>) {
+    use std::arch::x86_64::*;
+    assert!(ap.len() >= k * 6 && bp.len() >= k * 16 && out.stride >= 16 && out.rows.len() >= 5 * out.stride + 16);
+    let mut acc = [[_mm256_setzero_ps(); 2]; 6];
+    for p in 0..k {
+        // SAFETY: p < k, so the 16 floats at bp[16p..] are in bounds (asserted above).
+        let (b0, b1) = unsafe {
+            (
+                _mm256_loadu_ps(bp.as_ptr().add(16 * p)),
+                _mm256_loadu_ps(bp.as_ptr().add(16 * p + 8)),
+            )
+        };
+        for (r, acc_r) in acc.iter_mut().enumerate() {
+            let x = _mm256_set1_ps(ap[6 * p + r]);
+            acc_r[0] = _mm256_fmadd_ps(x, b0, acc_r[0]);
+            acc_r[1] = _mm256_fmadd_ps(x, b1, acc_r[1]);
+        }
+    }
+    for (r, acc_r) in acc.iter().enumerate() {
+        // SAFETY: out holds 6 rows of 16 floats, `stride` apart (asserted above).
+        unsafe {
+            let row = out.rows.as_mut_ptr().add(out.stride * r);
+            for (h, v) in acc_r.iter().enumerate() {
+                let at = row.add(8 * h);
+                let v = if out.add { _mm256_add_ps(_mm256_loadu_ps(at), *v) } else { *v };
+                _mm256_storeu_ps(at, v);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use spherepipe_rng::Rng;
+
+    fn random(n: usize, seed: u64) -> Vec<f32> {
+        let mut r = Rng::new(seed);
+        (0..n).map(|_| r.range(-1.0, 1.0) as f32).collect()
+    }
+
+    /// Every element in f64, the sum in p order with a separate multiply and add.
+    fn reference(a: &[f32], b: &[f32], (m, k, n): (usize, usize, usize)) -> Vec<f64> {
+        let mut out = vec![0.0; m * n];
+        for i in 0..m {
+            for j in 0..n {
+                out[i * n + j] = (0..k).map(|p| f64::from(a[i * k + p]) * f64::from(b[p * n + j])).sum();
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn products_match_a_double_precision_reference() {
+        for &(m, k, n) in &[(1, 1, 1), (7, 5, 33), (13, 64, 50), (64, 300, 17), (3, 0, 4)] {
+            let (a, b) = (random(m * k, 1), random(k * n, 2));
+            let want = reference(&a, &b, (m, k, n));
+            let mut got = vec![0.0f32; m * n];
+            product(Isa::best(), &mut got, &a, (&b, Layout::RowMajor), (m, k, n), false);
+            for (g, w) in got.iter().zip(&want) {
+                // k roundings of terms below 1 in size: a few ulps of k.
+                assert!((f64::from(*g) - w).abs() <= 1e-6 * k as f64, "{m}x{k}x{n}: {g} vs {w}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_transposed_operand_and_accumulation_give_what_they_say() {
+        let (m, k, n) = (9, 21, 40);
+        let (a, b) = (random(m * k, 3), random(k * n, 4));
+        let bt: Vec<f32> = (0..n * k).map(|x| b[(x % k) * n + x / k]).collect();
+        let mut plain = vec![0.0f32; m * n];
+        product(Isa::best(), &mut plain, &a, (&b, Layout::RowMajor), (m, k, n), false);
+        let mut from_t = vec![0.5f32; m * n];
+        product(Isa::best(), &mut from_t, &a, (&bt, Layout::Transposed), (m, k, n), true);
+        for (p, t) in plain.iter().zip(&from_t) {
+            assert_eq!((p + 0.5).to_bits(), t.to_bits());
+        }
+    }
+
+    /// The point of the module: the bytes do not depend on the path (on an AVX-512 machine
+    /// this compares all three).
+    #[test]
+    fn every_path_gives_the_same_bytes() {
+        let isas = Isa::available();
+        println!("paths on this CPU: {isas:?}");
+        for &(m, k, n) in &[(3, 7, 5), (16, 64, 336), (33, 129, 70), (128, 576, 48), (5, 2688, 9)] {
+            let (a, b) = (random(m * k, 5), random(k * n, 6));
+            let run = |isa: Isa| {
+                let mut out = random(m * n, 7);
+                product(isa, &mut out, &a, (&b, Layout::RowMajor), (m, k, n), true);
+                out.iter().map(|v| v.to_bits()).collect::<Vec<u32>>()
+            };
+            let first = run(isas[0]);
+            for &isa in &isas[1..] {
+                assert!(run(isa) == first, "{isa:?} differs from {:?} at {m}x{k}x{n}", isas[0]);
+            }
+        }
+    }
+}
