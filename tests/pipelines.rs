@@ -123,7 +123,8 @@ fn demo_data_stages(s: &Sandbox) -> String {
 /// bombs: the same artifact, so everything after it keeps its fingerprint), `flip` 3 and `shard` 2 (the image column written plain and uncompressed;
 /// `synth`'s fingerprint retaken on 2026-12-03 for its new `insightface` param, off by default:
 /// the same artifact, so nothing after it moves;
-/// `align` 2 brought cp2tform). When a kind's output changes on
+/// `align` 2 brought cp2tform). Retaken on 2026-12-03 when the demo moved to the `hard-demo`
+/// preset (with `synth` 3). When a kind's output changes on
 /// purpose — its `version()` goes up — update the values here in the same commit.
 #[test]
 fn the_demo_data_stages_keep_their_fingerprints_and_outputs() {
@@ -147,28 +148,28 @@ fn the_demo_data_stages_keep_their_fingerprints_and_outputs() {
     let want = [
         (
             "synth",
-            "3e52343dd5e38f62113228e44dd9d0d85da2347d2fa66972760dad87a29ea245",
-            "04665214c75fcf272b7535a8ec4a20ee8ba8fb6dc35a4c25dad1772709878f05",
+            "3f84518614b163da93f649ab63e0d04e4953004b664b34b074fad0b99255b8e6",
+            "d5bd6cdfa7d7e79096505fe1e6b58e709a51c8758dd5a9193429df16b654b1d5",
         ),
         (
             "dedupe",
-            "aae5446cda4a93db2ed0b85396f4fe986b689c7c01b76d3d53b2e8b417b22330",
-            "ecf63631ec4de61e6a608763b6aef1d01d12e71be6d72d12f8743f73e214d218",
+            "0f4a1f929d646165694a81aceb77bf5870a7e2f33ee2fe9f47dd2f926392bd90",
+            "a75234ee21779ebe5722e6190c27ffdb4af963e8dee3e2bb8cc33c1d97e4fc10",
         ),
         (
             "align",
-            "0ca5f819c0e767fe246d424c6da176ed0a13a696a0d1b6c6cc86f82b7028cc2e",
-            "39d4ee4a2d79ae22496df5078e886f7aa52ea071ad46bc2b3a6a6bbc8cd4abc9",
+            "557c7de2117e0fb2b0604a38ce2f22357aaf09867bca15bcda08bf0ea50c1071",
+            "c0bd380bd5220ab5f8abb25ef6a4a02ee50406479139b913222f4b3c13b186dd",
         ),
         (
             "flip",
-            "c2bdcbb8e3d2bf92234750547e19862af8f0f385b7da97d171c3853edbf69036",
-            "42d00c4c9a6857a8b46181ea8330685a17197624544700216e13dc0ef90e3fd7",
+            "fcb108f8a4d2c1b4694b415fbe75e4dcd71028b71dcad93ee304dee1c3b746ce",
+            "1d729e1374aff097d6ef84cbcd1fff241efbebda7722fa97270f289bc43cb20d",
         ),
         (
             "shard",
-            "f0ceb9a0c278a7600653311755003718baf283e775f2541da4bb9e4f0af40dcc",
-            "17a8993aad37f2112d11d8db02890ccdc846cbb50628c5cc7499d730ad95cfeb",
+            "9e2eedaae9012e385a2e05ee4b0224aafcde953cbbb4adcf4d2fe41f81d8c8b2",
+            "5968c7a9bb9408595947a8c7f760ec9e3334426a3fa6da039536f76ae42908f7",
         ),
     ];
     assert_eq!(
@@ -199,7 +200,7 @@ fn the_demo_and_the_ablation_run_at_once_on_one_cache() {
         }
         args
     };
-    let demo_args = with_sets(&demo, &SMALL);
+    let demo_args = with_sets(&demo, &[&SMALL[..], &["warmup.steps=6", "warmup.milestones=[3, 5]"]].concat());
     let ablation_sets = [SMALL[0], SMALL[1], SMALL[2], "baseline.steps=6", "baseline.milestones=[3, 5]"];
     let ablation_args = with_sets(&ablation, &ablation_sets);
     let spawn = |args: &[String]| {

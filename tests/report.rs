@@ -235,10 +235,12 @@ fn the_demos_page_renders_in_a_real_browser() {
     let s = Sandbox::new();
     let demo = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../pipelines/demo.yaml")).unwrap();
     s.write(&demo.replace("root: ..", "root: ."));
-    // The demo's stages on the tiny corpus: 5 training steps, the 10-distractor list.
+    // The demo's stages on the tiny corpus: 5 + 5 training steps, the 10-distractor list.
     let small = [
         "--set",
         "synth.preset=tiny",
+        "--set",
+        "warmup.steps=5",
         "--set",
         "train.steps=5",
         "--set",
@@ -276,6 +278,7 @@ fn the_demos_page_renders_in_a_real_browser() {
         "align",
         "flip",
         "shard",
+        "warmup",
         "train",
         "align_lfw",
         "align_ytf",

@@ -22,6 +22,7 @@
 
 #![warn(missing_docs)]
 
+mod balanced;
 mod face;
 mod names;
 mod raster;
@@ -32,6 +33,7 @@ pub use names::{name_for, Spelling};
 pub use spherepipe_rng::Rng;
 
 use anyhow::{bail, Context, Result};
+use balanced::{draw_fold, Member};
 use rayon::prelude::*;
 use serde::Serialize;
 use std::collections::HashMap;
@@ -99,6 +101,9 @@ pub struct Hard {
     pub max_yaw: f64,
     /// Chance of a heavy blur (radius 2 to 3.5 px), as from a low-resolution source.
     pub low_res: f64,
+    /// Share of an LFW fold's (or YTF split's) different-person pairs that are two members
+    /// of one family, the same in every fold (`balanced`).
+    pub family_pairs: f64,
 }
 
 impl Hard {
@@ -140,6 +145,7 @@ impl Preset {
             yaw_sd: 0.4,
             max_yaw: 0.8,
             low_res: 0.15,
+            family_pairs: 0.05,
         };
         match name {
             "demo" => Some(base),
@@ -178,24 +184,27 @@ impl Preset {
                 ..base
             }),
             // The real protocols' sizes: 6,000 LFW pairs, 5,000 YTF video pairs, 10,000
-            // MegaFace distractors; 1,000 training identities in look-alike families.
+            // MegaFace distractors; 1,000 training identities in look-alike families. Light,
+            // expression, noise and occlusion at the demo's difficulty (0.8, the stage's
+            // default); LFW and YTF about as large as the real sets, so their pairs are
+            // distinct (`balanced`).
             "hard" => Some(Preset {
                 name: "hard",
                 casia_identities: 1000,
                 casia_images: (10, 40),
-                lfw_identities: 600,
+                lfw_identities: 2000,
                 lfw_images: (2, 6),
                 pairs_per_fold: 300,
-                ytf_identities: 200,
+                ytf_identities: 1000,
                 ytf_videos: (2, 4),
-                ytf_frames: (4, 8),
+                ytf_frames: (3, 6),
                 ytf_pairs_per_split: 500,
                 facescrub_identities: 80,
                 facescrub_images: (4, 10),
                 distractors: 10_000,
                 shared_identities: 30,
-                difficulty: 1.2,
                 hard: Some(hard),
+                ..base
             }),
             // The same corpus at demo size (minutes on 2 cores).
             "hard-demo" => Some(Preset {
@@ -205,16 +214,16 @@ impl Preset {
                 lfw_identities: 300,
                 lfw_images: (2, 6),
                 pairs_per_fold: 60,
-                ytf_identities: 60,
-                ytf_videos: (2, 3),
-                ytf_frames: (4, 6),
+                ytf_identities: 120,
+                ytf_videos: (2, 4),
+                ytf_frames: (3, 5),
                 ytf_pairs_per_split: 40,
                 facescrub_identities: 20,
                 facescrub_images: (3, 6),
                 distractors: 1000,
                 shared_identities: 10,
-                difficulty: 1.2,
                 hard: Some(hard),
+                ..base
             }),
             _ => None,
         }
@@ -401,9 +410,12 @@ fn check_target(out: &Path, p: &Preset) -> Result<()> {
     if out.exists() && fs::read_dir(out).map(|mut d| d.next().is_some()).unwrap_or(true) {
         bail!("{} already exists and is not empty; choose a new directory", out.display());
     }
-    if p.lfw_images.0 < 2 || p.lfw_identities < 10 || p.ytf_identities < 10 || p.ytf_videos.0 < 2 {
+    // Mismatched pairs need two people in a fold: LFW draws them inside its fold, and so does
+    // YTF in the hard presets (the others borrow the next split's person).
+    let ytf_min = if p.hard.is_some() { 20 } else { 10 };
+    if p.lfw_images.0 < 2 || p.lfw_identities < 20 || p.ytf_identities < ytf_min || p.ytf_videos.0 < 2 {
         bail!(
-            "preset `{}` is too small: LFW and YTF need at least 10 identities (one per fold) with 2 images or videos each",
+            "preset `{}` is too small: LFW needs at least 20 identities (two per fold) and YTF {ytf_min}, each with 2 images or videos; raise `sizes:` lfw_identities / ytf_identities",
             p.name
         );
     }
@@ -560,7 +572,10 @@ impl<'a> Corpus<'a> {
             counts.push((name, n));
         }
         self.summary.lfw_images = rels.len();
-        let pairs = lfw_pairs(&mut self.r, &counts, self.p.pairs_per_fold)?;
+        let pairs = match &self.p.hard {
+            Some(h) => lfw_pairs_balanced(&mut self.r, people, &counts, self.p.pairs_per_fold, h)?,
+            None => lfw_pairs(&mut self.r, &counts, self.p.pairs_per_fold)?,
+        };
         self.summary.lfw_pairs = 20 * self.p.pairs_per_fold;
         write(&self.out.join("lfw/pairs.txt"), &pairs)?;
         Ok(rels)
@@ -588,7 +603,10 @@ impl<'a> Corpus<'a> {
         self.summary.ytf_videos = videos.len();
         self.summary.ytf_frames = rels.len();
         let names: Vec<String> = people.iter().map(|&pid| self.name(pid)).collect();
-        let splits = ytf_splits(&mut self.r, &names, &videos, self.p.ytf_pairs_per_split)?;
+        let splits = match &self.p.hard {
+            Some(h) => ytf_splits_balanced(&mut self.r, people, &names, &videos, self.p.ytf_pairs_per_split, h)?,
+            None => ytf_splits(&mut self.r, &names, &videos, self.p.ytf_pairs_per_split)?,
+        };
         self.summary.ytf_pairs = 10 * self.p.ytf_pairs_per_split;
         write(&self.out.join("ytf/splits.txt"), &splits)?;
         Ok(rels)
@@ -659,6 +677,62 @@ fn lfw_pairs(r: &mut Rng, counts: &[(String, usize)], per_fold: usize) -> Result
         }
     }
     Ok(pairs)
+}
+
+/// [`lfw_pairs`] for the `hard` presets: distinct pairs spread over each fold's people, a
+/// fixed share of the mismatched ones within a family (`balanced`).
+fn lfw_pairs_balanced(r: &mut Rng, pids: &[u64], counts: &[(String, usize)], per_fold: usize, h: &Hard) -> Result<String> {
+    let mut pairs = format!("10\t{per_fold}\n");
+    for fold in 0..10 {
+        let idx: Vec<usize> = (0..counts.len()).filter(|i| i % 10 == fold).collect();
+        let members: Vec<Member> = idx
+            .iter()
+            .map(|&i| Member {
+                founder: h.founder(pids[i]),
+                items: counts[i].1,
+            })
+            .collect();
+        let f = draw_fold(r, &members, per_fold, h.family_pairs);
+        for &(m, i, j) in &f.same {
+            writeln!(pairs, "{}\t{}\t{}", counts[idx[m]].0, i + 1, j + 1)?;
+        }
+        for &(a, ia, b, ib) in &f.different {
+            writeln!(pairs, "{}\t{}\t{}\t{}", counts[idx[a]].0, ia + 1, counts[idx[b]].0, ib + 1)?;
+        }
+    }
+    Ok(pairs)
+}
+
+/// [`ytf_splits`] for the `hard` presets, drawn as [`lfw_pairs_balanced`] draws folds.
+fn ytf_splits_balanced(
+    r: &mut Rng,
+    pids: &[u64],
+    names: &[String],
+    videos: &[(String, usize)],
+    per_split: usize,
+    h: &Hard,
+) -> Result<String> {
+    let mut splits = String::from("split number, first video, second video, is same, is physically the same\n");
+    let count = |i: usize| videos.iter().filter(|(n, _)| *n == names[i]).count();
+    for split in 1..=10 {
+        let idx: Vec<usize> = (0..names.len()).filter(|i| i % 10 == split - 1).collect();
+        let members: Vec<Member> = idx
+            .iter()
+            .map(|&i| Member {
+                founder: h.founder(pids[i]),
+                items: count(i),
+            })
+            .collect();
+        let f = draw_fold(r, &members, per_split - per_split / 2, h.family_pairs);
+        for &(m, i, j) in f.same.iter().take(per_split / 2) {
+            let name = &names[idx[m]];
+            writeln!(splits, "{split}, {name}/{i}, {name}/{j}, 1, 1")?;
+        }
+        for &(a, ia, b, ib) in &f.different {
+            writeln!(splits, "{split}, {}/{ia}, {}/{ib}, 0, 0", names[idx[a]], names[idx[b]])?;
+        }
+    }
+    Ok(splits)
 }
 
 /// `splits.txt` of YouTube Faces: ten splits of `per_split` video pairs, same-person pairs
@@ -885,5 +959,76 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("not empty"));
+    }
+
+    #[test]
+    fn a_hard_corpus_lists_distinct_pairs_with_a_fixed_family_share_per_fold() {
+        let d = tempfile::tempdir().unwrap();
+        let mut p = Preset::named("hard-demo").unwrap();
+        Sizes {
+            casia_identities: Some(10),
+            lfw_identities: Some(200),
+            lfw_images: Some((2, 3)),
+            pairs_per_fold: Some(20),
+            ytf_identities: Some(80),
+            ytf_frames: Some((1, 1)),
+            ytf_pairs_per_split: Some(10),
+            facescrub_identities: Some(2),
+            distractors: Some(10),
+            shared_identities: Some(2),
+            ..Sizes::default()
+        }
+        .apply(&mut p)
+        .unwrap();
+        generate(d.path(), &p, 5, &|| {}).unwrap();
+        let pairs = fs::read_to_string(d.path().join("lfw/pairs.txt")).unwrap();
+        let lines: Vec<&str> = pairs.lines().skip(1).collect();
+        assert_eq!(lines.len(), 400);
+        // Matched pairs are all distinct (the folds' people are disjoint, so this is per fold too).
+        let matched: Vec<&str> = lines.iter().copied().filter(|l| l.split('\t').count() == 3).collect();
+        let distinct: std::collections::HashSet<&str> = matched.iter().copied().collect();
+        assert_eq!((matched.len(), distinct.len()), (200, 200));
+        // No couple of people twice among a fold's mismatched pairs (the family share is
+        // tested in `balanced`, where the families are known).
+        for fold in lines.chunks(40) {
+            let couples: std::collections::HashSet<(&str, &str)> = fold[20..]
+                .iter()
+                .map(|l| {
+                    let f: Vec<&str> = l.split('\t').collect();
+                    (f[0].min(f[2]), f[0].max(f[2]))
+                })
+                .collect();
+            assert_eq!(couples.len(), 20);
+        }
+        let splits = fs::read_to_string(d.path().join("ytf/splits.txt")).unwrap();
+        let same: Vec<&str> = splits.lines().skip(1).filter(|l| l.ends_with(", 1, 1")).collect();
+        let distinct: std::collections::HashSet<&str> = same.iter().map(|l| l.split_once(", ").unwrap().1).collect();
+        assert_eq!((same.len(), distinct.len()), (50, 50));
+    }
+
+    #[test]
+    fn a_fold_without_two_people_is_refused_not_a_panic() {
+        let d = tempfile::tempdir().unwrap();
+        for (preset, sizes) in [
+            (
+                "tiny",
+                Sizes {
+                    lfw_identities: Some(15),
+                    ..Sizes::default()
+                },
+            ),
+            (
+                "hard-demo",
+                Sizes {
+                    ytf_identities: Some(12),
+                    ..Sizes::default()
+                },
+            ),
+        ] {
+            let mut p = Preset::named(preset).unwrap();
+            sizes.apply(&mut p).unwrap();
+            let err = generate(&d.path().join(preset), &p, 1, &|| {}).unwrap_err().to_string();
+            assert!(err.contains("too small") && err.contains("sizes:"), "{err}");
+        }
     }
 }

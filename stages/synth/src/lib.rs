@@ -16,7 +16,8 @@ impl Stage for Synth {
         "synth"
     }
     fn version(&self) -> &'static str {
-        "2"
+        // 3: the hard presets draw distinct LFW/YTF pairs from larger test sets.
+        "3"
     }
     fn doc(&self) -> &'static str {
         "synthetic faces in the CASIA-WebFace, LFW, YouTube Faces and MegaFace layouts"
