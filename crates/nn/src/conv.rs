@@ -14,7 +14,7 @@
 //! `Conv2d` unchanged.
 
 pub use crate::matrix::Real;
-use crate::matrix::{add_product_with_transpose, multiply, split_even_odd, sum_in_runs, vector_paths};
+use crate::matrix::{add_product_with_transpose, multiply, split_even_odd, sum_in_runs, vector_paths, with_scratch};
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
@@ -361,16 +361,15 @@ pub fn direct_forward<T: Real>(x: &[T], weight: &[T], bias: Option<&[T]>, batch:
     if y.is_empty() || plane == 0 {
         return y;
     }
-    y.par_chunks_mut(cout * n).zip(x.par_chunks(plane)).for_each_init(
-        || vec![T::default(); k * n],
-        |col, (yi, xi)| {
+    y.par_chunks_mut(cout * n).zip(x.par_chunks(plane)).for_each(|(yi, xi)| {
+        with_scratch(k * n, |col: &mut [T]| {
             im2col(xi, geo, col);
             if let Some(bias) = bias {
                 yi.chunks_mut(n).zip(bias).for_each(|(row, b)| row.fill(*b));
             }
             multiply(yi, weight, col, (cout, k, n), true);
-        },
-    );
+        })
+    });
     y
 }
 
@@ -408,13 +407,12 @@ pub fn direct_input_grad<T: Real>(grad: &[T], weight: &[T], batch: usize, cout: 
     if dx.is_empty() || n == 0 {
         return dx;
     }
-    dx.par_chunks_mut(plane).zip(grad.par_chunks(cout * n)).for_each_init(
-        || vec![T::default(); k * n],
-        |col, (dxi, gi)| {
+    dx.par_chunks_mut(plane).zip(grad.par_chunks(cout * n)).for_each(|(dxi, gi)| {
+        with_scratch(k * n, |col: &mut [T]| {
             multiply(col, &wt, gi, (k, cout, n), false);
             add_patches(col, geo, dxi);
-        },
-    );
+        })
+    });
     dx
 }
 
@@ -462,11 +460,12 @@ pub fn direct_weight_grad<T: Real>(x: &[T], grad: &[T], batch: usize, cout: usiz
     let Geometry { cin, h, w, ho, wo, .. } = geo;
     let (k, n) = (cin * 9, ho * wo);
     sum_in_runs(batch, cout * k, |acc, images| {
-        let mut col = vec![T::default(); k * n];
-        for i in images {
-            im2col(&x[i * cin * h * w..][..cin * h * w], geo, &mut col);
-            add_product_with_transpose(acc, &grad[i * cout * n..][..cout * n], &col, (cout, n, k));
-        }
+        with_scratch(k * n, |col: &mut [T]| {
+            for i in images {
+                im2col(&x[i * cin * h * w..][..cin * h * w], geo, col);
+                add_product_with_transpose(acc, &grad[i * cout * n..][..cout * n], col, (cout, n, k));
+            }
+        })
     })
 }
 

@@ -133,3 +133,24 @@ pub(crate) fn sum_in_runs<T: Real>(items: usize, len: usize, add: impl Fn(&mut [
     }
     total
 }
+
+thread_local! {
+    /// Each thread's spare working buffers (as u64s, aligned for f32 and f64 alike).
+    static SPARE: std::cell::RefCell<Vec<Vec<u64>>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// `f` given a buffer of `len` values that it must overwrite before it reads them (they hold
+/// whatever an earlier call left): a thread's buffers are kept and reused, so a training step
+/// neither asks the allocator for fresh pages nor zeroes what it is about to write. Calls may
+/// nest; each takes a buffer of its own.
+pub(crate) fn with_scratch<T: Real, R>(len: usize, f: impl FnOnce(&mut [T]) -> R) -> R {
+    let words = (len * std::mem::size_of::<T>()).div_ceil(8);
+    let mut buffer = SPARE.with(|s| s.borrow_mut().pop()).unwrap_or_default();
+    if buffer.len() < words {
+        buffer.resize(words, 0);
+    }
+    let values: &mut [T] = bytemuck::cast_slice_mut(&mut buffer[..words]);
+    let out = f(&mut values[..len]);
+    SPARE.with(|s| s.borrow_mut().push(buffer));
+    out
+}

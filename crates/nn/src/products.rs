@@ -9,7 +9,7 @@
 //! The portable path (x86-64 without AVX2, other architectures) computes the same fused
 //! multiply-adds in software where the CPU has none: slow, but the same bits.
 
-use crate::matrix::Real;
+use crate::matrix::{with_scratch, Real};
 
 /// Which code computes the products: chosen once from the CPU, or forced (tests, benches).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -204,9 +204,27 @@ struct Job<'a, T> {
     accumulate: bool,
 }
 
-/// The product in `MR × NR` output blocks: `b` packed once into panels of `NR` columns
-/// ([k × NR] each, contiguous), each block of `MR` rows of `a` packed into [k × MR], then
-/// `tile` computes the block against every panel into `out` [MR × NR].
+/// How many terms of each sum one pass takes: a [KC × 32] panel of `b` (32 KiB) stays in the
+/// level-1 cache while every block of rows of `a` runs against it. A pass ends by storing its
+/// partial sums and the next begins by loading them, which continues the chain of fused
+/// multiply-adds exactly, so KC changes speed, never a bit.
+const KC: usize = 256;
+
+/// What a tile does with the `MR × NR` values at its destination.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// Sums from 0, stored.
+    Write,
+    /// Sums from 0, added to what is there (dst + sum).
+    Add,
+    /// Sums continued from the partial sums there, stored.
+    Continue,
+}
+
+/// The product in `MR × NR` output blocks: all of `a` packed into blocks of `MR` rows ([k × MR]
+/// each), `b` into panels of `NR` columns ([k × NR] each); then, `KC` terms at a time, each
+/// panel meets every block of rows (the panel's slice stays in the level-1 cache, the rows
+/// stream from level 2), `tile` computing one block into an [`Out`].
 #[inline(always)]
 fn blocks<T: Real, const MR: usize, const NR: usize>(job: Job<'_, T>, tile: impl Fn(&[T], &[T], usize, Out<'_, T>)) {
     let Job {
@@ -219,53 +237,117 @@ fn blocks<T: Real, const MR: usize, const NR: usize>(job: Job<'_, T>, tile: impl
         n,
         accumulate,
     } = job;
-    let panels = n.div_ceil(NR);
-    let mut packed_b = vec![T::default(); panels * k * NR];
-    for (j, panel) in packed_b.chunks_exact_mut(k * NR).enumerate() {
-        pack_b(b, layout, (k, n), j * NR, panel, NR);
-    }
-    let (mut packed_a, mut out) = (vec![T::default(); k * MR], vec![T::default(); MR * NR]);
-    for i0 in (0..m).step_by(MR) {
-        let rows = MR.min(m - i0);
-        for (p, column) in packed_a.chunks_exact_mut(MR).enumerate() {
-            for (r, x) in column.iter_mut().enumerate() {
-                *x = if r < rows { a[(i0 + r) * k + p] } else { T::default() };
-            }
+    let (row_blocks, panels) = (m.div_ceil(MR), n.div_ceil(NR));
+    with_scratch(row_blocks * k * MR, |packed_a: &mut [T]| {
+        for (i, block) in packed_a.chunks_exact_mut(k * MR).enumerate() {
+            pack_a(a, (m, k), i * MR, block, MR);
         }
-        for (j, panel) in packed_b.chunks_exact(k * NR).enumerate() {
-            let (j0, cols) = (j * NR, NR.min(n - j * NR));
-            if rows == MR && cols == NR {
-                // A whole block: straight into dst, added there with the tile's vectors.
-                let at = Out {
-                    rows: &mut dst[i0 * n + j0..],
-                    stride: n,
-                    add: accumulate,
-                };
-                tile(&packed_a, panel, k, at);
-                continue;
+        let mut product = |packed_b: &[T]| {
+            let packed = (&*packed_a, packed_b);
+            if accumulate && k > KC {
+                // With more than one pass, dst + sum needs the whole sum first.
+                with_scratch(m * n, |sums: &mut [T]| {
+                    passes::<T, MR, NR>(sums, packed, (m, k, n), false, &tile);
+                    dst.iter_mut().zip(&*sums).for_each(|(d, s)| *d += *s);
+                });
+            } else {
+                passes::<T, MR, NR>(dst, packed, (m, k, n), accumulate, &tile);
             }
-            let scratch = Out {
-                rows: &mut out,
-                stride: NR,
-                add: false,
-            };
-            tile(&packed_a, panel, k, scratch);
-            for (r, sums) in out.chunks_exact(NR).enumerate().take(rows) {
-                let row = &mut dst[(i0 + r) * n + j0..][..cols];
-                for (o, &v) in row.iter_mut().zip(sums) {
-                    *o = if accumulate { *o + v } else { v };
+        };
+        with_scratch(panels * k * NR, |packed_b: &mut [T]| {
+            for (j, panel) in packed_b.chunks_exact_mut(k * NR).enumerate() {
+                pack_b(b, layout, (k, n), j * NR, panel, NR);
+            }
+            product(packed_b)
+        })
+    });
+}
+
+/// `target` (=, or += if `accumulate` and one pass holds all of k) the product of the packed
+/// operands, `KC` terms at a time: each panel of `b` meets every block of rows of `a`.
+#[inline(always)]
+fn passes<T: Real, const MR: usize, const NR: usize>(
+    target: &mut [T],
+    (packed_a, packed_b): (&[T], &[T]),
+    (m, k, n): (usize, usize, usize),
+    accumulate: bool,
+    tile: &impl Fn(&[T], &[T], usize, Out<'_, T>),
+) {
+    let (row_blocks, panels) = (m.div_ceil(MR), n.div_ceil(NR));
+    let mut edge = [[T::default(); NR]; MR];
+    for k0 in (0..k).step_by(KC) {
+        let kl = KC.min(k - k0);
+        let mode = match (k0, accumulate) {
+            (0, true) => Mode::Add,
+            (0, false) => Mode::Write,
+            _ => Mode::Continue,
+        };
+        for j in 0..panels {
+            let bp = &packed_b[(j * k + k0) * NR..][..kl * NR];
+            let (j0, cols) = (j * NR, NR.min(n - j * NR));
+            for i in 0..row_blocks {
+                let ap = &packed_a[(i * k + k0) * MR..][..kl * MR];
+                let (i0, rows) = (i * MR, MR.min(m - i * MR));
+                let at = &mut target[i0 * n + j0..];
+                if rows == MR && cols == NR {
+                    tile(ap, bp, kl, Out { rows: at, stride: n, mode });
+                } else {
+                    edge_tile(&mut edge, (at, n), (rows, cols), mode, |out| tile(ap, bp, kl, out));
                 }
             }
         }
     }
 }
 
-/// Where a tile's `MR × NR` sums go: row r at `rows[r · stride..][..NR]`, written, or added
-/// to what is there (dst + sum, the order the scalar copy uses too).
+/// A block cut by the matrix's edge, computed in a whole `MR × NR` scratch block: the partial
+/// sums copied in first when the pass continues them, its `rows × cols` copied (or added) back.
+#[inline(always)]
+fn edge_tile<T: Real, const MR: usize, const NR: usize>(
+    scratch: &mut [[T; NR]; MR],
+    (target, stride): (&mut [T], usize),
+    (rows, cols): (usize, usize),
+    mode: Mode,
+    tile: impl FnOnce(Out<'_, T>),
+) {
+    if mode == Mode::Continue {
+        for (r, line) in scratch.iter_mut().enumerate().take(rows) {
+            line[..cols].copy_from_slice(&target[r * stride..][..cols]);
+        }
+    }
+    let inner = if mode == Mode::Continue { Mode::Continue } else { Mode::Write };
+    tile(Out {
+        rows: scratch.as_flattened_mut(),
+        stride: NR,
+        mode: inner,
+    });
+    for (r, sums) in scratch.iter().enumerate().take(rows) {
+        let line = &mut target[r * stride..][..cols];
+        for (o, &v) in line.iter_mut().zip(sums) {
+            *o = if mode == Mode::Add { *o + v } else { v };
+        }
+    }
+}
+
+/// Where a tile's `MR × NR` sums go: row r at `rows[r · stride..][..NR]`, and what it does with
+/// the values there (`mode`).
 struct Out<'a, T> {
     rows: &'a mut [T],
     stride: usize,
-    add: bool,
+    mode: Mode,
+}
+
+/// block[p · mr + r] = a[i0 + r, p] for the rows a has, 0 beyond.
+#[inline(always)]
+fn pack_a<T: Real>(a: &[T], (m, k): (usize, usize), i0: usize, block: &mut [T], mr: usize) {
+    let rows = mr.min(m - i0);
+    if rows < mr {
+        block.fill(T::default());
+    }
+    for r in 0..rows {
+        for (p, &v) in a[(i0 + r) * k..][..k].iter().enumerate() {
+            block[p * mr + r] = v;
+        }
+    }
 }
 
 /// panel[p · nr + c] = b[p, j0 + c] for the columns b has, 0 beyond.
@@ -295,6 +377,11 @@ fn pack_b<T: Real>(b: &[T], layout: Layout, (k, n): (usize, usize), j0: usize, p
 #[inline(always)]
 fn tile<T: Real, const MR: usize, const NR: usize>(ap: &[T], bp: &[T], k: usize, out: Out<'_, T>) {
     let mut acc = [[T::default(); NR]; MR];
+    if out.mode == Mode::Continue {
+        for (r, sums) in acc.iter_mut().enumerate() {
+            sums.copy_from_slice(&out.rows[r * out.stride..][..NR]);
+        }
+    }
     for (x, y) in ap.chunks_exact(MR).zip(bp.chunks_exact(NR)).take(k) {
         for r in 0..MR {
             for c in 0..NR {
@@ -305,7 +392,7 @@ fn tile<T: Real, const MR: usize, const NR: usize>(ap: &[T], bp: &[T], k: usize,
     for (r, sums) in acc.iter().enumerate() {
         let row = &mut out.rows[r * out.stride..][..NR];
         for (o, &v) in row.iter_mut().zip(sums) {
-            *o = if out.add { *o + v } else { v };
+            *o = if out.mode == Mode::Add { *o + v } else { v };
         }
     }
 }
@@ -318,19 +405,22 @@ fn tile_avx512(ap: &[f32], bp: &[f32], k: usize, out: Out<'_, f32>) {
     use std::arch::x86_64::*;
     assert!(ap.len() >= k * 8 && bp.len() >= k * 32 && out.stride >= 32 && out.rows.len() >= 7 * out.stride + 32);
     let mut acc = [[_mm512_setzero_ps(); 2]; 8];
-    for p in 0..k {
-        // SAFETY: p < k, so the 32 floats at bp[32p..] and the 8 at ap[8p..] are in bounds
-        // (asserted above).
-        let (b0, b1) = unsafe {
-            (
-                _mm512_loadu_ps(bp.as_ptr().add(32 * p)),
-                _mm512_loadu_ps(bp.as_ptr().add(32 * p + 16)),
-            )
-        };
+    if out.mode == Mode::Continue {
         for (r, acc_r) in acc.iter_mut().enumerate() {
-            let x = _mm512_set1_ps(ap[8 * p + r]);
-            acc_r[0] = _mm512_fmadd_ps(x, b0, acc_r[0]);
-            acc_r[1] = _mm512_fmadd_ps(x, b1, acc_r[1]);
+            // SAFETY: out holds 8 rows of 32 floats, `stride` apart (asserted above).
+            unsafe {
+                let row = out.rows.as_ptr().add(out.stride * r);
+                *acc_r = [_mm512_loadu_ps(row), _mm512_loadu_ps(row.add(16))];
+            }
+        }
+    }
+    for (x, y) in ap.chunks_exact(8).zip(bp.chunks_exact(32)).take(k) {
+        // SAFETY: `y` holds 32 floats (chunks_exact).
+        let (b0, b1) = unsafe { (_mm512_loadu_ps(y.as_ptr()), _mm512_loadu_ps(y.as_ptr().add(16))) };
+        for (acc_r, &v) in acc.iter_mut().zip(x) {
+            let v = _mm512_set1_ps(v);
+            acc_r[0] = _mm512_fmadd_ps(v, b0, acc_r[0]);
+            acc_r[1] = _mm512_fmadd_ps(v, b1, acc_r[1]);
         }
     }
     for (r, acc_r) in acc.iter().enumerate() {
@@ -339,7 +429,11 @@ fn tile_avx512(ap: &[f32], bp: &[f32], k: usize, out: Out<'_, f32>) {
             let row = out.rows.as_mut_ptr().add(out.stride * r);
             for (h, v) in acc_r.iter().enumerate() {
                 let at = row.add(16 * h);
-                let v = if out.add { _mm512_add_ps(_mm512_loadu_ps(at), *v) } else { *v };
+                let v = if out.mode == Mode::Add {
+                    _mm512_add_ps(_mm512_loadu_ps(at), *v)
+                } else {
+                    *v
+                };
                 _mm512_storeu_ps(at, v);
             }
         }
@@ -353,18 +447,22 @@ fn tile_avx2(ap: &[f32], bp: &[f32], k: usize, out: Out<'_, f32>) {
     use std::arch::x86_64::*;
     assert!(ap.len() >= k * 6 && bp.len() >= k * 16 && out.stride >= 16 && out.rows.len() >= 5 * out.stride + 16);
     let mut acc = [[_mm256_setzero_ps(); 2]; 6];
-    for p in 0..k {
-        // SAFETY: p < k, so the 16 floats at bp[16p..] are in bounds (asserted above).
-        let (b0, b1) = unsafe {
-            (
-                _mm256_loadu_ps(bp.as_ptr().add(16 * p)),
-                _mm256_loadu_ps(bp.as_ptr().add(16 * p + 8)),
-            )
-        };
+    if out.mode == Mode::Continue {
         for (r, acc_r) in acc.iter_mut().enumerate() {
-            let x = _mm256_set1_ps(ap[6 * p + r]);
-            acc_r[0] = _mm256_fmadd_ps(x, b0, acc_r[0]);
-            acc_r[1] = _mm256_fmadd_ps(x, b1, acc_r[1]);
+            // SAFETY: out holds 6 rows of 16 floats, `stride` apart (asserted above).
+            unsafe {
+                let row = out.rows.as_ptr().add(out.stride * r);
+                *acc_r = [_mm256_loadu_ps(row), _mm256_loadu_ps(row.add(8))];
+            }
+        }
+    }
+    for (x, y) in ap.chunks_exact(6).zip(bp.chunks_exact(16)).take(k) {
+        // SAFETY: `y` holds 16 floats (chunks_exact).
+        let (b0, b1) = unsafe { (_mm256_loadu_ps(y.as_ptr()), _mm256_loadu_ps(y.as_ptr().add(8))) };
+        for (acc_r, &v) in acc.iter_mut().zip(x) {
+            let v = _mm256_set1_ps(v);
+            acc_r[0] = _mm256_fmadd_ps(v, b0, acc_r[0]);
+            acc_r[1] = _mm256_fmadd_ps(v, b1, acc_r[1]);
         }
     }
     for (r, acc_r) in acc.iter().enumerate() {
@@ -373,7 +471,11 @@ fn tile_avx2(ap: &[f32], bp: &[f32], k: usize, out: Out<'_, f32>) {
             let row = out.rows.as_mut_ptr().add(out.stride * r);
             for (h, v) in acc_r.iter().enumerate() {
                 let at = row.add(8 * h);
-                let v = if out.add { _mm256_add_ps(_mm256_loadu_ps(at), *v) } else { *v };
+                let v = if out.mode == Mode::Add {
+                    _mm256_add_ps(_mm256_loadu_ps(at), *v)
+                } else {
+                    *v
+                };
                 _mm256_storeu_ps(at, v);
             }
         }
@@ -426,6 +528,27 @@ mod tests {
         product(Isa::best(), &mut from_t, &a, (&bt, Layout::Transposed), (m, k, n), true);
         for (p, t) in plain.iter().zip(&from_t) {
             assert_eq!((p + 0.5).to_bits(), t.to_bits());
+        }
+    }
+
+    /// The contract to the bit, past the pass length too (k = 3·KC + 5, cut into four passes):
+    /// each element is dst + (the chain of fused multiply-adds from 0 in p order), written
+    /// here as a plain loop, on every path.
+    #[test]
+    fn every_element_is_one_chain_of_fused_multiply_adds_however_k_is_cut() {
+        let (m, k, n) = (11, 3 * KC + 5, 37);
+        let (a, b, start) = (random(m * k, 8), random(k * n, 9), random(m * n, 10));
+        let mut want = start.clone();
+        for i in 0..m {
+            for j in 0..n {
+                let sum = (0..k).fold(0f32, |acc, p| a[i * k + p].mul_add(b[p * n + j], acc));
+                want[i * n + j] += sum;
+            }
+        }
+        for isa in Isa::available() {
+            let mut got = start.clone();
+            product(isa, &mut got, &a, (&b, Layout::RowMajor), (m, k, n), true);
+            assert!(got.iter().zip(&want).all(|(g, w)| g.to_bits() == w.to_bits()), "{isa:?}");
         }
     }
 

@@ -10,7 +10,7 @@
 //! Bᵀ = [1 0 −1 0; 0 1 1 0; 0 −1 1 0; 0 1 0 −1], G = [1 0 0; ½ ½ ½; ½ −½ ½; 0 0 1] and
 //! Aᵀ = [1 1 1 0; 0 1 −1 −1].
 
-use crate::matrix::{add_product_with_transpose, multiply, split_even_odd, sum_in_runs, vector_paths, Real};
+use crate::matrix::{add_product_with_transpose, multiply, split_even_odd, sum_in_runs, vector_paths, with_scratch, Real};
 use std::ops::Range;
 
 vector_paths! {
@@ -102,23 +102,22 @@ pub fn forward<T: Real>(
     let u = transform_weights(weight, cout, cin);
     y.par_chunks_mut(plan.images * y_image)
         .zip(x.par_chunks(plan.images * x_image))
-        .for_each_init(
-            || (Vec::new(), Vec::new()),
-            |(v, m), (ys, xs)| {
-                let images = xs.len() / x_image;
-                for band in (0..plan.bands()).map(|i| plan.band(i)) {
-                    let tiles = images * band.len() * plan.tw;
-                    v.resize(16 * cin * tiles, T::default());
-                    m.resize(16 * cout * tiles, T::default());
-                    transform_input(xs, &plan, band.clone(), v);
-                    for xi in 0..16 {
-                        let (vx, mx) = (&v[xi * cin * tiles..][..cin * tiles], &mut m[xi * cout * tiles..][..cout * tiles]);
-                        multiply(mx, &u[xi * cout * cin..][..cout * cin], vx, (cout, cin, tiles), false);
-                    }
-                    transform_output(m, bias, &plan, band, ys);
-                }
-            },
-        );
+        .for_each(|(ys, xs)| {
+            let images = xs.len() / x_image;
+            for band in (0..plan.bands()).map(|i| plan.band(i)) {
+                let tiles = images * band.len() * plan.tw;
+                with_scratch(16 * cin * tiles, |v: &mut [T]| {
+                    with_scratch(16 * cout * tiles, |m: &mut [T]| {
+                        transform_input(xs, &plan, band.clone(), v);
+                        for xi in 0..16 {
+                            let (vx, mx) = (&v[xi * cin * tiles..][..cin * tiles], &mut m[xi * cout * tiles..][..cout * tiles]);
+                            multiply(mx, &u[xi * cout * cin..][..cout * cin], vx, (cout, cin, tiles), false);
+                        }
+                        transform_output(m, bias, &plan, band, ys);
+                    })
+                });
+            }
+        });
     y
 }
 
@@ -133,19 +132,20 @@ pub fn weight_grad<T: Real>(x: &[T], grad: &[T], (batch, cin, cout): (usize, usi
     let bands = plan.bands();
     let blocks = batch.div_ceil(plan.images) * bands;
     let du = sum_in_runs(blocks, 16 * cout * cin, |du, run| {
-        let (mut v, mut dm) = (Vec::new(), Vec::new());
         for block in run {
             let (slab, band) = (block / bands * plan.images, plan.band(block % bands));
             let images = plan.images.min(batch - slab);
             let tiles = images * band.len() * plan.tw;
-            v.resize(16 * cin * tiles, T::default());
-            dm.resize(16 * cout * tiles, T::default());
-            transform_input(&x[slab * x_image..][..images * x_image], &plan, band.clone(), &mut v);
-            transform_grad(&grad[slab * y_image..][..images * y_image], &plan, band, &mut dm);
-            for xi in 0..16 {
-                let (vx, dmx) = (&v[xi * cin * tiles..][..cin * tiles], &dm[xi * cout * tiles..][..cout * tiles]);
-                add_product_with_transpose(&mut du[xi * cout * cin..][..cout * cin], dmx, vx, (cout, tiles, cin));
-            }
+            with_scratch(16 * cin * tiles, |v: &mut [T]| {
+                with_scratch(16 * cout * tiles, |dm: &mut [T]| {
+                    transform_input(&x[slab * x_image..][..images * x_image], &plan, band.clone(), v);
+                    transform_grad(&grad[slab * y_image..][..images * y_image], &plan, band, dm);
+                    for xi in 0..16 {
+                        let (vx, dmx) = (&v[xi * cin * tiles..][..cin * tiles], &dm[xi * cout * tiles..][..cout * tiles]);
+                        add_product_with_transpose(&mut du[xi * cout * cin..][..cout * cin], dmx, vx, (cout, tiles, cin));
+                    }
+                })
+            });
         }
     });
     untransform_weights(&du, cout, cin)
