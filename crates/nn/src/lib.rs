@@ -17,6 +17,8 @@ pub(crate) mod matrix;
 pub mod mtcnn;
 /// Parameter names in weights files: the public sphere20a / Caffe names.
 pub mod names;
+/// PReLU with per-channel slopes as an operation of our own on the CPU backend.
+pub mod prelu;
 /// The matrix products under the convolutions: the same bytes on every CPU path.
 pub mod products;
 /// The SphereFace networks (4 to 64 layers) and the classifier head.

@@ -17,6 +17,7 @@ pub trait Real:
     + Send
     + Sync
     + 'static
+    + PartialOrd
     + bytemuck::Pod
     + burn::tensor::Element
 {

@@ -74,7 +74,8 @@ impl ConvAct {
             Some(bias) => crate::conv::conv3x3(x, conv.weight.val(), bias.val(), conv.stride[0]),
             None => conv.forward(x),
         };
-        self.act.forward(y)
+        // PReLU in one pass each way on the CPU (`prelu.rs`), burn's elsewhere.
+        crate::prelu::prelu_channels(y, self.act.alpha.val())
     }
 }
 

@@ -43,9 +43,11 @@ impl Stage for Train {
         // 8: on the CPU, the convolutions' matrix products are spherepipe-nn's own
         // (`products.rs`: one order of fused multiply-adds on every vector path), FC1 and the
         // head's too (`dense.rs`).
+        // 9: on the CPU, PReLU is spherepipe-nn's own (`prelu.rs`): its slopes' gradient sums
+        // in another order.
         // The CPU's vector level too: burn-flex's sums run in another order at another width.
         static VERSION: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-        VERSION.get_or_init(|| format!("8+cpu-{}", spherepipe_nn::cpu_vector_level()))
+        VERSION.get_or_init(|| format!("9+cpu-{}", spherepipe_nn::cpu_vector_level()))
     }
     fn doc(&self) -> &'static str {
         "SphereFace CNN + A-Softmax (or softmax/modified-softmax/cosface/arcface) training"

@@ -1,0 +1,272 @@
+//! PReLU with one slope per channel, as an operation of our own on the CPU backend. burn
+//! builds it from three tensor ops (a mask, a product, a select) and its backward from as many
+//! more, each a pass over the activation into a fresh buffer, one core at a time; SphereFace-20
+//! has 20 of them per step. Here the forward is one pass, the backward one pass for the
+//! input's gradient and one for the slopes', images in parallel, with the slopes' sums in a
+//! fixed order: each (image, channel) plane in pixel order, then the planes in image order,
+//! whatever the thread count.
+
+use crate::conv::{on_values, Kernel};
+use crate::matrix::Real;
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::autodiff::NodeId;
+use burn::backend::ops::{ActivationOps, FloatTensorOps};
+use burn::backend::tensor::FloatTensor;
+use burn::backend::{backend_extension, get_or_init_device_settings, Autodiff, Backend, Dispatch, Flex, TensorMetadata};
+use burn::tensor::{Device, Shape, Tensor};
+
+/// The operation, per backend: burn's own ops by default, one pass each on flex, and the
+/// backward pass routed through them under autodiff. `x` is [B, C, H, W], `alpha` [C].
+#[backend_extension(Flex, Autodiff)]
+pub trait SpherePrelu: Backend {
+    /// x where x ≥ 0, alpha[c] · x elsewhere (burn's definition).
+    fn prelu_channels(x: FloatTensor<Self>, alpha: FloatTensor<Self>) -> FloatTensor<Self> {
+        let slopes = as_broadcast::<Self>(alpha);
+        Self::prelu(x, slopes)
+    }
+    /// dX = g where x ≥ 0, alpha[c] · g elsewhere.
+    fn prelu_channels_grad_x(x: FloatTensor<Self>, alpha: FloatTensor<Self>, g: FloatTensor<Self>) -> FloatTensor<Self> {
+        let bool_dtype = get_or_init_device_settings::<Self>(&x.device()).bool_dtype;
+        let negative = Self::float_lower_elem(x, 0f32.into(), bool_dtype);
+        let scaled = Self::float_mul(g.clone(), as_broadcast::<Self>(alpha));
+        Self::float_mask_where(g, negative, scaled)
+    }
+    /// dalpha[c] = Σ over images and pixels of g · x where x < 0.
+    fn prelu_channels_grad_alpha(x: FloatTensor<Self>, g: FloatTensor<Self>) -> FloatTensor<Self> {
+        let bool_dtype = get_or_init_device_settings::<Self>(&x.device()).bool_dtype;
+        let channels = x.shape()[1];
+        let positive = Self::float_greater_equal_elem(x.clone(), 0f32.into(), bool_dtype);
+        let terms = Self::float_mul(g, x);
+        let zeros = Self::float_mul_scalar(terms.clone(), 0f32.into());
+        let kept = Self::float_mask_where(terms, positive, zeros);
+        Self::float_reshape(Self::float_sum_dims(kept, &[0, 2, 3]), Shape::new([channels]))
+    }
+}
+
+/// alpha [C] as [1, C, 1, 1], to broadcast over [B, C, H, W].
+fn as_broadcast<B: Backend>(alpha: FloatTensor<B>) -> FloatTensor<B> {
+    let c = alpha.shape().num_elements();
+    B::float_reshape(alpha, Shape::new([1, c, 1, 1]))
+}
+
+fn dims4(t: &FloatTensor<Flex>) -> [usize; 4] {
+    let s = t.layout().shape();
+    [s[0], s[1], s[2], s[3]]
+}
+
+/// Each method falls back to burn's own ops for a dtype other than f32 and f64.
+impl SpherePrelu for Flex {
+    fn prelu_channels(x: FloatTensor<Self>, alpha: FloatTensor<Self>) -> FloatTensor<Self> {
+        let shape = dims4(&x);
+        on_values([&x, &alpha], shape, Pass::Forward(shape)).unwrap_or_else(|| Self::prelu(x, as_broadcast::<Self>(alpha)))
+    }
+
+    fn prelu_channels_grad_x(x: FloatTensor<Self>, alpha: FloatTensor<Self>, g: FloatTensor<Self>) -> FloatTensor<Self> {
+        let shape = dims4(&x);
+        match on_values([&x, &alpha, &g], shape, Pass::GradX(shape)) {
+            Some(dx) => dx,
+            None => {
+                let slopes = as_broadcast::<Self>(alpha);
+                let bool_dtype = get_or_init_device_settings::<Self>(&x.device()).bool_dtype;
+                let negative = Self::float_lower_elem(x, 0f32.into(), bool_dtype);
+                Self::float_mask_where(g.clone(), negative, Self::float_mul(g, slopes))
+            }
+        }
+    }
+
+    fn prelu_channels_grad_alpha(x: FloatTensor<Self>, g: FloatTensor<Self>) -> FloatTensor<Self> {
+        let shape = dims4(&x);
+        match on_values([&x, &g], [shape[1]], Pass::GradAlpha(shape)) {
+            Some(da) => da,
+            None => {
+                let bool_dtype = get_or_init_device_settings::<Self>(&x.device()).bool_dtype;
+                let positive = Self::float_greater_equal_elem(x.clone(), 0f32.into(), bool_dtype);
+                let terms = Self::float_mul(g, x);
+                let zeros = Self::float_mul_scalar(terms.clone(), 0f32.into());
+                let kept = Self::float_mask_where(terms, positive, zeros);
+                Self::float_reshape(Self::float_sum_dims(kept, &[0, 2, 3]), Shape::new([shape[1]]))
+            }
+        }
+    }
+}
+
+/// The three passes, each with x's shape [B, C, H, W].
+enum Pass {
+    /// (x, alpha) → y.
+    Forward([usize; 4]),
+    /// (x, alpha, g) → dX.
+    GradX([usize; 4]),
+    /// (x, g) → dalpha.
+    GradAlpha([usize; 4]),
+}
+
+impl Kernel for Pass {
+    fn run<T: Real>(&self, v: &[&[T]]) -> Vec<T> {
+        match *self {
+            Pass::Forward([_, c, h, w]) => per_plane(v[0], c, h * w, |plane, x, out| {
+                let a = v[1][plane % c];
+                let zero = T::default();
+                out.iter_mut().zip(x).for_each(|(o, &x)| *o = if x >= zero { x } else { a * x });
+            }),
+            Pass::GradX([_, c, h, w]) => {
+                let g = v[2];
+                per_plane(v[0], c, h * w, |plane, x, out| {
+                    let (a, g, zero) = (v[1][plane % c], &g[plane * h * w..][..h * w], T::default());
+                    out.iter_mut()
+                        .zip(x.iter().zip(g))
+                        .for_each(|(o, (&x, &g))| *o = if x >= zero { g } else { a * g });
+                })
+            }
+            Pass::GradAlpha([b, c, h, w]) => slope_grad(v[0], v[1], (b, c, h * w)),
+        }
+    }
+}
+
+/// A tensor of x's shape whose [H·W] planes `f(plane index, plane of x, out)` writes, planes in
+/// parallel.
+fn per_plane<T: Real>(x: &[T], c: usize, pixels: usize, f: impl Fn(usize, &[T], &mut [T]) + Sync) -> Vec<T> {
+    use rayon::prelude::*;
+    if pixels == 0 || c == 0 {
+        return Vec::new();
+    }
+    let mut out = vec![T::default(); x.len()];
+    out.par_chunks_mut(pixels)
+        .zip(x.par_chunks(pixels))
+        .enumerate()
+        .for_each(|(plane, (o, x))| f(plane, x, o));
+    out
+}
+
+/// dalpha[c] = Σ_images Σ_pixels g · x where x < 0: each plane's sum in pixel order (planes in
+/// parallel), then each channel's planes added in image order.
+fn slope_grad<T: Real>(x: &[T], g: &[T], (images, c, pixels): (usize, usize, usize)) -> Vec<T> {
+    use rayon::prelude::*;
+    let zero = T::default();
+    let planes: Vec<T> = if pixels == 0 {
+        vec![zero; images * c]
+    } else {
+        x.par_chunks(pixels)
+            .zip(g.par_chunks(pixels))
+            .map(|(x, g)| x.iter().zip(g).fold(zero, |s, (&x, &g)| if x < zero { s + g * x } else { s }))
+            .collect()
+    };
+    let mut sums = vec![zero; c];
+    for image in planes.chunks_exact(c.max(1)) {
+        sums.iter_mut().zip(image).for_each(|(s, &p)| *s += p);
+    }
+    sums
+}
+
+/// The backward pass of [`SpherePrelu::prelu_channels`].
+#[derive(Debug)]
+struct PreluBackward;
+
+impl<B: Backend + SpherePrelu> Backward<B, 2> for PreluBackward {
+    type State = (NodeId, NodeId);
+
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, checkpointer: &mut Checkpointer) {
+        let [node_x, node_alpha] = ops.parents;
+        let g = grads.consume::<B>(&ops.node);
+        let (x, alpha) = ops.state;
+        let x = checkpointer.retrieve_node_output::<FloatTensor<B>>(x);
+        let alpha = checkpointer.retrieve_node_output::<FloatTensor<B>>(alpha);
+        if let Some(node) = node_x {
+            grads.register::<B>(node.id, B::prelu_channels_grad_x(x.clone(), alpha, g.clone()));
+        }
+        if let Some(node) = node_alpha {
+            grads.register::<B>(node.id, B::prelu_channels_grad_alpha(x, g));
+        }
+    }
+}
+
+impl<B: Backend + SpherePrelu, C: CheckpointStrategy> SpherePrelu for Autodiff<B, C> {
+    fn prelu_channels(x: FloatTensor<Self>, alpha: FloatTensor<Self>) -> FloatTensor<Self> {
+        match PreluBackward.prepare::<C>([x.node(), alpha.node()]).compute_bound().stateful() {
+            OpsKind::Tracked(mut prep) => {
+                let state = (prep.checkpoint(&x), prep.checkpoint(&alpha));
+                prep.finish(state, B::prelu_channels(x.into_primitive(), alpha.into_primitive()))
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::prelu_channels(x.into_primitive(), alpha.into_primitive())),
+        }
+    }
+}
+
+/// PReLU of `x` [B, C, H, W] with slopes `alpha` [C]: our passes on the CPU backend, burn's
+/// activation elsewhere.
+pub fn prelu_channels(x: Tensor<4>, alpha: Tensor<1>) -> Tensor<4> {
+    if x.device() != Device::flex() {
+        return burn::tensor::activation::prelu(x, alpha);
+    }
+    Tensor::from_dispatch(<Dispatch as SpherePrelu>::prelu_channels(x.into_dispatch(), alpha.into_dispatch()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::TensorData;
+
+    fn values(n: usize, seed: usize) -> Vec<f32> {
+        (0..n)
+            .map(|i| (((i * 7919 + seed * 104_729) % 2001) as f32 - 1000.0) / 1000.0)
+            .collect()
+    }
+
+    /// Forward and both gradients against burn's own PReLU through autodiff, and dalpha against
+    /// a sum written out here: loss = Σ y ⊙ w, so dL/dy = w.
+    #[test]
+    fn the_activation_and_its_gradients_match_burns_prelu() {
+        let (b, c, h, w) = (3, 4, 5, 7);
+        let d = Device::flex().autodiff();
+        let x_values = values(b * c * h * w, 1);
+        let alpha_values = [0.25f32, -0.5, 1.5, 0.0];
+        let w_values = values(b * c * h * w, 2);
+        let run = |ours: bool| {
+            let x = Tensor::<4>::from_data(TensorData::new(x_values.clone(), [b, c, h, w]), &d).require_grad();
+            let alpha = Tensor::<1>::from_data(TensorData::new(alpha_values.to_vec(), [c]), &d).require_grad();
+            let weights = Tensor::<4>::from_data(TensorData::new(w_values.clone(), [b, c, h, w]), &d);
+            let y = if ours {
+                prelu_channels(x.clone(), alpha.clone())
+            } else {
+                burn::tensor::activation::prelu(x.clone(), alpha.clone())
+            };
+            let grads = (y.clone() * weights).sum().backward();
+            let flat = |t: TensorData| t.convert::<f32>().try_to_vec::<f32>().expect("f32 values");
+            (
+                flat(y.into_data()),
+                flat(x.grad(&grads).expect("dx").into_data()),
+                flat(alpha.grad(&grads).expect("dalpha").into_data()),
+            )
+        };
+        let (ours, burns) = (run(true), run(false));
+        assert_eq!(ours.0, burns.0, "the forward pass is burn's to the bit");
+        assert_eq!(ours.1, burns.1, "dX is burn's to the bit");
+        let pixels = h * w;
+        for (ch, (&got, &theirs)) in ours.2.iter().zip(&burns.2).enumerate() {
+            let mut want = 0f64;
+            for image in 0..b {
+                for p in 0..pixels {
+                    let at = (image * c + ch) * pixels + p;
+                    if x_values[at] < 0.0 {
+                        want += f64::from(w_values[at]) * f64::from(x_values[at]);
+                    }
+                }
+            }
+            assert!((f64::from(got) - want).abs() < 1e-4, "channel {ch}: {got} vs {want}");
+            assert!((got - theirs).abs() < 1e-4, "channel {ch}: {got} vs burn's {theirs}");
+        }
+    }
+
+    #[test]
+    fn the_slope_gradient_is_the_same_bits_on_one_thread_and_on_four() {
+        let (b, c, pixels) = (9, 5, 301);
+        let (x, g) = (values(b * c * pixels, 3), values(b * c * pixels, 4));
+        let on = |threads: usize| {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().expect("a pool");
+            pool.install(|| slope_grad(&x, &g, (b, c, pixels)).iter().map(|v| v.to_bits()).collect::<Vec<_>>())
+        };
+        assert_eq!(on(1), on(4));
+    }
+}
