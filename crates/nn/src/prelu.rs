@@ -13,7 +13,7 @@ use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::autodiff::NodeId;
-use burn::backend::ops::{ActivationOps, FloatTensorOps};
+use burn::backend::ops::ActivationOps;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{backend_extension, get_or_init_device_settings, Autodiff, Backend, Dispatch, Flex, TensorMetadata};
 use burn::tensor::{Device, Shape, Tensor};
@@ -29,21 +29,31 @@ pub trait SpherePrelu: Backend {
     }
     /// dX = g where x ≥ 0, alpha[c] · g elsewhere.
     fn prelu_channels_grad_x(x: FloatTensor<Self>, alpha: FloatTensor<Self>, g: FloatTensor<Self>) -> FloatTensor<Self> {
-        let bool_dtype = get_or_init_device_settings::<Self>(&x.device()).bool_dtype;
-        let negative = Self::float_lower_elem(x, 0f32.into(), bool_dtype);
-        let scaled = Self::float_mul(g.clone(), as_broadcast::<Self>(alpha));
-        Self::float_mask_where(g, negative, scaled)
+        grad_x_by_ops::<Self>(x, alpha, g)
     }
     /// dalpha[c] = Σ over images and pixels of g · x where x < 0.
     fn prelu_channels_grad_alpha(x: FloatTensor<Self>, g: FloatTensor<Self>) -> FloatTensor<Self> {
-        let bool_dtype = get_or_init_device_settings::<Self>(&x.device()).bool_dtype;
-        let channels = x.shape()[1];
-        let positive = Self::float_greater_equal_elem(x.clone(), 0f32.into(), bool_dtype);
-        let terms = Self::float_mul(g, x);
-        let zeros = Self::float_mul_scalar(terms.clone(), 0f32.into());
-        let kept = Self::float_mask_where(terms, positive, zeros);
-        Self::float_reshape(Self::float_sum_dims(kept, &[0, 2, 3]), Shape::new([channels]))
+        grad_alpha_by_ops::<Self>(x, g)
     }
+}
+
+/// [`SpherePrelu::prelu_channels_grad_x`] from burn's tensor ops (other backends, other dtypes).
+fn grad_x_by_ops<B: Backend>(x: FloatTensor<B>, alpha: FloatTensor<B>, g: FloatTensor<B>) -> FloatTensor<B> {
+    let bool_dtype = get_or_init_device_settings::<B>(&x.device()).bool_dtype;
+    let negative = B::float_lower_elem(x, 0f32.into(), bool_dtype);
+    let scaled = B::float_mul(g.clone(), as_broadcast::<B>(alpha));
+    B::float_mask_where(g, negative, scaled)
+}
+
+/// [`SpherePrelu::prelu_channels_grad_alpha`] from burn's tensor ops.
+fn grad_alpha_by_ops<B: Backend>(x: FloatTensor<B>, g: FloatTensor<B>) -> FloatTensor<B> {
+    let bool_dtype = get_or_init_device_settings::<B>(&x.device()).bool_dtype;
+    let channels = x.shape()[1];
+    let positive = B::float_greater_equal_elem(x.clone(), 0f32.into(), bool_dtype);
+    let terms = B::float_mul(g, x);
+    let zeros = B::float_mul_scalar(terms.clone(), 0f32.into());
+    let kept = B::float_mask_where(terms, positive, zeros);
+    B::float_reshape(B::float_sum_dims(kept, &[0, 2, 3]), Shape::new([channels]))
 }
 
 /// alpha [C] as [1, C, 1, 1], to broadcast over [B, C, H, W].
@@ -66,30 +76,12 @@ impl SpherePrelu for Flex {
 
     fn prelu_channels_grad_x(x: FloatTensor<Self>, alpha: FloatTensor<Self>, g: FloatTensor<Self>) -> FloatTensor<Self> {
         let shape = dims4(&x);
-        match on_values([&x, &alpha, &g], shape, Pass::GradX(shape)) {
-            Some(dx) => dx,
-            None => {
-                let slopes = as_broadcast::<Self>(alpha);
-                let bool_dtype = get_or_init_device_settings::<Self>(&x.device()).bool_dtype;
-                let negative = Self::float_lower_elem(x, 0f32.into(), bool_dtype);
-                Self::float_mask_where(g.clone(), negative, Self::float_mul(g, slopes))
-            }
-        }
+        on_values([&x, &alpha, &g], shape, Pass::GradX(shape)).unwrap_or_else(|| grad_x_by_ops::<Self>(x, alpha, g))
     }
 
     fn prelu_channels_grad_alpha(x: FloatTensor<Self>, g: FloatTensor<Self>) -> FloatTensor<Self> {
         let shape = dims4(&x);
-        match on_values([&x, &g], [shape[1]], Pass::GradAlpha(shape)) {
-            Some(da) => da,
-            None => {
-                let bool_dtype = get_or_init_device_settings::<Self>(&x.device()).bool_dtype;
-                let positive = Self::float_greater_equal_elem(x.clone(), 0f32.into(), bool_dtype);
-                let terms = Self::float_mul(g, x);
-                let zeros = Self::float_mul_scalar(terms.clone(), 0f32.into());
-                let kept = Self::float_mask_where(terms, positive, zeros);
-                Self::float_reshape(Self::float_sum_dims(kept, &[0, 2, 3]), Shape::new([shape[1]]))
-            }
-        }
+        on_values([&x, &g], [shape[1]], Pass::GradAlpha(shape)).unwrap_or_else(|| grad_alpha_by_ops::<Self>(x, g))
     }
 }
 
