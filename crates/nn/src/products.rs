@@ -242,8 +242,11 @@ fn blocks<T: Real, const MR: usize, const NR: usize>(job: Job<'_, T>, tile: impl
         for (i, block) in packed_a.chunks_exact_mut(k * MR).enumerate() {
             pack_a(a, (m, k), i * MR, block, MR);
         }
-        let mut product = |packed_b: &[T]| {
-            let packed = (&*packed_a, packed_b);
+        with_scratch(panels * k * NR, |packed_b: &mut [T]| {
+            for (j, panel) in packed_b.chunks_exact_mut(k * NR).enumerate() {
+                pack_b(b, layout, (k, n), j * NR, panel, NR);
+            }
+            let packed = (&*packed_a, &*packed_b);
             if accumulate && k > KC {
                 // With more than one pass, dst + sum needs the whole sum first.
                 with_scratch(m * n, |sums: &mut [T]| {
@@ -253,12 +256,6 @@ fn blocks<T: Real, const MR: usize, const NR: usize>(job: Job<'_, T>, tile: impl
             } else {
                 passes::<T, MR, NR>(dst, packed, (m, k, n), accumulate, &tile);
             }
-        };
-        with_scratch(panels * k * NR, |packed_b: &mut [T]| {
-            for (j, panel) in packed_b.chunks_exact_mut(k * NR).enumerate() {
-                pack_b(b, layout, (k, n), j * NR, panel, NR);
-            }
-            product(packed_b)
         })
     });
 }
@@ -397,90 +394,62 @@ fn tile<T: Real, const MR: usize, const NR: usize>(ap: &[T], bp: &[T], k: usize,
     }
 }
 
-/// [`tile`] for f32, 8 × 32, in AVX-512 (`_mm512_fmadd_ps` is the same fused multiply-add
-/// per lane as `f32::mul_add`).
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-fn tile_avx512(ap: &[f32], bp: &[f32], k: usize, out: Out<'_, f32>) {
-    use std::arch::x86_64::*;
-    assert!(ap.len() >= k * 8 && bp.len() >= k * 32 && out.stride >= 32 && out.rows.len() >= 7 * out.stride + 32);
-    let mut acc = [[_mm512_setzero_ps(); 2]; 8];
-    if out.mode == Mode::Continue {
-        for (r, acc_r) in acc.iter_mut().enumerate() {
-            // SAFETY: out holds 8 rows of 32 floats, `stride` apart (asserted above).
-            unsafe {
-                let row = out.rows.as_ptr().add(out.stride * r);
-                *acc_r = [_mm512_loadu_ps(row), _mm512_loadu_ps(row.add(16))];
+/// A [`tile`] for f32 in one vector width: `$mr` rows by two vectors of `$lanes` floats, the
+/// same fused multiply-add per lane as `f32::mul_add`, in the same order.
+macro_rules! vector_tile {
+    ($(#[$doc:meta])* $name:ident, $feature:literal, $mr:literal, $lanes:literal,
+     $zero:ident, $load:ident, $store:ident, $splat:ident, $fma:ident, $add:ident) => {
+        $(#[$doc])*
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = $feature)]
+        fn $name(ap: &[f32], bp: &[f32], k: usize, out: Out<'_, f32>) {
+            use std::arch::x86_64::*;
+            const NR: usize = 2 * $lanes;
+            assert!(ap.len() >= k * $mr && bp.len() >= k * NR && out.stride >= NR && out.rows.len() >= ($mr - 1) * out.stride + NR);
+            let mut acc = [[$zero(); 2]; $mr];
+            if out.mode == Mode::Continue {
+                for (r, acc_r) in acc.iter_mut().enumerate() {
+                    // SAFETY: out holds the block's rows of NR floats, `stride` apart (asserted above).
+                    unsafe {
+                        let row = out.rows.as_ptr().add(out.stride * r);
+                        *acc_r = [$load(row), $load(row.add($lanes))];
+                    }
+                }
+            }
+            for (x, y) in ap.chunks_exact($mr).zip(bp.chunks_exact(NR)).take(k) {
+                // SAFETY: `y` holds NR floats (chunks_exact).
+                let (b0, b1) = unsafe { ($load(y.as_ptr()), $load(y.as_ptr().add($lanes))) };
+                for (acc_r, &v) in acc.iter_mut().zip(x) {
+                    let v = $splat(v);
+                    acc_r[0] = $fma(v, b0, acc_r[0]);
+                    acc_r[1] = $fma(v, b1, acc_r[1]);
+                }
+            }
+            for (r, acc_r) in acc.iter().enumerate() {
+                // SAFETY: out holds the block's rows of NR floats, `stride` apart (asserted above).
+                unsafe {
+                    let row = out.rows.as_mut_ptr().add(out.stride * r);
+                    for (h, v) in acc_r.iter().enumerate() {
+                        let at = row.add($lanes * h);
+                        let v = if out.mode == Mode::Add { $add($load(at), *v) } else { *v };
+                        $store(at, v);
+                    }
+                }
             }
         }
-    }
-    for (x, y) in ap.chunks_exact(8).zip(bp.chunks_exact(32)).take(k) {
-        // SAFETY: `y` holds 32 floats (chunks_exact).
-        let (b0, b1) = unsafe { (_mm512_loadu_ps(y.as_ptr()), _mm512_loadu_ps(y.as_ptr().add(16))) };
-        for (acc_r, &v) in acc.iter_mut().zip(x) {
-            let v = _mm512_set1_ps(v);
-            acc_r[0] = _mm512_fmadd_ps(v, b0, acc_r[0]);
-            acc_r[1] = _mm512_fmadd_ps(v, b1, acc_r[1]);
-        }
-    }
-    for (r, acc_r) in acc.iter().enumerate() {
-        // SAFETY: out holds 8 rows of 32 floats, `stride` apart (asserted above).
-        unsafe {
-            let row = out.rows.as_mut_ptr().add(out.stride * r);
-            for (h, v) in acc_r.iter().enumerate() {
-                let at = row.add(16 * h);
-                let v = if out.mode == Mode::Add {
-                    _mm512_add_ps(_mm512_loadu_ps(at), *v)
-                } else {
-                    *v
-                };
-                _mm512_storeu_ps(at, v);
-            }
-        }
-    }
+    };
 }
 
-/// [`tile`] for f32, 6 × 16, in AVX2 with FMA.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-fn tile_avx2(ap: &[f32], bp: &[f32], k: usize, out: Out<'_, f32>) {
-    use std::arch::x86_64::*;
-    assert!(ap.len() >= k * 6 && bp.len() >= k * 16 && out.stride >= 16 && out.rows.len() >= 5 * out.stride + 16);
-    let mut acc = [[_mm256_setzero_ps(); 2]; 6];
-    if out.mode == Mode::Continue {
-        for (r, acc_r) in acc.iter_mut().enumerate() {
-            // SAFETY: out holds 6 rows of 16 floats, `stride` apart (asserted above).
-            unsafe {
-                let row = out.rows.as_ptr().add(out.stride * r);
-                *acc_r = [_mm256_loadu_ps(row), _mm256_loadu_ps(row.add(8))];
-            }
-        }
-    }
-    for (x, y) in ap.chunks_exact(6).zip(bp.chunks_exact(16)).take(k) {
-        // SAFETY: `y` holds 16 floats (chunks_exact).
-        let (b0, b1) = unsafe { (_mm256_loadu_ps(y.as_ptr()), _mm256_loadu_ps(y.as_ptr().add(8))) };
-        for (acc_r, &v) in acc.iter_mut().zip(x) {
-            let v = _mm256_set1_ps(v);
-            acc_r[0] = _mm256_fmadd_ps(v, b0, acc_r[0]);
-            acc_r[1] = _mm256_fmadd_ps(v, b1, acc_r[1]);
-        }
-    }
-    for (r, acc_r) in acc.iter().enumerate() {
-        // SAFETY: out holds 6 rows of 16 floats, `stride` apart (asserted above).
-        unsafe {
-            let row = out.rows.as_mut_ptr().add(out.stride * r);
-            for (h, v) in acc_r.iter().enumerate() {
-                let at = row.add(8 * h);
-                let v = if out.mode == Mode::Add {
-                    _mm256_add_ps(_mm256_loadu_ps(at), *v)
-                } else {
-                    *v
-                };
-                _mm256_storeu_ps(at, v);
-            }
-        }
-    }
-}
+vector_tile!(
+    /// [`tile`] for f32, 8 × 32, in AVX-512.
+    tile_avx512, "avx512f", 8, 16,
+    _mm512_setzero_ps, _mm512_loadu_ps, _mm512_storeu_ps, _mm512_set1_ps, _mm512_fmadd_ps, _mm512_add_ps
+);
+vector_tile!(
+    /// [`tile`] for f32, 6 × 16, in AVX2 with FMA.
+    tile_avx2, "avx2,fma", 6, 8,
+    _mm256_setzero_ps, _mm256_loadu_ps, _mm256_storeu_ps, _mm256_set1_ps, _mm256_fmadd_ps, _mm256_add_ps
+);
 
 #[cfg(test)]
 mod tests {
