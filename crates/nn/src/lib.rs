@@ -38,6 +38,18 @@ pub use burn;
 pub fn cpu_vector_level() -> String {
     format!("{:?}", macerator::Arch::detect()).to_lowercase()
 }
+
+/// A stage's `version()` for code whose bits follow [`cpu_vector_level`]: `base` with the level
+/// appended (`cpu_version!("9")` is `"9+cpu-v4"` on an AVX-512 machine), made once per process.
+#[macro_export]
+macro_rules! cpu_version {
+    ($base:literal) => {{
+        static VERSION: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+        VERSION
+            .get_or_init(|| format!("{}+cpu-{}", $base, $crate::cpu_vector_level()))
+            .as_str()
+    }};
+}
 pub use burn::tensor::Device;
 
 /// The first CUDA GPU (builds with the `cuda` feature).

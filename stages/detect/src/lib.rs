@@ -46,8 +46,7 @@ impl Stage for Detect {
     fn version(&self) -> &'static str {
         // With the CPU's vector level: burn-flex's sums (and so MTCNN's scores and boxes) run
         // in another order at another width.
-        static VERSION: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-        VERSION.get_or_init(|| format!("1+cpu-{}", spherepipe_nn::cpu_vector_level()))
+        spherepipe_nn::cpu_version!("1")
     }
     fn doc(&self) -> &'static str {
         "MTCNN over a folder of photos: five landmarks per image for align (samples.tsv), every face (detections.parquet)"

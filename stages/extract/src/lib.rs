@@ -95,8 +95,7 @@ impl Stage for Extract {
         // the CPU, the convolutions are spherepipe-nn's (other orders of additions, other bits).
         // 4: their matrix products, and FC1's, are spherepipe-nn's own (`products.rs`).
         // The CPU's vector level too: burn-flex's sums run in another order at another width.
-        static VERSION: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-        VERSION.get_or_init(|| format!("4+cpu-{}", spherepipe_nn::cpu_vector_level()))
+        spherepipe_nn::cpu_version!("4")
     }
     fn doc(&self) -> &'static str {
         "FC1 features of each face and its mirror, concatenated (features.parquet; MegaFace devkit files on request)"

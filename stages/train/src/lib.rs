@@ -46,8 +46,7 @@ impl Stage for Train {
         // 9: on the CPU, PReLU is spherepipe-nn's own (`prelu.rs`): its slopes' gradient sums
         // in another order.
         // The CPU's vector level too: burn-flex's sums run in another order at another width.
-        static VERSION: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-        VERSION.get_or_init(|| format!("9+cpu-{}", spherepipe_nn::cpu_vector_level()))
+        spherepipe_nn::cpu_version!("9")
     }
     fn doc(&self) -> &'static str {
         "SphereFace CNN + A-Softmax (or softmax/modified-softmax/cosface/arcface) training"
