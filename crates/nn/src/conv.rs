@@ -14,7 +14,7 @@
 //! `Conv2d` unchanged.
 
 pub use crate::matrix::Real;
-use crate::matrix::{add_product_with_transpose, multiply, split_even_odd, sum_in_runs, vector_paths, with_scratch};
+use crate::matrix::{add_product_with_transpose, multiply, split_even_odd, sum_in_runs, transposed, vector_paths, with_scratch};
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
@@ -397,12 +397,7 @@ pub fn direct_input_grad<T: Real>(grad: &[T], weight: &[T], batch: usize, cout: 
     let Geometry { cin, h, w, ho, wo, .. } = geo;
     let (k, n, plane) = (cin * 9, ho * wo, cin * h * w);
     assert!(grad.len() == batch * cout * n && weight.len() == cout * k);
-    let mut wt = vec![T::default(); k * cout];
-    for (o, row) in weight.chunks_exact(k).enumerate() {
-        for (j, &v) in row.iter().enumerate() {
-            wt[j * cout + o] = v;
-        }
-    }
+    let wt = transposed(weight, cout, k);
     let mut dx = vec![T::default(); batch * plane];
     if dx.is_empty() || n == 0 {
         return dx;

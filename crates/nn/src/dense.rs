@@ -5,7 +5,7 @@
 //! (SphereFace-20) came out differently from one machine to another.
 
 use crate::conv::{on_values, Kernel};
-use crate::matrix::Real;
+use crate::matrix::{transposed, Real};
 use crate::products::{product, Isa, Layout};
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
@@ -92,17 +92,6 @@ impl Kernel for Product {
             }
         }
     }
-}
-
-/// The [cols × rows] transpose of a row-major [rows × cols] matrix.
-fn transposed<T: Real>(x: &[T], rows: usize, cols: usize) -> Vec<T> {
-    let mut out = vec![T::default(); rows * cols];
-    for (r, row) in x.chunks_exact(cols).enumerate() {
-        for (c, &v) in row.iter().enumerate() {
-            out[c * rows + r] = v;
-        }
-    }
-    out
 }
 
 /// The backward pass of [`SphereDense::dense`].
