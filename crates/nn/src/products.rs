@@ -134,7 +134,7 @@ pub(crate) fn product<T: Real>(
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `Isa::cpu()` found AVX2 and FMA on this CPU (asserted above).
         Isa::Avx2 => unsafe { avx2(job) },
-        _ => blocks::<T, 4, 8>(job, tile::<T, 4, 8>),
+        _ => blocks::<T, 4, 8>(job, tile::<T, 4, 8>, transpose8::<T>),
     }
 }
 
@@ -149,8 +149,12 @@ pub fn product_for_bench(isa: Isa, dst: &mut [f32], a: &[f32], b: &[f32], mkn: (
 #[target_feature(enable = "avx512f,avx2,fma")]
 fn avx512<T: Real>(job: Job<'_, T>) {
     match as_f32(job) {
-        Ok(job) => blocks::<f32, 8, 32>(job, |ap, bp, k, out| tile_avx512(ap, bp, k, out)),
-        Err(job) => blocks::<T, 8, 32>(job, tile::<T, 8, 32>),
+        Ok(job) => blocks::<f32, 8, 32>(
+            job,
+            |ap, bp, k, out| tile_avx512(ap, bp, k, out),
+            |f, fs, t, ts| transpose8_avx(f, fs, t, ts),
+        ),
+        Err(job) => blocks::<T, 8, 32>(job, tile::<T, 8, 32>, transpose8::<T>),
     }
 }
 
@@ -159,8 +163,12 @@ fn avx512<T: Real>(job: Job<'_, T>) {
 #[target_feature(enable = "avx2,fma")]
 fn avx2<T: Real>(job: Job<'_, T>) {
     match as_f32(job) {
-        Ok(job) => blocks::<f32, 6, 16>(job, |ap, bp, k, out| tile_avx2(ap, bp, k, out)),
-        Err(job) => blocks::<T, 6, 16>(job, tile::<T, 6, 16>),
+        Ok(job) => blocks::<f32, 6, 16>(
+            job,
+            |ap, bp, k, out| tile_avx2(ap, bp, k, out),
+            |f, fs, t, ts| transpose8_avx(f, fs, t, ts),
+        ),
+        Err(job) => blocks::<T, 6, 16>(job, tile::<T, 6, 16>, transpose8::<T>),
     }
 }
 
@@ -224,9 +232,14 @@ enum Mode {
 /// The product in `MR × NR` output blocks: all of `a` packed into blocks of `MR` rows ([k × MR]
 /// each), `b` into panels of `NR` columns ([k × NR] each); then, `KC` terms at a time, each
 /// panel meets every block of rows (the panel's slice stays in the level-1 cache, the rows
-/// stream from level 2), `tile` computing one block into an [`Out`].
+/// stream from level 2), `tile` computing one block into an [`Out`] and `t8` transposing the
+/// 8 × 8 blocks that packing reads across rows.
 #[inline(always)]
-fn blocks<T: Real, const MR: usize, const NR: usize>(job: Job<'_, T>, tile: impl Fn(&[T], &[T], usize, Out<'_, T>)) {
+fn blocks<T: Real, const MR: usize, const NR: usize>(
+    job: Job<'_, T>,
+    tile: impl Fn(&[T], &[T], usize, Out<'_, T>),
+    t8: impl Fn(&[T], usize, &mut [T], usize),
+) {
     let Job {
         dst,
         a,
@@ -240,11 +253,11 @@ fn blocks<T: Real, const MR: usize, const NR: usize>(job: Job<'_, T>, tile: impl
     let (row_blocks, panels) = (m.div_ceil(MR), n.div_ceil(NR));
     with_scratch(row_blocks * k * MR, |packed_a: &mut [T]| {
         for (i, block) in packed_a.chunks_exact_mut(k * MR).enumerate() {
-            pack_a(a, (m, k), i * MR, block, MR);
+            pack_a(a, (m, k), i * MR, block, MR, &t8);
         }
         with_scratch(panels * k * NR, |packed_b: &mut [T]| {
             for (j, panel) in packed_b.chunks_exact_mut(k * NR).enumerate() {
-                pack_b(b, layout, (k, n), j * NR, panel, NR);
+                pack_b::<T, NR>(b, layout, (k, n), j * NR, panel, &t8);
             }
             let packed = (&*packed_a, &*packed_b);
             if accumulate && k > KC {
@@ -333,38 +346,127 @@ struct Out<'a, T> {
     mode: Mode,
 }
 
-/// block[p · mr + r] = a[i0 + r, p] for the rows a has, 0 beyond.
+/// block[p · mr + r] = a[i0 + r, p] for the rows a has, 0 beyond: whole groups of 8 rows
+/// by 8 × 8 transposes (`t8`), the rest one value at a time.
 #[inline(always)]
-fn pack_a<T: Real>(a: &[T], (m, k): (usize, usize), i0: usize, block: &mut [T], mr: usize) {
+fn pack_a<T: Real>(a: &[T], (m, k): (usize, usize), i0: usize, block: &mut [T], mr: usize, t8: &impl Fn(&[T], usize, &mut [T], usize)) {
     let rows = mr.min(m - i0);
     if rows < mr {
         block.fill(T::default());
     }
-    for r in 0..rows {
+    let grouped = if rows == mr { rows / 8 * 8 } else { 0 };
+    for r0 in (0..grouped).step_by(8) {
+        transpose_rows(&a[(i0 + r0) * k..], k, &mut block[r0..], mr, t8);
+    }
+    for r in grouped..rows {
         for (p, &v) in a[(i0 + r) * k..][..k].iter().enumerate() {
             block[p * mr + r] = v;
         }
     }
 }
 
-/// panel[p · nr + c] = b[p, j0 + c] for the columns b has, 0 beyond.
+/// panel[p · NR + c] = b[p, j0 + c] for the columns b has, 0 beyond: whole rows copied as one
+/// block of NR values, or (b transposed) whole groups of 8 columns by 8 × 8 transposes.
 #[inline(always)]
-fn pack_b<T: Real>(b: &[T], layout: Layout, (k, n): (usize, usize), j0: usize, panel: &mut [T], nr: usize) {
-    let cols = nr.min(n - j0);
+fn pack_b<T: Real, const NR: usize>(
+    b: &[T],
+    layout: Layout,
+    (k, n): (usize, usize),
+    j0: usize,
+    panel: &mut [T],
+    t8: &impl Fn(&[T], usize, &mut [T], usize),
+) {
+    let cols = NR.min(n - j0);
     match layout {
+        Layout::RowMajor if cols == NR => {
+            for (p, row) in panel.chunks_exact_mut(NR).enumerate() {
+                if let (Ok(row), Ok(from)) = (<&mut [T; NR]>::try_from(row), <&[T; NR]>::try_from(&b[p * n + j0..][..NR])) {
+                    *row = *from;
+                }
+            }
+        }
         Layout::RowMajor => {
-            for (p, row) in panel.chunks_exact_mut(nr).enumerate() {
+            for (p, row) in panel.chunks_exact_mut(NR).enumerate() {
                 row[..cols].copy_from_slice(&b[p * n + j0..][..cols]);
                 row[cols..].fill(T::default());
             }
         }
         Layout::Transposed => {
-            panel.fill(T::default());
-            for c in 0..cols {
+            let grouped = if cols == NR { NR / 8 * 8 } else { 0 };
+            if grouped < NR {
+                panel.fill(T::default());
+            }
+            for c0 in (0..grouped).step_by(8) {
+                transpose_rows(&b[(j0 + c0) * k..], k, &mut panel[c0..], NR, t8);
+            }
+            for c in grouped..cols {
                 for (p, &v) in b[(j0 + c) * k..][..k].iter().enumerate() {
-                    panel[p * nr + c] = v;
+                    panel[p * NR + c] = v;
                 }
             }
+        }
+    }
+}
+
+/// to[p · stride + r] = from[r · k + p] for r < 8 and p < k: eight rows of length k laid out
+/// column by column, 8 × 8 at a time by `t8`, the last k mod 8 columns one value at a time.
+#[inline(always)]
+fn transpose_rows<T: Real>(from: &[T], k: usize, to: &mut [T], stride: usize, t8: &impl Fn(&[T], usize, &mut [T], usize)) {
+    let whole = k / 8 * 8;
+    for p0 in (0..whole).step_by(8) {
+        t8(&from[p0..], k, &mut to[p0 * stride..], stride);
+    }
+    for r in 0..8 {
+        for p in whole..k {
+            to[p * stride + r] = from[r * k + p];
+        }
+    }
+}
+
+/// to[c · to_stride + r] = from[r · from_stride + c] for r, c < 8, in plain Rust.
+#[inline(always)]
+fn transpose8<T: Real>(from: &[T], from_stride: usize, to: &mut [T], to_stride: usize) {
+    for r in 0..8 {
+        for (c, &v) in from[r * from_stride..][..8].iter().enumerate() {
+            to[c * to_stride + r] = v;
+        }
+    }
+}
+
+/// [`transpose8`] for f32 in AVX registers: the eight rows loaded, interleaved in pairs, then
+/// in fours, then their 128-bit halves exchanged, and stored as eight columns.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn transpose8_avx(from: &[f32], from_stride: usize, to: &mut [f32], to_stride: usize) {
+    use std::arch::x86_64::*;
+    assert!(from.len() >= 7 * from_stride + 8 && to.len() >= 7 * to_stride + 8);
+    // SAFETY: rows r < 8 of 8 floats at r · from_stride and at r · to_stride lie inside the
+    // slices (asserted above).
+    unsafe {
+        let row = |r: usize| _mm256_loadu_ps(from.as_ptr().add(r * from_stride));
+        let [r0, r1, r2, r3, r4, r5, r6, r7] = [row(0), row(1), row(2), row(3), row(4), row(5), row(6), row(7)];
+        // Pairs: (r0₀ r1₀ r0₁ r1₁ | r0₄ r1₄ r0₅ r1₅) and so on.
+        let (t0, t1) = (_mm256_unpacklo_ps(r0, r1), _mm256_unpackhi_ps(r0, r1));
+        let (t2, t3) = (_mm256_unpacklo_ps(r2, r3), _mm256_unpackhi_ps(r2, r3));
+        let (t4, t5) = (_mm256_unpacklo_ps(r4, r5), _mm256_unpackhi_ps(r4, r5));
+        let (t6, t7) = (_mm256_unpacklo_ps(r6, r7), _mm256_unpackhi_ps(r6, r7));
+        // Fours: column c of rows 0–3 in one 128-bit half, c and c + 4 in the two halves.
+        let (s0, s1) = (_mm256_shuffle_ps::<0x44>(t0, t2), _mm256_shuffle_ps::<0xEE>(t0, t2));
+        let (s2, s3) = (_mm256_shuffle_ps::<0x44>(t1, t3), _mm256_shuffle_ps::<0xEE>(t1, t3));
+        let (s4, s5) = (_mm256_shuffle_ps::<0x44>(t4, t6), _mm256_shuffle_ps::<0xEE>(t4, t6));
+        let (s6, s7) = (_mm256_shuffle_ps::<0x44>(t5, t7), _mm256_shuffle_ps::<0xEE>(t5, t7));
+        let columns = [
+            _mm256_permute2f128_ps::<0x20>(s0, s4),
+            _mm256_permute2f128_ps::<0x20>(s1, s5),
+            _mm256_permute2f128_ps::<0x20>(s2, s6),
+            _mm256_permute2f128_ps::<0x20>(s3, s7),
+            _mm256_permute2f128_ps::<0x31>(s0, s4),
+            _mm256_permute2f128_ps::<0x31>(s1, s5),
+            _mm256_permute2f128_ps::<0x31>(s2, s6),
+            _mm256_permute2f128_ps::<0x31>(s3, s7),
+        ];
+        for (c, v) in columns.into_iter().enumerate() {
+            _mm256_storeu_ps(to.as_mut_ptr().add(c * to_stride), v);
         }
     }
 }
@@ -522,22 +624,50 @@ mod tests {
     }
 
     /// The point of the module: the bytes do not depend on the path (on an AVX-512 machine
-    /// this compares all three).
+    /// this compares all three), nor on whether b came transposed (packed by 8 × 8 transposes).
     #[test]
     fn every_path_gives_the_same_bytes() {
         let isas = Isa::available();
         println!("paths on this CPU: {isas:?}");
-        for &(m, k, n) in &[(3, 7, 5), (16, 64, 336), (33, 129, 70), (128, 576, 48), (5, 2688, 9)] {
+        for &(m, k, n) in &[(3, 7, 5), (16, 64, 336), (33, 129, 70), (128, 576, 48), (5, 2688, 9), (40, 35, 67)] {
             let (a, b) = (random(m * k, 5), random(k * n, 6));
-            let run = |isa: Isa| {
+            let bt: Vec<f32> = (0..n * k).map(|x| b[(x % k) * n + x / k]).collect();
+            let run = |isa: Isa, b: (&[f32], Layout)| {
                 let mut out = random(m * n, 7);
-                product(isa, &mut out, &a, (&b, Layout::RowMajor), (m, k, n), true);
+                product(isa, &mut out, &a, b, (m, k, n), true);
                 out.iter().map(|v| v.to_bits()).collect::<Vec<u32>>()
             };
-            let first = run(isas[0]);
-            for &isa in &isas[1..] {
-                assert!(run(isa) == first, "{isa:?} differs from {:?} at {m}x{k}x{n}", isas[0]);
+            let first = run(isas[0], (&b, Layout::RowMajor));
+            for &isa in &isas {
+                assert!(
+                    run(isa, (&b, Layout::RowMajor)) == first,
+                    "{isa:?} differs from {:?} at {m}x{k}x{n}",
+                    isas[0]
+                );
+                assert!(
+                    run(isa, (&bt, Layout::Transposed)) == first,
+                    "{isa:?} with b transposed at {m}x{k}x{n}"
+                );
             }
+        }
+    }
+
+    /// The vector 8 × 8 transpose against the plain one, inside larger strided matrices.
+    #[test]
+    fn the_vector_transpose_moves_each_value_where_the_plain_one_does() {
+        let from = random(8 * 13, 11);
+        let (mut plain, mut vector) = (vec![0f32; 8 * 10], vec![0f32; 8 * 10]);
+        transpose8(&from[3..], 13, &mut plain[1..], 10);
+        for c in 0..8 {
+            for r in 0..8 {
+                assert_eq!(plain[1 + c * 10 + r], from[3 + r * 13 + c]);
+            }
+        }
+        #[cfg(target_arch = "x86_64")]
+        if Isa::cpu() >= Isa::Avx2 {
+            // SAFETY: the CPU has AVX2 (checked above).
+            unsafe { transpose8_avx(&from[3..], 13, &mut vector[1..], 10) };
+            assert_eq!(plain, vector);
         }
     }
 }
