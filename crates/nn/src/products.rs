@@ -71,6 +71,15 @@ impl Isa {
         }
     }
 
+    /// Rows of `a` in one register block of this path's micro-kernel (what `a` is packed by).
+    fn rows(self) -> usize {
+        match self {
+            Isa::Avx512 => 8,
+            Isa::Avx2 => 6,
+            Isa::Portable => 4,
+        }
+    }
+
     fn rank(self) -> u8 {
         match self {
             Isa::Avx512 => 2,
@@ -119,7 +128,7 @@ pub(crate) fn product<T: Real>(
     }
     let job = Job {
         dst,
-        a,
+        a: Rows::Plain(a),
         b,
         layout,
         m,
@@ -127,6 +136,60 @@ pub(crate) fn product<T: Real>(
         n,
         accumulate,
     };
+    run(isa, job);
+}
+
+/// `a` [m × k] packed once for the path `isa`, for many products with it: the Winograd filters,
+/// which every block of tiles multiplies.
+pub(crate) struct PackedRows<T> {
+    isa: Isa,
+    blocks: Vec<T>,
+    m: usize,
+    k: usize,
+}
+
+impl<T: Real> PackedRows<T> {
+    /// `a` packed as [`blocks`] packs it on the path `isa`.
+    pub(crate) fn new(isa: Isa, a: &[T], (m, k): (usize, usize)) -> PackedRows<T> {
+        assert_eq!(a.len(), m * k, "PackedRows: operand size");
+        let mr = isa.rows();
+        let mut blocks = vec![T::default(); m.div_ceil(mr) * k * mr];
+        if k > 0 {
+            for (i, block) in blocks.chunks_exact_mut(k * mr).enumerate() {
+                pack_a(a, (m, k), i * mr, block, mr, &transpose8::<T>);
+            }
+        }
+        PackedRows { isa, blocks, m, k }
+    }
+}
+
+/// dst [m × n] (=, or += if `accumulate`) a · b [k × n] (row-major), with a packed beforehand:
+/// the same bytes as [`product`] on a's path.
+pub(crate) fn product_with_packed<T: Real>(dst: &mut [T], a: &PackedRows<T>, b: &[T], n: usize, accumulate: bool) {
+    let PackedRows { isa, m, k, .. } = *a;
+    assert!(dst.len() == m * n && b.len() == k * n, "product: operand sizes");
+    if m == 0 || n == 0 || k == 0 {
+        if !accumulate {
+            dst.fill(T::default());
+        }
+        return;
+    }
+    let job = Job {
+        dst,
+        a: Rows::Packed(&a.blocks),
+        b,
+        layout: Layout::RowMajor,
+        m,
+        k,
+        n,
+        accumulate,
+    };
+    run(isa, job);
+}
+
+/// The job on the path `isa` (at most what the CPU has).
+fn run<T: Real>(isa: Isa, job: Job<'_, T>) {
+    assert!(isa <= Isa::cpu(), "product: {isa:?} on a CPU without it");
     match isa {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `Isa::cpu()` found AVX-512F and FMA on this CPU (asserted above).
@@ -188,9 +251,13 @@ fn as_f32<T: Real>(job: Job<'_, T>) -> Result<Job<'_, f32>, Job<'_, T>> {
         n,
         accumulate,
     } = job;
+    let a = match a {
+        Rows::Plain(a) => Rows::Plain(bytemuck::cast_slice(a)),
+        Rows::Packed(a) => Rows::Packed(bytemuck::cast_slice(a)),
+    };
     Ok(Job {
         dst: bytemuck::cast_slice_mut(dst),
-        a: bytemuck::cast_slice(a),
+        a,
         b: bytemuck::cast_slice(b),
         layout,
         m,
@@ -200,10 +267,17 @@ fn as_f32<T: Real>(job: Job<'_, T>) -> Result<Job<'_, f32>, Job<'_, T>> {
     })
 }
 
+/// The left operand: as given, or already packed for the path ([`PackedRows`]).
+#[derive(Clone, Copy)]
+enum Rows<'a, T> {
+    Plain(&'a [T]),
+    Packed(&'a [T]),
+}
+
 /// One product's operands.
 struct Job<'a, T> {
     dst: &'a mut [T],
-    a: &'a [T],
+    a: Rows<'a, T>,
     b: &'a [T],
     layout: Layout,
     m: usize,
@@ -251,15 +325,24 @@ fn blocks<T: Real, const MR: usize, const NR: usize>(
         accumulate,
     } = job;
     let (row_blocks, panels) = (m.div_ceil(MR), n.div_ceil(NR));
-    with_scratch(row_blocks * k * MR, |packed_a: &mut [T]| {
-        for (i, block) in packed_a.chunks_exact_mut(k * MR).enumerate() {
-            pack_a(a, (m, k), i * MR, block, MR, &t8);
+    let with_packed_a = |f: &mut dyn FnMut(&[T])| match a {
+        Rows::Packed(packed) => {
+            assert_eq!(packed.len(), row_blocks * k * MR, "product: rows packed for another path");
+            f(packed)
         }
+        Rows::Plain(a) => with_scratch(row_blocks * k * MR, |packed: &mut [T]| {
+            for (i, block) in packed.chunks_exact_mut(k * MR).enumerate() {
+                pack_a(a, (m, k), i * MR, block, MR, &t8);
+            }
+            f(packed)
+        }),
+    };
+    with_packed_a(&mut |packed_a: &[T]| {
         with_scratch(panels * k * NR, |packed_b: &mut [T]| {
             for (j, panel) in packed_b.chunks_exact_mut(k * NR).enumerate() {
                 pack_b::<T, NR>(b, layout, (k, n), j * NR, panel, &t8);
             }
-            let packed = (&*packed_a, &*packed_b);
+            let packed = (packed_a, &*packed_b);
             if accumulate && k > KC {
                 // With more than one pass, dst + sum needs the whole sum first.
                 with_scratch(m * n, |sums: &mut [T]| {
