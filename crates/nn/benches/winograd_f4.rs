@@ -1,17 +1,17 @@
-//! Should the stride-1 convolutions move from Winograd F(2×2, 3×3) to F(4×4, 3×3)? F(4×4)
-//! multiplies 36 times per 16 outputs where F(2×2) multiplies 16 times per 4 (4× fewer than
-//! the direct 144 per 16, against 2.25×), but its transforms carry 1/6 and 1/24, which f32
-//! cannot hold, and larger sums, so its f32 error is larger. This measures that error on
-//! SphereFace-20's stride-1 layers, forward and weight gradient, against an f64 direct
-//! convolution, beside F(2×2)'s (the kernel in use) and the f32 direct product's, as the
-//! largest difference over the largest output (the measure the kernel tests bound by 1e-4
-//! against burn's convolution).
+//! The f32 error of the Winograd kernels. F(4×4, 3×3) multiplies 36 times per 16 outputs where
+//! F(2×2) multiplies 16 times per 4 (4× fewer than the direct 144 per 16, against 2.25×), but
+//! its transforms carry 1/6 and 1/24, which f32 cannot hold, and larger sums, so its f32 error
+//! is larger. This measures that error on SphereFace-20's stride-1 layers, forward and weight
+//! gradient, against an f64 direct convolution, beside F(2×2)'s and the f32 direct product's,
+//! as the largest difference over the largest output (the measure the kernel tests bound by
+//! 1e-4 against burn's convolution). The network runs F(4×4) forward (and for the input
+//! gradient) and F(2×2) for the weight gradient; the F(4×4) weight gradient here is a plain
+//! reference implementation (Lavin and Gray's points 0, ±1, ±2), timed by nothing.
 //!
-//! `cargo bench -p spherepipe-nn --bench winograd_f4` (env `BATCH`, default 2). F(4×4) here is
-//! a plain reference implementation (Lavin and Gray's points 0, ±1, ±2), timed by nothing.
+//! `cargo bench -p spherepipe-nn --bench winograd_f4` (env `BATCH`, default 2).
 
 use spherepipe_nn::conv::{direct_forward, direct_weight_grad, Geometry};
-use spherepipe_nn::winograd;
+use spherepipe_nn::{winograd, winograd4};
 use spherepipe_rng::Rng;
 
 /// SphereFace-20's stride-1 layers: (channels, height, width).
@@ -78,55 +78,6 @@ fn block(x: &[f32], (h, w): (usize, usize), y0: isize, x0: isize) -> [[f32; 6]; 
             }
         })
     })
-}
-
-/// F(4×4, 3×3) forward in f32, one tile at a time: y = Aᵀ [Σ_cin (G g Gᵀ) ⊙ (Bᵀ d B)] A.
-fn f4_forward(x: &[f32], k: &[f32], (batch, c, h, w): (usize, usize, usize, usize)) -> Vec<f32> {
-    let u: Vec<[[f32; 6]; 6]> = (0..c * c)
-        .map(|oc| {
-            let g: [[f32; 3]; 3] = std::array::from_fn(|i| std::array::from_fn(|j| k[oc * 9 + i * 3 + j]));
-            sandwich(&G, &g, &G)
-        })
-        .collect();
-    let mut y = vec![0f32; batch * c * h * w];
-    for n in 0..batch {
-        for ty in 0..h.div_ceil(4) {
-            for tx in 0..w.div_ceil(4) {
-                let v: Vec<[[f32; 6]; 6]> = (0..c)
-                    .map(|ci| {
-                        let d = block(
-                            &x[(n * c + ci) * h * w..][..h * w],
-                            (h, w),
-                            4 * ty as isize - 1,
-                            4 * tx as isize - 1,
-                        );
-                        sandwich(&BT, &d, &BT)
-                    })
-                    .collect();
-                for co in 0..c {
-                    let mut m = [[0f32; 6]; 6];
-                    for (ci, vi) in v.iter().enumerate() {
-                        let ui = &u[co * c + ci];
-                        for i in 0..6 {
-                            for j in 0..6 {
-                                m[i][j] = ui[i][j].mul_add(vi[i][j], m[i][j]);
-                            }
-                        }
-                    }
-                    let out = sandwich(&AT, &m, &AT);
-                    for (i, row) in out.iter().enumerate() {
-                        for (j, v) in row.iter().enumerate() {
-                            let (yy, xx) = (4 * ty + i, 4 * tx + j);
-                            if yy < h && xx < w {
-                                y[((n * c + co) * h + yy) * w + xx] = *v;
-                            }
-                        }
-                    }
-                }
-            }
-        }
-    }
-    y
 }
 
 /// F(4×4, 3×3) weight gradient in f32: dW = Gᵀ [Σ_tiles (A dY Aᵀ) ⊙ (Bᵀ d B)] G.
@@ -209,7 +160,7 @@ fn main() {
         let fwd = [
             relative(&y64, as64(direct_forward(&x, &k, None, batch, c, geo))),
             relative(&y64, as64(winograd::forward(&x, &k, None, (batch, c, c), (h, w)))),
-            relative(&y64, as64(f4_forward(&x, &k, (batch, c, h, w)))),
+            relative(&y64, as64(winograd4::forward(&x, &k, None, (batch, c, c), (h, w)))),
         ];
         let dw = [
             relative(&dw64, as64(direct_weight_grad(&x, &g, batch, c, geo))),

@@ -1,9 +1,9 @@
 //! SphereFace's 3×3 convolution (padding 1, stride 1 or 2) as an operation of the project's own,
 //! through burn's backend-extension mechanism (issue 12), with CPU kernels of its own where
 //! burn-flex is slower than PyTorch. On the flex backend, in f32 and f64:
-//! - stride 1 runs as Winograd's F(2×2, 3×3) ([`crate::winograd`]); stride 2 as one `gemm`
-//!   per image over its patch matrix, images in parallel ([`direct_forward`],
-//!   [`direct_weight_grad`]);
+//! - stride 1 runs forward as Winograd's F(4×4, 3×3) ([`crate::winograd4`]) and its weight
+//!   gradient as F(2×2, 3×3) ([`crate::winograd`]); stride 2 as one `gemm` per image over its
+//!   patch matrix, images in parallel ([`direct_forward`], [`direct_weight_grad`]);
 //! - the input gradient of a stride-1 convolution ([`input_grad`]) is the forward pass over the
 //!   output gradient, with the weight's channels swapped and its taps turned by 180°; of a
 //!   stride-2 one ([`direct_input_grad`]), the patch matrix's gradient added back onto the
@@ -340,11 +340,11 @@ fn stride2_patches<T: Real>(x: &[T], geo: Geometry, col: &mut [T]) {
 }
 
 /// bias + the convolution of `x` [batch, cin, h, w] with `weight` [cout, cin, 3, 3] (padding 1),
-/// as [batch, cout, ho, wo]: Winograd's F(2×2, 3×3) ([`crate::winograd`]) for stride 1, the
+/// as [batch, cout, ho, wo]: Winograd's F(4×4, 3×3) ([`crate::winograd4`]) for stride 1, the
 /// direct product ([`direct_forward`]) for stride 2.
 pub fn forward<T: Real>(x: &[T], weight: &[T], bias: Option<&[T]>, batch: usize, cout: usize, geo: Geometry) -> Vec<T> {
     match geo.stride {
-        1 => crate::winograd::forward(x, weight, bias, (batch, geo.cin, cout), (geo.h, geo.w)),
+        1 => crate::winograd4::forward(x, weight, bias, (batch, geo.cin, cout), (geo.h, geo.w)),
         _ => direct_forward(x, weight, bias, batch, cout, geo),
     }
 }

@@ -25,8 +25,11 @@ pub mod products;
 pub mod sphere;
 /// Training: a step of SGD with the margin loss, checkpoints, weights files.
 pub mod train;
-/// Winograd's F(2×2, 3×3): the CPU kernel of the stride-1 convolutions.
+/// Winograd's F(2×2, 3×3): the CPU kernel of the stride-1 convolutions' weight gradients.
 pub mod winograd;
+/// Winograd's F(4×4, 3×3): the CPU kernel of the stride-1 convolutions' forward pass and input
+/// gradient.
+pub mod winograd4;
 
 pub use burn;
 
@@ -40,7 +43,7 @@ pub fn cpu_vector_level() -> String {
 }
 
 /// A stage's `version()` for code whose bits follow [`cpu_vector_level`]: `base` with the level
-/// appended (`cpu_version!("9")` is `"9+cpu-v4"` on an AVX-512 machine), made once per process.
+/// appended (`cpu_version!("10")` is `"10+cpu-v4"` on an AVX-512 machine), made once per process.
 #[macro_export]
 macro_rules! cpu_version {
     ($base:literal) => {{

@@ -1,5 +1,5 @@
 //! The dense helpers both convolution paths use (`conv.rs`'s stride-2 patch gemm and
-//! `winograd.rs`'s stride-1 transforms): the element types, row-major products (through
+//! `winograd.rs`'s and `winograd4.rs`'s stride-1 transforms): the element types, row-major products (through
 //! `products.rs`), the even/odd split of a line, and sums in a fixed order. Neither kernel
 //! file imports the other for these.
 
@@ -27,6 +27,8 @@ pub trait Real:
     const HALF: Self;
     /// self · a + b with one rounding (a fused multiply-add, in software where the CPU has none).
     fn mul_add(self, a: Self, b: Self) -> Self;
+    /// `v` rounded to this type (the Winograd transforms' constants).
+    fn constant(v: f64) -> Self;
 }
 
 impl Real for f32 {
@@ -36,6 +38,10 @@ impl Real for f32 {
     fn mul_add(self, a: Self, b: Self) -> Self {
         f32::mul_add(self, a, b)
     }
+    #[inline(always)]
+    fn constant(v: f64) -> Self {
+        v as f32
+    }
 }
 
 impl Real for f64 {
@@ -44,6 +50,10 @@ impl Real for f64 {
     #[inline(always)]
     fn mul_add(self, a: Self, b: Self) -> Self {
         f64::mul_add(self, a, b)
+    }
+    #[inline(always)]
+    fn constant(v: f64) -> Self {
+        v
     }
 }
 

@@ -1,5 +1,8 @@
 //! Winograd's F(2×2, 3×3) for SphereFace's stride-1 3×3 convolutions (padding 1), after Lavin
-//! and Gray, "Fast Algorithms for Convolutional Neural Networks" (2016): each 2×2 block of the
+//! and Gray, "Fast Algorithms for Convolutional Neural Networks" (2016). The network's weight
+//! gradients run here; its forward pass runs F(4×4) ([`crate::winograd4`], 4× fewer products
+//! than direct, at ten times F(2×2)'s f32 error), and this module's [`forward`] is kept as the
+//! exact-constant one the `winograd_f4` bench weighs that against. Each 2×2 block of the
 //! output comes from one 4×4 block of the input through 16 products instead of 36, so the inner
 //! products — 16 gemms of [cout × cin] · [cin × tiles] — are 2.25× fewer than the direct
 //! convolution's. The transforms' constants (0, ±1, ±½) are exact in floating point, and every
@@ -36,36 +39,38 @@ const MIN_BLOCKS: usize = 4;
 
 /// How the work is cut: `images` whole images per block, their tile rows in bands of `rows`.
 #[derive(Debug, Clone, Copy)]
-struct Plan {
-    cin: usize,
-    cout: usize,
-    h: usize,
-    w: usize,
-    /// Tile rows and columns of one image (2×2 output pixels each, the last ones clipped).
-    th: usize,
-    tw: usize,
-    images: usize,
-    rows: usize,
+pub(crate) struct Plan {
+    pub(crate) cin: usize,
+    pub(crate) cout: usize,
+    pub(crate) h: usize,
+    pub(crate) w: usize,
+    /// Tile rows and columns of one image (`size` × `size` output pixels each, the last ones
+    /// clipped).
+    pub(crate) th: usize,
+    pub(crate) tw: usize,
+    pub(crate) images: usize,
+    pub(crate) rows: usize,
 }
 
 impl Plan {
     /// How many bands of tile rows an image is cut into.
-    fn bands(&self) -> usize {
+    pub(crate) fn bands(&self) -> usize {
         self.th.div_ceil(self.rows)
     }
 
     /// The tile rows of band `i`.
-    fn band(&self, i: usize) -> Range<usize> {
+    pub(crate) fn band(&self, i: usize) -> Range<usize> {
         i * self.rows..((i + 1) * self.rows).min(self.th)
     }
 
-    fn new(batch: usize, cin: usize, cout: usize, (h, w): (usize, usize)) -> Plan {
-        let (th, tw) = (h.div_ceil(2), w.div_ceil(2));
+    /// The cut for output tiles of `size` × `size` pixels, about `per_block` tiles a block.
+    pub(crate) fn new(batch: usize, (cin, cout): (usize, usize), (h, w): (usize, usize), size: usize, per_block: usize) -> Plan {
+        let (th, tw) = (h.div_ceil(size), w.div_ceil(size));
         let per_image = th * tw;
-        let (images, rows) = if per_image >= TILES_PER_BLOCK {
-            (1, (TILES_PER_BLOCK / tw).max(1))
+        let (images, rows) = if per_image >= per_block {
+            (1, (per_block / tw).max(1))
         } else {
-            let wanted = TILES_PER_BLOCK / per_image;
+            let wanted = per_block / per_image;
             let blocks = batch.div_ceil(wanted).max(batch.min(MIN_BLOCKS));
             (batch.div_ceil(blocks.max(1)).max(1), th)
         };
@@ -92,7 +97,7 @@ pub fn forward<T: Real>(
     (h, w): (usize, usize),
 ) -> Vec<T> {
     use rayon::prelude::*;
-    let plan = Plan::new(batch, cin, cout, (h, w));
+    let plan = Plan::new(batch, (cin, cout), (h, w), 2, TILES_PER_BLOCK);
     let (x_image, y_image) = (cin * h * w, cout * h * w);
     assert!(x.len() == batch * x_image && weight.len() == cout * cin * 9 && bias.is_none_or(|b| b.len() == cout));
     let mut y = vec![T::default(); batch * y_image];
@@ -126,7 +131,7 @@ pub fn forward<T: Real>(
 /// computation. Per block of tiles, dU_ξ += (A dY Aᵀ)_ξ · (Bᵀ d B)_ξᵀ (16 gemms over the
 /// tiles), the blocks summed by [`sum_in_runs`]; then dW = Gᵀ dU G.
 pub fn weight_grad<T: Real>(x: &[T], grad: &[T], (batch, cin, cout): (usize, usize, usize), (h, w): (usize, usize)) -> Vec<T> {
-    let plan = Plan::new(batch, cin, cout, (h, w));
+    let plan = Plan::new(batch, (cin, cout), (h, w), 2, TILES_PER_BLOCK);
     let (x_image, y_image) = (cin * h * w, cout * h * w);
     assert!(x.len() == batch * x_image && grad.len() == batch * y_image);
     let bands = plan.bands();

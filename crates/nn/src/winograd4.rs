@@ -1,0 +1,404 @@
+//! Winograd's F(4×4, 3×3) for SphereFace's stride-1 3×3 convolutions (padding 1), forward, and
+//! so the input gradient too (a forward convolution, `conv::input_grad`), after Lavin and Gray
+//! (2016) with their points 0, ±1, ±2: each 4×4 block of the output comes from one 6×6 block of
+//! the input through 36 products instead of 144 (F(2×2) needs 16 per 4 outputs: 2.25× fewer
+//! than direct, against 4× here), as 36 gemms of [cout × cin] · [cin × tiles].
+//!
+//! Its constants (¼, ⅙, 1/12, 1/24, and 2, 4, 5, 8) are not all exact in floating point and its
+//! sums are longer, so its f32 results lie further from the exact convolution than F(2×2)'s:
+//! 6–10e-6 of the largest output on SphereFace-20's layers (`cargo bench -p spherepipe-nn
+//! --bench winograd_f4`), within the 1e-4 the kernel tests allow against burn's convolution.
+//! Every sum runs in an order fixed by the shapes alone, so the bits do not depend on the thread
+//! count or the vector path. The weight gradient stays F(2×2) ([`crate::winograd`]).
+//!
+//! With d a 6×6 input block, g a 3×3 filter and Y the 4×4 output block:
+//! Y = Aᵀ [(G g Gᵀ) ⊙ (Bᵀ d B)] A, where
+//! Bᵀ = [4 0 −5 0 1 0; 0 −4 −4 1 1 0; 0 4 −4 −1 1 0; 0 −2 −1 2 1 0; 0 2 −1 −2 1 0; 0 4 0 −5 0 1],
+//! G = [¼ 0 0; −⅙ −⅙ −⅙; −⅙ ⅙ −⅙; 1/24 1/12 ⅙; 1/24 −1/12 ⅙; 0 0 1] and
+//! Aᵀ = [1 1 1 1 1 0; 0 1 −1 2 −2 0; 0 1 1 4 4 0; 0 1 −1 8 −8 1].
+
+use crate::matrix::{vector_paths, with_scratch, Real};
+use crate::products::{product_with_packed, Isa, PackedRows};
+use crate::winograd::Plan;
+use std::ops::Range;
+
+vector_paths! {
+    /// [`input_blocks`].
+    fn transform_input(xs: &[T], plan: &Plan, band: Range<usize>, v: &mut [T]) = input_blocks;
+}
+vector_paths! {
+    /// [`output_blocks`].
+    fn transform_output(m: &[T], bias: Option<&[T]>, plan: &Plan, band: Range<usize>, ys: &mut [T]) = output_blocks;
+}
+
+/// Output tiles one block multiplies at once (16 output pixels each): the gemms' columns.
+const TILES_PER_BLOCK: usize = 168;
+
+/// Points of one transformed block (6 × 6).
+const POINTS: usize = 36;
+
+/// y = bias + the stride-1 3×3 convolution (padding 1) of `x` [batch, cin, h, w] with `weight`
+/// [cout, cin, 3, 3]; the result is [batch, cout, h, w]. Blocks of images run in parallel.
+pub fn forward<T: Real>(
+    x: &[T],
+    weight: &[T],
+    bias: Option<&[T]>,
+    (batch, cin, cout): (usize, usize, usize),
+    (h, w): (usize, usize),
+) -> Vec<T> {
+    use rayon::prelude::*;
+    let plan = Plan::new(batch, (cin, cout), (h, w), 4, TILES_PER_BLOCK);
+    let (x_image, y_image) = (cin * h * w, cout * h * w);
+    assert!(x.len() == batch * x_image && weight.len() == cout * cin * 9 && bias.is_none_or(|b| b.len() == cout));
+    let mut y = vec![T::default(); batch * y_image];
+    if y.is_empty() || x_image == 0 {
+        return y;
+    }
+    let u = transform_weights(weight, cout, cin);
+    y.par_chunks_mut(plan.images * y_image)
+        .zip(x.par_chunks(plan.images * x_image))
+        .for_each(|(ys, xs)| {
+            let images = xs.len() / x_image;
+            for band in (0..plan.bands()).map(|i| plan.band(i)) {
+                let tiles = images * band.len() * plan.tw;
+                with_scratch(POINTS * cin * tiles, |v: &mut [T]| {
+                    with_scratch(POINTS * cout * tiles, |m: &mut [T]| {
+                        transform_input(xs, &plan, band.clone(), v);
+                        for xi in 0..POINTS {
+                            let (vx, mx) = (&v[xi * cin * tiles..][..cin * tiles], &mut m[xi * cout * tiles..][..cout * tiles]);
+                            product_with_packed(mx, &u[xi], vx, tiles, false);
+                        }
+                        transform_output(m, bias, &plan, band, ys);
+                    })
+                });
+            }
+        });
+    y
+}
+
+/// U [36, cout, cin] = G g Gᵀ for every filter g of `weight` [cout, cin, 3, 3], each point's
+/// [cout × cin] packed once for the products (every block of tiles multiplies it). Computed
+/// along all the filters at once, G down each column, then G across each row, the rows in
+/// parallel; every value is computed on its own, so the order changes no bit.
+fn transform_weights<T: Real>(weight: &[T], cout: usize, cin: usize) -> Vec<PackedRows<T>> {
+    use rayon::prelude::*;
+    let filters = cout * cin;
+    // taps[t][f]: tap t (row-major in the 3×3 filter) of filter f.
+    let taps: Vec<Vec<T>> = (0..9).map(|t| weight.iter().skip(t).step_by(9).copied().collect()).collect();
+    // down[col][i][f]: entry (i, col) of G g.
+    let down: Vec<[Vec<T>; 6]> = (0..3)
+        .map(|col| expand_along([&taps[col], &taps[3 + col], &taps[6 + col]], filters))
+        .collect();
+    (0..6)
+        .into_par_iter()
+        .flat_map_iter(|i| {
+            let across = expand_along([&down[0][i], &down[1][i], &down[2][i]], filters);
+            across
+                .into_iter()
+                .map(|u| PackedRows::new(Isa::best(), &u, (cout, cin)))
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// out[i][f] = (G · (ins[0][f], ins[1][f], ins[2][f]))[i] for the first `n` values.
+fn expand_along<T: Real>(ins: [&[T]; 3], n: usize) -> [Vec<T>; 6] {
+    let [a, b, c] = ins.map(|v| &v[..n]);
+    let mut out = [(); 6].map(|_| vec![T::default(); n]);
+    let [o0, o1, o2, o3, o4, o5] = out.each_mut().map(|o| &mut o[..]);
+    for f in 0..n {
+        let e = expand6([a[f], b[f], c[f]]);
+        (o0[f], o1[f], o2[f], o3[f], o4[f], o5[f]) = (e[0], e[1], e[2], e[3], e[4], e[5]);
+    }
+    out
+}
+
+/// G · (a, b, c) = (a/4, −(a + b + c)/6, −(a − b + c)/6, a/24 + b/12 + c/6, a/24 − b/12 + c/6, c).
+#[inline(always)]
+fn expand6<T: Real>([a, b, c]: [T; 3]) -> [T; 6] {
+    let k = T::constant;
+    let (outer, middle) = (a * k(1.0 / 24.0) + c * k(1.0 / 6.0), b * k(1.0 / 12.0));
+    let zero = T::default();
+    [
+        a * k(0.25),
+        zero - (a + b + c) * k(1.0 / 6.0),
+        zero - (a - b + c) * k(1.0 / 6.0),
+        outer + middle,
+        outer - middle,
+        c,
+    ]
+}
+
+/// Bᵀ · (d0, …, d5): the input transform along one direction.
+#[inline(always)]
+fn b6<T: Real>([d0, d1, d2, d3, d4, d5]: [T; 6]) -> [T; 6] {
+    let k = T::constant;
+    let (four, five, two) = (k(4.0), k(5.0), k(2.0));
+    let (d4_d2, d3_d1) = (d4 - d2, d3 - d1);
+    [
+        (d0 * four - d2 * five) + d4,
+        (d3 + d4) - (d1 + d2) * four,
+        (d4 - d3) + (d1 - d2) * four,
+        d4_d2 + d3_d1 * two,
+        d4_d2 - d3_d1 * two,
+        (d1 * four - d3 * five) + d5,
+    ]
+}
+
+/// Aᵀ · (m0, …, m5): the output transform along one direction.
+#[inline(always)]
+fn a6<T: Real>([m0, m1, m2, m3, m4, m5]: [T; 6]) -> [T; 4] {
+    let k = T::constant;
+    let (s12, d12, s34, d34) = (m1 + m2, m1 - m2, m3 + m4, m3 - m4);
+    [(m0 + s12) + s34, d12 + d34 * k(2.0), s12 + s34 * k(4.0), (d12 + d34 * k(8.0)) + m5]
+}
+
+/// V [36, cin, tiles] = Bᵀ d B for every 6×6 input block d of the band's tiles, the tiles in
+/// (image, tile row, tile column) order. Per input channel, the blocks are first gathered into
+/// 36 rows over all the band's tiles (block (ty, t) spans lines 4ty − 1 … 4ty + 4 and columns
+/// 4t − 1 … 4t + 4, zero outside the image); Bᵀ then combines those rows six by six down, and B
+/// across, each one loop over all the tiles (long enough for the vectors to fill even where an
+/// image is only two tiles wide).
+#[inline(always)]
+fn input_blocks<T: Real>(xs: &[T], plan: &Plan, band: Range<usize>, v: &mut [T]) {
+    let Plan { cin, h, w, tw, .. } = *plan;
+    let images = xs.len() / (cin * h * w);
+    let tiles = images * band.len() * tw;
+    let zero = T::default();
+    // The band's input lines 4·band.start − 1 … 4·band.end, each padded with a zero before
+    // and zeros after, to 4·tw + 2 values: block t of a tile row starts at value 4t.
+    let (lines, width) = (4 * band.len() + 2, 4 * tw + 2);
+    let mut padded = vec![zero; lines * width];
+    // gathered[(l · 6 + j) · tiles + tile]: point (l, j) of every block; down: Bᵀ of that.
+    let (mut gathered, mut down) = (vec![zero; POINTS * tiles], vec![zero; POINTS * tiles]);
+    for c in 0..cin {
+        for image in 0..images {
+            let plane = &xs[(image * cin + c) * h * w..][..h * w];
+            for (l, line) in padded.chunks_exact_mut(width).enumerate() {
+                let iy = (4 * band.start + l).wrapping_sub(1);
+                match iy < h {
+                    true => line[1..=w].copy_from_slice(&plane[iy * w..][..w]),
+                    false => line.fill(zero),
+                }
+            }
+            for r in 0..band.len() {
+                let first = (image * band.len() + r) * tw;
+                for l in 0..6 {
+                    let line = &padded[(4 * r + l) * width..][..width];
+                    gather_six(line, six_rows(&mut gathered, l * 6 * tiles + first, tiles, tw));
+                }
+            }
+        }
+        for j in 0..6 {
+            transform_lines(
+                six_refs(&gathered, j * tiles, 6 * tiles, tiles),
+                six_rows(&mut down, j * tiles, 6 * tiles, tiles),
+            );
+        }
+        for i in 0..6 {
+            let out = six_rows(v, (i * 6 * cin + c) * tiles, cin * tiles, tiles);
+            transform_lines(six_refs(&down, i * 6 * tiles, tiles, tiles), out);
+        }
+    }
+}
+
+/// out[j][t] = line[4t + j]: the six columns of each block along a padded line.
+#[inline(always)]
+fn gather_six<T: Real>(line: &[T], out: [&mut [T]; 6]) {
+    let n = out[0].len();
+    assert!(line.len() >= 4 * n + 2);
+    let [o0, o1, o2, o3, o4, o5] = out;
+    let (o0, o1, o2, o3, o4, o5) = (&mut o0[..n], &mut o1[..n], &mut o2[..n], &mut o3[..n], &mut o4[..n], &mut o5[..n]);
+    for t in 0..n {
+        let q = &line[4 * t..][..6];
+        (o0[t], o1[t], o2[t], o3[t], o4[t], o5[t]) = (q[0], q[1], q[2], q[3], q[4], q[5]);
+    }
+}
+
+/// Six rows of `v`, `stride` apart from `first`, `len` values each.
+#[inline(always)]
+fn six_refs<T>(v: &[T], first: usize, stride: usize, len: usize) -> [&[T]; 6] {
+    let row = |i: usize| &v[first + i * stride..][..len];
+    [row(0), row(1), row(2), row(3), row(4), row(5)]
+}
+
+/// out[i][t] = (Bᵀ · (ins[0][t], …, ins[5][t]))[i], for t along `out`'s length.
+#[inline(always)]
+fn transform_lines<T: Real>(ins: [&[T]; 6], out: [&mut [T]; 6]) {
+    let n = out[0].len();
+    let [d0, d1, d2, d3, d4, d5] = ins;
+    let (d0, d1, d2, d3, d4, d5) = (&d0[..n], &d1[..n], &d2[..n], &d3[..n], &d4[..n], &d5[..n]);
+    let [o0, o1, o2, o3, o4, o5] = out;
+    let (o0, o1, o2, o3, o4, o5) = (&mut o0[..n], &mut o1[..n], &mut o2[..n], &mut o3[..n], &mut o4[..n], &mut o5[..n]);
+    for t in 0..n {
+        let r = b6([d0[t], d1[t], d2[t], d3[t], d4[t], d5[t]]);
+        (o0[t], o1[t], o2[t], o3[t], o4[t], o5[t]) = (r[0], r[1], r[2], r[3], r[4], r[5]);
+    }
+}
+
+/// Six rows of `v`, `stride` apart from `first`, `len` values each.
+#[inline(always)]
+fn six_rows<T>(v: &mut [T], first: usize, stride: usize, len: usize) -> [&mut [T]; 6] {
+    let (r0, rest) = v[first..].split_at_mut(stride);
+    let (r1, rest) = rest.split_at_mut(stride);
+    let (r2, rest) = rest.split_at_mut(stride);
+    let (r3, rest) = rest.split_at_mut(stride);
+    let (r4, r5) = rest.split_at_mut(stride);
+    [
+        &mut r0[..len],
+        &mut r1[..len],
+        &mut r2[..len],
+        &mut r3[..len],
+        &mut r4[..len],
+        &mut r5[..len],
+    ]
+}
+
+/// y = bias + Aᵀ M A for every tile of the band, clipped to the image. Per output channel, Aᵀ
+/// combines the 36 rows of M six by six down and A across, each one loop over all the band's
+/// tiles, into 16 rows: output line a of each tile row, columns 4t + q; those are then
+/// interleaved into the image, line by line.
+#[inline(always)]
+fn output_blocks<T: Real>(m: &[T], bias: Option<&[T]>, plan: &Plan, band: Range<usize>, ys: &mut [T]) {
+    let Plan { cout, h, w, tw, .. } = *plan;
+    let images = ys.len() / (cout * h * w);
+    let tiles = images * band.len() * tw;
+    let zero = T::default();
+    // up[(a · 6 + j) · tiles + tile]: line a, point column j; out[(a · 4 + q) · tiles + tile].
+    let (mut up, mut out) = (vec![zero; 24 * tiles], vec![zero; 16 * tiles]);
+    for k in 0..cout {
+        for j in 0..6 {
+            let ins = six_refs(m, (j * cout + k) * tiles, 6 * cout * tiles, tiles);
+            combine_up(ins, four_rows(&mut up, j * tiles, 6 * tiles, tiles), zero);
+        }
+        let b = bias.map_or(zero, |b| b[k]);
+        for a in 0..4 {
+            let ins = six_refs(&up, a * 6 * tiles, tiles, tiles);
+            combine_up(ins, four_rows(&mut out, a * 4 * tiles, tiles, tiles), b);
+        }
+        for image in 0..images {
+            let plane = &mut ys[(image * cout + k) * h * w..][..h * w];
+            for (r, ty) in band.clone().enumerate() {
+                let first = (image * band.len() + r) * tw;
+                for a in (0..4).take_while(|a| 4 * ty + a < h) {
+                    let phase = |q: usize| &out[(a * 4 + q) * tiles + first..][..tw];
+                    let phases = [phase(0), phase(1), phase(2), phase(3)];
+                    interleave4(&mut plane[(4 * ty + a) * w..][..w], phases);
+                }
+            }
+        }
+    }
+}
+
+/// Four rows of `v`, `stride` apart from `first`, `len` values each.
+#[inline(always)]
+fn four_rows<T>(v: &mut [T], first: usize, stride: usize, len: usize) -> [&mut [T]; 4] {
+    let (r0, rest) = v[first..].split_at_mut(stride);
+    let (r1, rest) = rest.split_at_mut(stride);
+    let (r2, r3) = rest.split_at_mut(stride);
+    [&mut r0[..len], &mut r1[..len], &mut r2[..len], &mut r3[..len]]
+}
+
+/// out[a][t] = b + (Aᵀ · (ins[0][t], …, ins[5][t]))[a], for t along `out`'s length.
+#[inline(always)]
+fn combine_up<T: Real>(ins: [&[T]; 6], out: [&mut [T]; 4], b: T) {
+    let n = out[0].len();
+    let [m0, m1, m2, m3, m4, m5] = ins;
+    let (m0, m1, m2, m3, m4, m5) = (&m0[..n], &m1[..n], &m2[..n], &m3[..n], &m4[..n], &m5[..n]);
+    let [o0, o1, o2, o3] = out;
+    let (o0, o1, o2, o3) = (&mut o0[..n], &mut o1[..n], &mut o2[..n], &mut o3[..n]);
+    for t in 0..n {
+        let r = a6([m0[t], m1[t], m2[t], m3[t], m4[t], m5[t]]);
+        (o0[t], o1[t], o2[t], o3[t]) = (b + r[0], b + r[1], b + r[2], b + r[3]);
+    }
+}
+
+/// line[4t + q] = phases[q][t], as far as the line goes.
+#[inline(always)]
+fn interleave4<T: Real>(line: &mut [T], phases: [&[T]; 4]) {
+    let [p0, p1, p2, p3] = phases;
+    let t = line.len() / 4;
+    let mut quads = line.chunks_exact_mut(4);
+    for (t, quad) in (&mut quads).enumerate() {
+        (quad[0], quad[1], quad[2], quad[3]) = (p0[t], p1[t], p2[t], p3[t]);
+    }
+    for (q, v) in quads.into_remainder().iter_mut().enumerate() {
+        *v = phases[q][t];
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::conv::tests::values;
+    use crate::conv::{direct_forward, Geometry};
+
+    fn largest_difference(a: &[f64], b: &[f64]) -> f64 {
+        assert_eq!(a.len(), b.len());
+        a.iter().zip(b).fold(0f64, |m, (x, y)| m.max((x - y).abs()))
+    }
+
+    /// (batch, cin, cout, h, w): one image, one and three channels, sizes of every remainder
+    /// mod 4, single rows and columns, a batch cut into several blocks, and an image cut into
+    /// bands of rows.
+    const SHAPES: [(usize, usize, usize, usize, usize); 10] = [
+        (1, 1, 1, 1, 1),
+        (1, 1, 2, 2, 2),
+        (2, 3, 4, 5, 7),
+        (3, 2, 3, 1, 9),
+        (1, 4, 2, 8, 1),
+        (9, 5, 6, 6, 5),
+        (2, 3, 2, 40, 30),
+        (1, 2, 3, 33, 47),
+        (1, 2, 2, 70, 64),
+        (5, 2, 3, 11, 10),
+    ];
+
+    #[test]
+    fn the_forward_pass_equals_the_direct_convolution() {
+        for (batch, cin, cout, h, w) in SHAPES {
+            let (x, k, b) = (values(batch * cin * h * w, 1), values(cout * cin * 9, 2), values(cout, 3));
+            let want = direct_forward(&x, &k, Some(&b), batch, cout, Geometry::of(cin, h, w, 1));
+            let got = forward(&x, &k, Some(&b), (batch, cin, cout), (h, w));
+            let err = largest_difference(&want, &got);
+            assert!(err < 1e-12, "{batch}x{cin}->{cout} {h}x{w}: {err:e}");
+        }
+    }
+
+    #[test]
+    fn hand_computed_outputs() {
+        // A 2x3 image, a filter of ones: each output is the sum of its 3x3 neighbourhood inside
+        // the image; plus a bias of 0.5. The transforms' sixths round, so to 1e-12.
+        let x = [1.0f64, 2.0, 3.0, 4.0, 5.0, 6.0];
+        let close = |got: Vec<f64>, want: &[f64]| largest_difference(&got, want) < 1e-12;
+        assert!(close(
+            forward(&x, &[1.0; 9], Some(&[0.5]), (1, 1, 1), (2, 3)),
+            &[12.5, 21.5, 16.5, 12.5, 21.5, 16.5]
+        ));
+        // Only the centre tap: the identity. Only the top-left tap: the image moved down-right.
+        let centre = [0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0];
+        assert!(close(forward(&x, &centre, None, (1, 1, 1), (2, 3)), &x));
+        let corner = [1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0];
+        assert!(close(
+            forward(&x, &corner, None, (1, 1, 1), (2, 3)),
+            &[0.0, 0.0, 0.0, 0.0, 1.0, 2.0]
+        ));
+    }
+
+    #[test]
+    fn results_are_the_same_bits_on_one_thread_and_on_four() {
+        // 20 images of 10x12: several blocks; 2 images of 70x64: bands of tile rows.
+        for (batch, h, w) in [(20, 10, 12), (2, 70, 64)] {
+            let (cin, cout) = (3, 4);
+            let to_f32 = |v: Vec<f64>| v.into_iter().map(|v| v as f32).collect::<Vec<f32>>();
+            let x = to_f32(values(batch * cin * h * w, 6));
+            let k = to_f32(values(cout * cin * 9, 7));
+            let on = |threads: usize| {
+                let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().expect("a pool");
+                let y = pool.install(|| forward(&x, &k, None, (batch, cin, cout), (h, w)));
+                y.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+            };
+            assert_eq!(on(1), on(4));
+        }
+    }
+}
