@@ -98,18 +98,15 @@ enum Pass {
 impl Kernel for Pass {
     fn run<T: Real>(&self, v: &[&[T]]) -> Vec<T> {
         match *self {
-            Pass::Forward([_, c, h, w]) => per_plane(v[0], c, h * w, |plane, x, out| {
-                let a = v[1][plane % c];
-                let zero = T::default();
-                out.iter_mut().zip(x).for_each(|(o, &x)| *o = if x >= zero { x } else { a * x });
+            Pass::Forward([_, c, h, w]) => per_plane(v[0], c, h * w, |plane| {
+                let (a, zero) = (v[1][plane % c], T::default());
+                move |_, x| if x >= zero { x } else { a * x }
             }),
             Pass::GradX([_, c, h, w]) => {
                 let g = v[2];
-                per_plane(v[0], c, h * w, |plane, x, out| {
+                per_plane(v[0], c, h * w, |plane| {
                     let (a, g, zero) = (v[1][plane % c], &g[plane * h * w..][..h * w], T::default());
-                    out.iter_mut()
-                        .zip(x.iter().zip(g))
-                        .for_each(|(o, (&x, &g))| *o = if x >= zero { g } else { a * g });
+                    move |i: usize, x| if x >= zero { g[i] } else { a * g[i] }
                 })
             }
             Pass::GradAlpha([b, c, h, w]) => slope_grad(v[0], v[1], (b, c, h * w)),
@@ -117,18 +114,28 @@ impl Kernel for Pass {
     }
 }
 
-/// A tensor of x's shape whose [H·W] planes `f(plane index, plane of x, out)` writes, planes in
-/// parallel.
-fn per_plane<T: Real>(x: &[T], c: usize, pixels: usize, f: impl Fn(usize, &[T], &mut [T]) + Sync) -> Vec<T> {
+/// A tensor of x's shape, out[i] of plane p being `f(p)(i, x[i])`, planes in parallel. Every
+/// value is written once, into memory not zeroed first (a zeroing pass cost as much as this).
+fn per_plane<T: Real, F: Fn(usize, T) -> T>(x: &[T], c: usize, pixels: usize, f: impl Fn(usize) -> F + Sync) -> Vec<T> {
     use rayon::prelude::*;
     if pixels == 0 || c == 0 {
         return Vec::new();
     }
-    let mut out = vec![T::default(); x.len()];
-    out.par_chunks_mut(pixels)
+    let mut out = Vec::with_capacity(x.len());
+    out.spare_capacity_mut()[..x.len()]
+        .par_chunks_mut(pixels)
         .zip(x.par_chunks(pixels))
         .enumerate()
-        .for_each(|(plane, (o, x))| f(plane, x, o));
+        .for_each(|(plane, (o, x))| {
+            let at = f(plane);
+            assert_eq!(o.len(), x.len());
+            for (i, (o, &x)) in o.iter_mut().zip(x).enumerate() {
+                o.write(at(i, x));
+            }
+        });
+    // SAFETY: the chunks cover all x.len() values of the spare capacity, and each chunk wrote
+    // every one of its values (same length as its x chunk, asserted).
+    unsafe { out.set_len(x.len()) };
     out
 }
 
