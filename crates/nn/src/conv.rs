@@ -1,9 +1,10 @@
 //! SphereFace's 3×3 convolution (padding 1, stride 1 or 2) as an operation of the project's own,
 //! through burn's backend-extension mechanism (issue 12), with CPU kernels of its own where
 //! burn-flex is slower than PyTorch. On the flex backend, in f32 and f64:
-//! - stride 1 runs forward as Winograd's F(4×4, 3×3) ([`crate::winograd4`]) and its weight
-//!   gradient as F(2×2, 3×3) ([`crate::winograd`]); stride 2 as one `gemm` per image over its
-//!   patch matrix, images in parallel ([`direct_forward`], [`direct_weight_grad`]);
+//! - stride 1 runs as Winograd's F(4×4, 3×3) ([`crate::winograd4`]; the weight gradient of
+//!   images under 8 pixels a side as F(2×2, 3×3), [`crate::winograd`]); stride 2 as one `gemm`
+//!   per image over its patch matrix, images in parallel ([`direct_forward`],
+//!   [`direct_weight_grad`]);
 //! - the input gradient of a stride-1 convolution ([`input_grad`]) is the forward pass over the
 //!   output gradient, with the weight's channels swapped and its taps turned by 180°; of a
 //!   stride-2 one ([`direct_input_grad`]), the patch matrix's gradient added back onto the
@@ -439,11 +440,18 @@ fn add_patches<T: Real>(col: &[T], geo: Geometry, dx: &mut [T]) {
     }
 }
 
+/// The smallest side of an image whose stride-1 weight gradient runs as F(4×4): on smaller ones
+/// (SphereFace's 7 × 6) a block holds too few tiles, and the 36 accumulated [cout × cin]
+/// products per partial sum cost more in memory than F(4×4) saves in multiplications.
+const F4_WEIGHT_GRAD_FROM: usize = 8;
+
 /// dW [cout, cin, 3, 3] of the convolution of `x` [batch, cin, h, w], given the output gradient
-/// `grad` [batch, cout, ho, wo]: Winograd's ([`crate::winograd::weight_grad`]) for stride 1,
-/// [`direct_weight_grad`] for stride 2.
+/// `grad` [batch, cout, ho, wo]: Winograd's for stride 1 (F(4×4), [`crate::winograd4::weight_grad`],
+/// or on small images F(2×2), [`crate::winograd::weight_grad`]), [`direct_weight_grad`] for
+/// stride 2.
 pub fn weight_grad<T: Real>(x: &[T], grad: &[T], batch: usize, cout: usize, geo: Geometry) -> Vec<T> {
     match geo.stride {
+        1 if geo.h.min(geo.w) >= F4_WEIGHT_GRAD_FROM => crate::winograd4::weight_grad(x, grad, (batch, geo.cin, cout), (geo.h, geo.w)),
         1 => crate::winograd::weight_grad(x, grad, (batch, geo.cin, cout), (geo.h, geo.w)),
         _ => direct_weight_grad(x, grad, batch, cout, geo),
     }

@@ -25,10 +25,9 @@ pub mod products;
 pub mod sphere;
 /// Training: a step of SGD with the margin loss, checkpoints, weights files.
 pub mod train;
-/// Winograd's F(2×2, 3×3): the CPU kernel of the stride-1 convolutions' weight gradients.
+/// Winograd's F(2×2, 3×3): the CPU kernel of the stride-1 weight gradients of small images.
 pub mod winograd;
-/// Winograd's F(4×4, 3×3): the CPU kernel of the stride-1 convolutions' forward pass and input
-/// gradient.
+/// Winograd's F(4×4, 3×3): the CPU kernel of the stride-1 convolutions.
 pub mod winograd4;
 
 pub use burn;

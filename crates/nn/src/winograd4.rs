@@ -1,5 +1,6 @@
-//! Winograd's F(4×4, 3×3) for SphereFace's stride-1 3×3 convolutions (padding 1), forward, and
-//! so the input gradient too (a forward convolution, `conv::input_grad`), after Lavin and Gray
+//! Winograd's F(4×4, 3×3) for SphereFace's stride-1 3×3 convolutions (padding 1): forward (and
+//! so the input gradient, a forward convolution, `conv::input_grad`) and the weight gradient
+//! (its adjoint; on images under 8 pixels a side `conv` takes F(2×2)'s), after Lavin and Gray
 //! (2016) with their points 0, ±1, ±2: each 4×4 block of the output comes from one 6×6 block of
 //! the input through 36 products instead of 144 (F(2×2) needs 16 per 4 outputs: 2.25× fewer
 //! than direct, against 4× here), as 36 gemms of [cout × cin] · [cin × tiles].
@@ -9,7 +10,7 @@
 //! 6–10e-6 of the largest output on SphereFace-20's layers (`cargo bench -p spherepipe-nn
 //! --bench winograd_f4`), within the 1e-4 the kernel tests allow against burn's convolution.
 //! Every sum runs in an order fixed by the shapes alone, so the bits do not depend on the thread
-//! count or the vector path. The weight gradient stays F(2×2) ([`crate::winograd`]).
+//! count or the vector path.
 //!
 //! With d a 6×6 input block, g a 3×3 filter and Y the 4×4 output block:
 //! Y = Aᵀ [(G g Gᵀ) ⊙ (Bᵀ d B)] A, where
@@ -17,7 +18,7 @@
 //! G = [¼ 0 0; −⅙ −⅙ −⅙; −⅙ ⅙ −⅙; 1/24 1/12 ⅙; 1/24 −1/12 ⅙; 0 0 1] and
 //! Aᵀ = [1 1 1 1 1 0; 0 1 −1 2 −2 0; 0 1 1 4 4 0; 0 1 −1 8 −8 1].
 
-use crate::matrix::{vector_paths, with_scratch, Real};
+use crate::matrix::{add_product_with_transpose, sum_in_runs, vector_paths, with_scratch, Real};
 use crate::products::{product_with_packed, Isa, PackedRows};
 use crate::winograd::Plan;
 use std::ops::Range;
@@ -27,12 +28,16 @@ vector_paths! {
     fn transform_input(xs: &[T], plan: &Plan, band: Range<usize>, v: &mut [T]) = input_blocks;
 }
 vector_paths! {
+    /// [`grad_blocks`].
+    fn transform_grad(gs: &[T], plan: &Plan, band: Range<usize>, dm: &mut [T]) = grad_blocks;
+}
+vector_paths! {
     /// [`output_blocks`].
     fn transform_output(m: &[T], bias: Option<&[T]>, plan: &Plan, band: Range<usize>, ys: &mut [T]) = output_blocks;
 }
 
 /// Output tiles one block multiplies at once (16 output pixels each): the gemms' columns.
-const TILES_PER_BLOCK: usize = 168;
+const TILES_PER_BLOCK: usize = 336;
 
 /// Points of one transformed block (6 × 6).
 const POINTS: usize = 36;
@@ -74,6 +79,166 @@ pub fn forward<T: Real>(
             }
         });
     y
+}
+
+/// dW [cout, cin, 3, 3] of the stride-1 convolution (padding 1) of `x` [batch, cin, h, w],
+/// given the output gradient `grad` [batch, cout, h, w]: the adjoint of [`forward`]'s
+/// computation. Per block of tiles, dU_ξ += (A dY Aᵀ)_ξ · (Bᵀ d B)_ξᵀ (36 gemms over the
+/// tiles), the blocks summed by [`sum_in_runs`]; then dW = Gᵀ dU G.
+pub fn weight_grad<T: Real>(x: &[T], grad: &[T], (batch, cin, cout): (usize, usize, usize), (h, w): (usize, usize)) -> Vec<T> {
+    let plan = Plan::new(batch, (cin, cout), (h, w), 4, TILES_PER_BLOCK);
+    let (x_image, y_image) = (cin * h * w, cout * h * w);
+    assert!(x.len() == batch * x_image && grad.len() == batch * y_image);
+    let bands = plan.bands();
+    let blocks = batch.div_ceil(plan.images) * bands;
+    let du = sum_in_runs(blocks, POINTS * cout * cin, |du, run| {
+        for block in run {
+            let (slab, band) = (block / bands * plan.images, plan.band(block % bands));
+            let images = plan.images.min(batch - slab);
+            let tiles = images * band.len() * plan.tw;
+            with_scratch(POINTS * cin * tiles, |v: &mut [T]| {
+                with_scratch(POINTS * cout * tiles, |dm: &mut [T]| {
+                    transform_input(&x[slab * x_image..][..images * x_image], &plan, band.clone(), v);
+                    transform_grad(&grad[slab * y_image..][..images * y_image], &plan, band, dm);
+                    for xi in 0..POINTS {
+                        let (vx, dmx) = (&v[xi * cin * tiles..][..cin * tiles], &dm[xi * cout * tiles..][..cout * tiles]);
+                        add_product_with_transpose(&mut du[xi * cout * cin..][..cout * cin], dmx, vx, (cout, tiles, cin));
+                    }
+                })
+            });
+        }
+    });
+    untransform_weights(&du, cout * cin)
+}
+
+/// dW [filters, 3, 3] = Gᵀ dU G for every filter of `du` [36, filters]: the adjoint of
+/// [`transform_weights`], along all the filters at once.
+fn untransform_weights<T: Real>(du: &[T], filters: usize) -> Vec<T> {
+    let point = |i: usize, j: usize| &du[(i * 6 + j) * filters..][..filters];
+    // rows[i][c][f]: entry (i, c) of dU G (row i of dU shrunk by Gᵀ).
+    let rows: Vec<[Vec<T>; 3]> = (0..6)
+        .map(|i| {
+            shrink_along(
+                [point(i, 0), point(i, 1), point(i, 2), point(i, 3), point(i, 4), point(i, 5)],
+                filters,
+            )
+        })
+        .collect();
+    let mut dw = vec![T::default(); filters * 9];
+    for c in 0..3 {
+        let column = |i: usize| &rows[i][c][..];
+        let taps = shrink_along([column(0), column(1), column(2), column(3), column(4), column(5)], filters);
+        for (r, tap) in taps.iter().enumerate() {
+            for (f, &v) in tap.iter().enumerate() {
+                dw[f * 9 + r * 3 + c] = v;
+            }
+        }
+    }
+    dw
+}
+
+/// out[r][f] = (Gᵀ · (ins[0][f], …, ins[5][f]))[r] for the first `n` values.
+fn shrink_along<T: Real>(ins: [&[T]; 6], n: usize) -> [Vec<T>; 3] {
+    let [u0, u1, u2, u3, u4, u5] = ins;
+    let (u0, u1, u2, u3, u4, u5) = (&u0[..n], &u1[..n], &u2[..n], &u3[..n], &u4[..n], &u5[..n]);
+    let mut out = [(); 3].map(|_| vec![T::default(); n]);
+    let [o0, o1, o2] = &mut out;
+    for f in 0..n {
+        (o0[f], o1[f], o2[f]) = shrink6([u0[f], u1[f], u2[f], u3[f], u4[f], u5[f]]);
+    }
+    out
+}
+
+/// Gᵀ · (u0, …, u5) = (u0/4 − (u1 + u2)/6 + (u3 + u4)/24, (u2 − u1)/6 + (u3 − u4)/12,
+/// (u3 + u4 − u1 − u2)/6 + u5).
+#[inline(always)]
+fn shrink6<T: Real>([u0, u1, u2, u3, u4, u5]: [T; 6]) -> (T, T, T) {
+    let k = T::constant;
+    let (s12, d21, s34, d34) = (u1 + u2, u2 - u1, u3 + u4, u3 - u4);
+    (
+        (u0 * k(0.25) - s12 * k(1.0 / 6.0)) + s34 * k(1.0 / 24.0),
+        d21 * k(1.0 / 6.0) + d34 * k(1.0 / 12.0),
+        (s34 - s12) * k(1.0 / 6.0) + u5,
+    )
+}
+
+/// dM [36, cout, tiles] = A dY Aᵀ for every 4×4 block dY of the output gradient in the band's
+/// tiles (zero where the block passes the image's edge): the adjoint of [`output_blocks`]. Per
+/// output channel, the blocks are gathered into 16 rows over all the band's tiles, then A
+/// (6 × 4, Aᵀ's transpose) expands them down and across, each one loop over all the tiles.
+#[inline(always)]
+fn grad_blocks<T: Real>(gs: &[T], plan: &Plan, band: Range<usize>, dm: &mut [T]) {
+    let Plan { cout, h, w, tw, .. } = *plan;
+    let images = gs.len() / (cout * h * w);
+    let tiles = images * band.len() * tw;
+    let zero = T::default();
+    // One output line padded with zeros to 4·tw values.
+    let mut padded = vec![zero; 4 * tw];
+    // gathered[(a · 4 + q) · tiles + tile]: dY at line a, column q of every block; down: A of that.
+    let (mut gathered, mut down) = (vec![zero; 16 * tiles], vec![zero; 24 * tiles]);
+    for k in 0..cout {
+        for image in 0..images {
+            let plane = &gs[(image * cout + k) * h * w..][..h * w];
+            for (r, ty) in band.clone().enumerate() {
+                let first = (image * band.len() + r) * tw;
+                for a in 0..4 {
+                    let oy = 4 * ty + a;
+                    match oy < h {
+                        true => padded[..w].copy_from_slice(&plane[oy * w..][..w]),
+                        false => padded.fill(zero),
+                    }
+                    gather_four(&padded, four_rows(&mut gathered, a * 4 * tiles + first, tiles, tw));
+                }
+            }
+        }
+        for q in 0..4 {
+            let ins = four_refs(&gathered, q * tiles, 4 * tiles, tiles);
+            expand_lines(ins, six_rows(&mut down, q * tiles, 4 * tiles, tiles));
+        }
+        for i in 0..6 {
+            let out = six_rows(dm, (i * 6 * cout + k) * tiles, cout * tiles, tiles);
+            expand_lines(four_refs(&down, i * 4 * tiles, tiles, tiles), out);
+        }
+    }
+}
+
+/// out[q][t] = line[4t + q]: the four columns of each block along a padded line.
+#[inline(always)]
+fn gather_four<T: Real>(line: &[T], out: [&mut [T]; 4]) {
+    let n = out[0].len();
+    assert!(line.len() >= 4 * n);
+    let [o0, o1, o2, o3] = out;
+    let (o0, o1, o2, o3) = (&mut o0[..n], &mut o1[..n], &mut o2[..n], &mut o3[..n]);
+    for t in 0..n {
+        let q = &line[4 * t..][..4];
+        (o0[t], o1[t], o2[t], o3[t]) = (q[0], q[1], q[2], q[3]);
+    }
+}
+
+/// Four rows of `v`, `stride` apart from `first`, `len` values each.
+#[inline(always)]
+fn four_refs<T>(v: &[T], first: usize, stride: usize, len: usize) -> [&[T]; 4] {
+    let row = |i: usize| &v[first + i * stride..][..len];
+    [row(0), row(1), row(2), row(3)]
+}
+
+/// out[r][t] = (A · (ins[0][t], …, ins[3][t]))[r], A = Aᵀ's transpose: (p0, p0 + p1 + p2 + p3,
+/// p0 − p1 + p2 − p3, p0 + 2p1 + 4p2 + 8p3, p0 − 2p1 + 4p2 − 8p3, p3).
+#[inline(always)]
+fn expand_lines<T: Real>(ins: [&[T]; 4], out: [&mut [T]; 6]) {
+    let n = out[0].len();
+    let k = T::constant;
+    let (two, four, eight) = (k(2.0), k(4.0), k(8.0));
+    let [p0, p1, p2, p3] = ins;
+    let (p0, p1, p2, p3) = (&p0[..n], &p1[..n], &p2[..n], &p3[..n]);
+    let [o0, o1, o2, o3, o4, o5] = out;
+    let (o0, o1, o2, o3, o4, o5) = (&mut o0[..n], &mut o1[..n], &mut o2[..n], &mut o3[..n], &mut o4[..n], &mut o5[..n]);
+    for t in 0..n {
+        let (a, b, c, d) = (p0[t], p1[t], p2[t], p3[t]);
+        let (even, odd) = (a + c, b + d);
+        let (even2, odd2) = (a + c * four, b * two + d * eight);
+        (o0[t], o1[t], o2[t], o3[t], o4[t], o5[t]) = (a, even + odd, even - odd, even2 + odd2, even2 - odd2, d);
+    }
 }
 
 /// U [36, cout, cin] = G g Gᵀ for every filter g of `weight` [cout, cin, 3, 3], each point's
@@ -331,7 +496,7 @@ fn interleave4<T: Real>(line: &mut [T], phases: [&[T]; 4]) {
 mod tests {
     use super::*;
     use crate::conv::tests::values;
-    use crate::conv::{direct_forward, Geometry};
+    use crate::conv::{direct_forward, direct_weight_grad, Geometry};
 
     fn largest_difference(a: &[f64], b: &[f64]) -> f64 {
         assert_eq!(a.len(), b.len());
@@ -366,6 +531,22 @@ mod tests {
     }
 
     #[test]
+    fn the_weight_gradient_equals_the_direct_one() {
+        for (batch, cin, cout, h, w) in SHAPES {
+            let (x, g) = (values(batch * cin * h * w, 4), values(batch * cout * h * w, 5));
+            let want = direct_weight_grad(&x, &g, batch, cout, Geometry::of(cin, h, w, 1));
+            let got = weight_grad(&x, &g, (batch, cin, cout), (h, w));
+            let err = largest_difference(&want, &got);
+            // Sums over batch·h·w pixels (4,480 at most here) of products whose transforms
+            // carry rounded sixths: a few ulps per term of values near 1.
+            assert!(
+                err < 1e-14 * (batch * h * w) as f64 + 1e-12,
+                "{batch}x{cin}->{cout} {h}x{w}: {err:e}"
+            );
+        }
+    }
+
+    #[test]
     fn hand_computed_outputs() {
         // A 2x3 image, a filter of ones: each output is the sum of its 3x3 neighbourhood inside
         // the image; plus a bias of 0.5. The transforms' sixths round, so to 1e-12.
@@ -393,10 +574,14 @@ mod tests {
             let to_f32 = |v: Vec<f64>| v.into_iter().map(|v| v as f32).collect::<Vec<f32>>();
             let x = to_f32(values(batch * cin * h * w, 6));
             let k = to_f32(values(cout * cin * 9, 7));
+            let g = to_f32(values(batch * cout * h * w, 8));
             let on = |threads: usize| {
                 let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().expect("a pool");
-                let y = pool.install(|| forward(&x, &k, None, (batch, cin, cout), (h, w)));
-                y.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+                pool.install(|| {
+                    let y = forward(&x, &k, None, (batch, cin, cout), (h, w));
+                    let dw = weight_grad(&x, &g, (batch, cin, cout), (h, w));
+                    [y, dw].map(|v| v.iter().map(|v| v.to_bits()).collect::<Vec<_>>())
+                })
             };
             assert_eq!(on(1), on(4));
         }

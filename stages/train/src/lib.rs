@@ -45,8 +45,8 @@ impl Stage for Train {
         // head's too (`dense.rs`).
         // 9: on the CPU, PReLU is spherepipe-nn's own (`prelu.rs`): its slopes' gradient sums
         // in another order.
-        // 10: on the CPU, stride-1 convolutions run forward (and for the input gradient) as
-        // Winograd F(4×4) (`winograd4.rs`), other constants and sums than F(2×2).
+        // 10: on the CPU, stride-1 convolutions run as Winograd F(4×4) (`winograd4.rs`), other
+        // constants and sums than F(2×2).
         // The CPU's vector level too: burn-flex's sums run in another order at another width.
         spherepipe_nn::cpu_version!("10")
     }
