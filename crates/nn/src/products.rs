@@ -139,6 +139,10 @@ pub(crate) fn product<T: Real>(
     run(isa, job);
 }
 
+/// An 8 × 8 transpose: (from, its row stride, to, its row stride), as [`transpose8`].
+trait Transpose8<T>: Fn(&[T], usize, &mut [T], usize) {}
+impl<T, F: Fn(&[T], usize, &mut [T], usize)> Transpose8<T> for F {}
+
 /// `a` [m × k] packed once for the path `isa`, for many products with it: the Winograd filters,
 /// which every block of tiles multiplies.
 pub(crate) struct PackedRows<T> {
@@ -155,8 +159,20 @@ impl<T: Real> PackedRows<T> {
         let mr = isa.rows();
         let mut blocks = vec![T::default(); m.div_ceil(mr) * k * mr];
         if k > 0 {
-            for (i, block) in blocks.chunks_exact_mut(k * mr).enumerate() {
-                pack_a(a, (m, k), i * mr, block, mr, &transpose8::<T>);
+            let mut pack = |t8: &dyn Transpose8<T>| {
+                for (i, block) in blocks.chunks_exact_mut(k * mr).enumerate() {
+                    pack_a(a, (m, k), i * mr, block, mr, &t8);
+                }
+            };
+            let is_f32 = std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>();
+            match is_f32 {
+                #[cfg(target_arch = "x86_64")]
+                true if Isa::cpu() >= Isa::Avx2 => pack(&|f, fs, t, ts| {
+                    let (f, t) = (bytemuck::cast_slice(f), bytemuck::cast_slice_mut(t));
+                    // SAFETY: the CPU has AVX2 (checked above).
+                    unsafe { transpose8_avx(f, fs, t, ts) }
+                }),
+                _ => pack(&transpose8::<T>),
             }
         }
         PackedRows { isa, blocks, m, k }
