@@ -413,20 +413,27 @@ fn interleave<T: Real>(line: &mut [T], even: &[T], odd: &[T]) {
     }
 }
 
+/// What both Winograd kernels must do (this module's and [`crate::winograd4`]'s), each
+/// checked by its own tests.
 #[cfg(test)]
-mod tests {
-    use super::*;
+pub(crate) mod checks {
     use crate::conv::tests::values;
     use crate::conv::{direct_forward, direct_weight_grad, Geometry};
 
-    fn largest_difference(a: &[f64], b: &[f64]) -> f64 {
+    /// A kernel's forward pass: (x, weight, bias, (batch, cin, cout), (h, w)).
+    pub(crate) type Forward<T> = fn(&[T], &[T], Option<&[T]>, (usize, usize, usize), (usize, usize)) -> Vec<T>;
+    /// A kernel's weight gradient: (x, grad, (batch, cin, cout), (h, w)).
+    pub(crate) type WeightGrad<T> = fn(&[T], &[T], (usize, usize, usize), (usize, usize)) -> Vec<T>;
+
+    pub(crate) fn largest_difference(a: &[f64], b: &[f64]) -> f64 {
         assert_eq!(a.len(), b.len());
         a.iter().zip(b).fold(0f64, |m, (x, y)| m.max((x - y).abs()))
     }
 
-    /// (batch, cin, cout, h, w): one image, one and three channels, odd and even sizes, single
-    /// rows and columns, a batch cut into several blocks, and an image cut into bands of rows.
-    const SHAPES: [(usize, usize, usize, usize, usize); 8] = [
+    /// (batch, cin, cout, h, w): one image, one and three channels, sizes of every remainder
+    /// mod 2 and mod 4, single rows and columns, a batch cut into several blocks, and images
+    /// cut into bands of tile rows.
+    const SHAPES: [(usize, usize, usize, usize, usize); 10] = [
         (1, 1, 1, 1, 1),
         (1, 1, 2, 2, 2),
         (2, 3, 4, 5, 7),
@@ -435,53 +442,64 @@ mod tests {
         (9, 5, 6, 6, 5),
         (2, 3, 2, 40, 30),
         (1, 2, 3, 33, 47),
+        (1, 2, 2, 70, 64),
+        (5, 2, 3, 11, 10),
     ];
 
-    #[test]
-    fn the_forward_pass_equals_the_direct_convolution() {
+    /// Forward pass and weight gradient against the direct convolution in f64: the forward to
+    /// `forward_bound`, the weight gradient to `grad_bound(pixels summed)`.
+    pub(crate) fn equal_the_direct_convolution(
+        (forward, weight_grad): (Forward<f64>, WeightGrad<f64>),
+        forward_bound: f64,
+        grad_bound: impl Fn(usize) -> f64,
+    ) {
         for (batch, cin, cout, h, w) in SHAPES {
+            let geo = Geometry::of(cin, h, w, 1);
             let (x, k, b) = (values(batch * cin * h * w, 1), values(cout * cin * 9, 2), values(cout, 3));
-            let want = direct_forward(&x, &k, Some(&b), batch, cout, Geometry::of(cin, h, w, 1));
-            let got = forward(&x, &k, Some(&b), (batch, cin, cout), (h, w));
-            let err = largest_difference(&want, &got);
-            assert!(err < 1e-12, "{batch}x{cin}->{cout} {h}x{w}: {err:e}");
+            let want = direct_forward(&x, &k, Some(&b), batch, cout, geo);
+            let err = largest_difference(&want, &forward(&x, &k, Some(&b), (batch, cin, cout), (h, w)));
+            assert!(err < forward_bound, "forward {batch}x{cin}->{cout} {h}x{w}: {err:e}");
+            let g = values(batch * cout * h * w, 5);
+            let want = direct_weight_grad(&x, &g, batch, cout, geo);
+            let err = largest_difference(&want, &weight_grad(&x, &g, (batch, cin, cout), (h, w)));
+            assert!(err < grad_bound(batch * h * w), "dW {batch}x{cin}->{cout} {h}x{w}: {err:e}");
         }
     }
 
-    #[test]
-    fn the_weight_gradient_equals_the_direct_one() {
-        for (batch, cin, cout, h, w) in SHAPES {
-            let (x, g) = (values(batch * cin * h * w, 4), values(batch * cout * h * w, 5));
-            let want = direct_weight_grad(&x, &g, batch, cout, Geometry::of(cin, h, w, 1));
-            let got = weight_grad(&x, &g, (batch, cin, cout), (h, w));
-            let err = largest_difference(&want, &got);
-            assert!(err < 1e-11, "{batch}x{cin}->{cout} {h}x{w}: {err:e}");
-        }
-    }
-
-    #[test]
-    fn hand_computed_outputs() {
+    /// Outputs and a weight gradient worked out by hand, to `bound`.
+    pub(crate) fn give_the_hand_computed_outputs((forward, weight_grad): (Forward<f64>, WeightGrad<f64>), bound: f64) {
+        let close = |got: Vec<f64>, want: &[f64]| {
+            let err = largest_difference(&got, want);
+            assert!(err <= bound, "{got:?} against {want:?}");
+        };
         // A 2x3 image, a filter of ones: each output is the sum of its 3x3 neighbourhood inside
         // the image; plus a bias of 0.5.
         let x = [1.0f64, 2.0, 3.0, 4.0, 5.0, 6.0];
-        let got = forward(&x, &[1.0; 9], Some(&[0.5]), (1, 1, 1), (2, 3));
-        assert_eq!(got, [12.5, 21.5, 16.5, 12.5, 21.5, 16.5]);
+        close(
+            forward(&x, &[1.0; 9], Some(&[0.5]), (1, 1, 1), (2, 3)),
+            &[12.5, 21.5, 16.5, 12.5, 21.5, 16.5],
+        );
         // Only the centre tap: the identity. Only the top-left tap: the image moved down-right.
         let centre = [0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0];
-        assert_eq!(forward(&x, &centre, None, (1, 1, 1), (2, 3)), x);
+        close(forward(&x, &centre, None, (1, 1, 1), (2, 3)), &x);
         let corner = [1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0];
-        assert_eq!(forward(&x, &corner, None, (1, 1, 1), (2, 3)), [0.0, 0.0, 0.0, 0.0, 1.0, 2.0]);
+        close(forward(&x, &corner, None, (1, 1, 1), (2, 3)), &[0.0, 0.0, 0.0, 0.0, 1.0, 2.0]);
         // dW of that image for an output gradient of ones: tap (ky, kx) sums the pixels at
         // (y + ky − 1, x + kx − 1) over the outputs (y, x): the top-left tap meets pixels 1 and 2,
         // the centre one all six, the bottom-right one 5 and 6.
-        let dw = weight_grad(&x, &[1.0; 6], (1, 1, 1), (2, 3));
-        assert_eq!(dw, [3.0, 6.0, 5.0, 12.0, 21.0, 16.0, 9.0, 15.0, 11.0]);
+        close(
+            weight_grad(&x, &[1.0; 6], (1, 1, 1), (2, 3)),
+            &[3.0, 6.0, 5.0, 12.0, 21.0, 16.0, 9.0, 15.0, 11.0],
+        );
     }
 
-    #[test]
-    fn results_are_the_same_bits_on_one_thread_and_on_four() {
-        // 20 images of 10x12: several blocks; 2 images of 50x44: bands of tile rows.
-        for (batch, h, w) in [(20, 10, 12), (2, 50, 44)] {
+    /// The same bits on one thread and on four: 20 images of 10x12 (several blocks), and 2 of
+    /// `large` (bands of tile rows).
+    pub(crate) fn are_the_same_bits_on_one_thread_and_on_four(
+        (forward, weight_grad): (Forward<f32>, WeightGrad<f32>),
+        large: (usize, usize),
+    ) {
+        for (batch, (h, w)) in [(20, (10, 12)), (2, large)] {
             let (cin, cout) = (3, 4);
             let to_f32 = |v: Vec<f64>| v.into_iter().map(|v| v as f32).collect::<Vec<f32>>();
             let x = to_f32(values(batch * cin * h * w, 6));
@@ -497,5 +515,27 @@ mod tests {
             };
             assert_eq!(on(1), on(4));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::checks::*;
+    use super::*;
+
+    #[test]
+    fn the_forward_pass_and_the_weight_gradient_equal_the_direct_convolution() {
+        equal_the_direct_convolution((forward, weight_grad), 1e-12, |_| 1e-11);
+    }
+
+    #[test]
+    fn hand_computed_outputs() {
+        // Its constants (0, ±1, ±½) are exact: so are these sums.
+        give_the_hand_computed_outputs((forward, weight_grad), 0.0);
+    }
+
+    #[test]
+    fn results_are_the_same_bits_on_one_thread_and_on_four() {
+        are_the_same_bits_on_one_thread_and_on_four((forward, weight_grad), (50, 44));
     }
 }

@@ -495,95 +495,23 @@ fn interleave4<T: Real>(line: &mut [T], phases: [&[T]; 4]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::conv::tests::values;
-    use crate::conv::{direct_forward, direct_weight_grad, Geometry};
-
-    fn largest_difference(a: &[f64], b: &[f64]) -> f64 {
-        assert_eq!(a.len(), b.len());
-        a.iter().zip(b).fold(0f64, |m, (x, y)| m.max((x - y).abs()))
-    }
-
-    /// (batch, cin, cout, h, w): one image, one and three channels, sizes of every remainder
-    /// mod 4, single rows and columns, a batch cut into several blocks, and an image cut into
-    /// bands of rows.
-    const SHAPES: [(usize, usize, usize, usize, usize); 10] = [
-        (1, 1, 1, 1, 1),
-        (1, 1, 2, 2, 2),
-        (2, 3, 4, 5, 7),
-        (3, 2, 3, 1, 9),
-        (1, 4, 2, 8, 1),
-        (9, 5, 6, 6, 5),
-        (2, 3, 2, 40, 30),
-        (1, 2, 3, 33, 47),
-        (1, 2, 2, 70, 64),
-        (5, 2, 3, 11, 10),
-    ];
+    use crate::winograd::checks::*;
 
     #[test]
-    fn the_forward_pass_equals_the_direct_convolution() {
-        for (batch, cin, cout, h, w) in SHAPES {
-            let (x, k, b) = (values(batch * cin * h * w, 1), values(cout * cin * 9, 2), values(cout, 3));
-            let want = direct_forward(&x, &k, Some(&b), batch, cout, Geometry::of(cin, h, w, 1));
-            let got = forward(&x, &k, Some(&b), (batch, cin, cout), (h, w));
-            let err = largest_difference(&want, &got);
-            assert!(err < 1e-12, "{batch}x{cin}->{cout} {h}x{w}: {err:e}");
-        }
-    }
-
-    #[test]
-    fn the_weight_gradient_equals_the_direct_one() {
-        for (batch, cin, cout, h, w) in SHAPES {
-            let (x, g) = (values(batch * cin * h * w, 4), values(batch * cout * h * w, 5));
-            let want = direct_weight_grad(&x, &g, batch, cout, Geometry::of(cin, h, w, 1));
-            let got = weight_grad(&x, &g, (batch, cin, cout), (h, w));
-            let err = largest_difference(&want, &got);
-            // Sums over batch·h·w pixels (4,480 at most here) of products whose transforms
-            // carry rounded sixths: a few ulps per term of values near 1.
-            assert!(
-                err < 1e-14 * (batch * h * w) as f64 + 1e-12,
-                "{batch}x{cin}->{cout} {h}x{w}: {err:e}"
-            );
-        }
+    fn the_forward_pass_and_the_weight_gradient_equal_the_direct_convolution() {
+        // The weight gradient sums batch·h·w pixels (4,480 at most here) of products whose
+        // transforms carry rounded sixths: a few ulps per term of values near 1.
+        equal_the_direct_convolution((forward, weight_grad), 1e-12, |pixels| 1e-14 * pixels as f64 + 1e-12);
     }
 
     #[test]
     fn hand_computed_outputs() {
-        // A 2x3 image, a filter of ones: each output is the sum of its 3x3 neighbourhood inside
-        // the image; plus a bias of 0.5. The transforms' sixths round, so to 1e-12.
-        let x = [1.0f64, 2.0, 3.0, 4.0, 5.0, 6.0];
-        let close = |got: Vec<f64>, want: &[f64]| largest_difference(&got, want) < 1e-12;
-        assert!(close(
-            forward(&x, &[1.0; 9], Some(&[0.5]), (1, 1, 1), (2, 3)),
-            &[12.5, 21.5, 16.5, 12.5, 21.5, 16.5]
-        ));
-        // Only the centre tap: the identity. Only the top-left tap: the image moved down-right.
-        let centre = [0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0];
-        assert!(close(forward(&x, &centre, None, (1, 1, 1), (2, 3)), &x));
-        let corner = [1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0];
-        assert!(close(
-            forward(&x, &corner, None, (1, 1, 1), (2, 3)),
-            &[0.0, 0.0, 0.0, 0.0, 1.0, 2.0]
-        ));
+        // The transforms' sixths round: to 1e-12.
+        give_the_hand_computed_outputs((forward, weight_grad), 1e-12);
     }
 
     #[test]
     fn results_are_the_same_bits_on_one_thread_and_on_four() {
-        // 20 images of 10x12: several blocks; 2 images of 70x64: bands of tile rows.
-        for (batch, h, w) in [(20, 10, 12), (2, 70, 64)] {
-            let (cin, cout) = (3, 4);
-            let to_f32 = |v: Vec<f64>| v.into_iter().map(|v| v as f32).collect::<Vec<f32>>();
-            let x = to_f32(values(batch * cin * h * w, 6));
-            let k = to_f32(values(cout * cin * 9, 7));
-            let g = to_f32(values(batch * cout * h * w, 8));
-            let on = |threads: usize| {
-                let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().expect("a pool");
-                pool.install(|| {
-                    let y = forward(&x, &k, None, (batch, cin, cout), (h, w));
-                    let dw = weight_grad(&x, &g, (batch, cin, cout), (h, w));
-                    [y, dw].map(|v| v.iter().map(|v| v.to_bits()).collect::<Vec<_>>())
-                })
-            };
-            assert_eq!(on(1), on(4));
-        }
+        are_the_same_bits_on_one_thread_and_on_four((forward, weight_grad), (70, 64));
     }
 }
