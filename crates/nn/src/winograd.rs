@@ -14,7 +14,8 @@
 //! Bᵀ = [1 0 −1 0; 0 1 1 0; 0 −1 1 0; 0 1 0 −1], G = [1 0 0; ½ ½ ½; ½ −½ ½; 0 0 1] and
 //! Aᵀ = [1 1 1 0; 0 1 −1 −1].
 
-use crate::matrix::{add_product_with_transpose, multiply, split_even_odd, sum_in_runs, vector_paths, with_scratch, Real};
+use crate::matrix::{add_product_with_transpose, split_even_odd, sum_in_runs, vector_paths, with_scratch, Real};
+use crate::products::{product_with_packed, Isa, PackedRows};
 use std::ops::Range;
 
 vector_paths! {
@@ -29,10 +30,6 @@ vector_paths! {
     /// [`grad_blocks`].
     fn transform_grad(gs: &[T], plan: &Plan, band: Range<usize>, dm: &mut [T]) = grad_blocks;
 }
-
-/// Output tiles one block multiplies at once: with fewer the gemms' columns are too short to
-/// run at full speed, with more the transformed block falls out of the cache.
-const TILES_PER_BLOCK: usize = 336;
 
 /// Blocks the batch is cut into at least (when it has that many images), so that two or four
 /// threads share it evenly; fixed, so that the result does not depend on the thread count.
@@ -88,9 +85,73 @@ impl Plan {
     }
 }
 
+/// One Winograd algorithm F(m×m, 3×3), as the drivers ([`forward_with`], [`weight_grad_with`])
+/// use it: its sizes and its transforms.
+pub(crate) trait Algorithm {
+    /// m: each tile is m × m output pixels.
+    const SIZE: usize;
+    /// (m + 2)²: the points of a transformed block, one gemm each.
+    const POINTS: usize;
+    /// Output tiles one block multiplies at once (the gemms' columns): with fewer they are too
+    /// short to run at full speed, with more the transformed block falls out of the cache.
+    const TILES_PER_BLOCK: usize;
+    /// U [POINTS, cout, cin] = G g Gᵀ for every filter g of `weight` [cout, cin, 3, 3], each
+    /// point's [cout × cin] packed once for the products.
+    fn transform_weights<T: Real>(weight: &[T], cout: usize, cin: usize) -> Vec<PackedRows<T>>;
+    /// dW [filters, 3, 3] = Gᵀ dU G from `du` [POINTS, filters].
+    fn untransform_weights<T: Real>(du: &[T], filters: usize) -> Vec<T>;
+    /// V [POINTS, cin, tiles] = Bᵀ d B for the band's input blocks.
+    fn transform_input<T: Real>(xs: &[T], plan: &Plan, band: Range<usize>, v: &mut [T]);
+    /// ys = bias + Aᵀ M A for the band's tiles, clipped to the image.
+    fn transform_output<T: Real>(m: &[T], bias: Option<&[T]>, plan: &Plan, band: Range<usize>, ys: &mut [T]);
+    /// dM [POINTS, cout, tiles] = A dY Aᵀ for the band's output-gradient blocks.
+    fn transform_grad<T: Real>(gs: &[T], plan: &Plan, band: Range<usize>, dm: &mut [T]);
+}
+
+/// F(2×2, 3×3): this module's transforms.
+pub(crate) struct F2;
+
+impl Algorithm for F2 {
+    const SIZE: usize = 2;
+    const POINTS: usize = 16;
+    const TILES_PER_BLOCK: usize = 336;
+    fn transform_weights<T: Real>(weight: &[T], cout: usize, cin: usize) -> Vec<PackedRows<T>> {
+        let u = transform_weights(weight, cout, cin);
+        u.chunks_exact((cout * cin).max(1))
+            .take(Self::POINTS)
+            .map(|point| PackedRows::new(Isa::best(), point, (cout, cin)))
+            .collect()
+    }
+    fn untransform_weights<T: Real>(du: &[T], filters: usize) -> Vec<T> {
+        untransform_weights(du, filters)
+    }
+    fn transform_input<T: Real>(xs: &[T], plan: &Plan, band: Range<usize>, v: &mut [T]) {
+        transform_input(xs, plan, band, v)
+    }
+    fn transform_output<T: Real>(m: &[T], bias: Option<&[T]>, plan: &Plan, band: Range<usize>, ys: &mut [T]) {
+        transform_output(m, bias, plan, band, ys)
+    }
+    fn transform_grad<T: Real>(gs: &[T], plan: &Plan, band: Range<usize>, dm: &mut [T]) {
+        transform_grad(gs, plan, band, dm)
+    }
+}
+
 /// y = bias + the stride-1 3×3 convolution (padding 1) of `x` [batch, cin, h, w] with `weight`
-/// [cout, cin, 3, 3]; the result is [batch, cout, h, w]. Blocks of images run in parallel.
-pub fn forward<T: Real>(
+/// [cout, cin, 3, 3] by F(2×2); the result is [batch, cout, h, w].
+pub fn forward<T: Real>(x: &[T], weight: &[T], bias: Option<&[T]>, dims: (usize, usize, usize), hw: (usize, usize)) -> Vec<T> {
+    forward_with::<F2, T>(x, weight, bias, dims, hw)
+}
+
+/// dW [cout, cin, 3, 3] of the stride-1 convolution (padding 1) of `x` [batch, cin, h, w],
+/// given the output gradient `grad` [batch, cout, h, w], by F(2×2).
+pub fn weight_grad<T: Real>(x: &[T], grad: &[T], dims: (usize, usize, usize), hw: (usize, usize)) -> Vec<T> {
+    weight_grad_with::<F2, T>(x, grad, dims, hw)
+}
+
+/// y = bias + the stride-1 3×3 convolution (padding 1) of `x` [batch, cin, h, w] with `weight`
+/// [cout, cin, 3, 3] by the algorithm `A`; the result is [batch, cout, h, w]. Blocks of images
+/// run in parallel, each band of tiles as transform, POINTS gemms, transform.
+pub(crate) fn forward_with<A: Algorithm, T: Real>(
     x: &[T],
     weight: &[T],
     bias: Option<&[T]>,
@@ -98,28 +159,28 @@ pub fn forward<T: Real>(
     (h, w): (usize, usize),
 ) -> Vec<T> {
     use rayon::prelude::*;
-    let plan = Plan::new(batch, (cin, cout), (h, w), 2, TILES_PER_BLOCK);
+    let plan = Plan::new(batch, (cin, cout), (h, w), A::SIZE, A::TILES_PER_BLOCK);
     let (x_image, y_image) = (cin * h * w, cout * h * w);
     assert!(x.len() == batch * x_image && weight.len() == cout * cin * 9 && bias.is_none_or(|b| b.len() == cout));
     let mut y = vec![T::default(); batch * y_image];
     if y.is_empty() || x_image == 0 {
         return y;
     }
-    let u = transform_weights(weight, cout, cin);
+    let u = A::transform_weights(weight, cout, cin);
     y.par_chunks_mut(plan.images * y_image)
         .zip(x.par_chunks(plan.images * x_image))
         .for_each(|(ys, xs)| {
             let images = xs.len() / x_image;
             for band in (0..plan.bands()).map(|i| plan.band(i)) {
                 let tiles = images * band.len() * plan.tw;
-                with_scratch(16 * cin * tiles, |v: &mut [T]| {
-                    with_scratch(16 * cout * tiles, |m: &mut [T]| {
-                        transform_input(xs, &plan, band.clone(), v);
-                        for xi in 0..16 {
+                with_scratch(A::POINTS * cin * tiles, |v: &mut [T]| {
+                    with_scratch(A::POINTS * cout * tiles, |m: &mut [T]| {
+                        A::transform_input(xs, &plan, band.clone(), v);
+                        for (xi, u) in u.iter().enumerate() {
                             let (vx, mx) = (&v[xi * cin * tiles..][..cin * tiles], &mut m[xi * cout * tiles..][..cout * tiles]);
-                            multiply(mx, &u[xi * cout * cin..][..cout * cin], vx, (cout, cin, tiles), false);
+                            product_with_packed(mx, u, vx, tiles, false);
                         }
-                        transform_output(m, bias, &plan, band, ys);
+                        A::transform_output(m, bias, &plan, band, ys);
                     })
                 });
             }
@@ -128,25 +189,30 @@ pub fn forward<T: Real>(
 }
 
 /// dW [cout, cin, 3, 3] of the stride-1 convolution (padding 1) of `x` [batch, cin, h, w],
-/// given the output gradient `grad` [batch, cout, h, w]: the adjoint of [`forward`]'s
-/// computation. Per block of tiles, dU_ξ += (A dY Aᵀ)_ξ · (Bᵀ d B)_ξᵀ (16 gemms over the
-/// tiles), the blocks summed by [`sum_in_runs`]; then dW = Gᵀ dU G.
-pub fn weight_grad<T: Real>(x: &[T], grad: &[T], (batch, cin, cout): (usize, usize, usize), (h, w): (usize, usize)) -> Vec<T> {
-    let plan = Plan::new(batch, (cin, cout), (h, w), 2, TILES_PER_BLOCK);
+/// given the output gradient `grad` [batch, cout, h, w], by the algorithm `A`: the adjoint of
+/// [`forward_with`]'s computation. Per block of tiles, dU_ξ += (A dY Aᵀ)_ξ · (Bᵀ d B)_ξᵀ
+/// (POINTS gemms over the tiles), the blocks summed by [`sum_in_runs`]; then dW = Gᵀ dU G.
+pub(crate) fn weight_grad_with<A: Algorithm, T: Real>(
+    x: &[T],
+    grad: &[T],
+    (batch, cin, cout): (usize, usize, usize),
+    (h, w): (usize, usize),
+) -> Vec<T> {
+    let plan = Plan::new(batch, (cin, cout), (h, w), A::SIZE, A::TILES_PER_BLOCK);
     let (x_image, y_image) = (cin * h * w, cout * h * w);
     assert!(x.len() == batch * x_image && grad.len() == batch * y_image);
     let bands = plan.bands();
     let blocks = batch.div_ceil(plan.images) * bands;
-    let du = sum_in_runs(blocks, 16 * cout * cin, |du, run| {
+    let du = sum_in_runs(blocks, A::POINTS * cout * cin, |du, run| {
         for block in run {
             let (slab, band) = (block / bands * plan.images, plan.band(block % bands));
             let images = plan.images.min(batch - slab);
             let tiles = images * band.len() * plan.tw;
-            with_scratch(16 * cin * tiles, |v: &mut [T]| {
-                with_scratch(16 * cout * tiles, |dm: &mut [T]| {
-                    transform_input(&x[slab * x_image..][..images * x_image], &plan, band.clone(), v);
-                    transform_grad(&grad[slab * y_image..][..images * y_image], &plan, band, dm);
-                    for xi in 0..16 {
+            with_scratch(A::POINTS * cin * tiles, |v: &mut [T]| {
+                with_scratch(A::POINTS * cout * tiles, |dm: &mut [T]| {
+                    A::transform_input(&x[slab * x_image..][..images * x_image], &plan, band.clone(), v);
+                    A::transform_grad(&grad[slab * y_image..][..images * y_image], &plan, band, dm);
+                    for xi in 0..A::POINTS {
                         let (vx, dmx) = (&v[xi * cin * tiles..][..cin * tiles], &dm[xi * cout * tiles..][..cout * tiles]);
                         add_product_with_transpose(&mut du[xi * cout * cin..][..cout * cin], dmx, vx, (cout, tiles, cin));
                     }
@@ -154,13 +220,12 @@ pub fn weight_grad<T: Real>(x: &[T], grad: &[T], (batch, cin, cout): (usize, usi
             });
         }
     });
-    untransform_weights(&du, cout, cin)
+    A::untransform_weights(&du, cout * cin)
 }
 
-/// dW [cout, cin, 3, 3] = Gᵀ dU G for every (cout, cin) of `du` [16, cout, cin]: the adjoint of
+/// dW [filters, 3, 3] = Gᵀ dU G for every filter of `du` [16, filters]: the adjoint of
 /// [`transform_weights`].
-fn untransform_weights<T: Real>(du: &[T], cout: usize, cin: usize) -> Vec<T> {
-    let filters = cout * cin;
+fn untransform_weights<T: Real>(du: &[T], filters: usize) -> Vec<T> {
     let mut dw = vec![T::default(); filters * 9];
     for (f, out) in dw.chunks_exact_mut(9).enumerate() {
         let at = |i: usize, j: usize| du[(i * 4 + j) * filters + f];

@@ -18,9 +18,9 @@
 //! G = [¼ 0 0; −⅙ −⅙ −⅙; −⅙ ⅙ −⅙; 1/24 1/12 ⅙; 1/24 −1/12 ⅙; 0 0 1] and
 //! Aᵀ = [1 1 1 1 1 0; 0 1 −1 2 −2 0; 0 1 1 4 4 0; 0 1 −1 8 −8 1].
 
-use crate::matrix::{add_product_with_transpose, sum_in_runs, vector_paths, with_scratch, Real};
-use crate::products::{product_with_packed, Isa, PackedRows};
-use crate::winograd::Plan;
+use crate::matrix::{vector_paths, Real};
+use crate::products::{Isa, PackedRows};
+use crate::winograd::{forward_with, weight_grad_with, Algorithm, Plan};
 use std::ops::Range;
 
 vector_paths! {
@@ -36,79 +36,43 @@ vector_paths! {
     fn transform_output(m: &[T], bias: Option<&[T]>, plan: &Plan, band: Range<usize>, ys: &mut [T]) = output_blocks;
 }
 
-/// Output tiles one block multiplies at once (16 output pixels each): the gemms' columns.
-const TILES_PER_BLOCK: usize = 336;
+/// F(4×4, 3×3): this module's transforms.
+pub(crate) struct F4;
+
+impl Algorithm for F4 {
+    const SIZE: usize = 4;
+    const POINTS: usize = POINTS;
+    const TILES_PER_BLOCK: usize = 336;
+    fn transform_weights<T: Real>(weight: &[T], cout: usize, cin: usize) -> Vec<PackedRows<T>> {
+        transform_weights(weight, cout, cin)
+    }
+    fn untransform_weights<T: Real>(du: &[T], filters: usize) -> Vec<T> {
+        untransform_weights(du, filters)
+    }
+    fn transform_input<T: Real>(xs: &[T], plan: &Plan, band: Range<usize>, v: &mut [T]) {
+        transform_input(xs, plan, band, v)
+    }
+    fn transform_output<T: Real>(m: &[T], bias: Option<&[T]>, plan: &Plan, band: Range<usize>, ys: &mut [T]) {
+        transform_output(m, bias, plan, band, ys)
+    }
+    fn transform_grad<T: Real>(gs: &[T], plan: &Plan, band: Range<usize>, dm: &mut [T]) {
+        transform_grad(gs, plan, band, dm)
+    }
+}
 
 /// Points of one transformed block (6 × 6).
 const POINTS: usize = 36;
 
 /// y = bias + the stride-1 3×3 convolution (padding 1) of `x` [batch, cin, h, w] with `weight`
-/// [cout, cin, 3, 3]; the result is [batch, cout, h, w]. Blocks of images run in parallel.
-pub fn forward<T: Real>(
-    x: &[T],
-    weight: &[T],
-    bias: Option<&[T]>,
-    (batch, cin, cout): (usize, usize, usize),
-    (h, w): (usize, usize),
-) -> Vec<T> {
-    use rayon::prelude::*;
-    let plan = Plan::new(batch, (cin, cout), (h, w), 4, TILES_PER_BLOCK);
-    let (x_image, y_image) = (cin * h * w, cout * h * w);
-    assert!(x.len() == batch * x_image && weight.len() == cout * cin * 9 && bias.is_none_or(|b| b.len() == cout));
-    let mut y = vec![T::default(); batch * y_image];
-    if y.is_empty() || x_image == 0 {
-        return y;
-    }
-    let u = transform_weights(weight, cout, cin);
-    y.par_chunks_mut(plan.images * y_image)
-        .zip(x.par_chunks(plan.images * x_image))
-        .for_each(|(ys, xs)| {
-            let images = xs.len() / x_image;
-            for band in (0..plan.bands()).map(|i| plan.band(i)) {
-                let tiles = images * band.len() * plan.tw;
-                with_scratch(POINTS * cin * tiles, |v: &mut [T]| {
-                    with_scratch(POINTS * cout * tiles, |m: &mut [T]| {
-                        transform_input(xs, &plan, band.clone(), v);
-                        for xi in 0..POINTS {
-                            let (vx, mx) = (&v[xi * cin * tiles..][..cin * tiles], &mut m[xi * cout * tiles..][..cout * tiles]);
-                            product_with_packed(mx, &u[xi], vx, tiles, false);
-                        }
-                        transform_output(m, bias, &plan, band, ys);
-                    })
-                });
-            }
-        });
-    y
+/// [cout, cin, 3, 3] by F(4×4); the result is [batch, cout, h, w].
+pub fn forward<T: Real>(x: &[T], weight: &[T], bias: Option<&[T]>, dims: (usize, usize, usize), hw: (usize, usize)) -> Vec<T> {
+    forward_with::<F4, T>(x, weight, bias, dims, hw)
 }
 
 /// dW [cout, cin, 3, 3] of the stride-1 convolution (padding 1) of `x` [batch, cin, h, w],
-/// given the output gradient `grad` [batch, cout, h, w]: the adjoint of [`forward`]'s
-/// computation. Per block of tiles, dU_ξ += (A dY Aᵀ)_ξ · (Bᵀ d B)_ξᵀ (36 gemms over the
-/// tiles), the blocks summed by [`sum_in_runs`]; then dW = Gᵀ dU G.
-pub fn weight_grad<T: Real>(x: &[T], grad: &[T], (batch, cin, cout): (usize, usize, usize), (h, w): (usize, usize)) -> Vec<T> {
-    let plan = Plan::new(batch, (cin, cout), (h, w), 4, TILES_PER_BLOCK);
-    let (x_image, y_image) = (cin * h * w, cout * h * w);
-    assert!(x.len() == batch * x_image && grad.len() == batch * y_image);
-    let bands = plan.bands();
-    let blocks = batch.div_ceil(plan.images) * bands;
-    let du = sum_in_runs(blocks, POINTS * cout * cin, |du, run| {
-        for block in run {
-            let (slab, band) = (block / bands * plan.images, plan.band(block % bands));
-            let images = plan.images.min(batch - slab);
-            let tiles = images * band.len() * plan.tw;
-            with_scratch(POINTS * cin * tiles, |v: &mut [T]| {
-                with_scratch(POINTS * cout * tiles, |dm: &mut [T]| {
-                    transform_input(&x[slab * x_image..][..images * x_image], &plan, band.clone(), v);
-                    transform_grad(&grad[slab * y_image..][..images * y_image], &plan, band, dm);
-                    for xi in 0..POINTS {
-                        let (vx, dmx) = (&v[xi * cin * tiles..][..cin * tiles], &dm[xi * cout * tiles..][..cout * tiles]);
-                        add_product_with_transpose(&mut du[xi * cout * cin..][..cout * cin], dmx, vx, (cout, tiles, cin));
-                    }
-                })
-            });
-        }
-    });
-    untransform_weights(&du, cout * cin)
+/// given the output gradient `grad` [batch, cout, h, w], by F(4×4): the adjoint of [`forward`].
+pub fn weight_grad<T: Real>(x: &[T], grad: &[T], dims: (usize, usize, usize), hw: (usize, usize)) -> Vec<T> {
+    weight_grad_with::<F4, T>(x, grad, dims, hw)
 }
 
 /// dW [filters, 3, 3] = Gᵀ dU G for every filter of `du` [36, filters]: the adjoint of
