@@ -74,9 +74,9 @@ impl Isa {
     /// Rows of `a` in one register block of this path's micro-kernel (what `a` is packed by).
     fn rows(self) -> usize {
         match self {
-            Isa::Avx512 => 8,
-            Isa::Avx2 => 6,
-            Isa::Portable => 4,
+            Isa::Avx512 => AVX512_ROWS,
+            Isa::Avx2 => AVX2_ROWS,
+            Isa::Portable => PORTABLE_ROWS,
         }
     }
 
@@ -94,6 +94,11 @@ impl PartialOrd for Isa {
         Some(self.rank().cmp(&other.rank()))
     }
 }
+
+/// Rows × columns of each path's register block (its micro-kernel's output tile).
+const AVX512_ROWS: usize = 8;
+const AVX2_ROWS: usize = 6;
+const PORTABLE_ROWS: usize = 4;
 
 /// How `b` is laid out: row-major [k × n], or the transpose of a row-major [n × k].
 #[derive(Debug, Clone, Copy)]
@@ -213,7 +218,7 @@ fn run<T: Real>(isa: Isa, job: Job<'_, T>) {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `Isa::cpu()` found AVX2 and FMA on this CPU (asserted above).
         Isa::Avx2 => unsafe { avx2(job) },
-        _ => blocks::<T, 4, 8>(job, tile::<T, 4, 8>, transpose8::<T>),
+        _ => blocks::<T, PORTABLE_ROWS, 8>(job, tile::<T, PORTABLE_ROWS, 8>, transpose8::<T>),
     }
 }
 
@@ -228,12 +233,12 @@ pub fn product_for_bench(isa: Isa, dst: &mut [f32], a: &[f32], b: &[f32], mkn: (
 #[target_feature(enable = "avx512f,avx2,fma")]
 fn avx512<T: Real>(job: Job<'_, T>) {
     match as_f32(job) {
-        Ok(job) => blocks::<f32, 8, 32>(
+        Ok(job) => blocks::<f32, AVX512_ROWS, 32>(
             job,
             |ap, bp, k, out| tile_avx512(ap, bp, k, out),
             |f, fs, t, ts| transpose8_avx(f, fs, t, ts),
         ),
-        Err(job) => blocks::<T, 8, 32>(job, tile::<T, 8, 32>, transpose8::<T>),
+        Err(job) => blocks::<T, AVX512_ROWS, 32>(job, tile::<T, AVX512_ROWS, 32>, transpose8::<T>),
     }
 }
 
@@ -242,12 +247,12 @@ fn avx512<T: Real>(job: Job<'_, T>) {
 #[target_feature(enable = "avx2,fma")]
 fn avx2<T: Real>(job: Job<'_, T>) {
     match as_f32(job) {
-        Ok(job) => blocks::<f32, 6, 16>(
+        Ok(job) => blocks::<f32, AVX2_ROWS, 16>(
             job,
             |ap, bp, k, out| tile_avx2(ap, bp, k, out),
             |f, fs, t, ts| transpose8_avx(f, fs, t, ts),
         ),
-        Err(job) => blocks::<T, 6, 16>(job, tile::<T, 6, 16>, transpose8::<T>),
+        Err(job) => blocks::<T, AVX2_ROWS, 16>(job, tile::<T, AVX2_ROWS, 16>, transpose8::<T>),
     }
 }
 
@@ -328,7 +333,7 @@ enum Mode {
 fn blocks<T: Real, const MR: usize, const NR: usize>(
     job: Job<'_, T>,
     tile: impl Fn(&[T], &[T], usize, Out<'_, T>),
-    t8: impl Fn(&[T], usize, &mut [T], usize),
+    t8: impl Transpose8<T>,
 ) {
     let Job {
         dst,
@@ -448,7 +453,7 @@ struct Out<'a, T> {
 /// block[p · mr + r] = a[i0 + r, p] for the rows a has, 0 beyond: whole groups of 8 rows
 /// by 8 × 8 transposes (`t8`), the rest one value at a time.
 #[inline(always)]
-fn pack_a<T: Real>(a: &[T], (m, k): (usize, usize), i0: usize, block: &mut [T], mr: usize, t8: &impl Fn(&[T], usize, &mut [T], usize)) {
+fn pack_a<T: Real>(a: &[T], (m, k): (usize, usize), i0: usize, block: &mut [T], mr: usize, t8: &impl Transpose8<T>) {
     let rows = mr.min(m - i0);
     if rows < mr {
         block.fill(T::default());
@@ -467,14 +472,7 @@ fn pack_a<T: Real>(a: &[T], (m, k): (usize, usize), i0: usize, block: &mut [T], 
 /// panel[p · NR + c] = b[p, j0 + c] for the columns b has, 0 beyond: whole rows copied as one
 /// block of NR values, or (b transposed) whole groups of 8 columns by 8 × 8 transposes.
 #[inline(always)]
-fn pack_b<T: Real, const NR: usize>(
-    b: &[T],
-    layout: Layout,
-    (k, n): (usize, usize),
-    j0: usize,
-    panel: &mut [T],
-    t8: &impl Fn(&[T], usize, &mut [T], usize),
-) {
+fn pack_b<T: Real, const NR: usize>(b: &[T], layout: Layout, (k, n): (usize, usize), j0: usize, panel: &mut [T], t8: &impl Transpose8<T>) {
     let cols = NR.min(n - j0);
     match layout {
         Layout::RowMajor if cols == NR => {
@@ -510,7 +508,7 @@ fn pack_b<T: Real, const NR: usize>(
 /// to[p · stride + r] = from[r · k + p] for r < 8 and p < k: eight rows of length k laid out
 /// column by column, 8 × 8 at a time by `t8`, the last k mod 8 columns one value at a time.
 #[inline(always)]
-fn transpose_rows<T: Real>(from: &[T], k: usize, to: &mut [T], stride: usize, t8: &impl Fn(&[T], usize, &mut [T], usize)) {
+fn transpose_rows<T: Real>(from: &[T], k: usize, to: &mut [T], stride: usize, t8: &impl Transpose8<T>) {
     let whole = k / 8 * 8;
     for p0 in (0..whole).step_by(8) {
         t8(&from[p0..], k, &mut to[p0 * stride..], stride);
@@ -598,7 +596,7 @@ fn tile<T: Real, const MR: usize, const NR: usize>(ap: &[T], bp: &[T], k: usize,
 /// A [`tile`] for f32 in one vector width: `$mr` rows by two vectors of `$lanes` floats, the
 /// same fused multiply-add per lane as `f32::mul_add`, in the same order.
 macro_rules! vector_tile {
-    ($(#[$doc:meta])* $name:ident, $feature:literal, $mr:literal, $lanes:literal,
+    ($(#[$doc:meta])* $name:ident, $feature:literal, $mr:expr, $lanes:literal,
      $zero:ident, $load:ident, $store:ident, $splat:ident, $fma:ident, $add:ident) => {
         $(#[$doc])*
         #[cfg(target_arch = "x86_64")]
@@ -643,12 +641,12 @@ macro_rules! vector_tile {
 
 vector_tile!(
     /// [`tile`] for f32, 8 × 32, in AVX-512.
-    tile_avx512, "avx512f", 8, 16,
+    tile_avx512, "avx512f", AVX512_ROWS, 16,
     _mm512_setzero_ps, _mm512_loadu_ps, _mm512_storeu_ps, _mm512_set1_ps, _mm512_fmadd_ps, _mm512_add_ps
 );
 vector_tile!(
     /// [`tile`] for f32, 6 × 16, in AVX2 with FMA.
-    tile_avx2, "avx2,fma", 6, 8,
+    tile_avx2, "avx2,fma", AVX2_ROWS, 8,
     _mm256_setzero_ps, _mm256_loadu_ps, _mm256_storeu_ps, _mm256_set1_ps, _mm256_fmadd_ps, _mm256_add_ps
 );
 
