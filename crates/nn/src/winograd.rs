@@ -111,6 +111,27 @@ pub(crate) trait Algorithm {
 /// F(2×2, 3×3): this module's transforms.
 pub(crate) struct F2;
 
+/// The [`Algorithm`] methods that hand over to the calling module's functions of the same
+/// names (its `transform_input`, `transform_output` and `transform_grad` are the
+/// `vector_paths!` dispatchers), for the two impls.
+macro_rules! transforms_of_this_module {
+    () => {
+        fn untransform_weights<T: Real>(du: &[T], filters: usize) -> Vec<T> {
+            untransform_weights(du, filters)
+        }
+        fn transform_input<T: Real>(xs: &[T], plan: &Plan, band: Range<usize>, v: &mut [T]) {
+            transform_input(xs, plan, band, v)
+        }
+        fn transform_output<T: Real>(m: &[T], bias: Option<&[T]>, plan: &Plan, band: Range<usize>, ys: &mut [T]) {
+            transform_output(m, bias, plan, band, ys)
+        }
+        fn transform_grad<T: Real>(gs: &[T], plan: &Plan, band: Range<usize>, dm: &mut [T]) {
+            transform_grad(gs, plan, band, dm)
+        }
+    };
+}
+pub(crate) use transforms_of_this_module;
+
 impl Algorithm for F2 {
     const SIZE: usize = 2;
     const POINTS: usize = 16;
@@ -122,18 +143,7 @@ impl Algorithm for F2 {
             .map(|point| PackedRows::new(Isa::best(), point, (cout, cin)))
             .collect()
     }
-    fn untransform_weights<T: Real>(du: &[T], filters: usize) -> Vec<T> {
-        untransform_weights(du, filters)
-    }
-    fn transform_input<T: Real>(xs: &[T], plan: &Plan, band: Range<usize>, v: &mut [T]) {
-        transform_input(xs, plan, band, v)
-    }
-    fn transform_output<T: Real>(m: &[T], bias: Option<&[T]>, plan: &Plan, band: Range<usize>, ys: &mut [T]) {
-        transform_output(m, bias, plan, band, ys)
-    }
-    fn transform_grad<T: Real>(gs: &[T], plan: &Plan, band: Range<usize>, dm: &mut [T]) {
-        transform_grad(gs, plan, band, dm)
-    }
+    transforms_of_this_module!();
 }
 
 /// y = bias + the stride-1 3×3 convolution (padding 1) of `x` [batch, cin, h, w] with `weight`
