@@ -10,6 +10,8 @@
 //! multiply-adds in software where the CPU has none: slow, but the same bits.
 
 use crate::matrix::{with_scratch, Real};
+use std::mem::MaybeUninit;
+use std::ops::Range;
 
 /// Which code computes the products: chosen once from the CPU, or forced (tests, benches).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -158,29 +160,80 @@ pub(crate) struct PackedRows<T> {
 }
 
 impl<T: Real> PackedRows<T> {
-    /// `a` packed as [`blocks`] packs it on the path `isa`.
-    pub(crate) fn new(isa: Isa, a: &[T], (m, k): (usize, usize)) -> PackedRows<T> {
-        assert_eq!(a.len(), m * k, "PackedRows: operand size");
+    /// `count` matrices [m × k], each packed as [`blocks`] packs a left operand on the path
+    /// `isa`, made and packed a
+    /// group of rows at a time in parallel: `make(rows, out)` writes rows `rows` of matrix i
+    /// into `out[i]` ([rows.len() × k], row-major). The Winograd filters: transformed into one
+    /// large matrix per point and then packed, they were written and read through memory
+    /// twice, by one thread; a group's are still in the cache when they are packed.
+    pub(crate) fn many(
+        isa: Isa,
+        count: usize,
+        (m, k): (usize, usize),
+        make: impl Fn(Range<usize>, &mut [&mut [T]]) + Sync,
+    ) -> Vec<PackedRows<T>> {
+        use rayon::prelude::*;
         let mr = isa.rows();
-        let mut blocks = vec![T::default(); m.div_ceil(mr) * k * mr];
-        if k > 0 {
-            let mut pack = |t8: &dyn Transpose8<T>| {
-                for (i, block) in blocks.chunks_exact_mut(k * mr).enumerate() {
-                    pack_a(a, (m, k), i * mr, block, mr, &t8);
+        let group = mr * GROUP_BLOCKS;
+        let len = m.div_ceil(mr) * k * mr;
+        let mut blocks: Vec<Vec<T>> = (0..count).map(|_| Vec::with_capacity(len)).collect();
+        if len > 0 {
+            // tasks[g][i]: group g's part of matrix i's blocks.
+            let mut tasks: Vec<Vec<&mut [MaybeUninit<T>]>> = (0..m.div_ceil(group)).map(|_| Vec::with_capacity(count)).collect();
+            for matrix in &mut blocks {
+                for (task, part) in tasks.iter_mut().zip(matrix.spare_capacity_mut()[..len].chunks_mut(group * k)) {
+                    task.push(part);
                 }
-            };
-            let is_f32 = std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>();
-            match is_f32 {
-                #[cfg(target_arch = "x86_64")]
-                true if Isa::cpu() >= Isa::Avx2 => pack(&|f, fs, t, ts| {
-                    let (f, t) = (bytemuck::cast_slice(f), bytemuck::cast_slice_mut(t));
-                    // SAFETY: the CPU has AVX2 (checked above).
-                    unsafe { transpose8_avx(f, fs, t, ts) }
-                }),
-                _ => pack(&transpose8::<T>),
             }
+            tasks.into_par_iter().enumerate().for_each(|(g, parts)| {
+                let rows = g * group..((g + 1) * group).min(m);
+                let n = rows.len() * k;
+                with_scratch(count * n, |scratch: &mut [T]| {
+                    let mut made: Vec<&mut [T]> = scratch.chunks_exact_mut(n).collect();
+                    make(rows.clone(), &mut made);
+                    for (matrix, part) in made.iter().zip(parts) {
+                        part.fill(MaybeUninit::new(T::default()));
+                        // SAFETY: every value of `part` was initialised by the line above.
+                        let part = unsafe { &mut *(part as *mut [MaybeUninit<T>] as *mut [T]) };
+                        pack_all_rows(isa, matrix, (rows.len(), k), part);
+                    }
+                });
+            });
         }
-        PackedRows { isa, blocks, m, k }
+        blocks
+            .into_iter()
+            .map(|mut matrix| {
+                // SAFETY: the tasks above initialised all `len` values (the parts cover
+                // 0..len: m.div_ceil(group) parts of group · k, the last one shorter); a
+                // panic in one would have left this function before here.
+                unsafe { matrix.set_len(len) };
+                PackedRows { isa, blocks: matrix, m, k }
+            })
+            .collect()
+    }
+}
+
+/// Register blocks of rows that one task of [`PackedRows::many`] makes and packs: its made
+/// rows (up to 36 matrices of 8 × 4 rows of 512 for F(4×4)) stay in the L2 cache.
+const GROUP_BLOCKS: usize = 1;
+
+/// `a` [m × k] packed into `blocks` as [`blocks`] packs a left operand on the path `isa`.
+fn pack_all_rows<T: Real>(isa: Isa, a: &[T], (m, k): (usize, usize), blocks: &mut [T]) {
+    let mr = isa.rows();
+    let mut pack = |t8: &dyn Transpose8<T>| {
+        for (i, block) in blocks.chunks_exact_mut(k * mr).enumerate() {
+            pack_a(a, (m, k), i * mr, block, mr, &t8);
+        }
+    };
+    let is_f32 = std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>();
+    match is_f32 {
+        #[cfg(target_arch = "x86_64")]
+        true if Isa::cpu() >= Isa::Avx2 => pack(&|f, fs, t, ts| {
+            let (f, t) = (bytemuck::cast_slice(f), bytemuck::cast_slice_mut(t));
+            // SAFETY: the CPU has AVX2 (checked above).
+            unsafe { transpose8_avx(f, fs, t, ts) }
+        }),
+        _ => pack(&transpose8::<T>),
     }
 }
 
@@ -750,6 +803,27 @@ mod tests {
     }
 
     /// The vector 8 × 8 transpose against the plain one, inside larger strided matrices.
+    #[test]
+    fn filters_packed_a_group_of_rows_at_a_time_multiply_to_the_bytes_of_a_plain_product() {
+        // 37 rows: no path's register block (8, 6, 4) nor group divides them.
+        let (m, k, n) = (37, 19, 23);
+        let mats: Vec<Vec<f32>> = (0..3).map(|i| random(m * k, 20 + i)).collect();
+        let b = random(k * n, 23);
+        for isa in Isa::available() {
+            let packed = PackedRows::many(isa, mats.len(), (m, k), |rows, out| {
+                for (o, a) in out.iter_mut().zip(&mats) {
+                    o.copy_from_slice(&a[rows.start * k..rows.end * k]);
+                }
+            });
+            for (a, p) in mats.iter().zip(&packed) {
+                let (mut want, mut got) = (vec![0f32; m * n], vec![0f32; m * n]);
+                product(isa, &mut want, a, (&b, Layout::RowMajor), (m, k, n), false);
+                product_with_packed(&mut got, p, &b, n, false);
+                assert!(want.iter().zip(&got).all(|(w, g)| w.to_bits() == g.to_bits()), "{isa:?}");
+            }
+        }
+    }
+
     #[test]
     fn the_vector_transpose_moves_each_value_where_the_plain_one_does() {
         let from = random(8 * 13, 11);

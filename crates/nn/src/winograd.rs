@@ -95,9 +95,9 @@ pub(crate) trait Algorithm {
     /// Output tiles one block multiplies at once (the gemms' columns): with fewer they are too
     /// short to run at full speed, with more the transformed block falls out of the cache.
     const TILES_PER_BLOCK: usize;
-    /// U [POINTS, cout, cin] = G g Gᵀ for every filter g of `weight` [cout, cin, 3, 3], each
-    /// point's [cout × cin] packed once for the products.
-    fn transform_weights<T: Real>(weight: &[T], cout: usize, cin: usize) -> Vec<PackedRows<T>>;
+    /// u[ξ][f] = (G g Gᵀ)_ξ for every filter g of `weights` [filters, 3, 3], each value
+    /// computed on its own (so no cut of the filters changes a bit).
+    fn transform_filters<T: Real>(weights: &[T], u: &mut [&mut [T]]);
     /// dW [filters, 3, 3] = Gᵀ dU G from `du` [POINTS, filters].
     fn untransform_weights<T: Real>(du: &[T], filters: usize) -> Vec<T>;
     /// V [POINTS, cin, tiles] = Bᵀ d B for the band's input blocks.
@@ -136,12 +136,8 @@ impl Algorithm for F2 {
     const SIZE: usize = 2;
     const POINTS: usize = 16;
     const TILES_PER_BLOCK: usize = 336;
-    fn transform_weights<T: Real>(weight: &[T], cout: usize, cin: usize) -> Vec<PackedRows<T>> {
-        let u = transform_weights(weight, cout, cin);
-        u.chunks_exact((cout * cin).max(1))
-            .take(Self::POINTS)
-            .map(|point| PackedRows::new(Isa::best(), point, (cout, cin)))
-            .collect()
+    fn transform_filters<T: Real>(weights: &[T], u: &mut [&mut [T]]) {
+        transform_filters(weights, u)
     }
     transforms_of_this_module!();
 }
@@ -176,7 +172,7 @@ pub(crate) fn forward_with<A: Algorithm, T: Real>(
     if y.is_empty() || x_image == 0 {
         return y;
     }
-    let u = A::transform_weights(weight, cout, cin);
+    let u = packed_filters::<A, T>(weight, cout, cin);
     y.par_chunks_mut(plan.images * y_image)
         .zip(x.par_chunks(plan.images * x_image))
         .for_each(|(ys, xs)| {
@@ -196,6 +192,15 @@ pub(crate) fn forward_with<A: Algorithm, T: Real>(
             }
         });
     y
+}
+
+/// U [POINTS, cout, cin] = G g Gᵀ for every filter g of `weight` [cout, cin, 3, 3], each
+/// point's [cout × cin] packed once for the products (every block of tiles multiplies it):
+/// made a few rows of filters at a time, in parallel.
+pub(crate) fn packed_filters<A: Algorithm, T: Real>(weight: &[T], cout: usize, cin: usize) -> Vec<PackedRows<T>> {
+    PackedRows::many(Isa::best(), A::POINTS, (cout, cin), |rows, u| {
+        A::transform_filters(&weight[rows.start * cin * 9..rows.end * cin * 9], u)
+    })
 }
 
 /// dW [cout, cin, 3, 3] of the stride-1 convolution (padding 1) of `x` [batch, cin, h, w],
@@ -234,7 +239,7 @@ pub(crate) fn weight_grad_with<A: Algorithm, T: Real>(
 }
 
 /// dW [filters, 3, 3] = Gᵀ dU G for every filter of `du` [16, filters]: the adjoint of
-/// [`transform_weights`].
+/// [`transform_filters`].
 fn untransform_weights<T: Real>(du: &[T], filters: usize) -> Vec<T> {
     let mut dw = vec![T::default(); filters * 9];
     for (f, out) in dw.chunks_exact_mut(9).enumerate() {
@@ -293,25 +298,54 @@ fn grad_blocks<T: Real>(gs: &[T], plan: &Plan, band: Range<usize>, dm: &mut [T])
     }
 }
 
-/// U [16, cout, cin] = G g Gᵀ for every filter g of `weight` [cout, cin, 3, 3].
-fn transform_weights<T: Real>(weight: &[T], cout: usize, cin: usize) -> Vec<T> {
-    let mut u = vec![T::default(); 16 * cout * cin];
-    for (f, g) in weight.chunks_exact(9).enumerate() {
-        // G g, column by column: gg[j] is column j of G g.
-        let column = |j: usize| expand3(g[j], g[3 + j], g[6 + j]);
-        let gg = [column(0), column(1), column(2)];
-        // (G g) Gᵀ: each row of G g expanded the same way.
-        for i in 0..4 {
-            let r = expand3(gg[0][i], gg[1][i], gg[2][i]);
-            for (j, v) in r.into_iter().enumerate() {
-                u[(i * 4 + j) * cout * cin + f] = v;
-            }
-        }
+/// u[ξ][f] = (G g Gᵀ)_ξ for every filter g of `weights` [filters, 3, 3], ξ = 4i + j.
+fn transform_filters<T: Real>(weights: &[T], u: &mut [&mut [T]]) {
+    filters_along(weights, u, 4, expand3_along);
+}
+
+/// u[side·i + j][f] = (G g Gᵀ)[i][j] for every filter g of `weights` [filters, 3, 3], along all
+/// the filters at once: G down each column, then across each row, both by `expand`
+/// (out[i][f] = (G · (ins[0][f], ins[1][f], ins[2][f]))[i], `side` outputs). Every value is
+/// computed on its own, so no cut of the filters changes a bit.
+pub(crate) fn filters_along<T: Real>(weights: &[T], u: &mut [&mut [T]], side: usize, expand: impl Fn([&[T]; 3], &mut [&mut [T]])) {
+    assert_eq!(u.len(), side * side);
+    let filters = weights.len() / 9;
+    if filters == 0 {
+        return;
     }
-    u
+    with_scratch((9 + 3 * side) * filters, |scratch: &mut [T]| {
+        let (taps, down) = scratch.split_at_mut(9 * filters);
+        // taps[t][f]: tap t (row-major in the 3×3 filter) of filter f.
+        for (t, tap) in taps.chunks_exact_mut(filters).enumerate() {
+            tap.iter_mut().zip(weights.iter().skip(t).step_by(9)).for_each(|(o, &v)| *o = v);
+        }
+        // down[side·col + i][f]: entry (i, col) of G g.
+        let tap = |t: usize| &taps[t * filters..][..filters];
+        let mut down: Vec<&mut [T]> = down.chunks_exact_mut(filters).collect();
+        for (col, column) in down.chunks_exact_mut(side).enumerate() {
+            expand([tap(col), tap(3 + col), tap(6 + col)], column);
+        }
+        for (i, across) in u.chunks_exact_mut(side).enumerate() {
+            expand([&*down[i], &*down[side + i], &*down[2 * side + i]], across);
+        }
+    });
+}
+
+/// out[i][f] = (G · (ins[0][f], ins[1][f], ins[2][f]))[i] for every f of `out`.
+fn expand3_along<T: Real>(ins: [&[T]; 3], out: &mut [&mut [T]]) {
+    let n = out[0].len();
+    let [a, b, c] = ins.map(|v| &v[..n]);
+    let [o0, o1, o2, o3] = out else {
+        panic!("expand3_along: four outputs");
+    };
+    let (o0, o1, o2, o3) = (&mut o0[..n], &mut o1[..n], &mut o2[..n], &mut o3[..n]);
+    for f in 0..n {
+        (o0[f], o1[f], o2[f], o3[f]) = expand3(a[f], b[f], c[f]).into();
+    }
 }
 
 /// G · (a, b, c) = (a, ½(a + b + c), ½(a − b + c), c).
+#[inline(always)]
 fn expand3<T: Real>(a: T, b: T, c: T) -> [T; 4] {
     [a, T::HALF * (a + b + c), T::HALF * (a - b + c), c]
 }

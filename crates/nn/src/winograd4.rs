@@ -20,8 +20,7 @@
 //! Aᵀ = [1 1 1 1 1 0; 0 1 −1 2 −2 0; 0 1 1 4 4 0; 0 1 −1 8 −8 1].
 
 use crate::matrix::{vector_paths, Real};
-use crate::products::{Isa, PackedRows};
-use crate::winograd::{forward_with, transforms_of_this_module, weight_grad_with, Algorithm, Plan};
+use crate::winograd::{filters_along, forward_with, transforms_of_this_module, weight_grad_with, Algorithm, Plan};
 use std::ops::Range;
 
 vector_paths! {
@@ -44,8 +43,8 @@ impl Algorithm for F4 {
     const SIZE: usize = 4;
     const POINTS: usize = POINTS;
     const TILES_PER_BLOCK: usize = 336;
-    fn transform_weights<T: Real>(weight: &[T], cout: usize, cin: usize) -> Vec<PackedRows<T>> {
-        transform_weights(weight, cout, cin)
+    fn transform_filters<T: Real>(weights: &[T], u: &mut [&mut [T]]) {
+        transform_filters(weights, u)
     }
     transforms_of_this_module!();
 }
@@ -66,7 +65,7 @@ pub fn weight_grad<T: Real>(x: &[T], grad: &[T], dims: (usize, usize, usize), hw
 }
 
 /// dW [filters, 3, 3] = Gᵀ dU G for every filter of `du` [36, filters]: the adjoint of
-/// [`transform_weights`], along all the filters at once.
+/// [`transform_filters`], along all the filters at once.
 fn untransform_weights<T: Real>(du: &[T], filters: usize) -> Vec<T> {
     let point = |i: usize, j: usize| &du[(i * 6 + j) * filters..][..filters];
     // rows[i][c][f]: entry (i, c) of dU G (row i of dU shrunk by Gᵀ).
@@ -195,41 +194,23 @@ fn expand_lines<T: Real>(ins: [&[T]; 4], out: [&mut [T]; 6]) {
     }
 }
 
-/// U [36, cout, cin] = G g Gᵀ for every filter g of `weight` [cout, cin, 3, 3], each point's
-/// [cout × cin] packed once for the products (every block of tiles multiplies it). Computed
-/// along all the filters at once, G down each column, then G across each row, the rows in
-/// parallel; every value is computed on its own, so the order changes no bit.
-fn transform_weights<T: Real>(weight: &[T], cout: usize, cin: usize) -> Vec<PackedRows<T>> {
-    use rayon::prelude::*;
-    let filters = cout * cin;
-    // taps[t][f]: tap t (row-major in the 3×3 filter) of filter f.
-    let taps: Vec<Vec<T>> = (0..9).map(|t| weight.iter().skip(t).step_by(9).copied().collect()).collect();
-    // down[col][i][f]: entry (i, col) of G g.
-    let down: Vec<[Vec<T>; 6]> = (0..3)
-        .map(|col| expand_along([&taps[col], &taps[3 + col], &taps[6 + col]], filters))
-        .collect();
-    (0..6)
-        .into_par_iter()
-        .flat_map_iter(|i| {
-            let across = expand_along([&down[0][i], &down[1][i], &down[2][i]], filters);
-            across
-                .into_iter()
-                .map(|u| PackedRows::new(Isa::best(), &u, (cout, cin)))
-                .collect::<Vec<_>>()
-        })
-        .collect()
+/// u[ξ][f] = (G g Gᵀ)_ξ for every filter g of `weights` [filters, 3, 3], ξ = 6i + j.
+fn transform_filters<T: Real>(weights: &[T], u: &mut [&mut [T]]) {
+    filters_along(weights, u, 6, expand_along);
 }
 
-/// out[i][f] = (G · (ins[0][f], ins[1][f], ins[2][f]))[i] for the first `n` values.
-fn expand_along<T: Real>(ins: [&[T]; 3], n: usize) -> [Vec<T>; 6] {
+/// out[i][f] = (G · (ins[0][f], ins[1][f], ins[2][f]))[i] for every f of `out`.
+fn expand_along<T: Real>(ins: [&[T]; 3], out: &mut [&mut [T]]) {
+    let n = out[0].len();
     let [a, b, c] = ins.map(|v| &v[..n]);
-    let mut out = [(); 6].map(|_| vec![T::default(); n]);
-    let [o0, o1, o2, o3, o4, o5] = out.each_mut().map(|o| &mut o[..]);
+    let [o0, o1, o2, o3, o4, o5] = out else {
+        panic!("expand_along: six outputs");
+    };
+    let (o0, o1, o2, o3, o4, o5) = (&mut o0[..n], &mut o1[..n], &mut o2[..n], &mut o3[..n], &mut o4[..n], &mut o5[..n]);
     for f in 0..n {
         let e = expand6([a[f], b[f], c[f]]);
         (o0[f], o1[f], o2[f], o3[f], o4[f], o5[f]) = (e[0], e[1], e[2], e[3], e[4], e[5]);
     }
-    out
 }
 
 /// G · (a, b, c) = (a/4, −(a + b + c)/6, −(a − b + c)/6, a/24 + b/12 + c/6, a/24 − b/12 + c/6, c).
