@@ -133,12 +133,21 @@ pub(crate) fn add_product_with_transpose<T: Real>(dst: &mut [T], a: &[T], bt: &[
 /// number of threads.
 const PARTIAL_SUMS: usize = 8;
 
+/// How many runs (partial sums) [`sum_in_runs`] cuts `items` into.
+pub(crate) fn runs_for(items: usize) -> usize {
+    items.div_ceil(items_per_run(items))
+}
+
+fn items_per_run(items: usize) -> usize {
+    items.div_ceil(PARTIAL_SUMS).max(1)
+}
+
 /// Σ of `items` terms of `len` values each: the items are cut into [`PARTIAL_SUMS`] runs, summed
 /// in parallel, each in item order by `add(acc, run)`; the partial sums are then added in run
 /// order.
 pub(crate) fn sum_in_runs<T: Real>(items: usize, len: usize, add: impl Fn(&mut [T], Range<usize>) + Sync) -> Vec<T> {
     use rayon::prelude::*;
-    let per_run = items.div_ceil(PARTIAL_SUMS).max(1);
+    let per_run = items_per_run(items);
     let runs: Vec<Vec<T>> = (0..items)
         .step_by(per_run)
         .collect::<Vec<_>>()

@@ -14,7 +14,7 @@
 //! Bᵀ = [1 0 −1 0; 0 1 1 0; 0 −1 1 0; 0 1 0 −1], G = [1 0 0; ½ ½ ½; ½ −½ ½; 0 0 1] and
 //! Aᵀ = [1 1 1 0; 0 1 −1 −1].
 
-use crate::matrix::{add_product_with_transpose, split_even_odd, sum_in_runs, vector_paths, with_scratch, Real};
+use crate::matrix::{add_product_with_transpose, runs_for, split_even_odd, sum_in_runs, vector_paths, with_scratch, Real};
 use crate::products::{product_with_packed, Isa, PackedRows};
 use std::ops::Range;
 
@@ -205,8 +205,9 @@ pub(crate) fn packed_filters<A: Algorithm, T: Real>(weight: &[T], cout: usize, c
 
 /// dW [cout, cin, 3, 3] of the stride-1 convolution (padding 1) of `x` [batch, cin, h, w],
 /// given the output gradient `grad` [batch, cout, h, w], by the algorithm `A`: the adjoint of
-/// [`forward_with`]'s computation. Per block of tiles, dU_ξ += (A dY Aᵀ)_ξ · (Bᵀ d B)_ξᵀ
-/// (POINTS gemms over the tiles), the blocks summed by [`sum_in_runs`]; then dW = Gᵀ dU G.
+/// [`forward_with`]'s computation. dU_ξ = Σ over the blocks of tiles of (A dY Aᵀ)_ξ · (Bᵀ d B)_ξᵀ
+/// (POINTS gemms per block), summed [`in_runs`] or [`by_points`], whichever holds less in
+/// memory; then dW = Gᵀ dU G.
 pub(crate) fn weight_grad_with<A: Algorithm, T: Real>(
     x: &[T],
     grad: &[T],
@@ -214,19 +215,61 @@ pub(crate) fn weight_grad_with<A: Algorithm, T: Real>(
     (h, w): (usize, usize),
 ) -> Vec<T> {
     let plan = Plan::new(batch, (cin, cout), (h, w), A::SIZE, A::TILES_PER_BLOCK);
-    let (x_image, y_image) = (cin * h * w, cout * h * w);
-    assert!(x.len() == batch * x_image && grad.len() == batch * y_image);
-    let bands = plan.bands();
-    let blocks = batch.div_ceil(plan.images) * bands;
-    let du = sum_in_runs(blocks, A::POINTS * cout * cin, |du, run| {
-        for block in run {
-            let (slab, band) = (block / bands * plan.images, plan.band(block % bands));
-            let images = plan.images.min(batch - slab);
-            let tiles = images * band.len() * plan.tw;
+    assert!(x.len() == batch * cin * h * w && grad.len() == batch * cout * h * w);
+    let blocks = Block::all(&plan, batch);
+    let runs = runs_for(blocks.len());
+    let tiles: usize = blocks.iter().map(|b| b.tiles).sum();
+    let du = if runs * cout * cin > (cin + cout) * tiles {
+        by_points::<A, T>((x, grad), &plan, &blocks)
+    } else {
+        in_runs::<A, T>((x, grad), &plan, &blocks)
+    };
+    A::untransform_weights(&du, cout * cin)
+}
+
+/// One block of tiles: `images` whole images from image `slab` on, the tile rows `band`.
+struct Block {
+    slab: usize,
+    images: usize,
+    band: Range<usize>,
+    tiles: usize,
+}
+
+impl Block {
+    /// The plan's blocks for a batch, in order: slabs of images, each cut into bands.
+    fn all(plan: &Plan, batch: usize) -> Vec<Block> {
+        let slabs = (0..batch).step_by(plan.images.max(1));
+        slabs
+            .flat_map(|slab| {
+                let images = plan.images.min(batch - slab);
+                (0..plan.bands()).map(move |i| {
+                    let band = plan.band(i);
+                    let tiles = images * band.len() * plan.tw;
+                    Block { slab, images, band, tiles }
+                })
+            })
+            .collect()
+    }
+
+    /// V [POINTS, cin, tiles] and dM [POINTS, cout, tiles] of this block's tiles.
+    fn transform<A: Algorithm, T: Real>(&self, (x, grad): (&[T], &[T]), plan: &Plan, v: &mut [T], dm: &mut [T]) {
+        let (x_image, y_image) = (plan.cin * plan.h * plan.w, plan.cout * plan.h * plan.w);
+        A::transform_input(&x[self.slab * x_image..][..self.images * x_image], plan, self.band.clone(), v);
+        A::transform_grad(&grad[self.slab * y_image..][..self.images * y_image], plan, self.band.clone(), dm);
+    }
+}
+
+/// dU [POINTS, cout, cin], the blocks split into runs summed in parallel ([`sum_in_runs`]):
+/// each block is transformed and multiplied while it is in the cache, but every run holds a
+/// partial dU of its own, to be added up after.
+fn in_runs<A: Algorithm, T: Real>(data: (&[T], &[T]), plan: &Plan, blocks: &[Block]) -> Vec<T> {
+    let (cin, cout) = (plan.cin, plan.cout);
+    sum_in_runs(blocks.len(), A::POINTS * cout * cin, |du, run| {
+        for block in &blocks[run] {
+            let tiles = block.tiles;
             with_scratch(A::POINTS * cin * tiles, |v: &mut [T]| {
                 with_scratch(A::POINTS * cout * tiles, |dm: &mut [T]| {
-                    A::transform_input(&x[slab * x_image..][..images * x_image], &plan, band.clone(), v);
-                    A::transform_grad(&grad[slab * y_image..][..images * y_image], &plan, band, dm);
+                    block.transform::<A, T>(data, plan, v, dm);
                     for xi in 0..A::POINTS {
                         let (vx, dmx) = (&v[xi * cin * tiles..][..cin * tiles], &dm[xi * cout * tiles..][..cout * tiles]);
                         add_product_with_transpose(&mut du[xi * cout * cin..][..cout * cin], dmx, vx, (cout, tiles, cin));
@@ -234,8 +277,49 @@ pub(crate) fn weight_grad_with<A: Algorithm, T: Real>(
                 })
             });
         }
-    });
-    A::untransform_weights(&du, cout * cin)
+    })
+}
+
+/// dU [POINTS, cout, cin], every block transformed first (in parallel, all held at once), then
+/// each point's dU_ξ summed over the blocks in block order, the points in parallel: no partial
+/// dU to hold and add. For small images with many channels (SphereFace's 14 × 12 and 7 × 6),
+/// where a partial dU [POINTS, cout, cin] outweighs the transformed tiles of the whole batch.
+/// Where [`in_runs`] makes each block a run of its own (up to 8 blocks), it gives the same
+/// bits: adding 0 + (0 + c) to a sum changes nothing that adding c does not.
+fn by_points<A: Algorithm, T: Real>(data: (&[T], &[T]), plan: &Plan, blocks: &[Block]) -> Vec<T> {
+    use rayon::prelude::*;
+    let (cin, cout) = (plan.cin, plan.cout);
+    let tiles: usize = blocks.iter().map(|b| b.tiles).sum();
+    with_scratch(A::POINTS * cin * tiles, |v: &mut [T]| {
+        with_scratch(A::POINTS * cout * tiles, |dm: &mut [T]| {
+            let mut vs = split_into(v, blocks.iter().map(|b| A::POINTS * cin * b.tiles));
+            let mut dms = split_into(dm, blocks.iter().map(|b| A::POINTS * cout * b.tiles));
+            blocks
+                .par_iter()
+                .zip(vs.par_iter_mut())
+                .zip(dms.par_iter_mut())
+                .for_each(|((block, v), dm)| block.transform::<A, T>(data, plan, v, dm));
+            let mut du = vec![T::default(); A::POINTS * cout * cin];
+            du.par_chunks_mut((cout * cin).max(1)).enumerate().for_each(|(xi, du)| {
+                for ((block, v), dm) in blocks.iter().zip(&vs).zip(&dms) {
+                    let t = block.tiles;
+                    add_product_with_transpose(du, &dm[xi * cout * t..][..cout * t], &v[xi * cin * t..][..cin * t], (cout, t, cin));
+                }
+            });
+            du
+        })
+    })
+}
+
+/// `buffer` cut into consecutive parts of the given sizes.
+fn split_into<T>(mut buffer: &mut [T], sizes: impl Iterator<Item = usize>) -> Vec<&mut [T]> {
+    sizes
+        .map(|size| {
+            let (part, rest) = std::mem::take(&mut buffer).split_at_mut(size);
+            buffer = rest;
+            part
+        })
+        .collect()
 }
 
 /// dW [filters, 3, 3] = Gᵀ dU G for every filter of `du` [16, filters]: the adjoint of
@@ -631,6 +715,8 @@ pub(crate) mod checks {
 mod tests {
     use super::checks::*;
     use super::*;
+    use crate::conv::tests::values;
+    use crate::conv::{direct_weight_grad, Geometry};
 
     #[test]
     fn the_forward_pass_and_the_weight_gradient_equal_the_direct_convolution() {
@@ -646,5 +732,33 @@ mod tests {
     #[test]
     fn results_are_the_same_bits_on_one_thread_and_on_four() {
         are_the_same_bits_on_one_thread_and_on_four((forward, weight_grad), (50, 44));
+    }
+
+    /// dU in runs and by points: the same bits where every run is one block, both equal to
+    /// the direct convolution's dW otherwise, for both kernels.
+    #[test]
+    fn the_weight_gradient_summed_by_points_equals_it_summed_in_runs() {
+        fn check<A: Algorithm>() {
+            // 4 blocks (F(2×2) and F(4×4)); 20 blocks (F(2×2)) and 10 (F(4×4)), in fewer runs.
+            for (batch, cin, cout, h, w) in [(20, 3, 4, 10, 12), (9, 5, 6, 6, 5), (40, 2, 3, 40, 30)] {
+                let plan = Plan::new(batch, (cin, cout), (h, w), A::SIZE, A::TILES_PER_BLOCK);
+                let blocks = Block::all(&plan, batch);
+                let (x, g) = (values(batch * cin * h * w, 11), values(batch * cout * h * w, 12));
+                let runs = in_runs::<A, f64>((&x, &g), &plan, &blocks);
+                let points = by_points::<A, f64>((&x, &g), &plan, &blocks);
+                let shape = format!("{}: {batch}x{cin}->{cout} {h}x{w}, {} blocks", A::SIZE, blocks.len());
+                if runs_for(blocks.len()) == blocks.len() {
+                    assert!(runs.iter().zip(&points).all(|(r, p)| r.to_bits() == p.to_bits()), "{shape}");
+                } else {
+                    let want = direct_weight_grad(&x, &g, batch, cout, Geometry::of(cin, h, w, 1));
+                    for du in [runs, points] {
+                        let err = largest_difference(&want, &A::untransform_weights(&du, cout * cin));
+                        assert!(err < 1e-10, "{shape}: {err:e}");
+                    }
+                }
+            }
+        }
+        check::<F2>();
+        check::<crate::winograd4::F4>();
     }
 }
