@@ -269,15 +269,20 @@ impl Geometry {
 /// One image's 3×3 patches (padding 1) as a (cin·9) × (ho·wo) row-major matrix: row
 /// (c, ky, kx) holds input channel c shifted by (ky − 1, kx − 1), zero outside the image.
 fn im2col<T: Real>(x: &[T], geo: Geometry, col: &mut [T]) {
+    im2col_rows(x, geo, col, geo.ho * geo.wo);
+}
+
+/// [`im2col`] with its rows `ld` apart in `col` (the columns of several images side by side).
+fn im2col_rows<T: Real>(x: &[T], geo: Geometry, col: &mut [T], ld: usize) {
     let Geometry { cin, h, w, stride, ho, wo } = geo;
     if stride == 2 {
-        return im2col_stride2(x, geo, col);
+        return im2col_stride2(x, geo, col, ld);
     }
     let n = ho * wo;
     for c in 0..cin {
         for ky in 0..3 {
             for kx in 0..3 {
-                let row = &mut col[((c * 3 + ky) * 3 + kx) * n..][..n];
+                let row = &mut col[((c * 3 + ky) * 3 + kx) * ld..][..n];
                 // The output columns whose input column ox·stride + kx − 1 is inside the image.
                 let first = 1usize.saturating_sub(kx).div_ceil(stride);
                 let end = (w + 1 - kx).div_ceil(stride).min(wo);
@@ -309,7 +314,7 @@ fn im2col<T: Real>(x: &[T], geo: Geometry, col: &mut [T]) {
 
 vector_paths! {
     /// [`stride2_patches`], on the CPU's widest vectors.
-    fn im2col_stride2(x: &[T], geo: Geometry, col: &mut [T]) = stride2_patches;
+    fn im2col_stride2(x: &[T], geo: Geometry, col: &mut [T], ld: usize) = stride2_patches;
 }
 
 /// [`im2col`] for stride 2: each input line the patches meet is split once into its even and
@@ -317,14 +322,14 @@ vector_paths! {
 /// three taps across are copies of those: kx = 0 takes column 2·ox − 1 (odd[ox − 1]), kx = 1
 /// column 2·ox (even[ox]) and kx = 2 column 2·ox + 1 (odd[ox]).
 #[inline(always)]
-fn stride2_patches<T: Real>(x: &[T], geo: Geometry, col: &mut [T]) {
+fn stride2_patches<T: Real>(x: &[T], geo: Geometry, col: &mut [T], ld: usize) {
     let Geometry { cin, h, w, ho, wo, .. } = geo;
-    let (n, zero) = (ho * wo, T::default());
+    let zero = T::default();
     let (mut even, mut odd) = (vec![zero; wo], vec![zero; wo]);
     for c in 0..cin {
         for ky in 0..3 {
             for oy in 0..ho {
-                let at = |kx: usize| ((c * 3 + ky) * 3 + kx) * n + oy * wo;
+                let at = |kx: usize| ((c * 3 + ky) * 3 + kx) * ld + oy * wo;
                 let iy = (2 * oy + ky).wrapping_sub(1);
                 if iy >= h {
                     (0..3).for_each(|kx| col[at(kx)..][..wo].fill(zero));
@@ -351,9 +356,11 @@ pub fn forward<T: Real>(x: &[T], weight: &[T], bias: Option<&[T]>, batch: usize,
     }
 }
 
-/// Y_i = bias + W · patches_i for every image i, one gemm each, images in parallel: `x` is
-/// [batch, cin, h, w], `weight` [cout, cin, 3, 3], `bias` [cout]; the result is
-/// [batch, cout, ho, wo]. Each image's sum runs in one fixed order, whatever the thread count.
+/// Y_i = bias + W · patches_i for every image i: the patches of a group of images side by side
+/// (so that small outputs, 7 × 6 at stride 2, still make a wide product), one gemm a group,
+/// groups in parallel; `x` is [batch, cin, h, w], `weight` [cout, cin, 3, 3], `bias` [cout];
+/// the result is [batch, cout, ho, wo]. Each output's sum runs over the patch in one fixed
+/// order, whatever the grouping and the thread count.
 pub fn direct_forward<T: Real>(x: &[T], weight: &[T], bias: Option<&[T]>, batch: usize, cout: usize, geo: Geometry) -> Vec<T> {
     use rayon::prelude::*;
     let Geometry { cin, h, w, ho, wo, .. } = geo;
@@ -363,16 +370,41 @@ pub fn direct_forward<T: Real>(x: &[T], weight: &[T], bias: Option<&[T]>, batch:
     if y.is_empty() || plane == 0 {
         return y;
     }
-    y.par_chunks_mut(cout * n).zip(x.par_chunks(plane)).for_each(|(yi, xi)| {
-        with_scratch(k * n, |col: &mut [T]| {
-            im2col(xi, geo, col);
-            if let Some(bias) = bias {
-                yi.chunks_mut(n).zip(bias).for_each(|(row, b)| row.fill(*b));
-            }
-            multiply(yi, weight, col, (cout, k, n), true);
-        })
-    });
+    let group = images_per_group(batch, n);
+    y.par_chunks_mut(group * cout * n)
+        .zip(x.par_chunks(group * plane))
+        .for_each(|(ys, xs)| {
+            let (images, wide) = (xs.len() / plane, xs.len() / plane * n);
+            with_scratch(k * wide, |col: &mut [T]| {
+                with_scratch(cout * wide, |out: &mut [T]| {
+                    for (i, xi) in xs.chunks_exact(plane).enumerate() {
+                        im2col_rows(xi, geo, &mut col[i * n..], wide);
+                    }
+                    match bias {
+                        Some(bias) => out.chunks_mut(wide).zip(bias).for_each(|(row, b)| row.fill(*b)),
+                        None => out.fill(T::default()),
+                    }
+                    multiply(out, weight, col, (cout, k, wide), true);
+                    for (i, yi) in ys.chunks_exact_mut(cout * n).take(images).enumerate() {
+                        for (o, row) in yi.chunks_exact_mut(n).enumerate() {
+                            row.copy_from_slice(&out[o * wide + i * n..][..n]);
+                        }
+                    }
+                })
+            })
+        });
     y
+}
+
+/// Output columns a stride-2 product should have at least: with fewer, the gemm runs below
+/// speed (as Winograd's [`crate::winograd::Algorithm::TILES_PER_BLOCK`]).
+const COLUMNS_PER_GROUP: usize = 336;
+
+/// Images whose patches one stride-2 gemm takes side by side: enough for
+/// [`COLUMNS_PER_GROUP`] columns, but at least 4 groups where the batch allows, for the threads.
+fn images_per_group(batch: usize, n: usize) -> usize {
+    let wanted = COLUMNS_PER_GROUP.div_ceil(n.max(1));
+    wanted.min(batch.div_ceil(4)).max(1)
 }
 
 /// dX of a stride-1 convolution: the forward convolution of the output gradient `grad`
@@ -391,9 +423,10 @@ pub fn input_grad<T: Real>(grad: &[T], weight: &[T], batch: usize, cin: usize, c
     forward(grad, &turned, None, batch, cin, Geometry::of(cout, h, w, 1))
 }
 
-/// dX of a convolution of any stride (the kernel for stride 2): per image, the patch matrix's
-/// gradient Wᵀ · dY_i [(cin·9) × n], then each of its entries added back onto the input pixel
-/// it was copied from ([`add_patches`]), in one fixed order; images in parallel.
+/// dX of a convolution of any stride (the kernel for stride 2): per group of images (as in
+/// [`direct_forward`]), the patch matrices' gradient Wᵀ · [dY_i …] [(cin·9) × (images·n)],
+/// then each of its entries added back onto the input pixel it was copied from
+/// ([`add_patches`]), in one fixed order; groups in parallel.
 pub fn direct_input_grad<T: Real>(grad: &[T], weight: &[T], batch: usize, cout: usize, geo: Geometry) -> Vec<T> {
     use rayon::prelude::*;
     let Geometry { cin, h, w, ho, wo, .. } = geo;
@@ -404,25 +437,39 @@ pub fn direct_input_grad<T: Real>(grad: &[T], weight: &[T], batch: usize, cout: 
     if dx.is_empty() || n == 0 {
         return dx;
     }
-    dx.par_chunks_mut(plane).zip(grad.par_chunks(cout * n)).for_each(|(dxi, gi)| {
-        with_scratch(k * n, |col: &mut [T]| {
-            multiply(col, &wt, gi, (k, cout, n), false);
-            add_patches(col, geo, dxi);
-        })
-    });
+    let group = images_per_group(batch, n);
+    dx.par_chunks_mut(group * plane)
+        .zip(grad.par_chunks(group * cout * n))
+        .for_each(|(dxs, gs)| {
+            let wide = gs.len() / cout;
+            with_scratch(cout * wide, |g: &mut [T]| {
+                with_scratch(k * wide, |col: &mut [T]| {
+                    for (i, gi) in gs.chunks_exact(cout * n).enumerate() {
+                        for (o, row) in gi.chunks_exact(n).enumerate() {
+                            g[o * wide + i * n..][..n].copy_from_slice(row);
+                        }
+                    }
+                    multiply(col, &wt, g, (k, cout, wide), false);
+                    for (i, dxi) in dxs.chunks_exact_mut(plane).enumerate() {
+                        add_patches(&col[i * n..], geo, dxi, wide);
+                    }
+                })
+            })
+        });
     dx
 }
 
-/// The adjoint of [`im2col`]: adds row (c, ky, kx), column (oy, ox) of `col` onto input pixel
-/// (c, oy·stride + ky − 1, ox·stride + kx − 1) where that is inside the image.
-fn add_patches<T: Real>(col: &[T], geo: Geometry, dx: &mut [T]) {
+/// The adjoint of [`im2col_rows`]: adds row (c, ky, kx), column (oy, ox) of `col` (rows `ld`
+/// apart) onto input pixel (c, oy·stride + ky − 1, ox·stride + kx − 1) where that is inside
+/// the image.
+fn add_patches<T: Real>(col: &[T], geo: Geometry, dx: &mut [T], ld: usize) {
     let Geometry { cin, h, w, stride, ho, wo } = geo;
     let n = ho * wo;
     for c in 0..cin {
         let plane = &mut dx[c * h * w..][..h * w];
         for ky in 0..3 {
             for kx in 0..3 {
-                let row = &col[((c * 3 + ky) * 3 + kx) * n..][..n];
+                let row = &col[((c * 3 + ky) * 3 + kx) * ld..][..n];
                 for oy in 0..ho {
                     let iy = (oy * stride + ky).wrapping_sub(1);
                     if iy >= h {
@@ -503,6 +550,32 @@ pub(crate) mod tests {
         assert_eq!(want.len(), got.len());
         let scale = want.iter().fold(1e-30f64, |m, v| m.max(v.abs()));
         want.iter().zip(got).fold(0f64, |m, (a, b)| m.max((a - b).abs())) / scale
+    }
+
+    /// Stride 2 takes several images' patches into one gemm (10 images of 5 × 4 outputs: groups
+    /// of 3, 3, 3 and 1): the same bits as one image at a time, forward and for dX.
+    #[test]
+    fn stride_two_products_over_groups_of_images_give_each_image_its_own_bits() {
+        let (batch, cin, cout, geo) = (10, 3, 4, Geometry::of(3, 9, 7, 2));
+        assert_eq!(images_per_group(batch, geo.ho * geo.wo), 3);
+        let plane = cin * 9 * 7;
+        let (x, k, b) = (values(batch * plane, 1), values(cout * cin * 9, 2), values(cout, 3));
+        let g = values(batch * cout * geo.ho * geo.wo, 4);
+        let bits = |v: Vec<f64>| v.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        let (y, dx) = (
+            direct_forward(&x, &k, Some(&b), batch, cout, geo),
+            direct_input_grad(&g, &k, batch, cout, geo),
+        );
+        let one_at_a_time = |f: &dyn Fn(usize) -> Vec<f64>| bits((0..batch).flat_map(f).collect());
+        let out = cout * geo.ho * geo.wo;
+        assert_eq!(
+            bits(y),
+            one_at_a_time(&|i| direct_forward(&x[i * plane..][..plane], &k, Some(&b), 1, cout, geo))
+        );
+        assert_eq!(
+            bits(dx),
+            one_at_a_time(&|i| direct_input_grad(&g[i * out..][..out], &k, 1, cout, geo))
+        );
     }
 
     /// (batch, cin, cout, stride, h, w): every SphereFace-20 convolution shape (batch 2), then
