@@ -15,7 +15,9 @@
 //! `Conv2d` unchanged.
 
 pub use crate::matrix::Real;
-use crate::matrix::{add_product_with_transpose, multiply, split_even_odd, sum_in_runs, transposed, vector_paths, with_scratch};
+use crate::matrix::{
+    add_product_with_transpose, filled_by_chunks, multiply, split_even_odd, sum_in_runs, transposed, vector_paths, with_scratch,
+};
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
@@ -362,38 +364,34 @@ pub fn forward<T: Real>(x: &[T], weight: &[T], bias: Option<&[T]>, batch: usize,
 /// the result is [batch, cout, ho, wo]. Each output's sum runs over the patch in one fixed
 /// order, whatever the grouping and the thread count.
 pub fn direct_forward<T: Real>(x: &[T], weight: &[T], bias: Option<&[T]>, batch: usize, cout: usize, geo: Geometry) -> Vec<T> {
-    use rayon::prelude::*;
     let Geometry { cin, h, w, ho, wo, .. } = geo;
     let (k, n, plane) = (cin * 9, ho * wo, cin * h * w);
     assert!(x.len() == batch * plane && weight.len() == cout * k && bias.is_none_or(|b| b.len() == cout));
-    let mut y = vec![T::default(); batch * cout * n];
-    if y.is_empty() || plane == 0 {
-        return y;
+    if batch * cout * n == 0 || plane == 0 {
+        return vec![T::default(); batch * cout * n];
     }
     let group = images_per_group(batch, n);
-    y.par_chunks_mut(group * cout * n)
-        .zip(x.par_chunks(group * plane))
-        .for_each(|(ys, xs)| {
-            let (images, wide) = (xs.len() / plane, xs.len() / plane * n);
-            with_scratch(k * wide, |col: &mut [T]| {
-                with_scratch(cout * wide, |out: &mut [T]| {
-                    for (i, xi) in xs.chunks_exact(plane).enumerate() {
-                        im2col_rows(xi, geo, &mut col[i * n..], wide);
+    filled_by_chunks(batch * cout * n, group * cout * n, |g, ys| {
+        let images = ys.len() / (cout * n);
+        let (xs, wide) = (&x[g * group * plane..][..images * plane], images * n);
+        with_scratch(k * wide, |col: &mut [T]| {
+            with_scratch(cout * wide, |out: &mut [T]| {
+                for (i, xi) in xs.chunks_exact(plane).enumerate() {
+                    im2col_rows(xi, geo, &mut col[i * n..], wide);
+                }
+                match bias {
+                    Some(bias) => out.chunks_mut(wide).zip(bias).for_each(|(row, b)| row.fill(*b)),
+                    None => out.fill(T::default()),
+                }
+                multiply(out, weight, col, (cout, k, wide), true);
+                for (i, yi) in ys.chunks_exact_mut(cout * n).enumerate() {
+                    for (o, row) in yi.chunks_exact_mut(n).enumerate() {
+                        row.copy_from_slice(&out[o * wide + i * n..][..n]);
                     }
-                    match bias {
-                        Some(bias) => out.chunks_mut(wide).zip(bias).for_each(|(row, b)| row.fill(*b)),
-                        None => out.fill(T::default()),
-                    }
-                    multiply(out, weight, col, (cout, k, wide), true);
-                    for (i, yi) in ys.chunks_exact_mut(cout * n).take(images).enumerate() {
-                        for (o, row) in yi.chunks_exact_mut(n).enumerate() {
-                            row.copy_from_slice(&out[o * wide + i * n..][..n]);
-                        }
-                    }
-                })
+                }
             })
-        });
-    y
+        })
+    })
 }
 
 /// Output columns a stride-2 product should have at least: with fewer, the gemm runs below
@@ -428,35 +426,31 @@ pub fn input_grad<T: Real>(grad: &[T], weight: &[T], batch: usize, cin: usize, c
 /// then each of its entries added back onto the input pixel it was copied from
 /// ([`add_patches`]), in one fixed order; groups in parallel.
 pub fn direct_input_grad<T: Real>(grad: &[T], weight: &[T], batch: usize, cout: usize, geo: Geometry) -> Vec<T> {
-    use rayon::prelude::*;
     let Geometry { cin, h, w, ho, wo, .. } = geo;
     let (k, n, plane) = (cin * 9, ho * wo, cin * h * w);
     assert!(grad.len() == batch * cout * n && weight.len() == cout * k);
     let wt = transposed(weight, cout, k);
-    let mut dx = vec![T::default(); batch * plane];
-    if dx.is_empty() || n == 0 {
-        return dx;
+    if batch * plane == 0 || n == 0 {
+        return vec![T::default(); batch * plane];
     }
     let group = images_per_group(batch, n);
-    dx.par_chunks_mut(group * plane)
-        .zip(grad.par_chunks(group * cout * n))
-        .for_each(|(dxs, gs)| {
-            let wide = gs.len() / cout;
-            with_scratch(cout * wide, |g: &mut [T]| {
-                with_scratch(k * wide, |col: &mut [T]| {
-                    for (i, gi) in gs.chunks_exact(cout * n).enumerate() {
-                        for (o, row) in gi.chunks_exact(n).enumerate() {
-                            g[o * wide + i * n..][..n].copy_from_slice(row);
-                        }
+    filled_by_chunks(batch * plane, group * plane, |i0, dxs| {
+        let images = dxs.len() / plane;
+        let (gs, wide) = (&grad[i0 * group * cout * n..][..images * cout * n], images * n);
+        with_scratch(cout * wide, |g: &mut [T]| {
+            with_scratch(k * wide, |col: &mut [T]| {
+                for (i, gi) in gs.chunks_exact(cout * n).enumerate() {
+                    for (o, row) in gi.chunks_exact(n).enumerate() {
+                        g[o * wide + i * n..][..n].copy_from_slice(row);
                     }
-                    multiply(col, &wt, g, (k, cout, wide), false);
-                    for (i, dxi) in dxs.chunks_exact_mut(plane).enumerate() {
-                        add_patches(&col[i * n..], geo, dxi, wide);
-                    }
-                })
+                }
+                multiply(col, &wt, g, (k, cout, wide), false);
+                for (i, dxi) in dxs.chunks_exact_mut(plane).enumerate() {
+                    add_patches(&col[i * n..], geo, dxi, wide);
+                }
             })
-        });
-    dx
+        })
+    })
 }
 
 /// The adjoint of [`im2col_rows`]: adds row (c, ky, kx), column (oy, ox) of `col` (rows `ld`

@@ -14,7 +14,9 @@
 //! Bᵀ = [1 0 −1 0; 0 1 1 0; 0 −1 1 0; 0 1 0 −1], G = [1 0 0; ½ ½ ½; ½ −½ ½; 0 0 1] and
 //! Aᵀ = [1 1 1 0; 0 1 −1 −1].
 
-use crate::matrix::{add_product_with_transpose, runs_for, split_even_odd, sum_in_runs, vector_paths, with_scratch, Real};
+use crate::matrix::{
+    add_product_with_transpose, filled_by_chunks, runs_for, split_even_odd, sum_in_runs, vector_paths, with_scratch, Real,
+};
 use crate::products::{product_with_packed, Isa, PackedRows};
 use std::ops::Range;
 
@@ -164,34 +166,30 @@ pub(crate) fn forward_with<A: Algorithm, T: Real>(
     (batch, cin, cout): (usize, usize, usize),
     (h, w): (usize, usize),
 ) -> Vec<T> {
-    use rayon::prelude::*;
     let plan = Plan::new(batch, (cin, cout), (h, w), A::SIZE, A::TILES_PER_BLOCK);
     let (x_image, y_image) = (cin * h * w, cout * h * w);
     assert!(x.len() == batch * x_image && weight.len() == cout * cin * 9 && bias.is_none_or(|b| b.len() == cout));
-    let mut y = vec![T::default(); batch * y_image];
-    if y.is_empty() || x_image == 0 {
-        return y;
+    if batch * y_image == 0 || x_image == 0 {
+        return vec![T::default(); batch * y_image];
     }
     let u = packed_filters::<A, T>(weight, cout, cin);
-    y.par_chunks_mut(plan.images * y_image)
-        .zip(x.par_chunks(plan.images * x_image))
-        .for_each(|(ys, xs)| {
-            let images = xs.len() / x_image;
-            for band in (0..plan.bands()).map(|i| plan.band(i)) {
-                let tiles = images * band.len() * plan.tw;
-                with_scratch(A::POINTS * cin * tiles, |v: &mut [T]| {
-                    with_scratch(A::POINTS * cout * tiles, |m: &mut [T]| {
-                        A::transform_input(xs, &plan, band.clone(), v);
-                        for (xi, u) in u.iter().enumerate() {
-                            let (vx, mx) = (&v[xi * cin * tiles..][..cin * tiles], &mut m[xi * cout * tiles..][..cout * tiles]);
-                            product_with_packed(mx, u, vx, tiles, false);
-                        }
-                        A::transform_output(m, bias, &plan, band, ys);
-                    })
-                });
-            }
-        });
-    y
+    filled_by_chunks(batch * y_image, plan.images * y_image, |slab, ys: &mut [T]| {
+        let images = ys.len() / y_image;
+        let xs = &x[slab * plan.images * x_image..][..images * x_image];
+        for band in (0..plan.bands()).map(|i| plan.band(i)) {
+            let tiles = images * band.len() * plan.tw;
+            with_scratch(A::POINTS * cin * tiles, |v: &mut [T]| {
+                with_scratch(A::POINTS * cout * tiles, |m: &mut [T]| {
+                    A::transform_input(xs, &plan, band.clone(), v);
+                    for (xi, u) in u.iter().enumerate() {
+                        let (vx, mx) = (&v[xi * cin * tiles..][..cin * tiles], &mut m[xi * cout * tiles..][..cout * tiles]);
+                        product_with_packed(mx, u, vx, tiles, false);
+                    }
+                    A::transform_output(m, bias, &plan, band, ys);
+                })
+            });
+        }
+    })
 }
 
 /// U [POINTS, cout, cin] = G g Gᵀ for every filter g of `weight` [cout, cin, 3, 3], each
