@@ -94,9 +94,10 @@ impl Stage for Extract {
         // 2: faces fed in the model's colour order (BGR by default) instead of always RGB. 3: on
         // the CPU, the convolutions are spherepipe-nn's (other orders of additions, other bits).
         // 4: their matrix products, and FC1's, are spherepipe-nn's own (`products.rs`). 5: the
-        // stride-1 convolutions run as Winograd F(4×4) (`winograd4.rs`).
+        // stride-1 convolutions run as Winograd F(4×4) (`winograd4.rs`). 6: images under 8
+        // pixels a side (the 7 × 6 stage) go back to F(2×2).
         // The CPU's vector level too: burn-flex's sums run in another order at another width.
-        spherepipe_nn::cpu_version!("5")
+        spherepipe_nn::cpu_version!("6")
     }
     fn doc(&self) -> &'static str {
         "FC1 features of each face and its mirror, concatenated (features.parquet; MegaFace devkit files on request)"

@@ -47,8 +47,10 @@ impl Stage for Train {
         // in another order.
         // 10: on the CPU, stride-1 convolutions run as Winograd F(4×4) (`winograd4.rs`), other
         // constants and sums than F(2×2).
+        // 11: on the CPU, images under 8 pixels a side run F(2×2) forward too, and PReLU's
+        // slope gradient sums each plane in 16 interleaved partial sums.
         // The CPU's vector level too: burn-flex's sums run in another order at another width.
-        spherepipe_nn::cpu_version!("10")
+        spherepipe_nn::cpu_version!("11")
     }
     fn doc(&self) -> &'static str {
         "SphereFace CNN + A-Softmax (or softmax/modified-softmax/cosface/arcface) training"
