@@ -171,19 +171,30 @@ pub(crate) fn sum_in_runs<T: Real>(items: usize, len: usize, add: impl Fn(&mut [
 /// cache; `vec![0; len]` had the allocating thread write all of it first, a pass over memory
 /// (the convolutions' outputs are up to 22 MB).
 pub(crate) fn filled_by_chunks<T: Real>(len: usize, chunk: usize, fill: impl Fn(usize, &mut [T]) + Sync) -> Vec<T> {
+    let zeroed_then_filled = |i: usize, part: &mut [MaybeUninit<T>]| {
+        part.fill(MaybeUninit::new(T::default()));
+        // SAFETY: every value of `part` was initialised by the line above.
+        fill(i, unsafe { &mut *(part as *mut [MaybeUninit<T>] as *mut [T]) });
+    };
+    // SAFETY: `zeroed_then_filled` writes every value of its chunk.
+    unsafe { written_by_chunks(len, chunk, zeroed_then_filled) }
+}
+
+/// `len` values, each chunk of `chunk` values written by `write(i, chunk i)`, chunks in
+/// parallel, into memory that nothing zeroes first: for outputs whose every value a kernel
+/// writes (the Winograd forward's), where even zeroing in the cache cost a pass.
+///
+/// # Safety
+/// `write` must write every value of the chunk it is given: the result is read as initialised.
+pub(crate) unsafe fn written_by_chunks<T: Real>(len: usize, chunk: usize, write: impl Fn(usize, &mut [MaybeUninit<T>]) + Sync) -> Vec<T> {
     use rayon::prelude::*;
     let mut out = Vec::with_capacity(len);
     out.spare_capacity_mut()[..len]
         .par_chunks_mut(chunk.max(1))
         .enumerate()
-        .for_each(|(i, part)| {
-            part.fill(MaybeUninit::new(T::default()));
-            // SAFETY: every value of `part` was initialised by the line above.
-            let part = unsafe { &mut *(part as *mut [MaybeUninit<T>] as *mut [T]) };
-            fill(i, part);
-        });
-    // SAFETY: the chunks cover all `len` values, each initialised by its task (a panic in one
-    // would have left this function before here).
+        .for_each(|(i, part)| write(i, part));
+    // SAFETY: the chunks cover all `len` values, and the caller's `write` wrote every value of
+    // each (a panic in one would have left this function before here).
     unsafe { out.set_len(len) };
     out
 }

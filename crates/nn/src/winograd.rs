@@ -15,9 +15,10 @@
 //! Aᵀ = [1 1 1 0; 0 1 −1 −1].
 
 use crate::matrix::{
-    add_product_with_transpose, filled_by_chunks, runs_for, split_even_odd, sum_in_runs, vector_paths, with_scratch, Real,
+    add_product_with_transpose, runs_for, split_even_odd, sum_in_runs, vector_paths, with_scratch, written_by_chunks, Real,
 };
 use crate::products::{product_with_packed, Isa, PackedRows};
+use std::mem::MaybeUninit;
 use std::ops::Range;
 
 vector_paths! {
@@ -26,7 +27,7 @@ vector_paths! {
 }
 vector_paths! {
     /// [`output_blocks`].
-    fn transform_output(m: &[T], bias: Option<&[T]>, plan: &Plan, band: Range<usize>, ys: &mut [T]) = output_blocks;
+    fn transform_output(m: &[T], bias: Option<&[T]>, plan: &Plan, band: Range<usize>, ys: &mut [MaybeUninit<T>]) = output_blocks;
 }
 vector_paths! {
     /// [`grad_blocks`].
@@ -104,8 +105,9 @@ pub(crate) trait Algorithm {
     fn untransform_weights<T: Real>(du: &[T], filters: usize) -> Vec<T>;
     /// V [POINTS, cin, tiles] = Bᵀ d B for the band's input blocks.
     fn transform_input<T: Real>(xs: &[T], plan: &Plan, band: Range<usize>, v: &mut [T]);
-    /// ys = bias + Aᵀ M A for the band's tiles, clipped to the image.
-    fn transform_output<T: Real>(m: &[T], bias: Option<&[T]>, plan: &Plan, band: Range<usize>, ys: &mut [T]);
+    /// ys = bias + Aᵀ M A for the band's tiles, clipped to the image: every value of the
+    /// band's output lines written ([`forward_with`] relies on it: `ys` starts uninitialised).
+    fn transform_output<T: Real>(m: &[T], bias: Option<&[T]>, plan: &Plan, band: Range<usize>, ys: &mut [MaybeUninit<T>]);
     /// dM [POINTS, cout, tiles] = A dY Aᵀ for the band's output-gradient blocks.
     fn transform_grad<T: Real>(gs: &[T], plan: &Plan, band: Range<usize>, dm: &mut [T]);
 }
@@ -124,7 +126,7 @@ macro_rules! transforms_of_this_module {
         fn transform_input<T: Real>(xs: &[T], plan: &Plan, band: Range<usize>, v: &mut [T]) {
             transform_input(xs, plan, band, v)
         }
-        fn transform_output<T: Real>(m: &[T], bias: Option<&[T]>, plan: &Plan, band: Range<usize>, ys: &mut [T]) {
+        fn transform_output<T: Real>(m: &[T], bias: Option<&[T]>, plan: &Plan, band: Range<usize>, ys: &mut [MaybeUninit<T>]) {
             transform_output(m, bias, plan, band, ys)
         }
         fn transform_grad<T: Real>(gs: &[T], plan: &Plan, band: Range<usize>, dm: &mut [T]) {
@@ -173,7 +175,7 @@ pub(crate) fn forward_with<A: Algorithm, T: Real>(
         return vec![T::default(); batch * y_image];
     }
     let u = packed_filters::<A, T>(weight, cout, cin);
-    filled_by_chunks(batch * y_image, plan.images * y_image, |slab, ys: &mut [T]| {
+    let write = |slab: usize, ys: &mut [MaybeUninit<T>]| {
         let images = ys.len() / y_image;
         let xs = &x[slab * plan.images * x_image..][..images * x_image];
         for band in (0..plan.bands()).map(|i| plan.band(i)) {
@@ -189,7 +191,10 @@ pub(crate) fn forward_with<A: Algorithm, T: Real>(
                 })
             });
         }
-    })
+    };
+    // SAFETY: the bands cover every tile row, and `transform_output` writes every value of a
+    // band's output lines, for every image and channel of the chunk.
+    unsafe { written_by_chunks(batch * y_image, plan.images * y_image, write) }
 }
 
 /// U [POINTS, cout, cin] = G g Gᵀ for every filter g of `weight` [cout, cin, 3, 3], each
@@ -504,7 +509,7 @@ fn zip_into<T: Real>(out: &mut [T], a: &[T], b: &[T], f: impl Fn(T, T) -> T) {
 /// Aᵀ = [1 1 1 0; 0 1 −1 −1] combines the 16 rows of M four by four into the tile row's two
 /// output lines, whose even and odd columns A's two rows then give.
 #[inline(always)]
-fn output_blocks<T: Real>(m: &[T], bias: Option<&[T]>, plan: &Plan, band: Range<usize>, ys: &mut [T]) {
+fn output_blocks<T: Real>(m: &[T], bias: Option<&[T]>, plan: &Plan, band: Range<usize>, ys: &mut [MaybeUninit<T>]) {
     let Plan { cout, h, w, tw, .. } = *plan;
     let images = ys.len() / (cout * h * w);
     let tiles = images * band.len() * tw;
@@ -592,15 +597,19 @@ fn output_line<T: Real>(rows: &[&[T]; 16], a: usize, b: T, (even, odd): (&mut [T
 
 /// line[2t] = even[t], line[2t + 1] = odd[t], as far as the line goes.
 #[inline(always)]
-fn interleave<T: Real>(line: &mut [T], even: &[T], odd: &[T]) {
+fn interleave<T: Real>(line: &mut [MaybeUninit<T>], even: &[T], odd: &[T]) {
     let half = line.len() / 2;
+    assert!(
+        even.len() >= line.len().div_ceil(2) && odd.len() >= half,
+        "interleave: every value is written"
+    );
     let mut pairs = line.chunks_exact_mut(2);
     for ((pair, e), o) in (&mut pairs).zip(even).zip(odd) {
-        pair[0] = *e;
-        pair[1] = *o;
+        pair[0].write(*e);
+        pair[1].write(*o);
     }
     if let [last] = pairs.into_remainder() {
-        *last = even[half];
+        last.write(even[half]);
     }
 }
 

@@ -21,6 +21,7 @@
 
 use crate::matrix::{vector_paths, Real};
 use crate::winograd::{filters_along, forward_with, transforms_of_this_module, weight_grad_with, Algorithm, Plan};
+use std::mem::MaybeUninit;
 use std::ops::Range;
 
 vector_paths! {
@@ -33,7 +34,7 @@ vector_paths! {
 }
 vector_paths! {
     /// [`output_blocks`].
-    fn transform_output(m: &[T], bias: Option<&[T]>, plan: &Plan, band: Range<usize>, ys: &mut [T]) = output_blocks;
+    fn transform_output(m: &[T], bias: Option<&[T]>, plan: &Plan, band: Range<usize>, ys: &mut [MaybeUninit<T>]) = output_blocks;
 }
 
 /// F(4×4, 3×3): this module's transforms.
@@ -359,7 +360,7 @@ fn six_rows<T>(v: &mut [T], first: usize, stride: usize, len: usize) -> [&mut [T
 /// tiles, into 16 rows: output line a of each tile row, columns 4t + q; those are then
 /// interleaved into the image, line by line.
 #[inline(always)]
-fn output_blocks<T: Real>(m: &[T], bias: Option<&[T]>, plan: &Plan, band: Range<usize>, ys: &mut [T]) {
+fn output_blocks<T: Real>(m: &[T], bias: Option<&[T]>, plan: &Plan, band: Range<usize>, ys: &mut [MaybeUninit<T>]) {
     let Plan { cout, h, w, tw, .. } = *plan;
     let images = ys.len() / (cout * h * w);
     let tiles = images * band.len() * tw;
@@ -415,15 +416,24 @@ fn combine_up<T: Real>(ins: [&[T]; 6], out: [&mut [T]; 4], b: T) {
 
 /// line[4t + q] = phases[q][t], as far as the line goes.
 #[inline(always)]
-fn interleave4<T: Real>(line: &mut [T], phases: [&[T]; 4]) {
+fn interleave4<T: Real>(line: &mut [MaybeUninit<T>], phases: [&[T]; 4]) {
     let [p0, p1, p2, p3] = phases;
     let t = line.len() / 4;
+    assert!(
+        phases.iter().all(|p| p.len() > t || (p.len() == t && line.len().is_multiple_of(4))),
+        "interleave4: every value is written"
+    );
     let mut quads = line.chunks_exact_mut(4);
     for (t, quad) in (&mut quads).enumerate() {
-        (quad[0], quad[1], quad[2], quad[3]) = (p0[t], p1[t], p2[t], p3[t]);
+        (quad[0], quad[1], quad[2], quad[3]) = (
+            MaybeUninit::new(p0[t]),
+            MaybeUninit::new(p1[t]),
+            MaybeUninit::new(p2[t]),
+            MaybeUninit::new(p3[t]),
+        );
     }
     for (q, v) in quads.into_remainder().iter_mut().enumerate() {
-        *v = phases[q][t];
+        v.write(phases[q][t]);
     }
 }
 
