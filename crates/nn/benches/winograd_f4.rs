@@ -4,8 +4,8 @@
 //! is larger. This measures that error on SphereFace-20's stride-1 layers, forward and weight
 //! gradient, against an f64 direct convolution, beside F(2×2)'s and the f32 direct product's,
 //! as the largest difference over the largest output (the measure the kernel tests bound by
-//! 1e-4 against burn's convolution). The network runs F(4×4) (`winograd4`), except for weight
-//! gradients of images under 8 pixels a side, which run F(2×2) (`winograd`).
+//! 1e-4 against burn's convolution). The network runs F(4×4) (`winograd4`), except on images
+//! under 8 pixels a side, which run F(2×2) (`winograd`).
 //!
 //! `cargo bench -p spherepipe-nn --bench winograd_f4` (env `BATCH`, default 2).
 

@@ -1,10 +1,10 @@
 //! SphereFace's 3×3 convolution (padding 1, stride 1 or 2) as an operation of the project's own,
 //! through burn's backend-extension mechanism (issue 12), with CPU kernels of its own where
 //! burn-flex is slower than PyTorch. On the flex backend, in f32 and f64:
-//! - stride 1 runs as Winograd's F(4×4, 3×3) ([`crate::winograd4`]; the weight gradient of
-//!   images under 8 pixels a side as F(2×2, 3×3), [`crate::winograd`]); stride 2 as one `gemm`
-//!   per image over its patch matrix, images in parallel ([`direct_forward`],
-//!   [`direct_weight_grad`]);
+//! - stride 1 runs as Winograd's F(4×4, 3×3) ([`crate::winograd4`]; images under 8 pixels a
+//!   side as F(2×2, 3×3), [`crate::winograd`]: see [`F4_FROM`]); stride 2 as one `gemm` per
+//!   group of images over their patch matrices side by side, groups in parallel
+//!   ([`direct_forward`]), and for the weight gradient one per image ([`direct_weight_grad`]);
 //! - the input gradient of a stride-1 convolution ([`input_grad`]) is the forward pass over the
 //!   output gradient, with the weight's channels swapped and its taps turned by 180°; of a
 //!   stride-2 one ([`direct_input_grad`]), the patch matrix's gradient added back onto the
@@ -348,8 +348,9 @@ fn stride2_patches<T: Real>(x: &[T], geo: Geometry, col: &mut [T], ld: usize) {
 }
 
 /// bias + the convolution of `x` [batch, cin, h, w] with `weight` [cout, cin, 3, 3] (padding 1),
-/// as [batch, cout, ho, wo]: Winograd's F(4×4, 3×3) ([`crate::winograd4`]) for stride 1, the
-/// direct product ([`direct_forward`]) for stride 2.
+/// as [batch, cout, ho, wo]: Winograd's F(4×4, 3×3) ([`crate::winograd4`]) for stride 1 (F(2×2),
+/// [`crate::winograd`], on images under [`F4_FROM`] pixels a side), the direct product
+/// ([`direct_forward`]) for stride 2.
 pub fn forward<T: Real>(x: &[T], weight: &[T], bias: Option<&[T]>, batch: usize, cout: usize, geo: Geometry) -> Vec<T> {
     match geo.stride {
         1 if geo.h.min(geo.w) >= F4_FROM => crate::winograd4::forward(x, weight, bias, (batch, geo.cin, cout), (geo.h, geo.w)),

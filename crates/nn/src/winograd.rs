@@ -1,9 +1,8 @@
 //! Winograd's F(2×2, 3×3) for SphereFace's stride-1 3×3 convolutions (padding 1), after Lavin
 //! and Gray, "Fast Algorithms for Convolutional Neural Networks" (2016). The network runs
 //! F(4×4) ([`crate::winograd4`], 4× fewer products than direct, at ten times F(2×2)'s f32
-//! error) except for the weight gradients of images under 8 pixels a side, which run here;
-//! this module's [`forward`] is kept as the exact-constant one the `winograd_f4` bench weighs
-//! F(4×4) against. Each 2×2 block of the
+//! error) except on images under 8 pixels a side (SphereFace's 7 × 6), which run here, forward
+//! and weight gradient (`conv::F4_FROM` says why). Each 2×2 block of the
 //! output comes from one 4×4 block of the input through 16 products instead of 36, so the inner
 //! products — 16 gemms of [cout × cin] · [cin × tiles] — are 2.25× fewer than the direct
 //! convolution's. The transforms' constants (0, ±1, ±½) are exact in floating point, and every

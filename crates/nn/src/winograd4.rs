@@ -1,6 +1,6 @@
 //! Winograd's F(4×4, 3×3) for SphereFace's stride-1 3×3 convolutions (padding 1): forward (and
 //! so the input gradient, a forward convolution, `conv::input_grad`) and the weight gradient
-//! (its adjoint; on images under 8 pixels a side `conv` takes F(2×2)'s), after Lavin and Gray
+//! (its adjoint); on images under 8 pixels a side `conv` takes F(2×2)'s instead. After Lavin and Gray
 //! (2016) with their points 0, ±1, ±2: each 4×4 block of the output comes from one 6×6 block of
 //! the input through 36 products instead of 144 (F(2×2) needs 16 per 4 outputs: 2.25× fewer
 //! than direct, against 4× here), as 36 gemms of [cout × cin] · [cin × tiles].
