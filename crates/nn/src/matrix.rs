@@ -171,13 +171,17 @@ pub(crate) fn sum_in_runs<T: Real>(items: usize, len: usize, add: impl Fn(&mut [
 /// cache; `vec![0; len]` had the allocating thread write all of it first, a pass over memory
 /// (the convolutions' outputs are up to 22 MB).
 pub(crate) fn filled_by_chunks<T: Real>(len: usize, chunk: usize, fill: impl Fn(usize, &mut [T]) + Sync) -> Vec<T> {
-    let zeroed_then_filled = |i: usize, part: &mut [MaybeUninit<T>]| {
-        part.fill(MaybeUninit::new(T::default()));
-        // SAFETY: every value of `part` was initialised by the line above.
-        fill(i, unsafe { &mut *(part as *mut [MaybeUninit<T>] as *mut [T]) });
-    };
+    let zeroed_then_filled = |i: usize, part: &mut [MaybeUninit<T>]| fill(i, zeroed(part));
     // SAFETY: `zeroed_then_filled` writes every value of its chunk.
     unsafe { written_by_chunks(len, chunk, zeroed_then_filled) }
+}
+
+/// `part` filled with zeros, as initialised values.
+pub(crate) fn zeroed<T: Real>(part: &mut [MaybeUninit<T>]) -> &mut [T] {
+    part.fill(MaybeUninit::new(T::default()));
+    // SAFETY: every value of `part` was initialised by the line above, and MaybeUninit<T> has
+    // T's layout.
+    unsafe { &mut *(part as *mut [MaybeUninit<T>] as *mut [T]) }
 }
 
 /// `len` values, each chunk of `chunk` values written by `write(i, chunk i)`, chunks in

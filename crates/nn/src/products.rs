@@ -9,7 +9,7 @@
 //! The portable path (x86-64 without AVX2, other architectures) computes the same fused
 //! multiply-adds in software where the CPU has none: slow, but the same bits.
 
-use crate::matrix::{with_scratch, Real};
+use crate::matrix::{with_scratch, zeroed, Real};
 use std::mem::MaybeUninit;
 use std::ops::Range;
 
@@ -161,11 +161,11 @@ pub(crate) struct PackedRows<T> {
 
 impl<T: Real> PackedRows<T> {
     /// `count` matrices [m × k], each packed as [`blocks`] packs a left operand on the path
-    /// `isa`, made and packed a
-    /// group of rows at a time in parallel: `make(rows, out)` writes rows `rows` of matrix i
-    /// into `out[i]` ([rows.len() × k], row-major). The Winograd filters: transformed into one
-    /// large matrix per point and then packed, they were written and read through memory
-    /// twice, by one thread; a group's are still in the cache when they are packed.
+    /// `isa`, made and packed one register block of rows at a time, blocks in parallel:
+    /// `make(rows, out)` writes rows `rows` of matrix i into `out[i]` ([rows.len() × k],
+    /// row-major). For the Winograd filters: made as one large matrix per point and packed
+    /// after, they went through memory twice, on one thread; a block's rows of all points
+    /// (36 × 8 × 512 values at most) are still in the L2 cache when they are packed.
     pub(crate) fn many(
         isa: Isa,
         count: usize,
@@ -174,7 +174,7 @@ impl<T: Real> PackedRows<T> {
     ) -> Vec<PackedRows<T>> {
         use rayon::prelude::*;
         let mr = isa.rows();
-        let group = mr * GROUP_BLOCKS;
+        let group = mr;
         let len = m.div_ceil(mr) * k * mr;
         let mut blocks: Vec<Vec<T>> = (0..count).map(|_| Vec::with_capacity(len)).collect();
         if len > 0 {
@@ -192,10 +192,7 @@ impl<T: Real> PackedRows<T> {
                     let mut made: Vec<&mut [T]> = scratch.chunks_exact_mut(n).collect();
                     make(rows.clone(), &mut made);
                     for (matrix, part) in made.iter().zip(parts) {
-                        part.fill(MaybeUninit::new(T::default()));
-                        // SAFETY: every value of `part` was initialised by the line above.
-                        let part = unsafe { &mut *(part as *mut [MaybeUninit<T>] as *mut [T]) };
-                        pack_all_rows(isa, matrix, (rows.len(), k), part);
+                        pack_all_rows(isa, matrix, (rows.len(), k), zeroed(part));
                     }
                 });
             });
@@ -212,10 +209,6 @@ impl<T: Real> PackedRows<T> {
             .collect()
     }
 }
-
-/// Register blocks of rows that one task of [`PackedRows::many`] makes and packs: its made
-/// rows (up to 36 matrices of 8 × 4 rows of 512 for F(4×4)) stay in the L2 cache.
-const GROUP_BLOCKS: usize = 1;
 
 /// `a` [m × k] packed into `blocks` as [`blocks`] packs a left operand on the path `isa`.
 fn pack_all_rows<T: Real>(isa: Isa, a: &[T], (m, k): (usize, usize), blocks: &mut [T]) {
@@ -802,7 +795,6 @@ mod tests {
         }
     }
 
-    /// The vector 8 × 8 transpose against the plain one, inside larger strided matrices.
     #[test]
     fn filters_packed_a_group_of_rows_at_a_time_multiply_to_the_bytes_of_a_plain_product() {
         // 37 rows: no path's register block (8, 6, 4) nor group divides them.
@@ -824,6 +816,7 @@ mod tests {
         }
     }
 
+    /// The vector 8 × 8 transpose against the plain one, inside larger strided matrices.
     #[test]
     fn the_vector_transpose_moves_each_value_where_the_plain_one_does() {
         let from = random(8 * 13, 11);
