@@ -8,7 +8,7 @@
 //! vector width.
 
 use crate::conv::{on_values, Kernel};
-use crate::matrix::{vector_paths, Real};
+use crate::matrix::{vector_paths, written_by_chunks, Real};
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
@@ -100,12 +100,16 @@ enum Pass {
 impl Kernel for Pass {
     fn run<T: Real>(&self, v: &[&[T]]) -> Vec<T> {
         match *self {
-            Pass::Forward([_, c, h, w]) => per_plane(v[0], c, h * w, |plane, x, out| leaky_into(x, v[1][plane % c], out)),
+            // SAFETY: `leaky` writes every value of `out` (its lengths are asserted equal).
+            Pass::Forward([_, c, h, w]) => unsafe { per_plane(v[0], c, h * w, |plane, x, out| leaky_into(x, v[1][plane % c], out)) },
             Pass::GradX([_, c, h, w]) => {
                 let (g, pixels) = (v[2], h * w);
-                per_plane(v[0], c, pixels, |plane, x, out| {
-                    leaky_grad_into(x, &g[plane * pixels..][..pixels], v[1][plane % c], out)
-                })
+                // SAFETY: `leaky_grad` writes every value of `out` (lengths asserted equal).
+                unsafe {
+                    per_plane(v[0], c, pixels, |plane, x, out| {
+                        leaky_grad_into(x, &g[plane * pixels..][..pixels], v[1][plane % c], out)
+                    })
+                }
             }
             Pass::GradAlpha([b, c, h, w]) => slope_grad(v[0], v[1], (b, c, h * w)),
         }
@@ -114,24 +118,19 @@ impl Kernel for Pass {
 
 /// A tensor of x's shape, planes in parallel, plane p's values written by `write(p, x, out)`
 /// into memory not zeroed first (a zeroing pass cost as much as this).
-fn per_plane<T: Real>(x: &[T], c: usize, pixels: usize, write: impl Fn(usize, &[T], &mut [MaybeUninit<T>]) + Sync) -> Vec<T> {
-    use rayon::prelude::*;
+///
+/// # Safety
+/// `write` must write every value of `out` (as long as its `x`).
+unsafe fn per_plane<T: Real>(x: &[T], c: usize, pixels: usize, write: impl Fn(usize, &[T], &mut [MaybeUninit<T>]) + Sync) -> Vec<T> {
     if pixels == 0 || c == 0 {
         return Vec::new();
     }
-    let mut out = Vec::with_capacity(x.len());
-    out.spare_capacity_mut()[..x.len()]
-        .par_chunks_mut(pixels)
-        .zip(x.par_chunks(pixels))
-        .enumerate()
-        .for_each(|(plane, (o, x))| {
-            assert_eq!(o.len(), x.len());
-            write(plane, x, o);
-        });
-    // SAFETY: the chunks cover all x.len() values of the spare capacity, and each chunk wrote
-    // every one of its values (the writers below write all of `out`, as long as x).
-    unsafe { out.set_len(x.len()) };
-    out
+    let plane_of = |plane: usize, o: &mut [MaybeUninit<T>]| {
+        let x = &x[plane * pixels..][..o.len()];
+        write(plane, x, o)
+    };
+    // SAFETY: `write` writes every value of `out` (the caller's promise).
+    unsafe { written_by_chunks(x.len(), pixels, plane_of) }
 }
 
 vector_paths! {

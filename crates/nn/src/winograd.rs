@@ -89,7 +89,11 @@ impl Plan {
 
 /// One Winograd algorithm F(m×m, 3×3), as the drivers ([`forward_with`], [`weight_grad_with`])
 /// use it: its sizes and its transforms.
-pub(crate) trait Algorithm {
+///
+/// # Safety
+/// `transform_output` must write every value of the band's output lines, for every image and
+/// channel of `ys`: [`forward_with`] hands it memory that nothing initialised.
+pub(crate) unsafe trait Algorithm {
     /// m: each tile is m × m output pixels.
     const SIZE: usize;
     /// (m + 2)²: the points of a transformed block, one gemm each.
@@ -135,7 +139,8 @@ macro_rules! transforms_of_this_module {
 }
 pub(crate) use transforms_of_this_module;
 
-impl Algorithm for F2 {
+// SAFETY: `output_blocks` writes every line of the band whole (`interleave` asserts it).
+unsafe impl Algorithm for F2 {
     const SIZE: usize = 2;
     const POINTS: usize = 16;
     const TILES_PER_BLOCK: usize = 336;
@@ -192,7 +197,7 @@ pub(crate) fn forward_with<A: Algorithm, T: Real>(
         }
     };
     // SAFETY: the bands cover every tile row, and `transform_output` writes every value of a
-    // band's output lines, for every image and channel of the chunk.
+    // band's output lines, for every image and channel of the chunk (`Algorithm`'s contract).
     unsafe { written_by_chunks(batch * y_image, plan.images * y_image, write) }
 }
 

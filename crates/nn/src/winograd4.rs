@@ -40,7 +40,8 @@ vector_paths! {
 /// F(4×4, 3×3): this module's transforms.
 pub(crate) struct F4;
 
-impl Algorithm for F4 {
+// SAFETY: `output_blocks` writes every line of the band whole (`interleave4` asserts it).
+unsafe impl Algorithm for F4 {
     const SIZE: usize = 4;
     const POINTS: usize = POINTS;
     const TILES_PER_BLOCK: usize = 336;
