@@ -2,7 +2,7 @@
 //! through burn's backend-extension mechanism (issue 12), with CPU kernels of its own where
 //! burn-flex is slower than PyTorch. On the flex backend, in f32 and f64:
 //! - stride 1 runs as Winograd's F(4×4, 3×3) ([`crate::winograd4`]; images under 8 pixels a
-//!   side as F(2×2, 3×3), [`crate::winograd`]: see [`F4_FROM`]); stride 2 as one `gemm` per
+//!   side as F(2×2, 3×3), [`crate::winograd`]: see `F4_FROM`); stride 2 as one `gemm` per
 //!   group of images over their patch matrices side by side, groups in parallel
 //!   ([`direct_forward`]), and for the weight gradient one per image ([`direct_weight_grad`]);
 //! - the input gradient of a stride-1 convolution ([`input_grad`]) is the forward pass over the
@@ -349,7 +349,7 @@ fn stride2_patches<T: Real>(x: &[T], geo: Geometry, col: &mut [T], ld: usize) {
 
 /// bias + the convolution of `x` [batch, cin, h, w] with `weight` [cout, cin, 3, 3] (padding 1),
 /// as [batch, cout, ho, wo]: Winograd's F(4×4, 3×3) ([`crate::winograd4`]) for stride 1 (F(2×2),
-/// [`crate::winograd`], on images under [`F4_FROM`] pixels a side), the direct product
+/// [`crate::winograd`], on images under `F4_FROM` pixels a side), the direct product
 /// ([`direct_forward`]) for stride 2.
 pub fn forward<T: Real>(x: &[T], weight: &[T], bias: Option<&[T]>, batch: usize, cout: usize, geo: Geometry) -> Vec<T> {
     match geo.stride {

@@ -203,8 +203,8 @@ pub(crate) fn forward_with<A: Algorithm, T: Real>(
 
 /// U [POINTS, cout, cin] = G g Gᵀ for every filter g of `weight` [cout, cin, 3, 3], each
 /// point's [cout × cin] packed once for the products (every block of tiles multiplies it):
-/// made a few rows of filters at a time, in parallel.
-pub(crate) fn packed_filters<A: Algorithm, T: Real>(weight: &[T], cout: usize, cin: usize) -> Vec<PackedRows<T>> {
+/// made and packed a register block of filter rows at a time, in parallel.
+fn packed_filters<A: Algorithm, T: Real>(weight: &[T], cout: usize, cin: usize) -> Vec<PackedRows<T>> {
     PackedRows::many(Isa::best(), A::POINTS, (cout, cin), |rows, u| {
         A::transform_filters(&weight[rows.start * cin * 9..rows.end * cin * 9], u)
     })
