@@ -21,6 +21,8 @@ pub mod names;
 pub mod prelu;
 /// The matrix products under the convolutions: the same bytes on every CPU path.
 pub mod products;
+/// SGD with momentum and weight decay as one pass per parameter on the CPU backend.
+pub mod sgd;
 /// The SphereFace networks (4 to 64 layers) and the classifier head.
 pub mod sphere;
 /// Training: a step of SGD with the margin loss, checkpoints, weights files.

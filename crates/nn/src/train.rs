@@ -1,12 +1,11 @@
 //! One SphereFace model (trunk + classification head) and the SGD training step.
 
 use crate::margin::{cross_entropy, logits, Lambda, Loss};
+use crate::sgd::Sgd;
 use crate::sphere::{Head, SphereConfig, SphereNet};
 use anyhow::{bail, Context, Result};
 use burn::module::{Module, ModuleVisitor, Param};
-use burn::optim::decay::WeightDecayConfig;
-use burn::optim::momentum::MomentumConfig;
-use burn::optim::{GradientsParams, ModuleOptimizer, SgdConfig};
+use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::prelude::*;
 use burn::tensor::TensorData;
 use std::collections::BTreeMap;
@@ -175,16 +174,7 @@ impl Trainer {
     pub fn new(cfg: TrainConfig, device: &Device, seed: u64) -> Result<Self> {
         let device = device.clone().autodiff();
         let model = SphereFace::new(&cfg.net, cfg.classes, cfg.loss, &device)?.map(&mut SeededInit { seed, path: Vec::new() });
-        let optim = SgdConfig::new()
-            .with_momentum(Some(MomentumConfig {
-                momentum: cfg.momentum,
-                dampening: 0.0,
-                nesterov: false,
-            }))
-            .with_weight_decay(Some(WeightDecayConfig {
-                penalty: cfg.weight_decay as f32,
-            }))
-            .init();
+        let optim = optimizer(&cfg);
         Ok(Trainer {
             cfg,
             model: Some(model),
@@ -419,10 +409,11 @@ impl Trainer {
     /// Restores a checkpoint written by [`save_checkpoint`](Self::save_checkpoint).
     pub fn load_checkpoint(&mut self, dir: &Path) -> Result<()> {
         self.read_weights(&dir.join("model.safetensors"), "checkpoint weights")?;
-        let optim = std::mem::replace(&mut self.optim, SgdConfig::new().init());
-        self.optim = optim
-            .load(dir.join("optimizer.bpk"))
-            .map_err(|e| anyhow::anyhow!("loading optimizer state: {e:?}"))?;
+        let path = dir.join("optimizer.bpk");
+        check_velocities(&path, self.model())?;
+        self.optim = optimizer(&self.cfg)
+            .load(&path)
+            .map_err(|e| anyhow::anyhow!("loading optimizer state from {}: {e:?}", path.display()))?;
         self.step = std::fs::read_to_string(dir.join("step"))
             .context("reading the checkpoint step")?
             .trim()
@@ -430,6 +421,58 @@ impl Trainer {
             .context("checkpoint step is not a number")?;
         Ok(())
     }
+}
+
+/// SGD with the run's momentum and weight decay: one fused pass per parameter on the CPU, the
+/// bits and the checkpoint format of burn's `Sgd` (see [`crate::sgd`]).
+fn optimizer(cfg: &TrainConfig) -> ModuleOptimizer {
+    ModuleOptimizer::from(Sgd {
+        momentum: cfg.momentum as f32,
+        decay: cfg.weight_decay as f32,
+    })
+}
+
+/// Every velocity in the optimizer state at `path` has the shape and type of the model's
+/// parameter it belongs to: a checkpoint is read from disk, and a mismatched buffer would
+/// otherwise fail inside the next step, after the load had reported success.
+fn check_velocities(path: &Path, model: &SphereFace) -> Result<()> {
+    let damaged = |what: String| {
+        anyhow::anyhow!(
+            "{}: {what}; the checkpoint is damaged: delete its directory to start the stage over",
+            path.display()
+        )
+    };
+    let tensors = burn_pack::Reader::from_file_exact(path)
+        .and_then(burn_pack::Reader::into_tensors)
+        .map_err(|e| damaged(format!("not a readable optimizer state ({e})")))?;
+    let shapes = param_shapes(model);
+    for t in tensors {
+        let Some(expected) = t.param_id.and_then(|id| shapes.get(&id)) else {
+            continue;
+        };
+        if t.shape.as_slice() != expected.as_slice() || t.dtype != burn::tensor::DType::F32 {
+            return Err(damaged(format!(
+                "the optimizer state `{}` is {:?} of shape {:?}, its parameter f32 of shape {expected:?}",
+                t.name,
+                t.dtype,
+                t.shape.as_slice()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Each parameter's shape, by its id.
+fn param_shapes(model: &SphereFace) -> BTreeMap<u64, Vec<usize>> {
+    struct Shapes(BTreeMap<u64, Vec<usize>>);
+    impl ModuleVisitor for Shapes {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            self.0.insert(param.id.val(), param.shape().as_slice().to_vec());
+        }
+    }
+    let mut shapes = Shapes(BTreeMap::new());
+    model.visit(&mut shapes);
+    shapes.0
 }
 
 /// A batch of normalised CHW images with their labels.
@@ -770,6 +813,33 @@ mod tests {
         assert_eq!(c.step, 3);
         first.extend(run(&mut c, 3, 6));
         assert_eq!(first, straight, "resumed losses differ");
+    }
+
+    #[test]
+    fn an_optimizer_state_of_other_shapes_is_refused_when_the_checkpoint_loads() {
+        let d = Device::flex();
+        let (x, y) = toy_batch(0, 8);
+        let mut a = Trainer::new(cfg(Loss::ASoftmax { m: 3 }), &d, 5).unwrap();
+        a.train_step(&x, &y, 24, 20).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        a.save_checkpoint(dir.path()).unwrap();
+        // The same parameter paths (so the same ids) at twice the width.
+        let mut wide_cfg = cfg(Loss::ASoftmax { m: 3 });
+        wide_cfg.net.width = 0.25;
+        let mut wide = Trainer::new(wide_cfg, &d, 5).unwrap();
+        wide.train_step(&x, &y, 24, 20).unwrap();
+        let other = tempfile::tempdir().unwrap();
+        wide.save_checkpoint(other.path()).unwrap();
+        std::fs::copy(other.path().join("optimizer.bpk"), dir.path().join("optimizer.bpk")).unwrap();
+        let mut b = Trainer::new(cfg(Loss::ASoftmax { m: 3 }), &d, 5).unwrap();
+        let err = format!("{:#}", b.load_checkpoint(dir.path()).unwrap_err());
+        assert!(
+            err.contains("optimizer.bpk") && err.contains("damaged") && err.contains("shape"),
+            "{err}"
+        );
+        std::fs::write(dir.path().join("optimizer.bpk"), b"not a burnpack").unwrap();
+        let err = format!("{:#}", b.load_checkpoint(dir.path()).unwrap_err());
+        assert!(err.contains("not a readable optimizer state"), "{err}");
     }
 
     #[test]
