@@ -108,6 +108,47 @@ macro_rules! vector_paths {
 }
 pub(crate) use vector_paths;
 
+/// Partial sums [`lane_sum`] keeps, value i going to sum i mod LANES: one AVX-512 vector of
+/// f32, two of AVX2, and the same on every path, so the same bits.
+const LANES: usize = 16;
+
+/// Σᵢ term(x[i], g[i]) in LANES interleaved partial sums, then those added in lane order: the
+/// sum runs on vectors (one chain of additions would wait four cycles per value), and its
+/// order is fixed, whatever the vector width.
+#[inline(always)]
+pub(crate) fn lane_sum<T: Real>(x: &[T], g: &[T], term: impl Fn(T, T) -> T) -> T {
+    assert_eq!(x.len(), g.len());
+    let zero = T::default();
+    let mut lanes = [zero; LANES];
+    let whole = x.len() / LANES * LANES;
+    for (xs, gs) in x[..whole].chunks_exact(LANES).zip(g[..whole].chunks_exact(LANES)) {
+        for l in 0..LANES {
+            lanes[l] += term(xs[l], gs[l]);
+        }
+    }
+    for (l, (&x, &g)) in x[whole..].iter().zip(&g[whole..]).enumerate() {
+        lanes[l] += term(x, g);
+    }
+    lanes.iter().fold(zero, |s, &v| s + v)
+}
+
+/// sums[c] = Σ over images of plane_sum(image · channels + c), for [images, channels, pixels]
+/// data: the planes' sums in parallel, then each channel's added in image order, so the bits
+/// do not depend on the thread count.
+pub(crate) fn channel_sums<T: Real>((images, channels, pixels): (usize, usize, usize), plane_sum: impl Fn(usize) -> T + Sync) -> Vec<T> {
+    use rayon::prelude::*;
+    let zero = T::default();
+    let planes: Vec<T> = match pixels {
+        0 => vec![zero; images * channels],
+        _ => (0..images * channels).into_par_iter().map(&plane_sum).collect(),
+    };
+    let mut sums = vec![zero; channels];
+    for image in planes.chunks_exact(channels.max(1)) {
+        sums.iter_mut().zip(image).for_each(|(s, &p)| *s += p);
+    }
+    sums
+}
+
 /// dst [m × n] = a [m × k] · b [k × n], all row-major, added to what dst holds if `accumulate`.
 pub(crate) fn multiply<T: Real>(dst: &mut [T], a: &[T], b: &[T], (m, k, n): (usize, usize, usize), accumulate: bool) {
     product(Isa::best(), dst, a, (b, Layout::RowMajor), (m, k, n), accumulate);

@@ -8,7 +8,7 @@
 //! vector width.
 
 use crate::conv::{on_values, Kernel};
-use crate::matrix::{vector_paths, written_by_chunks, Real};
+use crate::matrix::{channel_sums, lane_sum, vector_paths, written_by_chunks, Real};
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
@@ -166,53 +166,21 @@ fn leaky_grad<T: Real>(x: &[T], g: &[T], a: T, out: &mut [MaybeUninit<T>]) {
     }
 }
 
-/// Partial sums [`negative_part_sum`] keeps, value i going to sum i mod LANES: one AVX-512
-/// vector of f32, two of AVX2, and the same on every path, so the same bits.
-const LANES: usize = 16;
-
-/// Σ g · x over the values where x < 0, in LANES interleaved partial sums (so that the sum
-/// runs on vectors: one chain of additions waits four cycles per value), then those added in
-/// lane order.
+/// Σ g · x over the values where x < 0, as [`lane_sum`] adds (so the same on every path).
 #[inline(always)]
 fn negative_part_sum<T: Real>(x: &[T], g: &[T], sum: &mut T) {
-    assert_eq!(x.len(), g.len());
     let zero = T::default();
-    let term = |x: T, g: T| if x < zero { g * x } else { zero };
-    let mut lanes = [zero; LANES];
-    let whole = x.len() / LANES * LANES;
-    for (xs, gs) in x[..whole].chunks_exact(LANES).zip(g[..whole].chunks_exact(LANES)) {
-        for l in 0..LANES {
-            lanes[l] += term(xs[l], gs[l]);
-        }
-    }
-    for (l, (&x, &g)) in x[whole..].iter().zip(&g[whole..]).enumerate() {
-        lanes[l] += term(x, g);
-    }
-    *sum = lanes.iter().fold(zero, |s, &v| s + v);
+    *sum = lane_sum(x, g, |x, g| if x < zero { g * x } else { zero });
 }
 
-/// dalpha[c] = Σ_images Σ_pixels g · x where x < 0: each plane's sum by [`negative_part_sum`]
-/// (planes in parallel), then each channel's planes added in image order.
+/// dalpha[c] = Σ_images Σ_pixels g · x where x < 0: each plane's sum by [`negative_part_sum`],
+/// added per channel as [`channel_sums`] adds.
 fn slope_grad<T: Real>(x: &[T], g: &[T], (images, c, pixels): (usize, usize, usize)) -> Vec<T> {
-    use rayon::prelude::*;
-    let zero = T::default();
-    let planes: Vec<T> = if pixels == 0 {
-        vec![zero; images * c]
-    } else {
-        x.par_chunks(pixels)
-            .zip(g.par_chunks(pixels))
-            .map(|(x, g)| {
-                let mut sum = zero;
-                negative_part_sum_into(x, g, &mut sum);
-                sum
-            })
-            .collect()
-    };
-    let mut sums = vec![zero; c];
-    for image in planes.chunks_exact(c.max(1)) {
-        sums.iter_mut().zip(image).for_each(|(s, &p)| *s += p);
-    }
-    sums
+    channel_sums((images, c, pixels), |plane| {
+        let mut sum = T::default();
+        negative_part_sum_into(&x[plane * pixels..][..pixels], &g[plane * pixels..][..pixels], &mut sum);
+        sum
+    })
 }
 
 /// The backward pass of [`SpherePrelu::prelu_channels`].
