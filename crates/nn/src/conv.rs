@@ -9,14 +9,17 @@
 //!   output gradient, with the weight's channels swapped and its taps turned by 180°; of a
 //!   stride-2 one ([`direct_input_grad`]), the patch matrix's gradient added back onto the
 //!   pixels (burn-flex's went through the `gemm` crate, whose sums follow the cache sizes);
-//! - weight gradients are summed in a fixed order ([`sum_in_runs`]), whatever the thread count.
+//! - weight gradients are summed in a fixed order ([`sum_in_runs`]), whatever the thread count;
+//!   the bias gradient ([`bias_grad`]) sums each plane where it lies, in 16 interleaved partial
+//!   sums, where burn's first transposed the whole output gradient into a fresh buffer.
 //!
 //! The `conv_layers` bench times each against flex's. Other backends (wgpu, cuda) keep burn's
 //! `Conv2d` unchanged.
 
 pub use crate::matrix::Real;
 use crate::matrix::{
-    add_product_with_transpose, filled_by_chunks, multiply, split_even_odd, sum_in_runs, transposed, vector_paths, with_scratch,
+    add_product_with_transpose, channel_sums, filled_by_chunks, lane_sum, multiply, split_even_odd, sum_in_runs, transposed, vector_paths,
+    with_scratch,
 };
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
@@ -49,6 +52,11 @@ pub trait SphereConv: Backend {
     /// The gradient of [`SphereConv::conv3x3`] with respect to its weight, given the output's.
     fn conv3x3_weight_grad(x: FloatTensor<Self>, weight: FloatTensor<Self>, grad: FloatTensor<Self>, stride: usize) -> FloatTensor<Self> {
         Self::conv2d_weight_backward(x, weight, grad, options(stride))
+    }
+    /// The gradient of [`SphereConv::conv3x3`] with respect to its bias: the output gradient
+    /// summed over images and pixels, per channel.
+    fn conv3x3_bias_grad(x: FloatTensor<Self>, bias: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
+        Self::conv2d_bias_backward(x, bias, grad)
     }
 }
 
@@ -84,10 +92,16 @@ impl SphereConv for Flex {
         };
         on_values([&x, &grad], dims4(&weight), kernel).unwrap_or_else(|| Self::conv2d_weight_backward(x, weight, grad, options(stride)))
     }
+
+    /// burn's transposes the whole output gradient ([B, C] → [C, B]) into a fresh buffer to sum
+    /// its rows; here each plane is summed where it lies.
+    fn conv3x3_bias_grad(x: FloatTensor<Self>, bias: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
+        let shape = dims4(&grad);
+        on_values([&grad], [shape[1]], BiasGrad(shape)).unwrap_or_else(|| Self::conv2d_bias_backward(x, bias, grad))
+    }
 }
 
-/// The backward pass of [`SphereConv::conv3x3`]: the backend's input and weight gradients, burn's
-/// bias gradient.
+/// The backward pass of [`SphereConv::conv3x3`]: the backend's input, weight and bias gradients.
 #[derive(Debug)]
 struct Conv3x3Backward;
 
@@ -110,7 +124,7 @@ impl<B: Backend + SphereConv> Backward<B, 3> for Conv3x3Backward {
             grads.register::<B>(node.id, g);
         }
         if let Some(node) = node_bias {
-            grads.register::<B>(node.id, B::conv2d_bias_backward(x, bias, grad));
+            grads.register::<B>(node.id, B::conv3x3_bias_grad(x, bias, grad));
         }
     }
 }
@@ -205,6 +219,37 @@ impl Kernel for WeightGrad {
     fn run<T: Real>(&self, v: &[&[T]]) -> Vec<T> {
         weight_grad(v[0], v[1], self.batch, self.cout, self.geo)
     }
+}
+
+/// [`bias_grad`] of the output gradient [B, C, H, W].
+struct BiasGrad([usize; 4]);
+
+impl Kernel for BiasGrad {
+    fn run<T: Real>(&self, v: &[&[T]]) -> Vec<T> {
+        let [b, c, h, w] = self.0;
+        bias_grad(v[0], (b, c, h * w))
+    }
+}
+
+/// db[c] = Σ over images and pixels of g[image, c, pixel]: each plane in [`lane_sum`]'s fixed
+/// order on the CPU's widest vectors, the planes in image order ([`channel_sums`]).
+pub(crate) fn bias_grad<T: Real>(g: &[T], (images, c, pixels): (usize, usize, usize)) -> Vec<T> {
+    assert_eq!(g.len(), images * c * pixels, "bias gradient: values and shape");
+    channel_sums((images, c, pixels), |plane| {
+        let mut sum = T::default();
+        plane_sum_into(&g[plane * pixels..][..pixels], &mut sum);
+        sum
+    })
+}
+
+vector_paths! {
+    /// sum = Σ of `plane`, as [`lane_sum`] adds.
+    fn plane_sum_into(plane: &[T], sum: &mut T) = plane_sum;
+}
+
+#[inline(always)]
+fn plane_sum<T: Real>(plane: &[T], sum: &mut T) {
+    *sum = lane_sum(plane, plane, |v, _| v);
 }
 
 /// `kernel` on the values of flex tensors, read in place, as a tensor of `shape`; `None` when
@@ -656,6 +701,28 @@ pub(crate) mod tests {
         assert_eq!(
             one.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
             on(4).iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+        );
+    }
+
+    #[test]
+    fn the_bias_gradient_sums_each_channel_over_images_and_pixels() {
+        // 2 images, 2 channels, 3 pixels: g = 0, 1, 2, … in [image, channel, pixel] order.
+        let g: Vec<f64> = (0..12).map(f64::from).collect();
+        // Channel 0: (0 + 1 + 2) + (6 + 7 + 8); channel 1: (3 + 4 + 5) + (9 + 10 + 11).
+        assert_eq!(bias_grad(&g, (2, 2, 3)), [24.0, 42.0]);
+    }
+
+    #[test]
+    fn a_plane_is_summed_in_sixteen_lanes_then_in_lane_order() {
+        // Value i goes to lane i mod 16: lane 0 gets 1e8 then 1 (lost: f32's spacing at 1e8 is
+        // 8), lane 1 gets −1e8; the lanes then add to 0. A sum in pixel order would give 1.
+        let mut plane = vec![0f32; 17];
+        (plane[0], plane[1], plane[16]) = (1e8, -1e8, 1.0);
+        assert_eq!(bias_grad(&plane, (1, 1, 17)), [0.0]);
+        assert_eq!(
+            plane.iter().fold(0f32, |s, &v| s + v),
+            1.0,
+            "the example does not tell the orders apart"
         );
     }
 

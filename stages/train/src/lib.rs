@@ -49,8 +49,11 @@ impl Stage for Train {
         // constants and sums than F(2×2).
         // 11: on the CPU, images under 8 pixels a side run F(2×2) forward too, and PReLU's
         // slope gradient sums each plane in 16 interleaved partial sums.
+        // 12: on the CPU, the convolutions' bias gradient is spherepipe-nn's own (`conv.rs`:
+        // each plane in 16 interleaved partial sums, then the images in order), not burn's
+        // transpose and row sums.
         // The CPU's vector level too: burn-flex's sums run in another order at another width.
-        spherepipe_nn::cpu_version!("11")
+        spherepipe_nn::cpu_version!("12")
     }
     fn doc(&self) -> &'static str {
         "SphereFace CNN + A-Softmax (or softmax/modified-softmax/cosface/arcface) training"
