@@ -18,9 +18,9 @@
 
 pub use crate::matrix::Real;
 use crate::matrix::{
-    add_product_with_transpose, channel_sums, filled_by_chunks, lane_sum, multiply, split_even_odd, sum_in_runs, transposed, vector_paths,
-    with_scratch,
+    add_product_with_transpose, channel_sums, filled_by_chunks, lane_sum, multiply, split_even_odd, sum_in_runs, vector_paths, with_scratch,
 };
+use crate::products::{product_with_transposed_rows, Isa};
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
@@ -475,7 +475,6 @@ pub fn direct_input_grad<T: Real>(grad: &[T], weight: &[T], batch: usize, cout: 
     let Geometry { cin, h, w, ho, wo, .. } = geo;
     let (k, n, plane) = (cin * 9, ho * wo, cin * h * w);
     assert!(grad.len() == batch * cout * n && weight.len() == cout * k);
-    let wt = transposed(weight, cout, k);
     if batch * plane == 0 || n == 0 {
         return vec![T::default(); batch * plane];
     }
@@ -490,7 +489,8 @@ pub fn direct_input_grad<T: Real>(grad: &[T], weight: &[T], batch: usize, cout: 
                         g[o * wide + i * n..][..n].copy_from_slice(row);
                     }
                 }
-                multiply(col, &wt, g, (k, cout, wide), false);
+                // Wᵀ [k × cout], read from W [cout × k] where it lies.
+                product_with_transposed_rows(Isa::best(), col, (weight, k, 0), g, (k, cout, wide));
                 for (i, dxi) in dxs.chunks_exact_mut(plane).enumerate() {
                     add_patches(&col[i * n..], geo, dxi, wide);
                 }

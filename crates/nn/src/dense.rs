@@ -5,8 +5,8 @@
 //! (SphereFace-20) came out differently from one machine to another.
 
 use crate::conv::{on_values, Kernel};
-use crate::matrix::{transposed, Real};
-use crate::products::{product, Isa, Layout};
+use crate::matrix::{filled_by_chunks, Real};
+use crate::products::{product, product_with_transposed_rows, Isa, Layout};
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
@@ -68,6 +68,9 @@ enum Product {
     GradB { m: usize, k: usize, n: usize },
 }
 
+/// Rows of the weight gradient one task computes: FC1's 21,504 make 21 tasks.
+const GRAD_B_ROWS: usize = 1024;
+
 impl Kernel for Product {
     fn run<T: Real>(&self, v: &[&[T]]) -> Vec<T> {
         let isa = Isa::best();
@@ -84,11 +87,12 @@ impl Kernel for Product {
                 out
             }
             Product::GradB { m, k, n } => {
-                // aᵀ [k × m], written out (small: a batch of rows), times g [m × n].
-                let at = transposed(v[0], m, k);
-                let mut out = vec![T::default(); k * n];
-                product(isa, &mut out, &at, (v[1], Layout::RowMajor), (k, m, n), false);
-                out
+                // aᵀ [k × m] · g [m × n], aᵀ read from a where it lies; FC1's [21,504 × 512]
+                // in blocks of rows on every core (each sum is one chain, however cut).
+                filled_by_chunks(k * n, GRAD_B_ROWS * n, |i, out| {
+                    let rows = out.len() / n.max(1);
+                    product_with_transposed_rows(isa, out, (v[0], k, i * GRAD_B_ROWS), v[1], (rows, m, n));
+                })
             }
         }
     }
@@ -149,7 +153,13 @@ mod tests {
 
     #[test]
     fn the_product_and_its_gradients_match_burns_matmul() {
-        let (m, k, n) = (5, 37, 11);
+        // The second shape's weight gradient has more rows than one task computes.
+        for (m, k, n) in [(5, 37, 11), (3, 2 * GRAD_B_ROWS + 5, 4)] {
+            check_against_burn(m, k, n);
+        }
+    }
+
+    fn check_against_burn(m: usize, k: usize, n: usize) {
         let d = Device::flex().autodiff();
         let a_data = TensorData::new(tensor(m, k, 1), [m, k]);
         let b_data = TensorData::new(tensor(k, n, 2), [k, n]);

@@ -154,17 +154,6 @@ pub(crate) fn multiply<T: Real>(dst: &mut [T], a: &[T], b: &[T], (m, k, n): (usi
     product(Isa::best(), dst, a, (b, Layout::RowMajor), (m, k, n), accumulate);
 }
 
-/// The [cols × rows] transpose of a row-major [rows × cols] matrix.
-pub(crate) fn transposed<T: Real>(x: &[T], rows: usize, cols: usize) -> Vec<T> {
-    let mut out = vec![T::default(); rows * cols];
-    for (r, row) in x.chunks_exact(cols.max(1)).enumerate() {
-        for (c, &v) in row.iter().enumerate() {
-            out[c * rows + r] = v;
-        }
-    }
-    out
-}
-
 /// dst [m × n] += a [m × k] · btᵀ, where `bt` is [n × k], all row-major.
 pub(crate) fn add_product_with_transpose<T: Real>(dst: &mut [T], a: &[T], bt: &[T], (m, k, n): (usize, usize, usize)) {
     product(Isa::best(), dst, a, (bt, Layout::Transposed), (m, k, n), true);

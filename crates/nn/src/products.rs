@@ -146,6 +146,43 @@ pub(crate) fn product<T: Real>(
     run(isa, job);
 }
 
+/// dst [rows × n] = A · b [k × n] (row-major), where A [rows × k] is columns
+/// `first..first + rows` of `at` [k × lda] read as a transpose (A[i, p] = at[p · lda + first +
+/// i]): a transposed left operand, packed from where it lies instead of transposed into a
+/// copy first. The same bytes as [`product`] of that copy.
+pub(crate) fn product_with_transposed_rows<T: Real>(
+    isa: Isa,
+    dst: &mut [T],
+    (at, lda, first): (&[T], usize, usize),
+    b: &[T],
+    (rows, k, n): (usize, usize, usize),
+) {
+    assert!(dst.len() == rows * n && b.len() == k * n, "product: operand sizes");
+    assert!(
+        first + rows <= lda && at.len() >= k * lda,
+        "product: transposed rows outside their matrix"
+    );
+    assert!(isa <= Isa::cpu(), "product: {isa:?} on a CPU without it");
+    if rows == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        dst.fill(T::default());
+        return;
+    }
+    let job = Job {
+        dst,
+        a: Rows::Transposed { at, lda, first },
+        b,
+        layout: Layout::RowMajor,
+        m: rows,
+        k,
+        n,
+        accumulate: false,
+    };
+    run(isa, job);
+}
+
 /// An 8 × 8 transpose: (from, its row stride, to, its row stride), as [`transpose8`].
 trait Transpose8<T>: Fn(&[T], usize, &mut [T], usize) {}
 impl<T, F: Fn(&[T], usize, &mut [T], usize)> Transpose8<T> for F {}
@@ -321,6 +358,11 @@ fn as_f32<T: Real>(job: Job<'_, T>) -> Result<Job<'_, f32>, Job<'_, T>> {
     let a = match a {
         Rows::Plain(a) => Rows::Plain(bytemuck::cast_slice(a)),
         Rows::Packed(a) => Rows::Packed(bytemuck::cast_slice(a)),
+        Rows::Transposed { at, lda, first } => Rows::Transposed {
+            at: bytemuck::cast_slice(at),
+            lda,
+            first,
+        },
     };
     Ok(Job {
         dst: bytemuck::cast_slice_mut(dst),
@@ -339,6 +381,12 @@ fn as_f32<T: Real>(job: Job<'_, T>) -> Result<Job<'_, f32>, Job<'_, T>> {
 enum Rows<'a, T> {
     Plain(&'a [T]),
     Packed(&'a [T]),
+    /// Columns `first..` of `at` [k × lda], read as rows.
+    Transposed {
+        at: &'a [T],
+        lda: usize,
+        first: usize,
+    },
 }
 
 /// One product's operands.
@@ -397,6 +445,12 @@ fn blocks<T: Real, const MR: usize, const NR: usize>(
             assert_eq!(packed.len(), row_blocks * k * MR, "product: rows packed for another path");
             f(packed)
         }
+        Rows::Transposed { at, lda, first } => with_scratch(row_blocks * k * MR, |packed: &mut [T]| {
+            for (i, block) in packed.chunks_exact_mut(k * MR).enumerate() {
+                pack_a_transposed((at, lda), (first + i * MR, MR.min(m - i * MR)), block, MR);
+            }
+            f(packed)
+        }),
         Rows::Plain(a) => with_scratch(row_blocks * k * MR, |packed: &mut [T]| {
             for (i, block) in packed.chunks_exact_mut(k * MR).enumerate() {
                 pack_a(a, (m, k), i * MR, block, MR, &t8);
@@ -512,6 +566,16 @@ fn pack_a<T: Real>(a: &[T], (m, k): (usize, usize), i0: usize, block: &mut [T], 
         for (p, &v) in a[(i0 + r) * k..][..k].iter().enumerate() {
             block[p * mr + r] = v;
         }
+    }
+}
+
+/// block[p · mr + r] = at[p · lda + i0 + r] for the `rows` rows there are, 0 beyond: what
+/// [`pack_a`] makes of the transpose of `at`, each term's rows one contiguous run of `at`.
+#[inline(always)]
+fn pack_a_transposed<T: Real>((at, lda): (&[T], usize), (i0, rows): (usize, usize), block: &mut [T], mr: usize) {
+    for (p, line) in block.chunks_exact_mut(mr).enumerate() {
+        line[..rows].copy_from_slice(&at[p * lda + i0..][..rows]);
+        line[rows..].fill(T::default());
     }
 }
 
@@ -728,6 +792,23 @@ mod tests {
                 // k roundings of terms below 1 in size: a few ulps of k.
                 assert!((f64::from(*g) - w).abs() <= 1e-6 * k as f64, "{m}x{k}x{n}: {g} vs {w}");
             }
+        }
+    }
+
+    #[test]
+    fn rows_read_from_a_transpose_give_the_bytes_of_a_product_of_its_copy() {
+        // at [k × lda]; A = columns first..first + rows of it, as rows: 13 rows (no path's
+        // block divides them) from column 5 of 30, k 300 (two passes of KC).
+        let (k, lda, first, rows, n) = (300, 30, 5, 13, 37);
+        let (at, b) = (random(k * lda, 7), random(k * n, 8));
+        let copy: Vec<f32> = (0..rows * k).map(|x| at[(x % k) * lda + first + x / k]).collect();
+        for isa in Isa::available() {
+            let mut want = vec![0.0f32; rows * n];
+            product(isa, &mut want, &copy, (&b, Layout::RowMajor), (rows, k, n), false);
+            let mut got = vec![f32::NAN; rows * n];
+            product_with_transposed_rows(isa, &mut got, (&at, lda, first), &b, (rows, k, n));
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&got), bits(&want), "{isa:?}");
         }
     }
 
