@@ -18,7 +18,8 @@
 
 pub use crate::matrix::Real;
 use crate::matrix::{
-    add_product_with_transpose, channel_sums, filled_by_chunks, lane_sum, multiply, split_even_odd, sum_in_runs, vector_paths, with_scratch,
+    add_product_with_transpose, channel_sums, filled_by_chunks, lane_sum, multiply, split_even_odd, sum_in_runs, vector_paths,
+    with_scratch, written_by_chunks,
 };
 use crate::products::{product_with_transposed_rows, Isa};
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
@@ -31,6 +32,7 @@ use burn::backend::tensor::FloatTensor;
 use burn::backend::{backend_extension, Autodiff, Backend, Dispatch, Flex};
 use burn::tensor::{DType, Device, Tensor, TensorData};
 use burn_flex::FlexTensor;
+use std::mem::MaybeUninit;
 
 /// burn's options for a 3×3 convolution with padding 1.
 fn options(stride: usize) -> ConvOptions<2> {
@@ -417,7 +419,7 @@ pub fn direct_forward<T: Real>(x: &[T], weight: &[T], bias: Option<&[T]>, batch:
         return vec![T::default(); batch * cout * n];
     }
     let group = images_per_group(batch, n);
-    filled_by_chunks(batch * cout * n, group * cout * n, |g, ys| {
+    let write = |g: usize, ys: &mut [MaybeUninit<T>]| {
         let images = ys.len() / (cout * n);
         let (xs, wide) = (&x[g * group * plane..][..images * plane], images * n);
         with_scratch(k * wide, |col: &mut [T]| {
@@ -432,12 +434,16 @@ pub fn direct_forward<T: Real>(x: &[T], weight: &[T], bias: Option<&[T]>, batch:
                 multiply(out, weight, col, (cout, k, wide), true);
                 for (i, yi) in ys.chunks_exact_mut(cout * n).enumerate() {
                     for (o, row) in yi.chunks_exact_mut(n).enumerate() {
-                        row.copy_from_slice(&out[o * wide + i * n..][..n]);
+                        let from = &out[o * wide + i * n..][..n];
+                        row.iter_mut().zip(from).for_each(|(y, &v)| _ = y.write(v));
                     }
                 }
             })
         })
-    })
+    };
+    // SAFETY: the chunks hold whole images (group · cout · n values, the last fewer), and the
+    // copy at the end of `write` writes every row of n values of every channel of each.
+    unsafe { written_by_chunks(batch * cout * n, group * cout * n, write) }
 }
 
 /// Output columns a stride-2 product should have at least: with fewer, the gemm runs below
