@@ -457,7 +457,7 @@ mod tests {
     }
 
     #[test]
-    fn results_are_the_same_bits_on_one_thread_and_on_four() {
-        are_the_same_bits_on_one_thread_and_on_four((forward, weight_grad), (70, 64));
+    fn results_are_the_same_bits_on_one_three_and_four_threads() {
+        are_the_same_bits_on_one_three_and_four_threads((forward, weight_grad), (70, 64));
     }
 }
