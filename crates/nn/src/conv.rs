@@ -12,6 +12,8 @@
 //! - weight gradients are summed in a fixed order ([`sum_in_runs`]), whatever the thread count;
 //!   the bias gradient ([`bias_grad`]) sums each plane where it lies, in 16 interleaved partial
 //!   sums, where burn's first transposed the whole output gradient into a fresh buffer.
+//! - for inference, [`conv3x3_prelu`] applies each output channel's PReLU as the forward pass
+//!   writes it (the same bits as the two apart, one pass over the output fewer).
 //!
 //! The `conv_layers` bench times each against flex's. Other backends (wgpu, cuda) keep burn's
 //! `Conv2d` unchanged.
@@ -22,15 +24,17 @@ use crate::matrix::{
     with_scratch, written_by_chunks,
 };
 use crate::products::{product_with_transposed_rows, Isa};
+use crate::winograd::{forward_with, Epilogue, F2};
+use crate::winograd4::F4;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::autodiff::NodeId;
-use burn::backend::ops::{ConvOptions, ModuleOps};
+use burn::backend::ops::{ActivationOps, ConvOptions, FloatTensorOps, ModuleOps};
 use burn::backend::tensor::FloatTensor;
-use burn::backend::{backend_extension, Autodiff, Backend, Dispatch, Flex};
-use burn::tensor::{DType, Device, Tensor, TensorData};
+use burn::backend::{backend_extension, Autodiff, Backend, Dispatch, Flex, TensorMetadata};
+use burn::tensor::{DType, Device, Shape, Tensor, TensorData};
 use burn_flex::FlexTensor;
 use std::mem::MaybeUninit;
 
@@ -54,6 +58,19 @@ pub trait SphereConv: Backend {
     /// The gradient of [`SphereConv::conv3x3`] with respect to its weight, given the output's.
     fn conv3x3_weight_grad(x: FloatTensor<Self>, weight: FloatTensor<Self>, grad: FloatTensor<Self>, stride: usize) -> FloatTensor<Self> {
         Self::conv2d_weight_backward(x, weight, grad, options(stride))
+    }
+    /// [`SphereConv::conv3x3`], then PReLU with one slope per output channel (`alpha`
+    /// [Cout]): for inference, where nothing needs the convolution's own output.
+    fn conv3x3_prelu(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        alpha: FloatTensor<Self>,
+        stride: usize,
+    ) -> FloatTensor<Self> {
+        let y = Self::conv3x3(x, weight, bias, stride);
+        let c = alpha.shape().num_elements();
+        Self::prelu(y, Self::float_reshape(alpha, Shape::new([1, c, 1, 1])))
     }
     /// The gradient of [`SphereConv::conv3x3`] with respect to its bias: the output gradient
     /// summed over images and pixels, per channel.
@@ -93,6 +110,27 @@ impl SphereConv for Flex {
             geo: Geometry::of(cin, h, w, stride),
         };
         on_values([&x, &grad], dims4(&weight), kernel).unwrap_or_else(|| Self::conv2d_weight_backward(x, weight, grad, options(stride)))
+    }
+
+    /// The activation applied to each output channel as it is written ([`Epilogue`]), not in
+    /// a pass of its own.
+    fn conv3x3_prelu(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        alpha: FloatTensor<Self>,
+        stride: usize,
+    ) -> FloatTensor<Self> {
+        let [batch, cin, h, w] = dims4(&x);
+        let (cout, geo) = (dims4(&weight)[0], Geometry::of(cin, h, w, stride));
+        let kernel = ForwardPrelu(Forward { batch, cout, geo });
+        match on_values([&x, &weight, &bias, &alpha], [batch, cout, geo.ho, geo.wo], kernel) {
+            Some(y) => y,
+            None => {
+                let y = Self::conv3x3(x, weight, bias, stride);
+                Self::prelu(y, Self::float_reshape(alpha, Shape::new([1, cout, 1, 1])))
+            }
+        }
     }
 
     /// burn's transposes the whole output gradient ([B, C] → [C, B]) into a fresh buffer to sum
@@ -164,6 +202,21 @@ pub fn conv3x3(x: Tensor<4>, weight: Tensor<4>, bias: Tensor<1>, stride: usize) 
     ))
 }
 
+/// [`conv3x3`] then PReLU per output channel, the two fused on the CPU (for inference: the
+/// operation has no backward pass of its own under autodiff, where it is the two ops).
+pub fn conv3x3_prelu(x: Tensor<4>, weight: Tensor<4>, bias: Tensor<1>, alpha: Tensor<1>, stride: usize) -> Tensor<4> {
+    if x.device() != Device::flex() {
+        return crate::prelu::prelu_channels(conv3x3(x, weight, bias, stride), alpha);
+    }
+    let (x, weight, bias, alpha) = (
+        x.into_dispatch(),
+        weight.into_dispatch(),
+        bias.into_dispatch(),
+        alpha.into_dispatch(),
+    );
+    Tensor::from_dispatch(<Dispatch as SphereConv>::conv3x3_prelu(x, weight, bias, alpha, stride))
+}
+
 /// A kernel over the values of f32 or f64 tensors, so that the dtype is matched once.
 pub(crate) trait Kernel {
     fn run<T: Real>(&self, inputs: &[&[T]]) -> Vec<T>;
@@ -179,6 +232,26 @@ struct Forward {
 impl Kernel for Forward {
     fn run<T: Real>(&self, v: &[&[T]]) -> Vec<T> {
         forward(v[0], v[1], Some(v[2]), self.batch, self.cout, self.geo)
+    }
+}
+
+/// [`forward_then`] of (x, weight, bias, PReLU slopes).
+struct ForwardPrelu(Forward);
+
+impl Kernel for ForwardPrelu {
+    fn run<T: Real>(&self, v: &[&[T]]) -> Vec<T> {
+        let Forward { batch, cout, geo } = self.0;
+        forward_then(
+            v[0],
+            v[1],
+            Epilogue {
+                bias: Some(v[2]),
+                slopes: Some(v[3]),
+            },
+            batch,
+            cout,
+            geo,
+        )
     }
 }
 
@@ -399,10 +472,17 @@ fn stride2_patches<T: Real>(x: &[T], geo: Geometry, col: &mut [T], ld: usize) {
 /// [`crate::winograd`], on images under `F4_FROM` pixels a side), the direct product
 /// ([`direct_forward`]) for stride 2.
 pub fn forward<T: Real>(x: &[T], weight: &[T], bias: Option<&[T]>, batch: usize, cout: usize, geo: Geometry) -> Vec<T> {
+    forward_then(x, weight, Epilogue { bias, slopes: None }, batch, cout, geo)
+}
+
+/// [`forward`], each output channel finished by `ep` (its bias, then PReLU where `ep` has
+/// slopes) before it is written.
+pub(crate) fn forward_then<T: Real>(x: &[T], weight: &[T], ep: Epilogue<'_, T>, batch: usize, cout: usize, geo: Geometry) -> Vec<T> {
+    let (dims, hw) = ((batch, geo.cin, cout), (geo.h, geo.w));
     match geo.stride {
-        1 if geo.h.min(geo.w) >= F4_FROM => crate::winograd4::forward(x, weight, bias, (batch, geo.cin, cout), (geo.h, geo.w)),
-        1 => crate::winograd::forward(x, weight, bias, (batch, geo.cin, cout), (geo.h, geo.w)),
-        _ => direct_forward(x, weight, bias, batch, cout, geo),
+        1 if geo.h.min(geo.w) >= F4_FROM => forward_with::<F4, T>(x, weight, ep, dims, hw),
+        1 => forward_with::<F2, T>(x, weight, ep, dims, hw),
+        _ => direct_forward_then(x, weight, ep, batch, cout, geo),
     }
 }
 
@@ -412,9 +492,14 @@ pub fn forward<T: Real>(x: &[T], weight: &[T], bias: Option<&[T]>, batch: usize,
 /// the result is [batch, cout, ho, wo]. Each output's sum runs over the patch in one fixed
 /// order, whatever the grouping and the thread count.
 pub fn direct_forward<T: Real>(x: &[T], weight: &[T], bias: Option<&[T]>, batch: usize, cout: usize, geo: Geometry) -> Vec<T> {
+    direct_forward_then(x, weight, Epilogue { bias, slopes: None }, batch, cout, geo)
+}
+
+/// [`direct_forward`], each output channel finished by `ep` ([`forward_then`]).
+fn direct_forward_then<T: Real>(x: &[T], weight: &[T], ep: Epilogue<'_, T>, batch: usize, cout: usize, geo: Geometry) -> Vec<T> {
     let Geometry { cin, h, w, ho, wo, .. } = geo;
     let (k, n, plane) = (cin * 9, ho * wo, cin * h * w);
-    assert!(x.len() == batch * plane && weight.len() == cout * k && bias.is_none_or(|b| b.len() == cout));
+    assert!(x.len() == batch * plane && weight.len() == cout * k && ep.fits(cout));
     if batch * cout * n == 0 || plane == 0 {
         return vec![T::default(); batch * cout * n];
     }
@@ -427,11 +512,9 @@ pub fn direct_forward<T: Real>(x: &[T], weight: &[T], bias: Option<&[T]>, batch:
                 for (i, xi) in xs.chunks_exact(plane).enumerate() {
                     im2col_rows(xi, geo, &mut col[i * n..], wide);
                 }
-                match bias {
-                    Some(bias) => out.chunks_mut(wide).zip(bias).for_each(|(row, b)| row.fill(*b)),
-                    None => out.fill(T::default()),
-                }
+                out.chunks_mut(wide).enumerate().for_each(|(o, row)| row.fill(ep.bias(o)));
                 multiply(out, weight, col, (cout, k, wide), true);
+                out.chunks_mut(wide).enumerate().for_each(|(o, row)| ep.activate(o, row));
                 for (i, yi) in ys.chunks_exact_mut(cout * n).enumerate() {
                     for (o, row) in yi.chunks_exact_mut(n).enumerate() {
                         let from = &out[o * wide + i * n..][..n];
@@ -672,6 +755,34 @@ pub(crate) mod tests {
                 let err = relative(a, b);
                 assert!(err <= tolerance, "{what} of {shape}: {err:e} > {tolerance:e}");
             }
+        }
+    }
+
+    #[test]
+    fn the_fused_activation_gives_the_bits_of_the_convolution_then_prelu() {
+        // Slopes of both signs and zero; shapes that run F(4×4), F(2×2) and stride 2.
+        let device = Device::flex();
+        for (b, cin, cout, stride, h, w) in [(2, 3, 5, 1, 9, 11), (3, 4, 6, 1, 7, 6), (2, 3, 4, 2, 9, 7)] {
+            let x = tensor([b, cin, h, w], 1, DType::F32, &device);
+            let k = tensor([cout, cin, 3, 3], 2, DType::F32, &device);
+            let bias = tensor([cout], 3, DType::F32, &device);
+            let alpha = Tensor::<1>::from_data(
+                TensorData::new(vec![0.25f32, -0.5, 0.0, 1.5, 0.1, 2.0][..cout].to_vec(), [cout]),
+                &device,
+            );
+            let fused = conv3x3_prelu(x.clone(), k.clone(), bias.clone(), alpha.clone(), stride);
+            let apart = crate::prelu::prelu_channels(conv3x3(x, k, bias, stride), alpha);
+            let bits = |t: Tensor<4>| {
+                t.into_data()
+                    .try_to_vec::<f32>()
+                    .expect("f32")
+                    .iter()
+                    .map(|v| v.to_bits())
+                    .collect::<Vec<_>>()
+            };
+            let (fused, apart) = (bits(fused), bits(apart));
+            assert!(apart.iter().any(|&v| f32::from_bits(v) < 0.0), "no negative output to activate");
+            assert_eq!(fused, apart, "{b}x{cin}->{cout} stride {stride} {h}x{w}");
         }
     }
 

@@ -70,6 +70,11 @@ impl ConvAct {
     }
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let conv = &self.conv;
+        // Inference (weights that want no gradient, as extraction's `valid()` model has): the
+        // activation applied as the convolution writes its output, one pass fewer.
+        if let (Some(bias), false) = (&conv.bias, conv.weight.val().is_require_grad()) {
+            return crate::conv::conv3x3_prelu(x, conv.weight.val(), bias.val(), self.act.alpha.val(), conv.stride[0]);
+        }
         let y = match &conv.bias {
             Some(bias) => crate::conv::conv3x3(x, conv.weight.val(), bias.val(), conv.stride[0]),
             None => conv.forward(x),

@@ -795,6 +795,15 @@ mod tests {
     }
 
     #[test]
+    fn training_weights_want_gradients_and_the_extraction_model_does_not() {
+        // The condition under which `ConvAct` fuses PReLU into the convolution (inference only).
+        let t = Trainer::new(cfg(Loss::ASoftmax { m: 4 }), &Device::flex(), 1).unwrap();
+        let unit = &t.model().net.stages[0].down.conv;
+        assert!(unit.weight.val().is_require_grad());
+        assert!(!t.model().net.clone().valid().stages[0].down.conv.weight.val().is_require_grad());
+    }
+
+    #[test]
     fn resuming_from_a_checkpoint_continues_exactly() {
         let d = Device::flex();
         let run = |t: &mut Trainer, from: u64, to: u64| -> Vec<f64> {

@@ -20,7 +20,7 @@
 //! Aᵀ = [1 1 1 1 1 0; 0 1 −1 2 −2 0; 0 1 1 4 4 0; 0 1 −1 8 −8 1].
 
 use crate::matrix::{vector_paths, Real};
-use crate::winograd::{filters_along, forward_with, transforms_of_this_module, weight_grad_with, Algorithm, Plan};
+use crate::winograd::{filters_along, forward_with, transforms_of_this_module, weight_grad_with, Algorithm, Epilogue, Plan};
 use std::mem::MaybeUninit;
 use std::ops::Range;
 
@@ -34,7 +34,7 @@ vector_paths! {
 }
 vector_paths! {
     /// [`output_blocks`].
-    fn transform_output(m: &[T], bias: Option<&[T]>, plan: &Plan, band: Range<usize>, ys: &mut [MaybeUninit<T>]) = output_blocks;
+    fn transform_output(m: &[T], ep: Epilogue<'_, T>, plan: &Plan, band: Range<usize>, ys: &mut [MaybeUninit<T>]) = output_blocks;
 }
 
 /// F(4×4, 3×3): this module's transforms.
@@ -57,7 +57,7 @@ const POINTS: usize = 36;
 /// y = bias + the stride-1 3×3 convolution (padding 1) of `x` [batch, cin, h, w] with `weight`
 /// [cout, cin, 3, 3] by F(4×4); the result is [batch, cout, h, w].
 pub fn forward<T: Real>(x: &[T], weight: &[T], bias: Option<&[T]>, dims: (usize, usize, usize), hw: (usize, usize)) -> Vec<T> {
-    forward_with::<F4, T>(x, weight, bias, dims, hw)
+    forward_with::<F4, T>(x, weight, Epilogue { bias, slopes: None }, dims, hw)
 }
 
 /// dW [cout, cin, 3, 3] of the stride-1 convolution (padding 1) of `x` [batch, cin, h, w],
@@ -361,7 +361,7 @@ fn six_rows<T>(v: &mut [T], first: usize, stride: usize, len: usize) -> [&mut [T
 /// tiles, into 16 rows: output line a of each tile row, columns 4t + q; those are then
 /// interleaved into the image, line by line.
 #[inline(always)]
-fn output_blocks<T: Real>(m: &[T], bias: Option<&[T]>, plan: &Plan, band: Range<usize>, ys: &mut [MaybeUninit<T>]) {
+fn output_blocks<T: Real>(m: &[T], ep: Epilogue<'_, T>, plan: &Plan, band: Range<usize>, ys: &mut [MaybeUninit<T>]) {
     let Plan { cout, h, w, tw, .. } = *plan;
     let images = ys.len() / (cout * h * w);
     let tiles = images * band.len() * tw;
@@ -373,11 +373,12 @@ fn output_blocks<T: Real>(m: &[T], bias: Option<&[T]>, plan: &Plan, band: Range<
             let ins = six_refs(m, (j * cout + k) * tiles, 6 * cout * tiles, tiles);
             combine_up(ins, four_rows(&mut up, j * tiles, 6 * tiles, tiles), zero);
         }
-        let b = bias.map_or(zero, |b| b[k]);
+        let b = ep.bias(k);
         for a in 0..4 {
             let ins = six_refs(&up, a * 6 * tiles, tiles, tiles);
             combine_up(ins, four_rows(&mut out, a * 4 * tiles, tiles, tiles), b);
         }
+        ep.activate(k, &mut out);
         for image in 0..images {
             let plane = &mut ys[(image * cout + k) * h * w..][..h * w];
             for (r, ty) in band.clone().enumerate() {
