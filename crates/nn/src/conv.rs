@@ -31,7 +31,7 @@ use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::autodiff::NodeId;
-use burn::backend::ops::{ActivationOps, ConvOptions, FloatTensorOps, ModuleOps};
+use burn::backend::ops::{ConvOptions, ModuleOps};
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{backend_extension, Autodiff, Backend, Dispatch, Flex, TensorMetadata};
 use burn::tensor::{DType, Device, Shape, Tensor, TensorData};
@@ -68,15 +68,26 @@ pub trait SphereConv: Backend {
         alpha: FloatTensor<Self>,
         stride: usize,
     ) -> FloatTensor<Self> {
-        let y = Self::conv3x3(x, weight, bias, stride);
-        let c = alpha.shape().num_elements();
-        Self::prelu(y, Self::float_reshape(alpha, Shape::new([1, c, 1, 1])))
+        conv_then_prelu::<Self>(x, weight, bias, alpha, stride)
     }
     /// The gradient of [`SphereConv::conv3x3`] with respect to its bias: the output gradient
     /// summed over images and pixels, per channel.
     fn conv3x3_bias_grad(x: FloatTensor<Self>, bias: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
         Self::conv2d_bias_backward(x, bias, grad)
     }
+}
+
+/// [`SphereConv::conv3x3_prelu`] as two ops: the backend's convolution, then burn's PReLU.
+fn conv_then_prelu<B: SphereConv>(
+    x: FloatTensor<B>,
+    weight: FloatTensor<B>,
+    bias: FloatTensor<B>,
+    alpha: FloatTensor<B>,
+    stride: usize,
+) -> FloatTensor<B> {
+    let y = B::conv3x3(x, weight, bias, stride);
+    let c = alpha.shape().num_elements();
+    B::prelu(y, B::float_reshape(alpha, Shape::new([1, c, 1, 1])))
 }
 
 /// Each method falls back to burn's own op for a dtype other than f32 and f64.
@@ -124,13 +135,8 @@ impl SphereConv for Flex {
         let [batch, cin, h, w] = dims4(&x);
         let (cout, geo) = (dims4(&weight)[0], Geometry::of(cin, h, w, stride));
         let kernel = ForwardPrelu(Forward { batch, cout, geo });
-        match on_values([&x, &weight, &bias, &alpha], [batch, cout, geo.ho, geo.wo], kernel) {
-            Some(y) => y,
-            None => {
-                let y = Self::conv3x3(x, weight, bias, stride);
-                Self::prelu(y, Self::float_reshape(alpha, Shape::new([1, cout, 1, 1])))
-            }
-        }
+        on_values([&x, &weight, &bias, &alpha], [batch, cout, geo.ho, geo.wo], kernel)
+            .unwrap_or_else(|| conv_then_prelu::<Self>(x, weight, bias, alpha, stride))
     }
 
     /// burn's transposes the whole output gradient ([B, C] → [C, B]) into a fresh buffer to sum
