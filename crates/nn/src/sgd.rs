@@ -56,20 +56,15 @@ impl Optimizer for Sgd {
             momentum: self.momentum,
             decay: self.decay,
         };
-        let velocity = state.map(|v| v.0);
-        let (tensor, velocity) = if tensor.device() == Device::flex() {
-            let (p, g, v) = (tensor.into_dispatch(), grad.into_dispatch(), velocity.map(Tensor::into_dispatch));
-            let (p, v) = match v {
-                None => <Dispatch as SphereSgd>::sgd_first(p, g, rates.lr, rates.decay),
-                Some(v) => <Dispatch as SphereSgd>::sgd_next(p, g, v, rates.lr, rates.momentum, rates.decay),
-            };
-            (Tensor::from_dispatch(p), Tensor::from_dispatch(v))
-        } else {
-            let (p, g, v) = (tensor.into_dispatch(), grad.into_dispatch(), velocity.map(Tensor::into_dispatch));
-            let (p, v) = by_ops::<Dispatch>(p, g, v, rates);
-            (Tensor::from_dispatch(p), Tensor::from_dispatch(v))
+        let on_flex = tensor.device() == Device::flex();
+        let (p, g, v) = (tensor.into_dispatch(), grad.into_dispatch(), state.map(|v| v.0.into_dispatch()));
+        let (p, v) = match (on_flex, v) {
+            (true, None) => <Dispatch as SphereSgd>::sgd_first(p, g, rates.lr, rates.decay),
+            (true, Some(v)) => <Dispatch as SphereSgd>::sgd_next(p, g, v, rates.lr, rates.momentum, rates.decay),
+            // The extension covers flex only; elsewhere burn's ops, in the same order.
+            (false, v) => by_ops::<Dispatch>(p, g, v, rates),
         };
-        (tensor, Some(Velocity(velocity)))
+        (Tensor::from_dispatch(p), Some(Velocity(Tensor::from_dispatch(v))))
     }
 
     fn to_device<const D: usize>(state: Velocity<D>, device: &Device) -> Velocity<D> {
